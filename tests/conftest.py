@@ -1,0 +1,55 @@
+"""Shared fixtures: an isolated HF/GitHub environment, the tiny demo model built once, small configs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "examples" / "quickstart"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the tiny demo model once per test session, outside the user's cache."""
+    cache = Path(os.environ.get("HPO_ACTION_TEST_CACHE") or tmp_path_factory.mktemp("hpo-cache"))
+    os.environ["HPO_ACTION_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the real HF cache, the network or a GitHub runner's files."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    for name in list(os.environ):
+        if name.startswith("GITHUB_"):
+            monkeypatch.delenv(name)
+
+
+def small_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
+    """The quickstart config shrunk to seconds: its data copied into tmp_path, a tiny budget."""
+    for name in ("train.jsonl", "validation.jsonl", "test.jsonl"):
+        shutil.copy(QUICKSTART / name, tmp_path / name)
+    raw = yaml.safe_load((QUICKSTART / "hpo.yaml").read_text())
+    raw["search"].update(n_trials=3, timeout=None, budget={"max_steps": 6, "eval_every": 3})
+    raw["output"] = {"dir": "out"}
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(raw.get(section), dict):
+            raw[section] = {**raw[section], **values}
+        else:
+            raw[section] = values
+    return raw
+
+
+def write_config(tmp_path: Path, raw: dict[str, Any], name: str = "hpo.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
