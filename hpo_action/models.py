@@ -1,0 +1,147 @@
+"""Load the base model and tokenizer once per worker; attach and remove adapters per trial.
+
+Reloading a model for every trial is the main overhead of naive HPO loops, and leaking the previous
+trial's adapter or optimizer state into the next one is its main bug. This module owns both concerns.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .config import ModelConfig
+from .demo_model import ensure_demo_model, is_demo_model
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class BaseModel:
+    """A loaded base model and tokenizer, kept across trials."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    config: ModelConfig
+    device: str
+    dtype: torch.dtype
+    source: str
+    _snapshot: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def bf16(self) -> bool:
+        import torch
+
+        return self.dtype == torch.bfloat16
+
+    @property
+    def fp16(self) -> bool:
+        import torch
+
+        return self.dtype == torch.float16
+
+    def attach(self, params: dict[str, Any]) -> Any:
+        """Return the model to train in this trial: a fresh LoRA adapter, or the base itself for full FT."""
+        if self.config.method == "full":
+            if self._snapshot is None:
+                self._snapshot = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.model.requires_grad_(True)
+            return self.model
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=int(params["lora_r"]),
+            lora_alpha=int(params["lora_alpha"]),
+            lora_dropout=float(params["lora_dropout"]),
+            target_modules=self.config.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(self.model, lora)
+
+    def detach(self, trained: Any) -> None:
+        """Remove the trial's adapter (or restore the kept weights) so the next trial starts from the base."""
+        if self.config.method == "full":
+            assert self._snapshot is not None
+            self.model.load_state_dict(self._snapshot)
+        else:
+            self.model = trained.unload()
+        self.model.zero_grad(set_to_none=True)
+        free_memory()
+
+
+def free_memory() -> None:
+    """Drop cached allocations between trials; GPU memory otherwise grows trial after trial."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def pick_dtype(name: str, device: str) -> torch.dtype:
+    """'auto' is bfloat16 on a GPU that supports it and float32 elsewhere (CPU bf16 is slow and lossy)."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def load_base_model(cfg: ModelConfig) -> BaseModel:
+    """Load once per worker; QLoRA quantizes to 4-bit with bitsandbytes and needs CUDA."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = pick_dtype(cfg.dtype, device)
+    source = str(ensure_demo_model()) if is_demo_model(cfg.name) else cfg.name
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.revision:
+        kwargs["revision"] = cfg.revision
+    if cfg.method == "qlora":
+        kwargs["quantization_config"] = _four_bit_config(dtype, device)
+        kwargs["device_map"] = {"": 0}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision
+        )
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"model.name: cannot load {cfg.name!r}: {first_line} "
+            "(offline? use a local folder or 'hpo-action/tiny-demo')"
+        ) from None
+    if cfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model.to(device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.requires_grad_(cfg.method == "full")
+    return BaseModel(model=model, tokenizer=tokenizer, config=cfg, device=device, dtype=dtype, source=source)
+
+
+def _four_bit_config(dtype: torch.dtype, device: str) -> Any:
+    import torch
+
+    if device != "cuda":
+        raise ConfigError("model.method: qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use method: lora")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError("model.method: qlora needs bitsandbytes: pip install 'hpo-action[qlora]'") from None
+    from transformers import BitsAndBytesConfig
+
+    compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )

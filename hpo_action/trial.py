@@ -1,0 +1,197 @@
+"""One trial: parameters → SFTConfig (+ LoRA) → a short TRL SFT run that reports to the pruner.
+
+The base model and the tokenized data come in already loaded, so a trial costs its training steps and
+little else; that is the point of hpo-action over `Trainer.hyperparameter_search`.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import HpoConfig
+from .errors import TrialError
+from .models import BaseModel
+
+if TYPE_CHECKING:
+    import datasets
+
+Reporter = Callable[[float, int], bool]
+"""Called with (objective value, step) at each evaluation; returns True when the trial should be pruned."""
+
+
+class Pruned(Exception):
+    """Raised inside training when the reporter says stop; the caller turns it into optuna.TrialPruned."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"pruned at step {step} (value {value:.6g})")
+        self.step, self.value = step, value
+
+
+@dataclass
+class TrialResult:
+    """What one finished trial measured."""
+
+    value: float
+    metrics: dict[str, float]
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+class TrialRunner:
+    """Runs trials against one loaded base model and one tokenized dataset, kept for the whole study."""
+
+    def __init__(self, cfg: HpoConfig, base: BaseModel, train: datasets.Dataset, validation: datasets.Dataset):
+        self.cfg, self.base = cfg, base
+        self.train_dataset = train.select_columns(["input_ids", "labels"])
+        self.eval_dataset = validation.select_columns(["input_ids", "labels"])
+
+    def run(
+        self,
+        params: dict[str, Any],
+        report: Reporter | None = None,
+        save_to: Callable[[float], Path | None] | None = None,
+    ) -> TrialResult:
+        """Train with `params`; `save_to(value)` names a folder for the result or None to discard it."""
+        from trl import SFTTrainer
+
+        started = time.perf_counter()
+        metric = self.cfg.search.objective.metric
+        tracker = _Tracker(metric, self.cfg.search.objective.direction, report, self.cfg.train)
+        model = self.base.attach(params)
+        trainer = None
+        try:
+            with tempfile.TemporaryDirectory(prefix="hpo-trial-") as scratch:
+                trainer = SFTTrainer(
+                    model=model,
+                    args=self._sft_config(params, scratch),
+                    train_dataset=self.train_dataset,
+                    eval_dataset=self.eval_dataset,
+                    processing_class=self.base.tokenizer,
+                    callbacks=[tracker.callback()],
+                )
+                _quiet(trainer)
+                trainer.train()
+                if not tracker.curve or tracker.curve[-1][0] != trainer.state.global_step:
+                    tracker.record(trainer.evaluate(), trainer.state.global_step)
+            value = tracker.curve[-1][1]
+            result = TrialResult(
+                value=value,
+                metrics=tracker.last_metrics,
+                curve=tracker.curve,
+                steps=trainer.state.global_step,
+                seconds=time.perf_counter() - started,
+                stopped_early=tracker.stopped_early,
+            )
+            target = save_to(value) if save_to else None
+            if target is not None:
+                self._save(model, target)
+            return result
+        finally:
+            del trainer
+            self.base.detach(model)
+
+    def _sft_config(self, params: dict[str, Any], scratch: str) -> Any:
+        from trl import SFTConfig
+
+        budget = self.cfg.search.budget
+        return SFTConfig(
+            output_dir=scratch,
+            max_steps=budget.max_steps,
+            eval_strategy="steps",
+            eval_steps=budget.eval_every,
+            logging_steps=budget.eval_every,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=self.base.device == "cpu",
+            bf16=self.base.bf16,
+            fp16=self.base.fp16,
+            seed=self.cfg.train.seed,
+            data_seed=self.cfg.train.seed,
+            learning_rate=float(params["learning_rate"]),
+            per_device_train_batch_size=int(params["per_device_train_batch_size"]),
+            per_device_eval_batch_size=int(params["per_device_eval_batch_size"]),
+            gradient_accumulation_steps=int(params["gradient_accumulation_steps"]),
+            weight_decay=float(params["weight_decay"]),
+            warmup_steps=float(params["warmup_ratio"]),
+            lr_scheduler_type=params["lr_scheduler_type"],
+            max_grad_norm=float(params["max_grad_norm"]),
+            optim=params["optim"],
+            gradient_checkpointing=bool(params["gradient_checkpointing"]),
+            max_length=None,
+            dataset_kwargs={"skip_prepare_dataset": True},
+            dataloader_num_workers=0,
+        )
+
+    def _save(self, model: Any, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(target)
+        self.base.tokenizer.save_pretrained(target)
+
+
+class _Tracker:
+    """Records the eval curve, reports it to the pruner, stops early and fails on non-finite losses."""
+
+    def __init__(self, metric: str, direction: str, report: Reporter | None, train_cfg: Any) -> None:
+        self.metric, self.sign = metric, (1.0 if direction == "minimize" else -1.0)
+        self.report = report
+        self.patience = train_cfg.early_stopping_patience
+        self.threshold = train_cfg.early_stopping_threshold
+        self.curve: list[tuple[int, float]] = []
+        self.last_metrics: dict[str, float] = {}
+        self.best = math.inf
+        self.bad_evals = 0
+        self.stopped_early = False
+
+    def record(self, metrics: dict[str, float], step: int) -> bool:
+        """Store one evaluation; returns True when early stopping says stop."""
+        if self.metric not in metrics:
+            known = ", ".join(sorted(k for k in metrics if k.startswith("eval_")))
+            raise TrialError(f"search.objective.metric: {self.metric!r} is not reported; available: {known}")
+        value = float(metrics[self.metric])
+        if not math.isfinite(value):
+            raise TrialError(f"non-finite {self.metric} ({value}) at step {step}: learning rate too high?")
+        self.curve.append((step, value))
+        self.last_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        if self.report is not None and self.report(value, step):
+            raise Pruned(step, value)
+        score = self.sign * value
+        if score < self.best - self.threshold:
+            self.best, self.bad_evals = score, 0
+        else:
+            self.bad_evals += 1
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        tracker = self
+
+        class _Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+                loss = (logs or {}).get("loss")
+                if loss is not None and not math.isfinite(float(loss)):
+                    raise TrialError(f"non-finite training loss ({loss}) at step {state.global_step}")
+
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+                if tracker.record(metrics or {}, state.global_step):
+                    tracker.stopped_early = True
+                    control.should_training_stop = True
+
+        return _Callback()
+
+
+def _quiet(trainer: Any) -> None:
+    """The trainer's printer callback floods CI logs with one dict per evaluation; our progress replaces it."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)

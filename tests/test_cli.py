@@ -1,0 +1,90 @@
+"""The command line: bad input is one line on stderr, exit code 2, no traceback and no study written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpo_action.cli import main
+
+from .conftest import small_config, write_config
+
+
+def _run(capsys, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+def _bad(tmp_path: Path, mutate) -> Path:
+    raw = small_config(tmp_path)
+    mutate(raw, tmp_path)
+    return write_config(tmp_path, raw)
+
+
+def _set(section: str, key: str, value):
+    return lambda raw, _: raw[section].__setitem__(key, value)
+
+
+def _write(name: str, text: str):
+    return lambda raw, folder: (folder / name).write_text(text)
+
+
+CASES = {
+    "unknown key": (_set("search", "n_trails", 3), "search.n_trails: unknown key; did you mean 'n_trials'?"),
+    "wrong type": (_set("search", "n_trials", "many"), "search.n_trials: Input should be a valid integer"),
+    "negative n_trials": (_set("search", "n_trials", -1), "search.n_trials: Input should be greater than or equal"),
+    "unknown sampler": (_set("search", "sampler", "annealing"), "search.sampler: Input should be 'tpe'"),
+    "missing file": (_set("data", "train", "nowhere.jsonl"), "data.train: file not found"),
+    "empty file": (_write("train.jsonl", ""), "train.jsonl"),
+    "malformed jsonl": (_write("train.jsonl", '{"prompt": "a", "completion": "b"}\n{oops\n'), "line 2"),
+    "rows lacking fields": (_write("train.jsonl", '{"prompt": "a"}\n{"prompt": "b"}\n'), "'completion'"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_one_line_and_writes_no_study(tmp_path: Path, capsys, case: str):
+    mutate, expected = CASES[case]
+    config = _bad(tmp_path, mutate)
+    code, err = _run(capsys, "run", "-c", str(config))
+    assert code == 2
+    assert expected in err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "study.db").exists()
+
+
+def test_flags_override_the_config_and_are_checked(tmp_path: Path, capsys):
+    config = write_config(tmp_path, small_config(tmp_path))
+    code, err = _run(capsys, "run", "-c", str(config), "--set", "train.lora_r=zero")
+    assert code == 2 and "train.lora_r" in err
+    code, err = _run(capsys, "run", "-c", str(config), "--sampler", "nope")
+    assert code == 2 and "nope" in err
+    code, err = _run(capsys, "run", "-c", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "config file not found" in err
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from hpo_action.cli import cli; print(json.dumps('torch' in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) is False
+
+
+@pytest.mark.slow
+def test_console_script_runs_a_study_end_to_end(tmp_path: Path):
+    config = write_config(tmp_path, small_config(tmp_path))
+    out = tmp_path / "elsewhere"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpo_action", "run", "-c", str(config), "--output", str(out), "--n-trials", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_trials"] == 2
+    assert "best trial" in proc.stderr

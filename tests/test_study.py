@@ -1,0 +1,102 @@
+"""Studies on the real tiny model with real Optuna storage: resume, failures, samplers and pruners."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo_action import data as data_module
+from hpo_action.config import PRUNERS, SAMPLERS, parse_config
+from hpo_action.pipeline import search
+from hpo_action.space import warm_start_params
+from hpo_action.study import storage_url, study_name
+
+from .conftest import small_config
+
+pytestmark = pytest.mark.slow
+
+
+def _load(cfg) -> optuna.Study:
+    return optuna.load_study(study_name=study_name(cfg), storage=storage_url(cfg))
+
+
+def _cfg(tmp_path: Path, **sections):
+    return parse_config(small_config(tmp_path, **sections), base_dir=tmp_path)
+
+
+def test_search_writes_outputs_and_resumes_without_new_trials(tmp_path: Path, monkeypatch):
+    calls = []
+    real = data_module.tokenize_rows
+    monkeypatch.setattr(data_module, "tokenize_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = _cfg(tmp_path)
+
+    summary = search(cfg)
+    study = _load(cfg)
+    assert len(study.trials) == 3
+    assert all(t.state.is_finished() for t in study.trials)
+    assert study.trials[0].params == pytest.approx(warm_start_params(cfg))  # warm start is trial 0
+    assert len(calls) == 2  # train and validation, tokenized once for the whole study
+
+    out = Path(cfg.output.dir)
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [int(r["number"]) for r in rows] == [0, 1, 2]
+    assert {"state", "value", "steps", "seconds", "param_learning_rate"} <= set(rows[0])
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["best"]["number"] == study.best_trial.number == summary["best"]["number"]
+    assert (out / "best" / "adapter_config.json").is_file()
+    best_params = json.loads((out / "best" / "params.json").read_text())
+    assert best_params["params"]["learning_rate"] == pytest.approx(study.best_params["learning_rate"])
+    assert [p.name for p in (out / "trials").iterdir()] == [str(study.best_trial.number)]
+
+    search(cfg)  # the same command again: nothing missing, nothing run, nothing re-tokenized
+    assert len(_load(cfg).trials) == 3
+    assert len(calls) == 2
+
+    search(cfg, extra_trials=2)  # --n-trials 2 adds two
+    assert len(_load(cfg).trials) == 5
+    assert len(calls) == 2
+
+
+def test_raising_and_nan_trials_fail_while_the_study_finishes(tmp_path: Path):
+    space = {"learning_rate": {"choices": [1e-3, 1e12]}, "lr_scheduler_type": {"choices": ["cosine", "no_such"]}}
+    cfg = _cfg(
+        tmp_path,
+        search={"sampler": "grid", "pruner": "none", "n_trials": 4, "space": space},
+        train={"max_grad_norm": 1e30},
+    )
+    search(cfg)
+    trials = {(t.params["learning_rate"], t.params["lr_scheduler_type"]): t for t in _load(cfg).trials}
+    assert len(trials) == 4
+    assert trials[(1e-3, "cosine")].state.name == "COMPLETE"
+    assert trials[(1e12, "cosine")].state.name == "FAIL"
+    assert "non-finite" in trials[(1e12, "cosine")].user_attrs["error"]
+    for lr in (1e-3, 1e12):
+        failed = trials[(lr, "no_such")]
+        assert failed.state.name == "FAIL"
+        assert "no_such" in failed.user_attrs["error"]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_runs(tmp_path: Path, sampler: str):
+    cfg = _cfg(tmp_path, search={"sampler": sampler, "pruner": "none", "n_trials": 3})
+    search(cfg)
+    trials = _load(cfg).trials
+    assert len(trials) == 3
+    assert all(t.state.name == "COMPLETE" for t in trials)
+
+
+@pytest.mark.parametrize("pruner", PRUNERS)
+def test_every_pruner_runs(tmp_path: Path, pruner: str):
+    cfg = _cfg(
+        tmp_path,
+        search={"pruner": pruner, "n_trials": 4, "budget": {"max_steps": 6, "eval_every": 2}},
+    )
+    search(cfg)
+    study = _load(cfg)
+    assert len(study.trials) == 4
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    assert all(len(t.intermediate_values) >= 1 for t in study.trials)
