@@ -164,7 +164,7 @@ def run_trials(
         timeout=cfg.search.timeout,
         callbacks=[stop_at_target],
         catch=(Exception,),
-        gc_after_trial=True,
+        gc_after_trial=False,  # TrialRunner frees memory after each trial already
     )
     if not cfg.output.keep_all_adapters:
         keep_only_best(study, trials_dir)

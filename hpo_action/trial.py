@@ -6,6 +6,7 @@ little else; that is the point of hpo-action over `Trainer.hyperparameter_search
 
 from __future__ import annotations
 
+import gc
 import math
 import tempfile
 import time
@@ -52,6 +53,10 @@ class TrialRunner:
         self.cfg, self.base = cfg, base
         self.train_dataset = train.select_columns(["input_ids", "labels"])
         self.eval_dataset = validation.select_columns(["input_ids", "labels"])
+        # Everything alive now (libraries, base model, data) lives as long as the worker: freezing it keeps
+        # the per-trial garbage collections (ours and accelerate's) from walking ~500k long-lived objects.
+        gc.collect()
+        gc.freeze()
 
     def run(
         self,
@@ -60,9 +65,11 @@ class TrialRunner:
         save_to: Callable[[float], Path | None] | None = None,
     ) -> TrialResult:
         """Train with `params`; `save_to(value)` names a folder for the result or None to discard it."""
+        from transformers import set_seed
         from trl import SFTTrainer
 
         started = time.perf_counter()
+        set_seed(self.cfg.train.seed)  # the adapter's random init must not depend on earlier trials
         metric = self.cfg.search.objective.metric
         tracker = _Tracker(metric, self.cfg.search.objective.direction, report, self.cfg.train)
         model = self.base.attach(params)
