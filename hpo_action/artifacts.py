@@ -44,6 +44,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "seconds": t.user_attrs.get("seconds"),
         }
         row.update({f"param_{k}": v for k, v in sorted(t.params.items())})
+        row.update({f"forgetting_{k}": v for k, v in t.user_attrs.get("forgetting_excess", {}).items()})
         row["error"] = t.user_attrs.get("error", "")
         rows.append(row)
     return rows
@@ -114,6 +115,7 @@ def summarize(study: optuna.Study, cfg: HpoConfig, storage: str, elapsed: float,
         "value": best.value,
         "params": best.params,
         "metrics": best.user_attrs.get("metrics", {}),
+        "forgetting_excess": best.user_attrs.get("forgetting_excess", {}),
         "adapter": str(best_dir) if best_dir else None,
     }
     return summary

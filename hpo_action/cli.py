@@ -5,12 +5,24 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
-from .config import PRUNERS, SAMPLERS, HpoConfig, apply_overrides, load_config, parse_set_option
-from .errors import HpoActionError
+from .config import (
+    GATE_TESTS,
+    PRUNERS,
+    SAMPLERS,
+    ForgettingBenchmark,
+    GateConfig,
+    HpoConfig,
+    apply_overrides,
+    load_config,
+    parse_set_option,
+)
+from .errors import ConfigError, HpoActionError
 
 # CLI flag → dotted config key; None values (flag not given) leave the config as it is.
 OVERRIDES = {
@@ -84,15 +96,33 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @study_options
-def run(config_path: str, n_trials: int | None, set_items: tuple[str, ...], **flags: Any) -> None:
-    """Run the whole job: search (resuming a study already there), then report.
+@click.option(
+    "--champion-predictions",
+    type=click.Path(dir_okay=False),
+    help="The champion's test predictions JSONL; the candidate is gated against it instead of the base model.",
+)
+@click.option("--fail-on-reject", is_flag=True, help="Exit 3 unless the gate promotes.")
+def run(
+    config_path: str,
+    n_trials: int | None,
+    set_items: tuple[str, ...],
+    champion_predictions: str | None,
+    fail_on_reject: bool,
+    **flags: Any,
+) -> None:
+    """Run the whole job: search (resuming a study already there), evaluate the best trial once on the
+    held-out test split, and gate it against the champion (or the base model) and the forgetting sets.
 
     Example: hpo-action run -c examples/quickstart/hpo.yaml
     """
-    from .pipeline import search as run_search
+    from .pipeline import run as run_job
 
     cfg = _config_from(config_path, set_items, **flags)
-    run_search(cfg, extra_trials=n_trials)
+    result = run_job(
+        cfg, extra_trials=n_trials, champion_predictions=champion_predictions and Path(champion_predictions)
+    )
+    if fail_on_reject and not result["promote"]:
+        sys.exit(3)
 
 
 @cli.command()
@@ -106,6 +136,89 @@ def search(config_path: str, n_trials: int | None, set_items: tuple[str, ...], *
 
     cfg = _config_from(config_path, set_items, **flags)
     run_search(cfg, extra_trials=n_trials)
+
+
+@cli.command("evaluate")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config.")
+@click.option("--adapter", type=click.Path(file_okay=False), help="PEFT adapter folder, e.g. runs/best.")
+@click.option("--base", is_flag=True, help="Score the base model itself.")
+@click.option("--split", type=click.Choice(["test", "validation", "train"]), default="test", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Predictions JSONL to write.")
+@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+def evaluate_command(
+    config_path: str, adapter: str | None, base: bool, split: str, out: str, set_items: tuple[str, ...]
+) -> None:
+    """Score the base model or an adapter once, per example, on a split (metrics from evaluate.metrics).
+
+    Example: hpo-action evaluate -c hpo.yaml --adapter runs/best --out candidate.jsonl
+    """
+    from .pipeline import evaluate_split
+
+    if bool(adapter) == base:
+        raise ConfigError("evaluate: pass exactly one of --adapter PATH or --base")
+    cfg = _config_from(config_path, set_items)
+    evaluate_split(cfg, adapter and Path(adapter), split, Path(out))
+
+
+def _parse_forgetting(items: tuple[str, ...]) -> list[tuple[str, Path, Path, float]]:
+    parsed = []
+    for item in items:
+        name, sep, rest = item.partition("=")
+        parts = rest.split(",")
+        if not sep or not name or len(parts) not in (2, 3):
+            raise ConfigError(f"--forgetting {item!r}: expected NAME=CANDIDATE.jsonl,REFERENCE.jsonl[,MARGIN]")
+        try:
+            margin = float(parts[2]) if len(parts) == 3 else ForgettingBenchmark.model_fields["margin"].default
+        except ValueError:
+            raise ConfigError(f"--forgetting {item!r}: the margin {parts[2]!r} is not a number") from None
+        parsed.append((name, Path(parts[0]), Path(parts[1]), margin))
+    return parsed
+
+
+@cli.command("gate")
+@click.option("--candidate", required=True, type=click.Path(dir_okay=False), help="Candidate predictions JSONL.")
+@click.option(
+    "--champion",
+    "--reference",
+    "reference",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Champion (or base model) predictions JSONL, paired by id.",
+)
+@click.option("--metric", help="Primary metric (default: the first metric in the candidate file).")
+@click.option("--test", type=click.Choice(GATE_TESTS), help="Default: mcnemar-midp (boolean), permutation (scores).")
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]), help="Override the metric's direction.")
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option("--min-effect", type=float, default=0.0, show_default=True, help="Required CI lower bound.")
+@click.option("--target-effect", type=float, default=0.05, show_default=True, help="Effect worth detecting.")
+@click.option("--resamples", type=int, default=10_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--forgetting", multiple=True, metavar="NAME=CAND.jsonl,REF.jsonl[,MARGIN]", help="Repeatable.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write gate.json here.")
+@click.option("--fail-on-reject", is_flag=True, help="Exit 3 unless the decision is promote.")
+def gate_command(
+    candidate: str,
+    reference: str,
+    metric: str | None,
+    forgetting: tuple[str, ...],
+    out: str | None,
+    fail_on_reject: bool,
+    **settings: Any,
+) -> None:
+    """Gate two prediction files: significance on the primary metric, non-inferiority on forgetting sets.
+
+    Example: hpo-action gate --candidate cand.jsonl --champion champ.jsonl --forgetting copy=c.jsonl,b.jsonl,0.05
+    """
+    from .pipeline import gate_files
+
+    try:
+        cfg = GateConfig(**settings)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
+    result = gate_files(Path(candidate), Path(reference), cfg, metric, _parse_forgetting(forgetting), out and Path(out))
+    if fail_on_reject and not result["promote"]:
+        sys.exit(3)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -173,6 +173,10 @@ class SearchConfig(_Section):
     objective: Objective = Field(default_factory=Objective)
     budget: Budget = Field(default_factory=Budget)
     warm_start: bool = Field(True, description="Enqueue the train defaults as the first trial.")
+    forgetting_constraint: bool = Field(
+        False, description="Score gate.forgetting sets after each trial; trials that forget are infeasible."
+    )
+    forgetting_probe_size: int = Field(64, ge=1, description="Rows per forgetting set scored after each trial.")
     space: dict[str, ParamSpec] = Field(default_factory=dict)
 
     @field_validator("space")
@@ -182,6 +186,64 @@ class SearchConfig(_Section):
             if name not in TRIAL_PARAMETERS:
                 raise ValueError(f"unknown parameter {name!r}{_did_you_mean(name, TRIAL_PARAMETERS)}")
         return space
+
+
+METRICS = ("loss", "exact_match", "choice_accuracy", "perplexity")
+BOOLEAN_METRICS = ("exact_match", "choice_accuracy")
+LOWER_IS_BETTER = ("loss", "perplexity")
+GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "permutation", "bootstrap", "t")
+Direction = Literal["minimize", "maximize"]
+
+
+def metric_direction(metric: str, override: str | None = None) -> str:
+    """Built-in metrics carry their direction (loss and perplexity: lower is better); a setting overrides it."""
+    if override:
+        return override
+    return "minimize" if metric in LOWER_IS_BETTER or "loss" in metric else "maximize"
+
+
+class EvaluateConfig(_Section):
+    """How the best trial (and the reference) are scored, once, per example, on the held-out split."""
+
+    metrics: list[Literal[METRICS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["loss"], description="Per-example metrics; the first is the gate's primary metric."
+    )
+    max_new_tokens: int = Field(32, ge=1, description="Greedy generation length for exact_match.")
+    normalize: list[Literal["strip", "lower", "collapse_whitespace", "strip_punctuation"]] = Field(
+        default_factory=lambda: ["strip"], description="Applied to output and reference before exact_match."
+    )
+    batch_size: int = Field(32, ge=1)
+
+
+class ForgettingBenchmark(_Section):
+    """A skill the base model had that the candidate must keep (non-inferiority against the base)."""
+
+    name: str
+    data: str = Field(description="Local file with rows of data.format (or `format`).")
+    format: Literal["prompt_completion", "messages", "text"] | None = None
+    metric: Literal[METRICS] = "loss"  # type: ignore[valid-type]
+    margin: float = Field(0.05, ge=0, description="Largest tolerated loss of the metric, in its own units.")
+    direction: Direction | None = None
+
+
+class GateConfig(_Section):
+    """Promotion rule: significant improvement on the primary metric, and no forgetting."""
+
+    metric: str | None = Field(None, description="Primary metric; default: the first of evaluate.metrics.")
+    direction: Direction | None = Field(None, description="Overrides the metric's built-in direction.")
+    test: Literal[GATE_TESTS] | None = Field(  # type: ignore[valid-type]
+        None, description="Default: mcnemar-midp for boolean metrics, permutation for continuous ones."
+    )
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    min_effect: float = Field(0.0, ge=0, description="The CI's lower bound must exceed this improvement.")
+    target_effect: float = Field(
+        0.05, gt=0, description="Effect worth detecting; a larger minimum detectable effect makes it inconclusive."
+    )
+    power: float = Field(0.8, ge=0.5, lt=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    resamples: int = Field(10_000, ge=100)
+    seed: int = 0
+    forgetting: list[ForgettingBenchmark] = Field(default_factory=list)
 
 
 class OutputConfig(_Section):
@@ -195,15 +257,23 @@ class HpoConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    evaluate: dict[str, Any] | None = None
-    gate: dict[str, Any] | None = None
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     registry: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _method_defaults(self) -> HpoConfig:
         if self.train.learning_rate is None:
             self.train.learning_rate = DEFAULT_LEARNING_RATE[self.model.method]
+        if self.gate.metric is not None and self.gate.metric not in self.evaluate.metrics:
+            raise ValueError(
+                f"gate.metric {self.gate.metric!r} is not among evaluate.metrics {self.evaluate.metrics}; add it there"
+            )
         return self
+
+    @property
+    def primary_metric(self) -> str:
+        return self.gate.metric or self.evaluate.metrics[0]
 
     def active_space(self) -> dict[str, ParamSpec]:
         """The search dimensions that apply to this config's method."""
@@ -334,6 +404,8 @@ def _resolve_paths(cfg: HpoConfig, base_dir: Path) -> None:
         data.validation = _resolve(base_dir, data.validation)
     if data.test:
         data.test = _resolve(base_dir, data.test)
+    for benchmark in cfg.gate.forgetting:
+        benchmark.data = _resolve(base_dir, benchmark.data, always=True)
     if not cfg.model.name.startswith("hpo-action/"):
         cfg.model.name = _resolve(base_dir, cfg.model.name)
     cfg.output.dir = _resolve(base_dir, cfg.output.dir, always=True)

@@ -10,11 +10,15 @@ from typing import Any
 from rich.console import Console
 
 from . import artifacts
-from .config import HpoConfig
-from .data import load_splits, tokenize_splits
-from .errors import ConfigError
-from .models import load_base_model
-from .progress import StudyProgress, best_table, trials_table
+from .config import GateConfig, HpoConfig
+from .data import Splits, load_splits, rows_fingerprint, tokenize_splits
+from .errors import ConfigError, TrialError
+from .evaluate import EvalSettings, evaluate
+from .gate import ForgettingInput, default_metric, gate, pair, read_predictions, write_gate
+from .models import BaseModel, load_base_model
+from .progress import StudyProgress, best_table, make_console, trials_table
+from .promotion import build_probes, evaluate_and_gate, forgetting_rows
+from .report import verdict
 from .space import trial_defaults
 from .study import TRIALS_DIR, check_not_all_failed, finished, open_study, redact, run_trials, storage_url
 from .trial import TrialRunner
@@ -32,7 +36,40 @@ def quiet_libraries() -> None:
 
 def search(cfg: HpoConfig, extra_trials: int | None = None, console: Console | None = None) -> dict[str, Any]:
     """Run (or resume) the study and write trials.csv, best/ and summary.json; returns the summary."""
-    console = console or Console(stderr=True)
+    summary, _, _ = _study(cfg, extra_trials, console or make_console(stderr=True))
+    return summary
+
+
+def run(
+    cfg: HpoConfig,
+    extra_trials: int | None = None,
+    champion_predictions: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """The whole job: study, then evaluate the best trial on the test split and gate it; returns gate.json."""
+    console = console or make_console(stderr=True)
+    if not cfg.data.test:
+        raise ConfigError("data.test: `run` gates on a held-out test split; set data.test, or use `hpo-action search`")
+    forgetting_rows(cfg)  # bad forgetting data fails now, before the study writes anything
+    if champion_predictions is not None:
+        read_predictions(champion_predictions)
+    summary, base, splits = _study(cfg, extra_trials, console)
+    if summary["best"] is None:
+        raise TrialError(
+            "no completed trial to evaluate: all were pruned or failed, or (with search.forgetting_constraint) "
+            "forgot a gate.forgetting set beyond its margin; lower the learning-rate range or add replay data"
+        )
+    best_dir = summary["best"]["adapter"]
+    if not best_dir:
+        raise TrialError("the best trial's weights were not kept, so there is nothing to evaluate")
+    console.print(f"evaluating trial #{summary['best']['number']} on {len(splits.test)} test examples")
+    result = evaluate_and_gate(cfg, base, splits, Path(best_dir), champion_predictions)
+    make_console().print(verdict(result))
+    console.print(f"gate.json in {cfg.output.dir}")
+    return result
+
+
+def _study(cfg: HpoConfig, extra_trials: int | None, console: Console) -> tuple[dict[str, Any], BaseModel, Splits]:
     started = time.monotonic()
     output = Path(cfg.output.dir)
     splits = load_splits(cfg.data)  # every data error surfaces before anything is written
@@ -45,13 +82,17 @@ def search(cfg: HpoConfig, extra_trials: int | None = None, console: Console | N
         f"{len(train)} train / {len(validation)} validation examples"
         f"{' (tokenized cache)' if cache_hit else ''}"
     )
+    probes = ()
+    if cfg.search.forgetting_constraint and cfg.gate.forgetting:
+        probes = build_probes(cfg, base, forgetting_rows(cfg))
+        console.print("forgetting constraint: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
     study = open_study(cfg)
-    runner = TrialRunner(cfg, base, train, validation)
+    runner = TrialRunner(cfg, base, train, validation, probes)
     total = cfg.search.n_trials if extra_trials is None else finished(study) + extra_trials
     with StudyProgress(console, total=total, already=finished(study)) as progress:
         run_trials(study, cfg, runner, extra_trials=extra_trials, on_trial=progress.update)
     check_not_all_failed(study)
-    return _write_outputs(cfg, study, output, time.monotonic() - started, console)
+    return _write_outputs(cfg, study, output, time.monotonic() - started, console), base, splits
 
 
 def _write_outputs(cfg: HpoConfig, study: Any, output: Path, elapsed: float, console: Console) -> dict[str, Any]:
@@ -81,3 +122,40 @@ def _check_writable(output: Path) -> None:
         raise ConfigError(f"output.dir: cannot create {output}: {err.strerror}") from None
     if not os.access(output, os.W_OK):
         raise ConfigError(f"output.dir: {output} is not writable (choose another folder with --output)")
+
+
+def gate_files(
+    candidate: Path,
+    reference: Path,
+    cfg: GateConfig,
+    metric: str | None = None,
+    forgetting: list[tuple[str, Path, Path, float]] = (),
+    out: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Gate two prediction files (and forgetting pairs) from anywhere; write gate.json and print the verdict."""
+    cand_rows, ref_rows = read_predictions(candidate), read_predictions(reference)
+    metric = metric or default_metric(cand_rows)
+    inputs = []
+    for name, cand_path, ref_path, margin in forgetting:
+        cand_f, ref_f = read_predictions(cand_path), read_predictions(ref_path)
+        paired = pair(cand_f, ref_f, default_metric(cand_f), names=(f"{name} candidate", f"{name} reference"))
+        inputs.append(ForgettingInput(name, paired, margin))
+    result = gate(pair(cand_rows, ref_rows, metric), inputs, cfg)
+    if out is not None:
+        write_gate(result, out)
+    (console or make_console()).print(verdict(result))
+    return result
+
+
+def evaluate_split(cfg: HpoConfig, adapter: Path | None, split: str, out: Path) -> list[dict[str, Any]]:
+    """Score the base model (or base + adapter) once, per example, on one split; write predictions + meta."""
+    splits = load_splits(cfg.data)
+    rows = {"test": splits.test, "validation": splits.validation, "train": splits.train}[split]
+    if rows is None:
+        raise ConfigError(f"data.{split}: no {split} split is configured")
+    quiet_libraries()
+    settings = EvalSettings.from_config(cfg.evaluate)
+    records = evaluate(cfg.model, cfg.data, rows, settings, adapter, out, rows_fingerprint(rows))
+    make_console(stderr=True).print(f"{len(records)} predictions in {out}")
+    return records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,12 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     import optuna
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console; CI logs (not a terminal) get 120 columns instead of rich's 80 so tables stay readable."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 120)
 
 
 class StudyProgress:

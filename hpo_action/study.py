@@ -188,7 +188,7 @@ class _Objective:
             return trial.should_prune()
 
         try:
-            result = self.runner.run(params, report=report, save_to=lambda v: self._save_dir(trial, v))
+            result = self.runner.run(params, report=report, save_to=lambda r: self._save_dir(trial, r))
         except Pruned as pruned:
             trial.set_user_attr("steps", pruned.step)
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
@@ -200,17 +200,22 @@ class _Objective:
         _record(trial, result)
         return result.value
 
-    def _save_dir(self, trial: optuna.Trial, value: float) -> Path | None:
-        """Save a trial's adapter only if it beats every completed trial so far (or all are kept)."""
-        if not self.cfg.output.keep_all_adapters and not _improves(self.study, value):
+    def _save_dir(self, trial: optuna.Trial, result: TrialResult) -> Path | None:
+        """Save a trial's weights only if it is feasible and beats every completed trial so far (or all are kept)."""
+        for name, excess in result.forgetting.items():
+            trial.set_constraint(f"forgetting:{name}", excess)  # Optuna: feasible when ≤ 0
+        if result.forgetting:
+            trial.set_user_attr("forgetting_excess", result.forgetting)
+        feasible = all(excess <= 0 for excess in result.forgetting.values())
+        if not self.cfg.output.keep_all_adapters and not (feasible and _improves(self.study, result.value)):
             return None
         return self.trials_dir / str(trial.number)
 
 
 def _improves(study: optuna.Study, value: float) -> bool:
     try:
-        best = study.best_value
-    except ValueError:  # no completed trial yet
+        best = study.best_value  # the best feasible trial under constraints
+    except ValueError:  # no completed (feasible) trial yet
         return True
     return value < best if study.direction.name == "MINIMIZE" else value > best
 

@@ -44,13 +44,44 @@ class TrialResult:
     steps: int = 0
     seconds: float = 0.0
     stopped_early: bool = False
+    forgetting: dict[str, float] = field(default_factory=dict)  # drop against the base, beyond the margin if > 0
+
+
+@dataclass(frozen=True)
+class ForgettingProbe:
+    """A small fixed sample of a forgetting benchmark, scored after each trial to make forgetting a constraint."""
+
+    name: str
+    rows: list[dict[str, Any]]
+    data_cfg: Any
+    settings: Any
+    baseline: float
+    margin: float
+    higher_is_better: bool
+
+    def excess_drop(self, model: Any, tokenizer: Any) -> float:
+        """How far the trained model falls below the base beyond the margin: feasible when ≤ 0."""
+        from .evaluate import score_rows
+
+        metric = self.settings.metrics[0]
+        records = score_rows(model, tokenizer, self.rows, self.data_cfg, self.settings)
+        value = sum(float(r[metric]) for r in records) / max(len(records), 1)
+        drop = self.baseline - value if self.higher_is_better else value - self.baseline
+        return drop - self.margin
 
 
 class TrialRunner:
     """Runs trials against one loaded base model and one tokenized dataset, kept for the whole study."""
 
-    def __init__(self, cfg: HpoConfig, base: BaseModel, train: datasets.Dataset, validation: datasets.Dataset):
-        self.cfg, self.base = cfg, base
+    def __init__(
+        self,
+        cfg: HpoConfig,
+        base: BaseModel,
+        train: datasets.Dataset,
+        validation: datasets.Dataset,
+        probes: tuple[ForgettingProbe, ...] = (),
+    ):
+        self.cfg, self.base, self.probes = cfg, base, probes
         self.train_dataset = train.select_columns(["input_ids", "labels"])
         self.eval_dataset = validation.select_columns(["input_ids", "labels"])
         # Everything alive now (libraries, base model, data) lives as long as the worker: freezing it keeps
@@ -62,9 +93,9 @@ class TrialRunner:
         self,
         params: dict[str, Any],
         report: Reporter | None = None,
-        save_to: Callable[[float], Path | None] | None = None,
+        save_to: Callable[[TrialResult], Path | None] | None = None,
     ) -> TrialResult:
-        """Train with `params`; `save_to(value)` names a folder for the result or None to discard it."""
+        """Train with `params`; `save_to(result)` names a folder for the weights or None to discard them."""
         from transformers import set_seed
         from trl import SFTTrainer
 
@@ -96,8 +127,9 @@ class TrialRunner:
                 steps=trainer.state.global_step,
                 seconds=time.perf_counter() - started,
                 stopped_early=tracker.stopped_early,
+                forgetting={p.name: p.excess_drop(model, self.base.tokenizer) for p in self.probes},
             )
-            target = save_to(value) if save_to else None
+            target = save_to(result) if save_to else None
             if target is not None:
                 self._save(model, target)
             return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -36,6 +37,11 @@ def test_quickstart_finishes_with_pruned_trials_and_resumes_without_new_ones(tmp
     values = [t.value for t in study.trials if t.state.name == "COMPLETE"]
     assert max(values) > 3 * min(values)  # a clear spread between the worst and the best trial
     assert (tmp_path / "best" / "adapter_model.safetensors").is_file()
+    gate = json.loads((tmp_path / "gate.json").read_text())
+    assert gate["decision"] in ("promote", "reject", "inconclusive")
+    assert gate["primary"]["metric"] == "exact_match" and gate["primary"]["n"] == 200
+    assert [row["name"] for row in gate["forgetting"]] == ["copy"]
+    assert f"gate: {gate['decision'].upper()}" in first.stdout
 
     again = _run(tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -1,0 +1,387 @@
+"""Per-example scoring of a base model or an adapter on a split, written as a predictions file for the gate.
+
+The gate pairs candidate and champion example by example, so every score here is per row, deterministic
+(greedy decoding, eval mode, no dropout) and independent of the batch size: padding never changes a value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .artifacts import write_text_atomic
+from .config import BOOLEAN_METRICS, METRICS, DataConfig, EvaluateConfig, ModelConfig
+from .data import tokenize_rows
+from .errors import ConfigError, DataError, HpoActionError
+from .models import BaseModel, load_base_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+NORMALIZERS = ("lower", "strip_punctuation", "collapse_whitespace", "strip")  # the order they are applied in
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+logger = logging.getLogger(__name__)
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What to score and how; checked on creation so a typo fails before the model loads."""
+
+    metrics: tuple[str, ...] = ("loss", "exact_match")
+    max_new_tokens: int = 32
+    normalize: tuple[str, ...] = ("strip",)
+    batch_size: int = 32
+
+    @classmethod
+    def from_config(cls, cfg: EvaluateConfig) -> EvalSettings:
+        return cls(tuple(cfg.metrics), cfg.max_new_tokens, tuple(cfg.normalize), cfg.batch_size)
+
+    def __post_init__(self) -> None:
+        for key, values, known in (("metrics", self.metrics, METRICS), ("normalize", self.normalize, NORMALIZERS)):
+            unknown = [v for v in values if v not in known]
+            if unknown:
+                raise ConfigError(f"evaluate.{key}: unknown {unknown[0]!r}; choose from {', '.join(known)}")
+        if not self.metrics:
+            raise ConfigError("evaluate.metrics: name at least one metric")
+        for key in ("max_new_tokens", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"evaluate.{key}: must be at least 1 (got {getattr(self, key)})")
+
+
+def normalize_text(text: str, steps: tuple[str, ...]) -> str:
+    """Apply the chosen normalizations in a fixed order, so ('strip', 'lower') equals ('lower', 'strip')."""
+    if "lower" in steps:
+        text = text.lower()
+    if "strip_punctuation" in steps:
+        text = text.translate(_PUNCTUATION)
+    if "collapse_whitespace" in steps:
+        text = " ".join(text.split())
+    if "strip" in steps:
+        text = text.strip()
+    return text
+
+
+def score_rows(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, Any]],
+    data_cfg: DataConfig,
+    settings: EvalSettings,
+) -> list[dict[str, Any]]:
+    """One dict per row: {"id", <metric>: value, ..., "output": generated text (with exact_match)}.
+
+    Prompts and label tokens come from `tokenize_rows`, so the loss is exactly the training loss and
+    generation starts from exactly the prompt the model was trained on. Rows without a scored token
+    (dropped by truncation) are skipped with a warning rather than scored as NaN.
+    """
+    import torch
+
+    metrics = settings.metrics
+    needs_prompt = [m for m in metrics if m in BOOLEAN_METRICS]
+    if needs_prompt and data_cfg.format == "text":
+        raise DataError(f"evaluate: metric {needs_prompt[0]} needs prompts; data.format is text (use loss)")
+    choices = {row["id"]: _choices(row, "choice_accuracy") for row in rows} if "choice_accuracy" in metrics else {}
+
+    tokenized = tokenize_rows(rows, tokenizer, data_cfg, role="evaluate")
+    scored = [any(t != -100 for t in labels[1:]) for labels in tokenized["labels"]]
+    skipped = [row_id for row_id, ok in zip(tokenized["id"], scored, strict=True) if not ok]
+    if skipped:
+        logger.warning(f"evaluate: skipped {len(skipped)} rows with no predicted label token (first: {skipped[0]!r})")
+    kept = [i for i, ok in enumerate(scored) if ok]
+    ids = [tokenized["id"][i] for i in kept]
+    input_ids = [tokenized["input_ids"][i] for i in kept]
+    labels = [tokenized["labels"][i] for i in kept]
+    prompts = [seq[: _prompt_length(lab)] for seq, lab in zip(input_ids, labels, strict=True)]
+    empty = next((row_id for row_id, prompt in zip(ids, prompts, strict=True) if not prompt), None)
+    if needs_prompt and empty is not None:
+        raise DataError(f"evaluate: row id {empty!r}: metric {needs_prompt[0]} needs a non-empty prompt")
+    by_id = {row["id"]: row for row in rows}
+    columns: dict[str, list[Any]] = {}
+
+    with _eval_mode(model), torch.no_grad():
+        if "loss" in metrics or "perplexity" in metrics:
+            losses = [total / count for total, count in _label_nll(model, tokenizer, input_ids, labels, settings)]
+            for row_id, loss in zip(ids, losses, strict=True):
+                if not math.isfinite(loss):
+                    raise HpoActionError(
+                        f"evaluate: row id {row_id!r}: the model gave a non-finite loss ({loss}); "
+                        "a float16 overflow? try model.dtype: float32 or bfloat16"
+                    )
+            columns["loss"] = losses
+            columns["perplexity"] = [math.exp(min(loss, 700.0)) for loss in losses]  # exp(>709) overflows a float
+        if "exact_match" in metrics:
+            outputs = _generate(model, tokenizer, prompts, settings)
+            references = [_reference(by_id[row_id], data_cfg) for row_id in ids]
+            columns["output"] = outputs
+            columns["exact_match"] = [
+                normalize_text(out, settings.normalize) == normalize_text(ref, settings.normalize)
+                for out, ref in zip(outputs, references, strict=True)
+            ]
+        if "choice_accuracy" in metrics:
+            columns["choice_accuracy"] = _choice_correct(model, tokenizer, prompts, [choices[i] for i in ids], settings)
+
+    keys = [*metrics, *(["output"] if "exact_match" in metrics else [])]
+    return [{"id": row_id, **{key: columns[key][n] for key in keys}} for n, row_id in enumerate(ids)]
+
+
+def adapter_sha256(folder: Path) -> str:
+    """Hash of the trained weights (a PEFT adapter, or a fully fine-tuned model): what is being evaluated."""
+    folder = Path(folder)
+    if (folder / "adapter_config.json").is_file():
+        files = [folder / name for name in ADAPTER_FILES]
+    else:
+        files = [folder / "config.json", *sorted(folder.glob("*.safetensors"))]
+    missing = next((path.name for path in files if not path.is_file()), None)
+    if missing or len(files) < 2:
+        raise ConfigError(
+            f"adapter: {folder}: missing {missing or '*.safetensors'} "
+            "(expected a PEFT adapter or a model saved with save_pretrained)"
+        )
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def attach_trained(base: BaseModel, folder: Path) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """The trained model in eval mode: a PEFT adapter on the loaded base (wrapped in place), or a full model."""
+    digest = adapter_sha256(folder)
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base.model, str(folder), is_trainable=False)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.dtype).to(base.device)
+    model.eval()
+    return model, {"model": base.config.name, "adapter": str(Path(folder).resolve()), "adapter_sha256": digest}
+
+
+def load_for_eval(
+    model_cfg: ModelConfig, adapter: Path | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """The base model, or base + the trained weights in `adapter`, in eval mode, and what identifies it."""
+    if adapter is not None:
+        adapter_sha256(adapter)  # fail before the slow model load
+    base = load_base_model(model_cfg)
+    if adapter is None:
+        base.model.eval()
+        return base.model, base.tokenizer, {"model": model_cfg.name, "adapter": None, "adapter_sha256": None}
+    model, meta = attach_trained(base, Path(adapter))
+    return model, base.tokenizer, meta
+
+
+def meta_path(predictions: Path) -> Path:
+    """`preds.jsonl` → `preds.meta.json`, beside the predictions it describes."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.name.removesuffix(".jsonl") + ".meta.json")
+
+
+def write_predictions(records: list[dict[str, Any]], path: Path, meta: dict[str, Any]) -> None:
+    """Predictions JSONL (one object per example) and its meta.json, each written atomically.
+
+    allow_nan=False makes a NaN fail here, loudly, instead of in the gate that later reads the file.
+    """
+    path = Path(path)
+    text = "".join(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n" for record in records)
+    write_text_atomic(path, text)
+    write_text_atomic(meta_path(path), json.dumps(meta, indent=2, allow_nan=False, default=str) + "\n")
+
+
+def evaluate(
+    model_cfg: ModelConfig,
+    data_cfg: DataConfig,
+    rows: list[dict[str, Any]],
+    settings: EvalSettings,
+    adapter: Path | None,
+    out: Path | None,
+    data_fingerprint: str,
+) -> list[dict[str, Any]]:
+    """Load, score and (when `out` is given) write predictions plus the meta that makes them reproducible."""
+    model, tokenizer, meta = load_for_eval(model_cfg, adapter)
+    return score_and_write(model, tokenizer, rows, data_cfg, settings, out, meta, data_fingerprint)
+
+
+def score_and_write(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, Any]],
+    data_cfg: DataConfig,
+    settings: EvalSettings,
+    out: Path | None,
+    meta: dict[str, Any],
+    data_fingerprint: str,
+) -> list[dict[str, Any]]:
+    """Score an already loaded model; with `out`, write the predictions and their meta.json."""
+    records = score_rows(model, tokenizer, rows, data_cfg, settings)
+    if out is not None:
+        meta = {
+            **meta,
+            "data_fingerprint": data_fingerprint,
+            "metrics": list(settings.metrics),
+            "settings": asdict(settings),
+            "n": len(records),
+            "versions": _versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_predictions(records, out, meta)
+    return records
+
+
+@contextmanager
+def _eval_mode(model: PreTrainedModel) -> Iterator[None]:
+    """Eval mode (no dropout) for the scoring, then the caller's mode back, e.g. mid-training."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _prompt_length(labels: list[int]) -> int:
+    """The prompt is everything before the first label token (BOS and chat markup included)."""
+    return next(i for i, t in enumerate(labels) if t != -100)
+
+
+def _reference(row: dict[str, Any], data_cfg: DataConfig) -> str:
+    return row["messages"][-1]["content"] if data_cfg.format == "messages" else row["completion"]
+
+
+def _choices(row: dict[str, Any], metric: str) -> tuple[list[str], int]:
+    """The row's choices and the index of the right one; `answer` is an index or the right string."""
+    where = f"evaluate: row id {row['id']!r}: {metric}"
+    choices = row.get("choices")
+    if isinstance(choices, str):  # CSV cells hold the list as JSON text
+        try:
+            choices = json.loads(choices)
+        except json.JSONDecodeError:
+            raise DataError(f"{where}: 'choices' is text that is not a JSON list") from None
+    if not (isinstance(choices, list) and choices and all(isinstance(c, str) and c for c in choices)):
+        raise DataError(f"{where} needs 'choices', a non-empty list of non-empty strings (got {choices!r})")
+    answer = row.get("answer")
+    if isinstance(answer, str) and answer in choices:
+        return choices, choices.index(answer)
+    if isinstance(answer, str) and answer.strip().isdigit():
+        answer = int(answer)
+    if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(choices):
+        return choices, answer
+    raise DataError(f"{where} needs 'answer', an index below {len(choices)} or one of the choices (got {answer!r})")
+
+
+def _label_nll(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    input_ids: list[list[int]],
+    labels: list[list[int]],
+    settings: EvalSettings,
+) -> list[tuple[float, int]]:
+    """(summed NLL, token count) of each row's label tokens, in right-padded batches (causal: pads come last)."""
+    import torch
+    import torch.nn.functional as F
+
+    pad = _pad_id(tokenizer)
+    results: list[tuple[float, int]] = []
+    for start in range(0, len(input_ids), settings.batch_size):
+        batch_ids, batch_labels = (
+            input_ids[start : start + settings.batch_size],
+            labels[start : start + settings.batch_size],
+        )
+        width = max(len(ids) for ids in batch_ids)
+        ids = torch.tensor([row + [pad] * (width - len(row)) for row in batch_ids], device=model.device)
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in batch_ids], device=model.device)
+        target = torch.tensor([row + [-100] * (width - len(row)) for row in batch_labels], device=model.device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), target[:, 1:], ignore_index=-100, reduction="none")
+        sums = nll.double().sum(dim=1).tolist()
+        counts = (target[:, 1:] != -100).sum(dim=1).tolist()
+        results.extend(zip(sums, counts, strict=True))
+    return results
+
+
+def _generate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], settings: EvalSettings
+) -> list[str]:
+    """Greedy continuations, left-padded by hand (the tokenizer is left as it is), cut at the first EOS."""
+    import torch
+
+    pad = _pad_id(tokenizer)
+    stop = _eos_ids(model, tokenizer)
+    outputs: list[str] = []
+    for start in range(0, len(prompts), settings.batch_size):
+        batch = prompts[start : start + settings.batch_size]
+        width = max(len(p) for p in batch)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
+        generated = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=settings.max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=stop,
+        )
+        for new in generated[:, width:].tolist():
+            end = next((i for i, t in enumerate(new) if t in stop), len(new))
+            outputs.append(tokenizer.decode(new[:end], skip_special_tokens=True))
+    return outputs
+
+
+def _choice_correct(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    choices: list[tuple[list[str], int]],
+    settings: EvalSettings,
+) -> list[bool]:
+    """Score every prompt + choice by the summed log-prob of the choice tokens; right if the argmax is the answer."""
+    input_ids, labels = [], []
+    for prompt, (options, _) in zip(prompts, choices, strict=True):
+        for option_ids in tokenizer(options, add_special_tokens=False)["input_ids"]:
+            input_ids.append(prompt + option_ids)
+            labels.append([-100] * len(prompt) + option_ids)
+    scores = iter(-total for total, _ in _label_nll(model, tokenizer, input_ids, labels, settings))
+    correct = []
+    for options, answer in choices:
+        row_scores = [next(scores) for _ in options]
+        correct.append(max(range(len(options)), key=row_scores.__getitem__) == answer)
+    return correct
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """Any id works for padding (it is masked out); pad, else eos, else 0."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return candidate
+    return 0
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokenizer's EOS plus the model's own (chat models often end a turn with another token)."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return sorted({i for i in [tokenizer.eos_token_id, *ids] if i is not None})
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    from . import __version__
+
+    return {name: version(name) for name in ("torch", "transformers", "peft")} | {"hpo_action": __version__}

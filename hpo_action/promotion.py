@@ -1,0 +1,119 @@
+"""After the study: score the best trial once on the held-out test split and the forgetting sets, then gate.
+
+The base model is scored before the adapter is attached (PEFT wraps the base in place), and every score is
+written as a predictions file, so a later run, or `hpo-action gate`, can re-gate without re-evaluating.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import DataConfig, ForgettingBenchmark, HpoConfig, metric_direction
+from .data import Splits, load_rows, rows_fingerprint
+from .errors import ConfigError
+from .evaluate import EvalSettings, attach_trained, score_and_write
+from .gate import ForgettingInput, gate, pair, read_predictions, write_gate
+from .models import BaseModel
+from .trial import ForgettingProbe
+
+PREDICTIONS_DIR = "predictions"
+
+
+def _benchmark_settings(cfg: HpoConfig, benchmark: ForgettingBenchmark) -> tuple[EvalSettings, DataConfig]:
+    settings = EvalSettings.from_config(cfg.evaluate.model_copy(update={"metrics": [benchmark.metric]}))
+    return settings, cfg.data.model_copy(update={"format": benchmark.format or cfg.data.format})
+
+
+def forgetting_rows(cfg: HpoConfig) -> dict[str, list[dict[str, Any]]]:
+    """Each forgetting benchmark's rows, loaded (and checked) before anything is scored."""
+    return {
+        b.name: load_rows(b.data, _benchmark_settings(cfg, b)[1], f"gate.forgetting[{b.name}].data")
+        for b in cfg.gate.forgetting
+    }
+
+
+def build_probes(cfg: HpoConfig, base: BaseModel, rows: dict[str, list[dict[str, Any]]]) -> tuple[ForgettingProbe, ...]:
+    """Fixed small samples of the forgetting sets with the base model's score, for the search's constraint."""
+    from .evaluate import score_rows
+
+    probes = []
+    for benchmark in cfg.gate.forgetting:
+        settings, data_cfg = _benchmark_settings(cfg, benchmark)
+        sample = sorted(rows[benchmark.name], key=lambda r: str(r["id"]))[: cfg.search.forgetting_probe_size]
+        records = score_rows(base.model, base.tokenizer, sample, data_cfg, settings)
+        baseline = sum(float(r[benchmark.metric]) for r in records) / max(len(records), 1)
+        higher = metric_direction(benchmark.metric, benchmark.direction) == "maximize"
+        probes.append(ForgettingProbe(benchmark.name, sample, data_cfg, settings, baseline, benchmark.margin, higher))
+    return tuple(probes)
+
+
+def evaluate_and_gate(
+    cfg: HpoConfig,
+    base: BaseModel,
+    splits: Splits,
+    candidate_dir: Path,
+    champion_predictions: Path | None = None,
+) -> dict[str, Any]:
+    """Score reference and candidate, write predictions and gate.json; returns the gate result."""
+    if splits.test is None:
+        raise ConfigError("data.test: set a held-out test split to evaluate and gate (or run `hpo-action search`)")
+    output = Path(cfg.output.dir)
+    folder = output / PREDICTIONS_DIR
+    metric = cfg.primary_metric
+    test_settings = EvalSettings.from_config(cfg.evaluate)
+    extra = forgetting_rows(cfg)
+    champion = read_predictions(champion_predictions) if champion_predictions else None
+    base_meta = {"model": cfg.model.name, "adapter": None, "adapter_sha256": None}
+
+    def score(
+        model: Any,
+        rows: list[dict[str, Any]],
+        data_cfg: DataConfig,
+        settings: EvalSettings,
+        name: str,
+        meta: dict[str, Any],
+    ) -> dict[str, dict[str, Any]]:
+        records = score_and_write(
+            model, base.tokenizer, rows, data_cfg, settings, folder / name, meta, rows_fingerprint(rows)
+        )
+        return {str(r["id"]): r for r in records}
+
+    references: dict[str, dict[str, dict[str, Any]]] = {}
+    if champion is None:
+        references["test"] = score(base.model, splits.test, cfg.data, test_settings, "test.base.jsonl", base_meta)
+    for benchmark in cfg.gate.forgetting:
+        settings, data_cfg = _benchmark_settings(cfg, benchmark)
+        references[benchmark.name] = score(
+            base.model, extra[benchmark.name], data_cfg, settings, f"{benchmark.name}.base.jsonl", base_meta
+        )
+
+    candidate_model, candidate_meta = attach_trained(base, candidate_dir)
+    candidates = {
+        "test": score(candidate_model, splits.test, cfg.data, test_settings, "test.candidate.jsonl", candidate_meta)
+    }
+    inputs = []
+    for benchmark in cfg.gate.forgetting:
+        settings, data_cfg = _benchmark_settings(cfg, benchmark)
+        candidates[benchmark.name] = score(
+            candidate_model,
+            extra[benchmark.name],
+            data_cfg,
+            settings,
+            f"{benchmark.name}.candidate.jsonl",
+            candidate_meta,
+        )
+        paired = pair(
+            candidates[benchmark.name],
+            references[benchmark.name],
+            benchmark.metric,
+            names=(f"{benchmark.name} candidate", f"{benchmark.name} base"),
+        )
+        inputs.append(ForgettingInput(benchmark.name, paired, benchmark.margin, benchmark.direction))
+    reference = champion if champion is not None else references["test"]
+    primary = pair(
+        candidates["test"], reference, metric, names=("candidate", "champion" if champion is not None else "base")
+    )
+    result = gate(primary, inputs, cfg.gate)
+    write_gate(result, output / "gate.json")
+    return result
