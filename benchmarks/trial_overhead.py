@@ -5,9 +5,11 @@ the model and tokenizer from disk, reads the raw data and lets SFTTrainer tokeni
 loads once, tokenizes once (cached), and attaches a fresh adapter per trial. Pruning is off on both sides,
 so both run exactly the same optimizer steps with the same parameters and seeds.
 
-    python benchmarks/trial_overhead.py [-c examples/quickstart/hpo.yaml] [--trials 6]
+    python benchmarks/trial_overhead.py [-c examples/quickstart/hpo.yaml] [--trials 6] [--train-rows N]
 
-Prints both wall times and their ratio and writes benchmarks/results/trial_overhead.json.
+`--train-rows N` repeats the training rows (with fresh ids) up to N, to show how the per-trial cost of
+tokenizing grows with the data in the naive loop and not in hpo-action.
+Prints the wall times and their ratios and writes benchmarks/results/trial_overhead.json.
 """
 
 from __future__ import annotations
@@ -118,12 +120,23 @@ def run_naive(cfg: Any, params: list[dict[str, Any]], trl_defaults: bool) -> tup
     return time.perf_counter() - started, values
 
 
+def scale_train(cfg: Any, rows: int, folder: Path) -> Any:
+    """The config with its training file repeated (fresh ids) up to `rows` rows."""
+    source = [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines() if line.strip()]
+    target = folder / "train.jsonl"
+    with target.open("w") as handle:
+        for i in range(rows):
+            handle.write(json.dumps({**source[i % len(source)], "id": f"scaled-{i}"}) + "\n")
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"train": str(target)})})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", default=str(ROOT / "examples" / "quickstart" / "hpo.yaml"))
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-rows", type=int, help="Repeat the training rows up to this many.")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "trial_overhead.json"))
     args = parser.parse_args()
 
@@ -133,6 +146,9 @@ def main() -> None:
 
     quiet_libraries()
     cfg = load_config(args.config)
+    scratch = Path(tempfile.mkdtemp(prefix="hpo-overhead-"))
+    if args.train_rows:
+        cfg = scale_train(cfg, args.train_rows, scratch)
     ensure_demo_model()  # built once beforehand: neither side pays for the first build
     params = trial_params(cfg, args.trials, args.seed)
     run_naive(cfg, params[:1], trl_defaults=False)  # warm-up: the first training in a process pays kernel set-up

@@ -88,3 +88,11 @@ def test_console_script_runs_a_study_end_to_end(tmp_path: Path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_trials"] == 2
     assert "best trial" in proc.stderr
+
+
+def test_qlora_on_cpu_is_a_clear_bad_input(tmp_path: Path, capsys):
+    config = write_config(tmp_path, small_config(tmp_path, model={"method": "qlora"}))
+    code, err = _run(capsys, "search", "-c", str(config))
+    assert code == 2
+    assert "model.method: qlora needs a CUDA GPU" in err
+    assert not (tmp_path / "out" / "study.db").exists()

@@ -100,3 +100,19 @@ def test_every_pruner_runs(tmp_path: Path, pruner: str):
     assert len(study.trials) == 4
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     assert all(len(t.intermediate_values) >= 1 for t in study.trials)
+
+
+def test_journal_file_storage_works(tmp_path: Path):
+    cfg = _cfg(tmp_path, search={"storage": "study.journal", "n_trials": 2})
+    assert cfg.search.storage == str(tmp_path / "study.journal")
+    search(cfg)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(cfg.search.storage))
+    assert len(optuna.load_study(study_name=study_name(cfg), storage=storage).trials) == 2
+
+
+def test_timeout_stops_starting_new_trials(tmp_path: Path):
+    cfg = _cfg(tmp_path, search={"n_trials": 50, "timeout": 0.5})
+    search(cfg)
+    trials = _load(cfg).trials
+    assert 1 <= len(trials) < 50
+    assert all(t.state.is_finished() for t in trials)
