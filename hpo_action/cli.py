@@ -37,6 +37,7 @@ OVERRIDES = {
     "model": "model.name",
     "max_steps": "search.budget.max_steps",
     "eval_every": "search.budget.eval_every",
+    "registry": "registry.uri",
 }
 
 
@@ -67,6 +68,7 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", help="Base model (overrides model.name)."),
         click.option("--max-steps", type=click.IntRange(min=1), help="Training steps per trial."),
         click.option("--eval-every", type=click.IntRange(min=1), help="Evaluate every N steps."),
+        click.option("--registry", help="Publish a promoted model here: a folder or hf://namespace/name."),
         click.option(
             "--set",
             "set_items",
@@ -158,6 +160,47 @@ def evaluate_command(
         raise ConfigError("evaluate: pass exactly one of --adapter PATH or --base")
     cfg = _config_from(config_path, set_items)
     evaluate_split(cfg, adapter and Path(adapter), split, Path(out))
+
+
+@cli.command()
+@click.option("--registry", "uri", required=True, help="A folder or hf://namespace/name.")
+@click.option("--from", "run_dir", required=True, type=click.Path(file_okay=False), help="A gated run folder.")
+@click.option("--dry-run", is_flag=True, help="Render the card and list the commit's files without writing.")
+def publish(uri: str, run_dir: str, dry_run: bool) -> None:
+    """Publish a promoted run as the new champion (compare-and-swap against the champion the gate read).
+
+    Example: hpo-action publish --registry ./registry --from runs --dry-run
+    """
+    from .publishing import publish_run
+
+    outcome = publish_run(Path(run_dir), uri, dry_run=dry_run)
+    if dry_run:
+        click.echo(outcome["card"])
+        click.echo("would publish: " + ", ".join(outcome["files"]), err=True)
+    else:
+        champion = outcome["champion"]
+        click.echo(f"published v{champion.version} to {champion.uri} (revision {champion.revision[:12]})")
+
+
+@cli.command()
+@click.option("--registry", "uri", required=True, help="A folder or hf://namespace/name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: version, path, revision, uri, params.")
+def champion(uri: str, as_json: bool) -> None:
+    """Show the current champion of a registry.
+
+    Example: hpo-action champion --registry ./registry --json
+    """
+    import json
+
+    from .registry import open_registry
+
+    current = open_registry(uri).champion()
+    if as_json:
+        click.echo(json.dumps(current.as_json() if current else None, indent=2))
+    elif current is None:
+        click.echo(f"{uri}: no champion yet")
+    else:
+        click.echo(f"v{current.version} at {current.path} (revision {current.revision[:12]})")
 
 
 def _parse_forgetting(items: tuple[str, ...]) -> list[tuple[str, Path, Path, float]]:

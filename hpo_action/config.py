@@ -246,6 +246,14 @@ class GateConfig(_Section):
     forgetting: list[ForgettingBenchmark] = Field(default_factory=list)
 
 
+class RegistryConfig(_Section):
+    """Where promoted models go: a local folder (default) or the Hugging Face Hub (hf://namespace/name)."""
+
+    uri: str | None = Field(None, description="Folder path or hf://namespace/name; unset: nothing is published.")
+    private: bool = Field(True, description="Create Hub repos private.")
+    license: str = Field("other", description="License in the model card's metadata.")
+
+
 class OutputConfig(_Section):
     dir: str = Field("runs", description="Where study.db, trials.csv, best/ and summary.json go.")
     keep_all_adapters: bool = Field(False, description="Keep every completed trial's adapter, not only the best.")
@@ -259,7 +267,7 @@ class HpoConfig(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
-    registry: dict[str, Any] | None = None
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @model_validator(mode="after")
     def _method_defaults(self) -> HpoConfig:
@@ -406,6 +414,8 @@ def _resolve_paths(cfg: HpoConfig, base_dir: Path) -> None:
         data.test = _resolve(base_dir, data.test)
     for benchmark in cfg.gate.forgetting:
         benchmark.data = _resolve(base_dir, benchmark.data, always=True)
+    if cfg.registry.uri and not cfg.registry.uri.startswith("hf://"):
+        cfg.registry.uri = _resolve(base_dir, cfg.registry.uri, always=True)
     if not cfg.model.name.startswith("hpo-action/"):
         cfg.model.name = _resolve(base_dir, cfg.model.name)
     cfg.output.dir = _resolve(base_dir, cfg.output.dir, always=True)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from . import artifacts
@@ -18,7 +19,9 @@ from .gate import ForgettingInput, default_metric, gate, pair, read_predictions,
 from .models import BaseModel, load_base_model
 from .progress import StudyProgress, best_table, make_console, trials_table
 from .promotion import build_probes, evaluate_and_gate, forgetting_rows
-from .report import verdict
+from .publishing import RUN_CONFIG, publish_run, record_gated_champion
+from .registry import open_registry
+from .report import verdict, write_plots
 from .space import trial_defaults
 from .study import TRIALS_DIR, check_not_all_failed, finished, open_study, redact, run_trials, storage_url
 from .trial import TrialRunner
@@ -46,13 +49,16 @@ def run(
     champion_predictions: Path | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """The whole job: study, then evaluate the best trial on the test split and gate it; returns gate.json."""
+    """The whole job: study, evaluate the best trial once on the test split, gate it against the champion
+    (or the base model), and publish it to the registry when it is promoted; returns gate.json's content."""
     console = console or make_console(stderr=True)
     if not cfg.data.test:
         raise ConfigError("data.test: `run` gates on a held-out test split; set data.test, or use `hpo-action search`")
     forgetting_rows(cfg)  # bad forgetting data fails now, before the study writes anything
     if champion_predictions is not None:
         read_predictions(champion_predictions)
+    registry = open_registry(cfg.registry.uri) if cfg.registry.uri else None
+    champion = registry.champion() if registry else None  # the revision the gate reads: the swap's base
     summary, base, splits = _study(cfg, extra_trials, console)
     if summary["best"] is None:
         raise TrialError(
@@ -62,10 +68,26 @@ def run(
     best_dir = summary["best"]["adapter"]
     if not best_dir:
         raise TrialError("the best trial's weights were not kept, so there is nothing to evaluate")
+    champion_dir = None
+    if champion is not None and champion_predictions is None:
+        reusable = champion.test_fingerprint() == rows_fingerprint(splits.test)
+        champion_predictions = champion.test_predictions if reusable else None
+        champion_dir = None if reusable else champion.path
+        console.print(
+            f"champion v{champion.version}: "
+            + ("its stored test predictions match this test set" if reusable else "re-evaluating it on this test set")
+        )
     console.print(f"evaluating trial #{summary['best']['number']} on {len(splits.test)} test examples")
-    result = evaluate_and_gate(cfg, base, splits, Path(best_dir), champion_predictions)
+    result = evaluate_and_gate(cfg, base, splits, Path(best_dir), champion_predictions, champion_dir)
+    output = Path(cfg.output.dir)
+    record_gated_champion(output, champion)
     make_console().print(verdict(result))
-    console.print(f"gate.json in {cfg.output.dir}")
+    if registry is not None and result["promote"]:
+        published = publish_run(output, registry.uri, cfg)["champion"]
+        console.print(f"published v{published.version} to {registry.uri} (revision {published.revision[:12]})")
+    elif registry is not None:
+        console.print(f"not published: the gate decided {result['decision']}")
+    console.print(f"gate.json in {output}")
     return result
 
 
@@ -107,6 +129,8 @@ def _write_outputs(cfg: HpoConfig, study: Any, output: Path, elapsed: float, con
         best_dir = artifacts.publish_best(study, output, output / TRIALS_DIR, params)
     summary = artifacts.summarize(study, cfg, redact(storage_url(cfg)), elapsed, best_dir)
     artifacts.write_summary(summary, output / "summary.json")
+    artifacts.write_text_atomic(output / RUN_CONFIG, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    write_plots(study, output / "plots")
     metric = cfg.search.objective.metric
     console.print(trials_table(artifacts.trial_rows(study), metric))
     if summary["best"]:

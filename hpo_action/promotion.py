@@ -54,8 +54,13 @@ def evaluate_and_gate(
     splits: Splits,
     candidate_dir: Path,
     champion_predictions: Path | None = None,
+    champion_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Score reference and candidate, write predictions and gate.json; returns the gate result."""
+    """Score reference and candidate, write predictions and gate.json; returns the gate result.
+
+    The reference on the test split is, in order: stored champion predictions, the champion's weights in
+    `champion_dir` (re-evaluated here), or the base model.
+    """
     if splits.test is None:
         raise ConfigError("data.test: set a held-out test split to evaluate and gate (or run `hpo-action search`)")
     output = Path(cfg.output.dir)
@@ -80,7 +85,7 @@ def evaluate_and_gate(
         return {str(r["id"]): r for r in records}
 
     references: dict[str, dict[str, dict[str, Any]]] = {}
-    if champion is None:
+    if champion is None and champion_dir is None:
         references["test"] = score(base.model, splits.test, cfg.data, test_settings, "test.base.jsonl", base_meta)
     for benchmark in cfg.gate.forgetting:
         settings, data_cfg = _benchmark_settings(cfg, benchmark)
@@ -88,6 +93,11 @@ def evaluate_and_gate(
             base.model, extra[benchmark.name], data_cfg, settings, f"{benchmark.name}.base.jsonl", base_meta
         )
 
+    if champion is None and champion_dir is not None:
+        champion_model, champion_meta = attach_trained(base, champion_dir)
+        champion = score(champion_model, splits.test, cfg.data, test_settings, "test.champion.jsonl", champion_meta)
+        if hasattr(champion_model, "unload"):
+            base.model = champion_model.unload()  # back to the bare base before the candidate's adapter
     candidate_model, candidate_meta = attach_trained(base, candidate_dir)
     candidates = {
         "test": score(candidate_model, splits.test, cfg.data, test_settings, "test.candidate.jsonl", candidate_meta)

@@ -1,7 +1,8 @@
-"""Human-readable renderings of results: the gate verdict (terminal) and, later, markdown and plots."""
+"""Human-readable renderings of results: the gate verdict in the terminal, and the study's plots as PNG."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
@@ -60,3 +61,35 @@ def verdict(result: dict[str, Any]) -> Group:
 
 def _num(value: float) -> str:
     return f"{value:.4g}"
+
+
+def write_plots(study: Any, folder: Path) -> list[Path]:
+    """Optimization history, parameter importances and intermediate values as PNGs (none leave the machine)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as views
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in (
+        ("optimization_history.png", views.plot_optimization_history),
+        ("param_importances.png", views.plot_param_importances),
+        ("intermediate_values.png", views.plot_intermediate_values),
+    ):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = draw(study)
+        except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. too few completed trials for importances
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.set_size_inches(7, 4.5)
+        figure.tight_layout()
+        figure.savefig(folder / name, dpi=90)
+        plt.close(figure)
+        written.append(folder / name)
+    return written

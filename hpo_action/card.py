@@ -1,0 +1,127 @@
+"""The model card: Hub metadata (model-index with the gated test metric) and the evidence, from a template."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.resources
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import HpoConfig
+
+PLOT_TITLES = {
+    "optimization_history.png": "Optimization history",
+    "param_importances.png": "Parameter importances",
+    "intermediate_values.png": "Intermediate values (what the pruner saw)",
+}
+VERSIONED = ("torch", "transformers", "peft", "trl", "optuna", "huggingface_hub", "hpo-action")
+
+
+def template(name: str) -> Path:
+    """A packaged template: inside the wheel at hpo_action/templates, or templates/ in a source checkout."""
+    packaged = importlib.resources.files("hpo_action") / "templates" / name
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "templates" / name
+
+
+def github_run_url(env: dict[str, str]) -> str | None:
+    keys = ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    if env.get("GITHUB_ACTIONS") != "true" or not all(env.get(k) for k in keys):
+        return None
+    return f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+
+
+def render_card(
+    cfg: HpoConfig,
+    run_dir: Path,
+    gate: dict[str, Any],
+    repo_id: str,
+    champion_version: int | None,
+    env: dict[str, str] | None = None,
+) -> str:
+    """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    env = dict(os.environ) if env is None else env
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    params = json.loads((run_dir / "best" / "params.json").read_text(encoding="utf-8"))["params"]
+    adapter = cfg.model.method in ("lora", "qlora")
+    base = cfg.model.name
+    test_name = _dataset_name(cfg.data.test or "test")
+    results = [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=test_name,
+            dataset_name=f"{test_name} (held-out test split)",
+            dataset_split="test",
+            metric_type=gate["primary"]["metric"],
+            metric_value=round(gate["primary"]["candidate"], 6),
+        )
+    ]
+    results += [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=row["name"],
+            dataset_name=f"forgetting: {row['name']}",
+            metric_type=row["metric"],
+            metric_value=round(row["candidate"], 6),
+        )
+        for row in gate["forgetting"]
+    ]
+    tags = [cfg.model.method if adapter else "full-fine-tune", "trl", "sft", "hpo-action"]
+    if adapter:
+        tags.append(f"base_model:adapter:{base}")
+    datasets = [d for d in (cfg.data.train, cfg.data.test) if d and _is_hub_id(d)]
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=base,
+        base_model_relation="adapter" if adapter else "finetune",
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag="text-generation",
+        tags=tags,
+        datasets=datasets or None,
+        license=cfg.registry.license,
+        eval_results=results,
+    )
+    plots = [
+        {"title": title, "path": f"plots/{name}"}
+        for name, title in PLOT_TITLES.items()
+        if (run_dir / "plots" / name).is_file()
+    ]
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template("model_card.md")),
+        repo_id=repo_id,
+        method_name={"lora": "LoRA", "qlora": "QLoRA", "full": "fully fine-tuned"}[cfg.model.method],
+        reference_name=f"the champion v{champion_version}" if champion_version else "the base model",
+        revision=None,
+        params=params,
+        summary=summary,
+        budget=cfg.search.budget.model_dump(),
+        gate=gate,
+        plots=plots,
+        versions=_versions(),
+        run_url=github_run_url(env),
+    )
+    return str(card)
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in VERSIONED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _is_hub_id(value: str) -> bool:
+    return not Path(value).is_absolute() and value.count("/") == 1 and not Path(value).exists()
+
+
+def _dataset_name(source: str) -> str:
+    return source.split(":")[0] if _is_hub_id(source.split(":")[0]) else Path(source).stem

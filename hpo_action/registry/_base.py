@@ -1,0 +1,104 @@
+"""The registry interface and the files that make up one published version."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import RegistryError
+
+# Inside a version: the weights at the top (so PeftModel.from_pretrained(version) works), plus these.
+CARD = "README.md"
+GATE = "gate.json"
+PARAMS = "params.json"
+SUMMARY = "summary.json"
+TEST_PREDICTIONS = "predictions/test.jsonl"
+TEST_PREDICTIONS_META = "predictions/test.meta.json"
+PLOTS = "plots"
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The current (or a past) champion: what it is, where its files are, and the revision the gate read."""
+
+    version: int
+    path: Path  # a local folder holding the version's files (adapter, README.md, gate.json, predictions)
+    revision: str  # what compare-and-swap compares: the pointer's content locally, the commit sha on the Hub
+    uri: str
+    params: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] | None = None
+
+    @property
+    def test_predictions(self) -> Path | None:
+        path = self.path / TEST_PREDICTIONS
+        return path if path.is_file() else None
+
+    def test_fingerprint(self) -> str | None:
+        """The data fingerprint of the stored test predictions, to decide whether they can be reused."""
+        meta = self.path / TEST_PREDICTIONS_META
+        if not meta.is_file():
+            return None
+        return json.loads(meta.read_text(encoding="utf-8")).get("data_fingerprint")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "path": str(self.path),
+            "revision": self.revision,
+            "uri": self.uri,
+            "params": self.params,
+            "decision": (self.gate or {}).get("decision"),
+        }
+
+
+class Registry(Protocol):
+    """A champion pointer with compare-and-swap, a history, and immutable versions."""
+
+    uri: str
+
+    def champion(self) -> Champion | None:
+        """The current champion, or None before the first promotion."""
+        ...
+
+    def publish(self, files: dict[str, Path], expected: Champion | None) -> Champion:
+        """Store `files` (path in version → local file) as a new version and make it the champion, only if
+        the champion is still `expected`; otherwise raise `champion_changed()`."""
+        ...
+
+    def history(self) -> list[Champion]:
+        """Every promoted version, oldest first."""
+        ...
+
+
+def champion_changed(expected: Champion | None, actual: str | None) -> RegistryError:
+    was = f"v{expected.version}" if expected else "none"
+    return RegistryError(
+        f"champion changed since the gate read it (expected {was}, now {actual or 'none'}): re-gate against the "
+        "new champion and publish again"
+    )
+
+
+def version_files(run_dir: Path, card: Path | None = None) -> dict[str, Path]:
+    """The files of one version, from a run folder: best/ weights, gate.json, test predictions, summary, plots."""
+    best = run_dir / "best"
+    if not best.is_dir():
+        raise RegistryError(f"{run_dir}: no best/ folder (run the search first)")
+    files = {p.relative_to(best).as_posix(): p for p in sorted(best.rglob("*")) if p.is_file()}
+    files.pop(CARD, None)  # PEFT's placeholder card; ours replaces it
+    for name, source in (
+        (GATE, run_dir / "gate.json"),
+        (SUMMARY, run_dir / "summary.json"),
+        (TEST_PREDICTIONS, run_dir / "predictions" / "test.candidate.jsonl"),
+        (TEST_PREDICTIONS_META, run_dir / "predictions" / "test.candidate.meta.json"),
+    ):
+        if not source.is_file():
+            raise RegistryError(f"{run_dir}: missing {source.name} (run evaluate and gate first)")
+        files[name] = source
+    plots = run_dir / PLOTS
+    if plots.is_dir():
+        files.update({f"{PLOTS}/{p.name}": p for p in sorted(plots.glob("*.png"))})
+    if card is not None:
+        files[CARD] = card
+    return files

@@ -1,0 +1,290 @@
+"""The Hugging Face Hub registry: a model repo whose `main` branch is the champion pointer.
+
+Layout of `main`: the champion's files at the root (so `PeftModel.from_pretrained("namespace/name")` loads it),
+`registry.json` (`{"version": n, "history": [1..n], "files": [...]}`; `files` lists the root files that belong to
+the champion, so a promotion deletes exactly those the new version lacks and nothing a person added), and
+`versions/<n>/` with each version's gate result, params, summary and test predictions.
+
+A promotion is staged first: the new tree is committed to a `candidates/<run-id>` branch made from main's head, so
+a crash mid-upload never touches `main`. It is then replayed as **one** commit on `main` whose parent must be the
+commit the gate read; the Hub answers 412 when `main` moved (compare-and-swap). The commit is tagged `champion-<n>`;
+tags are never moved or deleted.
+
+Downloads land in `$HPO_ACTION_CACHE/hub/<namespace>--<name>/<sha>/` (else the same under the temp dir): the root
+holds the champion at that commit, `versions/<n>/` the records `history()` returns. History entries carry those
+records, not the weights; the weights of version n are at its `revision` (the `champion-<n>` tag).
+
+Authentication: the `token` argument, else `HF_TOKEN`, else huggingface_hub's own resolution, which does keyless
+"trusted publishing" in GitHub Actions when `HF_OIDC_RESOURCE=namespace/name` is set and the job has
+`permissions: id-token: write` (huggingface_hub exchanges the runner's OIDC token and refreshes it), then a stored
+login. Tokens never reach a log line or an error message: errors name the repo and the HTTP status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    OIDCError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from ..errors import ConfigError, RegistryError
+from ._base import GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META, Champion, champion_changed
+
+logger = logging.getLogger(__name__)
+
+BRANCH = "main"
+REGISTRY_FILE = "registry.json"
+VERSIONS = "versions"
+# Kept under versions/<n>/ too, so every past version can be re-read (and re-gated) after its weights left the root.
+RECORDS = (GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META)
+_RESERVED = (REGISTRY_FILE, ".gitattributes")
+_TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9_]+")
+
+
+class HubRegistry:
+    """Champions in a Hub model repo; the module docstring describes the layout and the promotion protocol."""
+
+    def __init__(self, uri: str, private: bool = True, token: str | None = None) -> None:
+        self.uri = uri
+        self.repo_id = _repo_id(uri)
+        self.private = private
+        # HF_ENDPOINT is read here, not only at huggingface_hub's import, so a later setting (tests, CI) is honoured.
+        self.endpoint = (os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT).rstrip("/")
+        # None lets huggingface_hub resolve it: OIDC exchange when HF_OIDC_RESOURCE is set, else the stored login.
+        self._api = HfApi(endpoint=self.endpoint, token=token or os.environ.get("HF_TOKEN") or None)
+
+    def champion(self) -> Champion | None:
+        """Main's head and the files at that exact sha, so what the gate reads is what compare-and-swap checks."""
+        with self._errors("read the champion"):
+            head = self._head()
+            state = self._state(head) if head else None
+            if head is None or state is None:
+                return None
+            folder = self._folder(head)
+            self._api.snapshot_download(
+                self.repo_id, revision=head, local_dir=folder, ignore_patterns=[f"{VERSIONS}/*"], max_workers=4
+            )
+            return self._champion(state["version"], folder, head)
+
+    def publish(self, files: dict[str, Path], expected: Champion | None) -> Champion:
+        reserved = sorted(name for name in files if name in _RESERVED or name.startswith(f"{VERSIONS}/"))
+        if reserved:
+            raise RegistryError(f"{self.uri}: {', '.join(reserved)} would overwrite the registry's own files")
+        with self._errors("publish"):
+            head = self._head()
+            if head is None and expected is None:
+                self._api.create_repo(self.repo_id, private=self.private, exist_ok=True)
+                head = self._head()
+            if head is None:
+                if expected is not None:
+                    raise champion_changed(expected, None)
+                raise RegistryError(f"{self.uri}: the repo exists but this token cannot read it")
+            state = self._state(head)
+            # Cheap early compare-and-swap, before uploading anything; the commit's parent check below is the real one.
+            current = head if state is not None else None
+            if (expected.revision if expected else None) != current:
+                raise champion_changed(expected, current[:7] if current else None)
+            version = state["version"] + 1 if state else 1
+            new_state = {
+                "version": version,
+                "history": [*(state["history"] if state else []), version],
+                "files": sorted(files),
+            }
+            stale = sorted(set(state["files"]) - set(files)) if state else []
+            run_id = _run_id(files)
+            with _plain_http_uploads():
+                branch = f"candidates/{run_id}"
+                self._api.create_branch(self.repo_id, branch=branch, revision=head)
+                self._api.create_commit(
+                    self.repo_id,
+                    _operations(files, new_state, stale),
+                    revision=branch,
+                    commit_message=f"Stage v{version} (hpo-action run {run_id})",
+                )
+                try:
+                    commit = self._api.create_commit(
+                        self.repo_id,
+                        _operations(files, new_state, stale),
+                        revision=BRANCH,
+                        parent_commit=head,
+                        commit_message=f"Promote v{version} (hpo-action run {run_id})",
+                        commit_description=f"Staged on branch `{branch}`.",
+                    )
+                except HfHubHTTPError as error:
+                    if error.response.status_code != 412:
+                        raise
+                    now = self._head()
+                    raise champion_changed(expected, now[:7] if now else None) from None
+            self._tag(version, commit.oid)
+            return self._champion(version, self._keep_copy(files, commit.oid), commit.oid)
+
+    def history(self) -> list[Champion]:
+        """Each version's records from `versions/<n>/` (not its weights) and its `champion-<n>` commit."""
+        with self._errors("read the history"):
+            head = self._head()
+            state = self._state(head) if head else None
+            if head is None or state is None:
+                return []
+            folder = self._folder(head)
+            self._api.snapshot_download(
+                self.repo_id, revision=head, local_dir=folder, allow_patterns=[f"{VERSIONS}/*"], max_workers=4
+            )
+            tags = {ref.name: ref.target_commit for ref in self._api.list_repo_refs(self.repo_id).tags}
+            return [
+                # A tag lost to a crash right after promotion: main's head still holds that version's records.
+                self._champion(n, folder / VERSIONS / str(n), tags.get(f"champion-{n}", head))
+                for n in state["history"]
+            ]
+
+    def _head(self) -> str | None:
+        """The commit `main` points at; None when the repo does not exist or this token cannot see it."""
+        try:
+            return self._api.repo_info(self.repo_id, revision=BRANCH).sha
+        except (RepositoryNotFoundError, RevisionNotFoundError):
+            return None
+
+    def _state(self, sha: str) -> dict[str, Any] | None:
+        """`registry.json` at `sha`; None before the first promotion."""
+        try:
+            path = self._api.hf_hub_download(self.repo_id, REGISTRY_FILE, revision=sha, local_dir=self._folder(sha))
+        except RemoteEntryNotFoundError:
+            return None
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+    def _tag(self, version: int, sha: str) -> None:
+        """Tag the promotion; the pointer already moved, so a failure here is a warning, not a failed publish."""
+        tag = f"champion-{version}"
+        try:
+            self._api.create_tag(self.repo_id, tag=tag, revision=sha, tag_message=f"hpo-action champion v{version}")
+        except HfHubHTTPError as error:
+            logger.warning(
+                "%s: v%d is the champion (%s) but tagging it %s failed: %s",
+                self.uri,
+                version,
+                sha[:7],
+                tag,
+                _describe(error),
+            )
+
+    def _folder(self, sha: str) -> Path:
+        explicit = os.environ.get("HPO_ACTION_CACHE")
+        root = Path(explicit).expanduser() if explicit else Path(tempfile.gettempdir()) / "hpo-action"
+        return root / "hub" / self.repo_id.replace("/", "--") / sha
+
+    def _keep_copy(self, files: dict[str, Path], sha: str) -> Path:
+        """Lay the published files out as the new commit's folder, so the caller needs no download."""
+        folder = self._folder(sha)
+        for name, source in files.items():
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        return folder
+
+    def _champion(self, version: int, folder: Path, revision: str) -> Champion:
+        params, gate = folder / PARAMS, folder / GATE
+        return Champion(
+            version=version,
+            path=folder,
+            revision=revision,
+            uri=self.uri,
+            params=json.loads(params.read_text(encoding="utf-8")) if params.is_file() else {},
+            gate=json.loads(gate.read_text(encoding="utf-8")) if gate.is_file() else None,
+        )
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """One RegistryError for every way the Hub can fail, naming the repo and the status, never a header."""
+        try:
+            yield
+        except (HfHubHTTPError, LocalEntryNotFoundError, OIDCError, OfflineModeIsEnabled, httpx2.TransportError) as e:
+            raise RegistryError(f"{self.uri}: could not {action} at {self.endpoint}: {_describe(e)}") from e
+
+
+def _repo_id(uri: str) -> str:
+    parts = uri.removeprefix("hf://").strip("/").split("/")
+    if not uri.startswith("hf://") or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"registry {uri!r}: expected hf://namespace/name")
+    return "/".join(parts)
+
+
+def _describe(error: BaseException) -> str:
+    """The HTTP status and the Hub's own message (token-like strings masked); else the kind of failure."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, HfHubHTTPError):
+        cause = cause.__cause__
+    if isinstance(cause, HfHubHTTPError):
+        detail = _TOKEN_LIKE.sub("hf_***", (cause.server_message or "").strip())[:200]
+        return f"HTTP {cause.response.status_code}" + (f" ({detail})" if detail else "")
+    if isinstance(error, OIDCError):
+        return f"keyless (OIDC) login failed: {_TOKEN_LIKE.sub('hf_***', str(error))}"
+    if isinstance(error, OfflineModeIsEnabled) or isinstance(error.__cause__, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set"
+    return f"unreachable ({type(error.__cause__ or error).__name__})"
+
+
+def _run_id(files: dict[str, Path]) -> str:
+    """UTC time (sortable) + a short hash of the version's contents: unique per run, recognisable per candidate."""
+    digest = hashlib.sha256()
+    for name, source in sorted(files.items()):
+        digest.update(name.encode() + b"\0")
+        with source.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{digest.hexdigest()[:10]}"
+
+
+def _operations(
+    files: dict[str, Path], state: dict[str, Any], stale: list[str]
+) -> list[CommitOperationAdd | CommitOperationDelete]:
+    """The whole promotion as one commit: fresh objects each call, since huggingface_hub mutates them."""
+    version = state["version"]
+    ops: list[CommitOperationAdd | CommitOperationDelete] = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=source) for name, source in sorted(files.items())
+    ]
+    ops += [
+        CommitOperationAdd(path_in_repo=f"{VERSIONS}/{version}/{name}", path_or_fileobj=files[name])
+        for name in RECORDS
+        if name in files
+    ]
+    ops += [CommitOperationDelete(path_in_repo=name) for name in stale]
+    ops.append(CommitOperationAdd(path_in_repo=REGISTRY_FILE, path_or_fileobj=json.dumps(state, indent=2).encode()))
+    return ops
+
+
+@contextmanager
+def _plain_http_uploads() -> Iterator[None]:
+    """Publish over the plain preupload/LFS path, not xet, as the design asks.
+
+    Either way the promotion is one NDJSON commit; xet only changes how large blobs are uploaded beforehand. The
+    plain path is the one protocol to reason about (and the one the test hub speaks). huggingface_hub reads
+    HF_HUB_DISABLE_XET into `constants` at import but checks that attribute at call time
+    (`utils._runtime.is_xet_available`), so flipping it here works even when transformers imported the package
+    first, and leaves the rest of the process (model downloads) on xet.
+    """
+    previous = hf_constants.HF_HUB_DISABLE_XET
+    hf_constants.HF_HUB_DISABLE_XET = True
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_DISABLE_XET = previous

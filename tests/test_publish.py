@@ -1,0 +1,83 @@
+"""Two runs against a local registry: v1 promotes against the base, the next run gates against v1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpo_action.cli import main
+from hpo_action.config import parse_config
+from hpo_action.evaluate import EvalSettings, score_rows
+from hpo_action.gate import read_predictions
+from hpo_action.models import load_base_model
+from hpo_action.pipeline import run
+
+from .conftest import small_config
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(tmp_path: Path, registry: Path, output: str, seed: int):
+    raw = small_config(
+        tmp_path,
+        search={
+            "n_trials": 2,
+            "seed": seed,
+            "pruner": "none",
+            "budget": {"max_steps": 40, "eval_every": 20},
+            "space": {"learning_rate": {"low": 5e-3, "high": 9e-3, "log": True}},
+        },
+        evaluate={"metrics": ["loss", "exact_match"]},
+        gate={"forgetting": []},
+        registry={"uri": str(registry)},
+        output={"dir": output},
+    )
+    return parse_config(raw, base_dir=tmp_path)
+
+
+def test_two_runs_promote_then_gate_against_the_champion(tmp_path: Path, capsys):
+    registry = tmp_path / "registry"
+    first = run(_cfg(tmp_path, registry, "run1", seed=0))
+    assert first["decision"] == "promote"
+    v1 = tmp_path / "registry" / "versions" / "1"
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "README.md",
+        "gate.json",
+        "params.json",
+        "summary.json",
+        "predictions/test.jsonl",
+        "predictions/test.meta.json",
+    ):
+        assert (v1 / name).is_file(), name
+    assert "against the base model" in (v1 / "README.md").read_text()
+
+    second = run(_cfg(tmp_path, registry, "run2", seed=1))
+    assert second["primary"]["reference"] == pytest.approx(first["primary"]["candidate"])  # v1 is the reference
+    assert not (tmp_path / "run2" / "predictions" / "test.champion.jsonl").exists()  # stored predictions reused
+    assert json.loads((tmp_path / "run2" / "champion.json").read_text())["version"] == 1
+    capsys.readouterr()
+    main(["champion", "--registry", str(registry), "--json"])  # returns normally on success
+    shown = json.loads(capsys.readouterr().out)
+    expected_version = 2 if second["promote"] else 1
+    assert shown["version"] == expected_version
+    assert (Path(shown["path"]) / "adapter_model.safetensors").is_file()
+
+
+def test_published_adapter_reproduces_its_stored_test_predictions(tmp_path: Path):
+    from peft import PeftModel
+
+    cfg = _cfg(tmp_path, tmp_path / "registry", "run", seed=0)
+    assert run(cfg)["promote"]
+    version = tmp_path / "registry" / "versions" / "1"
+    base = load_base_model(cfg.model)
+    model = PeftModel.from_pretrained(base.model, str(version))
+    rows = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
+    with torch.no_grad():
+        records = score_rows(model, base.tokenizer, rows, cfg.data, EvalSettings.from_config(cfg.evaluate))
+    stored = read_predictions(version / "predictions" / "test.jsonl")
+    assert {r["id"]: r for r in records} == stored
