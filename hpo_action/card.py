@@ -41,8 +41,12 @@ def render_card(
     repo_id: str,
     champion_version: int | None,
     env: dict[str, str] | None = None,
+    load_from: str | None = None,
 ) -> str:
-    """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence."""
+    """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence.
+
+    `load_from` is what `from_pretrained` takes to load this version: the Hub repo id by default.
+    """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     env = dict(os.environ) if env is None else env
@@ -94,10 +98,12 @@ def render_card(
     card = ModelCard.from_template(
         card_data,
         template_path=str(template("model_card.md")),
-        repo_id=repo_id,
-        method_name={"lora": "LoRA", "qlora": "QLoRA", "full": "fully fine-tuned"}[cfg.model.method],
+        model_name=repo_id.split("/")[-1],
+        load_from=load_from or repo_id,
+        method_name={"lora": "LoRA adapter", "qlora": "QLoRA adapter", "full": "fully fine-tuned model"}[
+            cfg.model.method
+        ],
         reference_name=f"the champion v{champion_version}" if champion_version else "the base model",
-        revision=None,
         params=params,
         summary=summary,
         budget=cfg.search.budget.model_dump(),

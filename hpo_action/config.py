@@ -219,11 +219,25 @@ class ForgettingBenchmark(_Section):
     """A skill the base model had that the candidate must keep (non-inferiority against the base)."""
 
     name: str
-    data: str = Field(description="Local file with rows of data.format (or `format`).")
+    kind: Literal["data", "lm_eval"] = Field("data", description="Rows in a local file, or lm-eval-harness tasks.")
+    data: str | None = Field(None, description="kind data: local file with rows of data.format (or `format`).")
     format: Literal["prompt_completion", "messages", "text"] | None = None
-    metric: Literal[METRICS] = "loss"  # type: ignore[valid-type]
+    tasks: list[str] = Field(default_factory=list, description="kind lm_eval: task names.")
+    include_path: str | None = Field(None, description="kind lm_eval: a folder of local task YAMLs.")
+    limit: int | None = Field(None, ge=1, description="kind lm_eval: examples per task.")
+    metric: str = Field("loss", description="kind data: a built-in metric; kind lm_eval: a task metric (acc).")
     margin: float = Field(0.05, ge=0, description="Largest tolerated loss of the metric, in its own units.")
     direction: Direction | None = None
+
+    @model_validator(mode="after")
+    def _source_for_kind(self) -> ForgettingBenchmark:
+        if self.kind == "data" and not self.data:
+            raise ValueError(f"forgetting benchmark {self.name!r} needs 'data' (a local file)")
+        if self.kind == "data" and self.metric not in METRICS:
+            raise ValueError(f"forgetting benchmark {self.name!r}: metric must be one of {', '.join(METRICS)}")
+        if self.kind == "lm_eval" and not self.tasks:
+            raise ValueError(f"forgetting benchmark {self.name!r} of kind lm_eval needs 'tasks'")
+        return self
 
 
 class GateConfig(_Section):
@@ -413,7 +427,10 @@ def _resolve_paths(cfg: HpoConfig, base_dir: Path) -> None:
     if data.test:
         data.test = _resolve(base_dir, data.test)
     for benchmark in cfg.gate.forgetting:
-        benchmark.data = _resolve(base_dir, benchmark.data, always=True)
+        if benchmark.data:
+            benchmark.data = _resolve(base_dir, benchmark.data, always=True)
+        if benchmark.include_path:
+            benchmark.include_path = _resolve(base_dir, benchmark.include_path, always=True)
     if cfg.registry.uri and not cfg.registry.uri.startswith("hf://"):
         cfg.registry.uri = _resolve(base_dir, cfg.registry.uri, always=True)
     if not cfg.model.name.startswith("hpo-action/"):

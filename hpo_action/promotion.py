@@ -30,6 +30,7 @@ def forgetting_rows(cfg: HpoConfig) -> dict[str, list[dict[str, Any]]]:
     return {
         b.name: load_rows(b.data, _benchmark_settings(cfg, b)[1], f"gate.forgetting[{b.name}].data")
         for b in cfg.gate.forgetting
+        if b.kind == "data"
     }
 
 

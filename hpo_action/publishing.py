@@ -57,7 +57,9 @@ def publish_run(
     cfg = cfg or load_config(run_dir / RUN_CONFIG)
     registry = open_registry(uri)
     expected = gated_champion(run_dir, registry)
-    card = render_card(cfg, run_dir, gate, repo_id(uri), expected.version if expected else None, env)
+    version = (expected.version if expected else 0) + 1
+    load_from = None if uri.startswith("hf://") else str(Path(registry.uri) / "versions" / str(version))
+    card = render_card(cfg, run_dir, gate, repo_id(uri), expected.version if expected else None, env, load_from)
     if dry_run:
         files = version_files(run_dir)
         return {"dry_run": True, "card": card, "files": sorted([*files, "README.md"]), "expected": expected}
