@@ -81,3 +81,18 @@ def test_published_adapter_reproduces_its_stored_test_predictions(tmp_path: Path
         records = score_rows(model, base.tokenizer, rows, cfg.data, EvalSettings.from_config(cfg.evaluate))
     stored = read_predictions(version / "predictions" / "test.jsonl")
     assert {r["id"]: r for r in records} == stored
+
+
+def test_a_changed_test_set_re_evaluates_the_champion(tmp_path: Path):
+    registry = tmp_path / "registry"
+    assert run(_cfg(tmp_path, registry, "run1", seed=0))["promote"]
+    lines = (tmp_path / "test.jsonl").read_text().splitlines()
+    (tmp_path / "test_small.jsonl").write_text("\n".join(lines[:-20]) + "\n")  # a different test set
+    cfg = _cfg(tmp_path, registry, "run2", seed=0)
+    cfg.data.test = str(tmp_path / "test_small.jsonl")
+    second = run(cfg)
+    champion = read_predictions(tmp_path / "run2" / "predictions" / "test.champion.jsonl")
+    assert len(champion) == len(lines) - 20 == second["primary"]["n"]
+    candidate = read_predictions(tmp_path / "run2" / "predictions" / "test.candidate.jsonl")
+    assert champion == candidate  # same seed, same search: the champion is reproduced, with its adapter removed
+    assert second["decision"] != "promote"
