@@ -167,9 +167,10 @@ def summary_markdown(
     trials_rows: list[dict[str, Any]],
     gate: dict[str, Any] | None,
     champion: dict[str, Any] | None = None,
+    plots: Iterable[str] = (),
 ) -> str:
     """The job summary: verdict, gate tables, forgetting table, best parameters, the trial table and where the
-    plots are (files, not images: nothing is sent to a public host)."""
+    plots are (file names, not images: nothing is sent to a public host)."""
     lines = [f"## hpo-action: {gate['decision'].upper()}" if gate else "## hpo-action: search", ""]
     best = summary.get("best")
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.get("states", {}).items()))
@@ -191,14 +192,15 @@ def summary_markdown(
     if trials_rows:
         lines += ["### Trials", ""]
         lines += _trials_table(trials_rows, metric, best["number"] if best else None)
-    lines += [
-        "### Plots",
-        "",
-        "`plots/optimization_history.png`, `plots/param_importances.png` and `plots/intermediate_values.png` are in "
-        "the output folder: upload it as a workflow artifact; a published version keeps them in the registry. "
-        "They are not uploaded to any image host.",
-        "",
-    ]
+    names = ", ".join(f"`plots/{name}`" for name in plots)
+    if names:
+        lines += [
+            "### Plots",
+            "",
+            f"{names} in the output folder: upload it as a workflow artifact; a published version keeps them in the "
+            "registry. They are not sent to any image host.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -390,7 +392,8 @@ def after_run(
     params_file = output_dir / "best" / "params.json"
     params = json.loads(params_file.read_text(encoding="utf-8"))["params"] if params_file.is_file() else None
     info = champion_info(champion, bool(result["promote"]), env)
-    markdown = summary_markdown(summary, read_trials(output_dir / "trials.csv"), result, info)
+    plots = sorted(path.name for path in (output_dir / "plots").glob("*.png"))
+    markdown = summary_markdown(summary, read_trials(output_dir / "trials.csv"), result, info, plots)
     report = output_dir / "report.md"
     report.write_text(markdown, encoding="utf-8")
     outputs = {

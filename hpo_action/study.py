@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,17 +121,53 @@ def open_study(cfg: HpoConfig) -> optuna.Study:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler, pruner = make_sampler(cfg), make_pruner(cfg)  # bad options fail before a storage is created
     study = optuna.create_study(
         study_name=study_name(cfg),
         storage=open_storage(storage_url(cfg)),
-        sampler=make_sampler(cfg),
-        pruner=make_pruner(cfg),
+        sampler=sampler,
+        pruner=pruner,
         direction=cfg.search.objective.direction,
         load_if_exists=True,
     )
+    fail_orphans(study)
     if cfg.search.warm_start and cfg.search.sampler != "grid" and not study.trials and searched(cfg):
         study.enqueue_trial(warm_start_params(cfg), user_attrs={"warm_start": True})
     return study
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_orphans(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials of workers on this host whose process is gone (killed, crashed), so a
+    restart neither waits for them nor counts them as running; returns their numbers."""
+    import optuna
+
+    host = socket.gethostname()
+    orphans = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if owner_host != host or not pid.isdigit():
+            continue
+        if int(pid) != os.getpid() and _alive(int(pid)):  # our own pid here is a reused one: we run no trial yet
+            continue
+        storage = study._storage  # Optuna has no public API to fail another process's trial
+        storage.set_trial_user_attr(trial._trial_id, "error", f"worker {owner_host}:{pid} died during this trial")
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        orphans.append(trial.number)
+    return orphans
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def finished(study: optuna.Study) -> int:
@@ -180,6 +218,7 @@ class _Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
+        trial.set_user_attr("worker", worker_id())
         params = suggest(trial, self.cfg)
         started = time.perf_counter()
 

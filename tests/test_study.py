@@ -116,3 +116,41 @@ def test_timeout_stops_starting_new_trials(tmp_path: Path):
     trials = _load(cfg).trials
     assert 1 <= len(trials) < 50
     assert all(t.state.is_finished() for t in trials)
+
+
+def test_a_killed_run_resumes_and_fails_its_orphaned_trial_at_once(tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import write_config
+
+    raw = small_config(
+        tmp_path, search={"n_trials": 4, "pruner": "none", "budget": {"max_steps": 100, "eval_every": 50}}
+    )
+    config = write_config(tmp_path, raw)
+    cfg = parse_config(raw, base_dir=tmp_path)
+    command = [sys.executable, "-m", "hpo_action", "search", "-c", str(config)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    running = []
+    while time.monotonic() < deadline and not running:
+        time.sleep(0.5)
+        if (tmp_path / "out" / "study.db").exists():
+            try:
+                running = [t for t in _load(cfg).trials if t.state.name == "RUNNING"]
+            except (KeyError, ValueError):  # the study is still being created
+                continue
+    assert running, "no trial started within 120 s"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(t.state.name == "RUNNING" for t in _load(cfg).trials)
+
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = _load(cfg).trials
+    assert not any(t.state.name == "RUNNING" for t in trials)
+    assert sum(t.state.is_finished() for t in trials) == 4
+    orphan = next(t for t in trials if t.number == running[0].number)
+    assert orphan.state.name == "FAIL" and "died during this trial" in orphan.user_attrs["error"]
