@@ -30,7 +30,7 @@ BINARY_METRICS = ("acc", "acc_norm", "acc_mutual_info", "acc_bytes", "exact_matc
 def score_lm_eval(
     model: Any, tokenizer: Any, benchmark: ForgettingBenchmark, batch_size: int = 16
 ) -> dict[str, dict[str, Any]]:
-    """Per-sample results of lm-eval tasks, keyed '<task>/<doc_id>', each {benchmark.metric: value}.
+    """Per-sample results of lm-eval tasks, keyed '<task>/<doc_id>', each {'id': key, benchmark.metric: value}.
 
     `benchmark.metric` is a metric name (`acc`), or lm-eval's `metric,filter` (`exact_match,strict-match`)
     for tasks that score one answer under several filters. The model may be PEFT-wrapped; its train/eval
@@ -117,9 +117,8 @@ def _per_sample(samples: dict[str, list[dict[str, Any]]], metric: str, where: st
         chosen = wanted_filter or (filters[0] if len(filters) == 1 else None)
         if chosen not in filters:
             options = ", ".join(f"{name},{f}" for f in filters)
-            raise ConfigError(
-                f"{where}.metric: task {task!r} scores {name!r} under several filters; use one of {options}"
-            )
+            problem = f"has no filter {wanted_filter!r}" if wanted_filter else f"scores {name!r} under several filters"
+            raise ConfigError(f"{where}.metric: task {task!r} {problem}; use one of {options}")
         values = {f"{task}/{row['doc_id']}": _number(row[name]) for row in rows if row["filter"] == chosen}
         if any(v is None for v in values.values()):
             raise ConfigError(

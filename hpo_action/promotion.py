@@ -12,7 +12,7 @@ from typing import Any
 from .config import DataConfig, ForgettingBenchmark, HpoConfig, metric_direction
 from .data import Splits, load_rows, rows_fingerprint
 from .errors import ConfigError
-from .evaluate import EvalSettings, attach_trained, score_and_write
+from .evaluate import EvalSettings, attach_trained, score_and_write, write_predictions
 from .gate import ForgettingInput, gate, pair, read_predictions, write_gate
 from .models import BaseModel
 from .trial import ForgettingProbe
@@ -40,6 +40,8 @@ def build_probes(cfg: HpoConfig, base: BaseModel, rows: dict[str, list[dict[str,
 
     probes = []
     for benchmark in cfg.gate.forgetting:
+        if benchmark.kind != "data":  # an lm-eval run per trial costs too much; the final gate still runs it
+            continue
         settings, data_cfg = _benchmark_settings(cfg, benchmark)
         sample = sorted(rows[benchmark.name], key=lambda r: str(r["id"]))[: cfg.search.forgetting_probe_size]
         records = score_rows(base.model, base.tokenizer, sample, data_cfg, settings)
@@ -85,14 +87,22 @@ def evaluate_and_gate(
         )
         return {str(r["id"]): r for r in records}
 
+    def score_benchmark(model: Any, benchmark: ForgettingBenchmark, role: str, meta: dict[str, Any]) -> Any:
+        name = f"{benchmark.name}.{role}.jsonl"
+        if benchmark.kind == "lm_eval":
+            from .lm_eval_tasks import score_lm_eval
+
+            records = score_lm_eval(model, base.tokenizer, benchmark, cfg.evaluate.batch_size)
+            write_predictions(list(records.values()), folder / name, {**meta, "tasks": benchmark.tasks})
+            return records
+        settings, data_cfg = _benchmark_settings(cfg, benchmark)
+        return score(model, extra[benchmark.name], data_cfg, settings, name, meta)
+
     references: dict[str, dict[str, dict[str, Any]]] = {}
     if champion is None and champion_dir is None:
         references["test"] = score(base.model, splits.test, cfg.data, test_settings, "test.base.jsonl", base_meta)
     for benchmark in cfg.gate.forgetting:
-        settings, data_cfg = _benchmark_settings(cfg, benchmark)
-        references[benchmark.name] = score(
-            base.model, extra[benchmark.name], data_cfg, settings, f"{benchmark.name}.base.jsonl", base_meta
-        )
+        references[benchmark.name] = score_benchmark(base.model, benchmark, "base", base_meta)
 
     if champion is None and champion_dir is not None:
         champion_model, champion_meta = attach_trained(base, champion_dir)
@@ -105,15 +115,7 @@ def evaluate_and_gate(
     }
     inputs = []
     for benchmark in cfg.gate.forgetting:
-        settings, data_cfg = _benchmark_settings(cfg, benchmark)
-        candidates[benchmark.name] = score(
-            candidate_model,
-            extra[benchmark.name],
-            data_cfg,
-            settings,
-            f"{benchmark.name}.candidate.jsonl",
-            candidate_meta,
-        )
+        candidates[benchmark.name] = score_benchmark(candidate_model, benchmark, "candidate", candidate_meta)
         paired = pair(
             candidates[benchmark.name],
             references[benchmark.name],

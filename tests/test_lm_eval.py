@@ -96,6 +96,8 @@ def test_filters_and_value_types() -> None:
     two_filters = {"gsm": [sample(0, 1.0, "strict"), sample(0, 0.0, "flexible"), sample(1, 0.0, "strict")]}
     with pytest.raises(ConfigError, match=r"several filters; use one of exact_match,flexible, exact_match,strict"):
         _per_sample(two_filters, "exact_match", "here")
+    with pytest.raises(ConfigError, match=r"task 'gsm' has no filter 'strickt'; use one of"):
+        _per_sample(two_filters, "exact_match,strickt", "here")
     chosen = _per_sample(two_filters, "exact_match,strict", "here")
     assert chosen == {
         "gsm/0": {"id": "gsm/0", "exact_match,strict": True},
@@ -105,3 +107,28 @@ def test_filters_and_value_types() -> None:
     assert _per_sample({"t": [sample(0, 0.5), sample(1, 1.0)]}, "exact_match", "here")["t/1"]["exact_match"] == 1.0
     with pytest.raises(ConfigError, match="computed over the whole corpus"):
         _per_sample({"t": [sample(0, ("gold", "pred"))]}, "exact_match", "here")
+
+
+@pytest.mark.slow
+def test_run_gates_an_lm_eval_forgetting_benchmark(tmp_path: Path) -> None:
+    from hpo_action.config import parse_config
+    from hpo_action.pipeline import run
+
+    from .conftest import small_config
+
+    lm_eval = {
+        "name": "copy_choice",
+        "kind": "lm_eval",
+        "tasks": [TASK],
+        "include_path": str(TASKS),
+        "limit": LIMIT,
+        "metric": "acc",
+        "margin": 0.1,
+    }
+    cfg = parse_config(
+        small_config(tmp_path, gate={"forgetting": [lm_eval]}, search={"n_trials": 2}), base_dir=tmp_path
+    )
+    result = run(cfg)
+    (row,) = result["forgetting"]
+    assert (row["name"], row["metric"], row["reference"]) == ("copy_choice", "acc", 1.0)
+    assert (Path(cfg.output.dir) / "predictions" / "copy_choice.candidate.jsonl").is_file()
