@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from . import github
 from .config import (
     GATE_TESTS,
     PRUNERS,
@@ -53,7 +55,9 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="YAML config, e.g. examples/quickstart/hpo.yaml.",
         ),
         click.option(
-            "--n-trials", type=click.IntRange(min=1), help="Run N more trials (default: up to search.n_trials)."
+            "--n-trials",
+            type=click.IntRange(min=0),
+            help="Run N more trials (default: up to search.n_trials); 0 runs none, e.g. after search workers.",
         ),
         click.option(
             "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds after which no trial starts."
@@ -87,6 +91,14 @@ def _config_from(config_path: str, set_items: tuple[str, ...], **flags: Any) -> 
     return apply_overrides(cfg, overrides) if any(v is not None for v in overrides.values()) else cfg
 
 
+def _trusted_publishing(uri: str | None) -> None:
+    """In GitHub Actions with `id-token: write` and no HF token, huggingface_hub exchanges the job's OIDC token."""
+    env = github.actions_env()
+    resource = github.oidc_resource(env, uri) if env is not None else None
+    if resource:
+        os.environ["HF_OIDC_RESOURCE"] = resource
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="hpo-action")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
@@ -104,12 +116,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
     help="The champion's test predictions JSONL; the candidate is gated against it instead of the base model.",
 )
 @click.option("--fail-on-reject", is_flag=True, help="Exit 3 unless the gate promotes.")
+@click.option(
+    "--comment-pr",
+    is_flag=True,
+    help="In GitHub Actions, write the summary as one PR comment, updated in place (needs pull-requests: write).",
+)
 def run(
     config_path: str,
     n_trials: int | None,
     set_items: tuple[str, ...],
     champion_predictions: str | None,
     fail_on_reject: bool,
+    comment_pr: bool,
     **flags: Any,
 ) -> None:
     """Run the whole job: search (resuming a study already there), evaluate the best trial once on the
@@ -120,8 +138,12 @@ def run(
     from .pipeline import run as run_job
 
     cfg = _config_from(config_path, set_items, **flags)
+    _trusted_publishing(cfg.registry.uri)
     result = run_job(
-        cfg, extra_trials=n_trials, champion_predictions=champion_predictions and Path(champion_predictions)
+        cfg,
+        extra_trials=n_trials,
+        champion_predictions=champion_predictions and Path(champion_predictions),
+        comment_pr=comment_pr,
     )
     if fail_on_reject and not result["promote"]:
         sys.exit(3)
@@ -173,6 +195,7 @@ def publish(uri: str, run_dir: str, dry_run: bool) -> None:
     """
     from .publishing import publish_run
 
+    _trusted_publishing(uri)
     outcome = publish_run(Path(run_dir), uri, dry_run=dry_run)
     if dry_run:
         click.echo(outcome["card"])
@@ -194,6 +217,7 @@ def champion(uri: str, as_json: bool) -> None:
 
     from .registry import open_registry
 
+    _trusted_publishing(uri)
     current = open_registry(uri).champion()
     if as_json:
         click.echo(json.dumps(current.as_json() if current else None, indent=2))
@@ -264,10 +288,28 @@ def gate_command(
         sys.exit(3)
 
 
+@cli.command()
+@click.argument("folder", default=".", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite files that are already there.")
+def init(folder: str, force: bool) -> None:
+    """Start a project: a commented hpo.yaml that runs as is on the tiny demo model and data/, a GitHub workflow
+    (.github/workflows/hpo.yml) and .gitignore lines. Refuses to overwrite without --force.
+
+    Example: hpo-action init my-project && cd my-project && hpo-action run -c hpo.yaml
+    """
+    from .init import write_starter
+
+    for path in write_starter(Path(folder), force=force):
+        click.echo(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console script: HpoActionError → `error: …` on stderr and its exit code; no traceback unless --debug."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    env = github.actions_env()
+    if env is not None:  # before anything is printed
+        github.mask(github.secret_values(env, args), env)
     try:
         cli.main(args=args, prog_name="hpo-action", standalone_mode=False)
     except click.exceptions.Abort:
@@ -279,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     except HpoActionError as err:
         if debug:
             raise
+        if env is not None:
+            github.error(f"hpo-action: {type(err).__name__}", str(err))
         click.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
@@ -287,5 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:
         if debug:
             raise
+        if env is not None:
+            github.error(f"hpo-action: unexpected {type(err).__name__}", str(err))
         click.echo(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)

@@ -55,7 +55,8 @@ def write_starter(folder: Path, force: bool = False) -> list[Path]:
     files.update({folder / "data" / f"{split}.jsonl": text for split, text in demo_data().items()})
     existing = [str(path) for path in files if path.exists()]
     if existing and not force:
-        raise ConfigError(f"init: {', '.join(existing)} already exist(s); pass --force to overwrite")
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise ConfigError(f"init: {', '.join(existing)} already {verb}; pass --force to overwrite")
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
 
-from . import artifacts
+from . import artifacts, github
 from .config import GateConfig, HpoConfig
 from .data import Splits, load_splits, rows_fingerprint, tokenize_splits
 from .errors import ConfigError, TrialError
@@ -48,9 +49,11 @@ def run(
     extra_trials: int | None = None,
     champion_predictions: Path | None = None,
     console: Console | None = None,
+    comment_pr: bool = False,
 ) -> dict[str, Any]:
     """The whole job: study, evaluate the best trial once on the test split, gate it against the champion
-    (or the base model), and publish it to the registry when it is promoted; returns gate.json's content."""
+    (or the base model), and publish it to the registry when it is promoted; returns gate.json's content.
+    In GitHub Actions it also writes the step outputs and the job summary (and the PR comment, `comment_pr`)."""
     console = console or make_console(stderr=True)
     if not cfg.data.test:
         raise ConfigError("data.test: `run` gates on a held-out test split; set data.test, or use `hpo-action search`")
@@ -78,16 +81,21 @@ def run(
             + ("its stored test predictions match this test set" if reusable else "re-evaluating it on this test set")
         )
     console.print(f"evaluating trial #{summary['best']['number']} on {len(splits.test)} test examples")
-    result = evaluate_and_gate(cfg, base, splits, Path(best_dir), champion_predictions, champion_dir)
+    with _log_group("evaluate and gate", console):
+        result = evaluate_and_gate(cfg, base, splits, Path(best_dir), champion_predictions, champion_dir)
     output = Path(cfg.output.dir)
     record_gated_champion(output, champion)
     make_console().print(verdict(result))
+    published = None
     if registry is not None and result["promote"]:
         published = publish_run(output, registry.uri, cfg)["champion"]
         console.print(f"published v{published.version} to {registry.uri} (revision {published.revision[:12]})")
     elif registry is not None:
         console.print(f"not published: the gate decided {result['decision']}")
     console.print(f"gate.json in {output}")
+    env = github.actions_env()
+    if env is not None:
+        github.after_run(result, output, env, champion=published or champion, comment_pr=comment_pr)
     return result
 
 
@@ -111,7 +119,10 @@ def _study(cfg: HpoConfig, extra_trials: int | None, console: Console) -> tuple[
     study = open_study(cfg)
     runner = TrialRunner(cfg, base, train, validation, probes)
     total = cfg.search.n_trials if extra_trials is None else finished(study) + extra_trials
-    with StudyProgress(console, total=total, already=finished(study)) as progress:
+    with (
+        _log_group(f"search: {max(total - finished(study), 0)} trials", console),
+        StudyProgress(console, total=total, already=finished(study)) as progress,
+    ):
         run_trials(study, cfg, runner, extra_trials=extra_trials, on_trial=progress.update)
     check_not_all_failed(study)
     return _write_outputs(cfg, study, output, time.monotonic() - started, console), base, splits
@@ -137,6 +148,11 @@ def _write_outputs(cfg: HpoConfig, study: Any, output: Path, elapsed: float, con
         console.print(best_table(summary["best"], metric))
     console.print(f"outputs in {output}")
     return summary
+
+
+def _log_group(title: str, console: Console) -> AbstractContextManager[None]:
+    """A foldable section of the log in GitHub Actions, on the console's stream so the lines stay in order."""
+    return github.group(title, console.file) if github.actions_env() is not None else nullcontext()
 
 
 def _check_writable(output: Path) -> None:

@@ -1,0 +1,366 @@
+"""GitHub Actions glue: outputs a runner parses back, a capped summary, escaped annotations, masks first, and
+the sticky PR comment against a loopback GitHub API."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpo_action import github
+from hpo_action.errors import HpoActionError
+from hpo_action.registry import Champion
+
+GATE: dict[str, Any] = {
+    "decision": "promote",
+    "promote": True,
+    "reasons": ["exact_match: improvement +0.3 (CI [0.2, 0.4]), p = 1e-05 < 0.05"],
+    "primary": {
+        "metric": "exact_match",
+        "n": 200,
+        "candidate": 0.35,
+        "reference": 0.05,
+        "delta": 0.3,
+        "ci": [0.2, 0.4],
+        "confidence": 0.95,
+        "test": "mcnemar-midp",
+        "p_value": 1e-5,
+        "alpha": 0.05,
+        "mde": 0.07,
+        "table": {"both": 5, "candidate_only": 65, "reference_only": 5, "neither": 125},
+    },
+    "forgetting": [
+        {
+            "name": "copy",
+            "metric": "exact_match",
+            "reference": 1.0,
+            "candidate": 0.99,
+            "delta": -0.01,
+            "bound": -0.03,
+            "margin": 0.05,
+            "p_value": 0.001,
+            "p_adjusted": 0.001,
+            "passed": True,
+        }
+    ],
+    "config": {"alpha": 0.05, "resamples": 1000, "seed": 0},
+}
+SUMMARY: dict[str, Any] = {
+    "study_name": "hpo-abc",
+    "base_model": "hpo-action/tiny-demo",
+    "method": "lora",
+    "sampler": "tpe",
+    "pruner": "hyperband",
+    "objective": {"metric": "eval_loss", "direction": "minimize"},
+    "n_trials": 2,
+    "states": {"COMPLETE": 1, "PRUNED": 1},
+    "elapsed_s": 12.5,
+    "best": {"number": 1, "value": 0.4567891, "params": {"learning_rate": 0.01, "lora_r": 8}, "adapter": None},
+}
+TRIALS = [
+    {"number": "0", "state": "PRUNED", "value": "", "steps": "3", "seconds": "1.2", "param_lora_r": "4", "error": ""},
+    {"number": "1", "state": "COMPLETE", "value": "0.4567891", "steps": "6", "seconds": "2.5", "param_lora_r": "8"},
+]
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """Read $GITHUB_OUTPUT as the runner does: `name=value` lines and `name<<DELIMITER` heredocs."""
+    values, lines, i = {}, text.split("\n"), 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line:
+            name, delimiter = line.split("<<", 1)
+            end = lines.index(delimiter, i + 1)
+            values[name] = "\n".join(lines[i + 1 : end])
+            i = end + 1
+        else:
+            if line:
+                name, value = line.split("=", 1)
+                values[name] = value
+            i += 1
+    return values
+
+
+def test_outputs_use_random_delimiters_and_survive_multiline_and_injection(tmp_path: Path):
+    out = tmp_path / "output"
+    env = {"GITHUB_OUTPUT": str(out)}
+    tricky = "line one\nevil=injected\nghadelimiter_fake\nlast"
+    github.write_outputs({"decision": "promote", "best-params": tricky}, env)
+    github.write_outputs({"promoted": "true"}, env)  # appends
+    text = out.read_text()
+    assert parse_outputs(text) == {"decision": "promote", "best-params": tricky, "promoted": "true"}
+    delimiters = [line.split("<<", 1)[1] for line in text.splitlines() if "<<" in line]
+    assert len(set(delimiters)) == 3 and all(d.startswith("ghadelimiter_") for d in delimiters)
+    with pytest.raises(ValueError, match="output name"):
+        github.write_outputs({"bad\nname": "x"}, env)
+
+
+def test_outputs_and_summary_are_skipped_outside_a_runner(tmp_path: Path):
+    github.write_outputs({"decision": "reject"}, {})
+    github.write_summary("# hi", {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_is_capped_at_one_mebibyte_with_a_note(tmp_path: Path):
+    path = tmp_path / "summary.md"
+    path.write_text("already here\n")
+    row = "| 1 | complete | 0.5 | é |\n"  # a 2-byte character: the cut must stay valid UTF-8
+    github.write_summary(row * 100_000, {"GITHUB_STEP_SUMMARY": str(path)})
+    data = path.read_bytes()
+    assert len(data) <= github.SUMMARY_LIMIT
+    text = data.decode("utf-8")
+    assert text.startswith("already here\n")
+    assert "Summary truncated at GitHub's 1 MiB limit" in text
+    assert text.split("\n\n_Summary truncated")[0].endswith("|\n")  # cut at a line end
+
+
+def test_small_summary_is_written_whole(tmp_path: Path):
+    path = tmp_path / "summary.md"
+    github.write_summary("## hello\n", {"GITHUB_STEP_SUMMARY": str(path)})
+    assert path.read_text() == "## hello\n"
+
+
+def test_annotations_escape_per_githubs_rules():
+    stream = io.StringIO()
+    github.error("gate: a, b", "50% done\r\nnext: line", stream)
+    assert stream.getvalue() == "::error title=gate%3A a%2C b::50%25 done%0D%0Anext: line\n"
+
+
+def test_group_wraps_lines_even_on_error():
+    stream = io.StringIO()
+    with pytest.raises(RuntimeError), github.group("trial 3\nx", stream):
+        print("inside", file=stream)
+        raise RuntimeError
+    assert stream.getvalue() == "::group::trial 3%0Ax\ninside\n::endgroup::\n"
+
+
+def test_masks_every_secret_line_by_line_and_only_in_actions():
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "HF_TOKEN": "hf_canary123",
+        "GITHUB_TOKEN": "ghs_abc",
+        "HPO_STORAGE": "postgresql+psycopg://user:pa%40ss@db/hpo",
+        "HF_OIDC_ID_TOKEN": "part1\npart2",
+    }
+    secrets = github.secret_values(env, ["--storage", "mysql://u:s3cret@host/db"])
+    stream = io.StringIO()
+    github.mask(secrets, env, stream)
+    masks = stream.getvalue().splitlines()
+    assert all(line.startswith("::add-mask::") for line in masks)
+    masked = {line.removeprefix("::add-mask::") for line in masks}
+    assert {"hf_canary123", "ghs_abc", "part1", "part2", "s3cret", "pa%2540ss", "pa@ss"} <= masked
+    quiet = io.StringIO()
+    github.mask(secrets, {}, quiet)
+    assert quiet.getvalue() == ""
+
+
+def test_trusted_publishing_resource_only_when_the_job_can_mint_a_token():
+    env = {"GITHUB_ACTIONS": "true", "ACTIONS_ID_TOKEN_REQUEST_URL": "https://token"}
+    assert github.oidc_resource(env, "hf://acme/model") == "acme/model"
+    assert github.oidc_resource({**env, "HF_TOKEN": "hf_x"}, "hf://acme/model") is None
+    assert github.oidc_resource({**env, "HF_OIDC_RESOURCE": "other/repo"}, "hf://acme/model") is None
+    assert github.oidc_resource({"GITHUB_ACTIONS": "true"}, "hf://acme/model") is None
+    assert github.oidc_resource(env, "./registry") is None
+    assert github.oidc_resource(env, None) is None
+
+
+def test_summary_markdown_has_the_trial_gate_and_forgetting_tables_and_no_images():
+    champion = {"version": 3, "uri": "hf://acme/m", "url": "https://huggingface.co/acme/m/tree/abc", "published": True}
+    text = github.summary_markdown(SUMMARY, TRIALS, GATE, champion, ["optimization_history.png"])
+    assert text.startswith("## hpo-action: PROMOTE")
+    assert "| n | candidate | reference | delta | 95% CI | p | MDE |" in text
+    assert "| 200 | 0.35 | 0.05 | +0.3 | [0.2, 0.4] | 1e-05 | 0.07 |" in text
+    assert "| both right | candidate only | reference only | neither |" in text
+    assert "| copy | exact_match | 1 | 0.99 | -0.01 | -0.03 | −0.05 | 0.001 | pass |" in text
+    assert "| # | state | eval_loss | steps | s | lora_r | error |" in text
+    assert "| **1** ★ | complete | 0.4568 | 6 | 2.5 | 8 |  |" in text
+    assert "| learning_rate | 0.01 |" in text
+    assert "published as the new champion: v3 at https://huggingface.co/acme/m/tree/abc" in text
+    assert "`plots/optimization_history.png`" in text
+    assert "![" not in text and "<img" not in text
+
+
+def test_champion_info_points_at_the_hub_commit_or_the_local_folder(tmp_path: Path):
+    hub = Champion(version=2, path=tmp_path, revision="abc123", uri="hf://acme/m")
+    info = github.champion_info(hub, True, {"HF_ENDPOINT": "http://127.0.0.1:9/"})
+    assert info == {
+        "version": 2,
+        "uri": "hf://acme/m",
+        "url": "http://127.0.0.1:9/acme/m/tree/abc123",
+        "published": True,
+    }
+    local = Champion(version=1, path=tmp_path / "v1", revision="r", uri=str(tmp_path))
+    assert github.champion_info(local, False, {})["url"] == str(tmp_path / "v1")
+    assert github.champion_info(None, False, {}) is None
+
+
+def test_pull_request_number_from_the_event_or_the_ref(tmp_path: Path):
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 7}}))
+    assert github.pull_request_number({"GITHUB_EVENT_PATH": str(event)}) == 7
+    event.write_text(json.dumps({"issue": {"number": 9, "pull_request": {"url": "x"}}}))
+    assert github.pull_request_number({"GITHUB_EVENT_PATH": str(event)}) == 9
+    event.write_text(json.dumps({"issue": {"number": 9}}))  # a comment on an issue, not a PR
+    assert github.pull_request_number({"GITHUB_EVENT_PATH": str(event)}) is None
+    assert github.pull_request_number({"GITHUB_REF": "refs/pull/12/merge"}) == 12
+    assert github.pull_request_number({"GITHUB_REF": "refs/heads/main"}) is None
+
+
+class FakeGitHub:
+    """The three issue-comment endpoints of the REST API, in memory, with an optional forced status."""
+
+    def __init__(self) -> None:
+        self.comments: list[dict[str, Any]] = [
+            {"id": i, "body": f"unrelated {i}", "html_url": f"u/{i}"} for i in range(1, 121)
+        ]
+        self.requests: list[tuple[str, str]] = []
+        self.status: int | None = None
+        self.auth: set[str] = set()
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[FakeGitHub, str]]:
+    state = FakeGitHub()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _reply(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _handle(self, method: str) -> None:
+            state.requests.append((method, self.path))
+            state.auth.add(self.headers.get("Authorization", ""))
+            if state.status:
+                self._reply(state.status, {"message": "Resource not accessible by integration"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = json.loads(self.rfile.read(length)) if length else None
+            path, _, query = self.path.partition("?")
+            if method == "GET" and path == "/repos/acme/tune/issues/5/comments":
+                params = dict(item.split("=") for item in query.split("&"))
+                page, size = int(params["page"]), int(params["per_page"])
+                self._reply(200, state.comments[(page - 1) * size : page * size])
+            elif method == "POST" and path == "/repos/acme/tune/issues/5/comments":
+                comment = {"id": 1000 + len(state.comments), "body": payload["body"], "html_url": "u/new"}
+                state.comments.append(comment)
+                self._reply(201, comment)
+            elif method == "PATCH" and path.startswith("/repos/acme/tune/issues/comments/"):
+                comment = next(c for c in state.comments if c["id"] == int(path.rsplit("/", 1)[1]))
+                comment["body"] = payload["body"]
+                self._reply(200, comment)
+            else:
+                self._reply(404, {"message": "Not Found"})
+
+        def do_GET(self) -> None:
+            self._handle("GET")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+        def do_PATCH(self) -> None:
+            self._handle("PATCH")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _env(url: str) -> dict[str, str]:
+    return {"GITHUB_ACTIONS": "true", "GITHUB_API_URL": url, "GITHUB_REPOSITORY": "acme/tune", "GITHUB_TOKEN": "ghs_t"}
+
+
+def test_sticky_comment_is_created_once_then_updated_in_place(api):
+    state, url = api
+    github.upsert_comment("first result", _env(url), 5)
+    ours = [c for c in state.comments if github.MARKER in c["body"]]
+    assert len(ours) == 1 and "first result" in ours[0]["body"]
+    assert ("GET", "/repos/acme/tune/issues/5/comments?per_page=100&page=2") in state.requests  # paged past 100
+    state.requests.clear()
+    link = github.upsert_comment("second result", _env(url), 5)
+    ours = [c for c in state.comments if github.MARKER in c["body"]]
+    assert len(ours) == 1 and "second result" in ours[0]["body"] and "first" not in ours[0]["body"]
+    assert [m for m, _ in state.requests] == ["GET", "GET", "PATCH"]
+    assert link == "u/new"
+    assert state.auth == {"Bearer ghs_t"}
+
+
+def test_forbidden_comment_names_the_missing_permission(api):
+    state, url = api
+    state.status = 403
+    with pytest.raises(HpoActionError, match=r"permissions: pull-requests: write") as info:
+        github.upsert_comment("x", _env(url), 5)
+    assert "Resource not accessible by integration" in str(info.value)
+
+
+def test_comment_needs_a_token():
+    with pytest.raises(HpoActionError, match="GITHUB_TOKEN"):
+        github.upsert_comment("x", {"GITHUB_REPOSITORY": "acme/tune"}, 5)
+
+
+def _run_folder(tmp_path: Path) -> Path:
+    out = tmp_path / "runs"
+    (out / "best").mkdir(parents=True)
+    (out / "plots").mkdir()
+    (out / "plots" / "param_importances.png").write_bytes(b"png")
+    (out / "summary.json").write_text(json.dumps(SUMMARY))
+    (out / "best" / "params.json").write_text(json.dumps({"params": {"learning_rate": 0.01, "lora_r": 8}}))
+    header = "number,state,value,steps,seconds,param_lora_r,error\n"
+    (out / "trials.csv").write_text(header + "0,PRUNED,,3,1.2,4,\n1,COMPLETE,0.4567891,6,2.5,8,\n")
+    return out
+
+
+def test_after_run_writes_outputs_summary_report_and_the_comment(tmp_path: Path, api):
+    state, url = api
+    out = _run_folder(tmp_path)
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 5}}))
+    env = {
+        **_env(url),
+        "GITHUB_OUTPUT": str(tmp_path / "output"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_RUN_ID": "42",
+    }
+    champion = Champion(version=4, path=tmp_path / "v4", revision="deadbeef", uri="hf://acme/m")
+    stream = io.StringIO()
+    outputs = github.after_run(GATE, out, env, champion=champion, comment_pr=True, stream=stream)
+    assert parse_outputs((tmp_path / "output").read_text()) == outputs
+    assert outputs["decision"] == "promote" and outputs["promoted"] == "true"
+    assert float(outputs["best-value"]) == pytest.approx(0.4567891)
+    assert json.loads(outputs["best-params"]) == {"learning_rate": 0.01, "lora_r": 8}
+    assert outputs["champion-version"] == "4"
+    assert outputs["model-url"] == "https://huggingface.co/acme/m/tree/deadbeef"
+    summary = (tmp_path / "summary.md").read_text()
+    assert Path(outputs["report-path"]).read_text() == summary
+    assert "### Trials" in summary and "`plots/param_importances.png`" in summary
+    body = next(c["body"] for c in state.comments if github.MARKER in c["body"])
+    assert "https://github.com/acme/tune/actions/runs/42" in body
+    assert "comment on PR #5" in stream.getvalue()
+
+
+def test_after_run_outside_a_pull_request_warns_instead_of_commenting(tmp_path: Path):
+    out = _run_folder(tmp_path)
+    reject = {**GATE, "decision": "reject", "promote": False}
+    stream = io.StringIO()
+    outputs = github.after_run(reject, out, {"GITHUB_ACTIONS": "true"}, comment_pr=True, stream=stream)
+    assert outputs["promoted"] == "false" and outputs["champion-version"] == "" and outputs["model-url"] == ""
+    assert stream.getvalue().startswith("::warning title=hpo-action::comment-pr: this run is not for a pull request")

@@ -1,0 +1,96 @@
+"""`hpo-action init`: a starter that runs as written, never overwrites without force, and pins this version."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import hpo_action
+from hpo_action.card import template
+from hpo_action.config import load_config
+from hpo_action.errors import ConfigError
+from hpo_action.init import DEMO_VALUES, write_starter
+
+from .conftest import QUICKSTART
+
+STARTER = ["hpo.yaml", ".github/workflows/hpo.yml", *(f"data/{s}.jsonl" for s in ("train", "validation", "test"))]
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        found: dict[str, object] = {}
+        for key, value in node.items():
+            found.update(_leaves(value, f"{prefix}{key}."))
+        return found or {prefix[:-1]: node}
+    return {prefix[:-1]: node}
+
+
+def test_init_writes_a_runnable_commented_starter_a_workflow_and_gitignore_lines(tmp_path: Path):
+    written = write_starter(tmp_path)
+    assert {str(p.relative_to(tmp_path)) for p in written} >= {*STARTER, "data/forget_copy.jsonl", ".gitignore"}
+    cfg = load_config(tmp_path / "hpo.yaml")
+    assert cfg.model.name == "hpo-action/tiny-demo"
+    assert Path(cfg.data.train) == tmp_path / "data" / "train.jsonl"
+    assert [b.name for b in cfg.gate.forgetting] == ["copy"]
+    text = (tmp_path / "hpo.yaml").read_text()
+    assert text.count("#") >= template("hpo.yaml").read_text().count("#")  # the template's comments came along
+    for split in ("train", "validation", "test", "forget_copy"):
+        assert (tmp_path / "data" / f"{split}.jsonl").read_text() == (QUICKSTART / f"{split}.jsonl").read_text()
+    assert (tmp_path / ".github/workflows/hpo.yml").read_text() == template("workflows/hpo.yml").read_text()
+    assert "runs/" in (tmp_path / ".gitignore").read_text().splitlines()
+
+
+def test_starter_differs_from_the_template_only_in_the_demo_values(tmp_path: Path):
+    write_starter(tmp_path)
+    starter = _leaves(yaml.safe_load((tmp_path / "hpo.yaml").read_text()))
+    original = _leaves(yaml.safe_load(template("hpo.yaml").read_text()))
+    changed = {key for key in starter.keys() | original.keys() if starter.get(key) != original.get(key)}
+    assert all(any(key == k or key.startswith(f"{k}.") for k in DEMO_VALUES) for key in changed), changed
+
+
+def test_init_refuses_to_overwrite_and_force_does(tmp_path: Path):
+    (tmp_path / "hpo.yaml").write_text("mine: true\n")
+    with pytest.raises(ConfigError, match=r"hpo\.yaml already exists; pass --force") as info:
+        write_starter(tmp_path)
+    assert info.value.exit_code == 2
+    assert (tmp_path / "hpo.yaml").read_text() == "mine: true\n"
+    assert not (tmp_path / "data").exists()  # nothing written when refusing
+    write_starter(tmp_path, force=True)
+    assert load_config(tmp_path / "hpo.yaml").model.name == "hpo-action/tiny-demo"
+
+
+def test_gitignore_lines_are_appended_once(tmp_path: Path):
+    (tmp_path / ".gitignore").write_text("*.pyc")  # no final newline
+    write_starter(tmp_path)
+    written = write_starter(tmp_path, force=True)
+    lines = (tmp_path / ".gitignore").read_text().splitlines()
+    assert lines[0] == "*.pyc" and lines.count("runs/") == 1
+    assert tmp_path / ".gitignore" not in written  # unchanged the second time
+
+
+def test_workflow_templates_install_this_version():
+    for name in ("workflows/hpo.yml", "workflows/hpo-pr.yml"):
+        env = yaml.safe_load(template(name).read_text())["env"]
+        assert env["HPO_ACTION_VERSION"] == hpo_action.__version__, name
+
+
+@pytest.mark.slow
+def test_init_then_run_works_in_an_empty_folder(tmp_path: Path):
+    write_starter(tmp_path)
+    budget = ["--n-trials", "2", "--max-steps", "6", "--eval-every", "3", "--set", "search.timeout=null"]
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo_action", "run", "-c", "hpo.yaml", *budget],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    gate = json.loads((tmp_path / "runs" / "gate.json").read_text())
+    assert gate["decision"] in ("promote", "reject", "inconclusive")
+    assert (tmp_path / "runs" / "summary.json").is_file()
