@@ -41,7 +41,7 @@ DEMO_VALUES: dict[str, tuple[str | None, str | None]] = {
         "the demo model's pretraining skill must survive",
     ),
 }
-# The quickstart's task (examples/quickstart/make_data.py): same seed and sizes, so the same rows.
+# The demo task; examples/quickstart/make_data.py writes the quickstart files with this same generator.
 DEMO_SEED = 20240607
 DEMO_SPLITS = {"train": 640, "validation": 80, "test": 200, "forget_copy": 160}
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<value>[^#]*?)(?P<gap> *)(?P<comment>#.*)?$")
