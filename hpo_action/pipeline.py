@@ -57,12 +57,12 @@ def run(
     console = console or make_console(stderr=True)
     if not cfg.data.test:
         raise ConfigError("data.test: `run` gates on a held-out test split; set data.test, or use `hpo-action search`")
-    forgetting_rows(cfg)  # bad forgetting data fails now, before the study writes anything
+    forgetting = forgetting_rows(cfg)  # bad forgetting data fails now, before the study writes anything
     if champion_predictions is not None:
         read_predictions(champion_predictions)
     registry = open_registry(cfg.registry.uri) if cfg.registry.uri else None
     champion = registry.champion() if registry else None  # the revision the gate reads: the swap's base
-    summary, base, splits = _study(cfg, extra_trials, console)
+    summary, base, splits = _study(cfg, extra_trials, console, forgetting)
     if summary["best"] is None:
         raise TrialError(
             "no completed trial to evaluate: all were pruned or failed, or (with search.forgetting_constraint) "
@@ -82,7 +82,7 @@ def run(
         )
     console.print(f"evaluating trial #{summary['best']['number']} on {len(splits.test)} test examples")
     with _log_group("evaluate and gate", console):
-        result = evaluate_and_gate(cfg, base, splits, Path(best_dir), champion_predictions, champion_dir)
+        result = evaluate_and_gate(cfg, base, splits, Path(best_dir), champion_predictions, champion_dir, forgetting)
     output = Path(cfg.output.dir)
     record_gated_champion(output, champion)
     make_console().print(verdict(result))
@@ -99,7 +99,12 @@ def run(
     return result
 
 
-def _study(cfg: HpoConfig, extra_trials: int | None, console: Console) -> tuple[dict[str, Any], BaseModel, Splits]:
+def _study(
+    cfg: HpoConfig,
+    extra_trials: int | None,
+    console: Console,
+    forgetting: dict[str, list[dict[str, Any]]] | None = None,
+) -> tuple[dict[str, Any], BaseModel, Splits]:
     started = time.monotonic()
     output = Path(cfg.output.dir)
     splits = load_splits(cfg.data)  # every data error surfaces before anything is written
@@ -114,7 +119,7 @@ def _study(cfg: HpoConfig, extra_trials: int | None, console: Console) -> tuple[
     )
     probes = ()
     if cfg.search.forgetting_constraint and cfg.gate.forgetting:
-        probes = build_probes(cfg, base, forgetting_rows(cfg))
+        probes = build_probes(cfg, base, forgetting if forgetting is not None else forgetting_rows(cfg))
         console.print("forgetting constraint: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
     study = open_study(cfg)
     runner = TrialRunner(cfg, base, train, validation, probes)

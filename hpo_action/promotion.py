@@ -58,6 +58,7 @@ def evaluate_and_gate(
     candidate_dir: Path,
     champion_predictions: Path | None = None,
     champion_dir: Path | None = None,
+    forgetting: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Score reference and candidate, write predictions and gate.json; returns the gate result.
 
@@ -70,7 +71,7 @@ def evaluate_and_gate(
     folder = output / PREDICTIONS_DIR
     metric = cfg.primary_metric
     test_settings = EvalSettings.from_config(cfg.evaluate)
-    extra = forgetting_rows(cfg)
+    extra = forgetting if forgetting is not None else forgetting_rows(cfg)
     champion = read_predictions(champion_predictions) if champion_predictions else None
     base_meta = {"model": cfg.model.name, "adapter": None, "adapter_sha256": None}
 
