@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from .card import github_run_url
 from .errors import HpoActionError
 from .registry import Champion
+from .report import FORGETTING_COLUMNS, forgetting_cells
 
 MARKER = "<!-- hpo-action -->"  # finds our PR comment again, so it is updated instead of piling up
 SUMMARY_LIMIT = 1024 * 1024  # GitHub rejects a step summary over 1 MiB
@@ -232,23 +233,7 @@ def _gate_section(gate: dict[str, Any]) -> list[str]:
         )
     if gate.get("forgetting"):
         lines += ["**Forgetting** (non-inferiority, Holm-adjusted)", ""]
-        lines += _table(
-            ["benchmark", "metric", "reference", "candidate", "delta", "bound", "margin", "adj. p", "result"],
-            [
-                [
-                    row["name"],
-                    row["metric"],
-                    _fmt(row["reference"]),
-                    _fmt(row["candidate"]),
-                    f"{row['delta']:+.4g}",
-                    _fmt(row["bound"]),
-                    f"−{row['margin']:g}",
-                    f"{row['p_adjusted']:.3g}",
-                    "pass" if row["passed"] else "**FAIL**",
-                ]
-                for row in gate["forgetting"]
-            ],
-        )
+        lines += _table(list(FORGETTING_COLUMNS), [forgetting_cells(row, "**FAIL**") for row in gate["forgetting"]])
     return lines
 
 

@@ -10,6 +10,22 @@ from rich.table import Table
 from rich.text import Text
 
 _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold yellow"}
+FORGETTING_COLUMNS = ("benchmark", "metric", "reference", "candidate", "delta", "bound", "margin", "adj. p", "result")
+
+
+def forgetting_cells(row: dict[str, Any], failed: str = "FAIL") -> list[str]:
+    """One forgetting row as table cells, the same in the terminal and in the job summary."""
+    return [
+        row["name"],
+        row["metric"],
+        _num(row["reference"]),
+        _num(row["candidate"]),
+        f"{row['delta']:+.4g}",
+        _num(row["bound"]),
+        f"−{row['margin']:g}",
+        f"{row['p_adjusted']:.3g}",
+        "pass" if row["passed"] else failed,
+    ]
 
 
 def verdict(result: dict[str, Any]) -> Group:
@@ -41,20 +57,11 @@ def verdict(result: dict[str, Any]) -> Group:
         )
     if result["forgetting"]:
         table = Table(title="forgetting (non-inferiority, Holm-adjusted)", title_justify="left")
-        for column in ("benchmark", "metric", "reference", "candidate", "delta", "bound", "margin", "adj. p", ""):
+        for column in FORGETTING_COLUMNS:
             table.add_column(column, justify="left" if column in ("benchmark", "metric") else "right")
         for row in result["forgetting"]:
-            table.add_row(
-                row["name"],
-                row["metric"],
-                _num(row["reference"]),
-                _num(row["candidate"]),
-                f"{row['delta']:+.4g}",
-                _num(row["bound"]),
-                f"−{row['margin']:g}",
-                f"{row['p_adjusted']:.3g}",
-                "[green]pass[/green]" if row["passed"] else "[red]FAIL[/red]",
-            )
+            *cells, outcome = forgetting_cells(row)
+            table.add_row(*cells, f"[green]{outcome}[/green]" if row["passed"] else f"[red]{outcome}[/red]")
         parts.append(table)
     return Group(*parts)
 
