@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from .card import github_run_url
 from .errors import HpoActionError
 from .registry import Champion
-from .report import FORGETTING_COLUMNS, forgetting_cells
+from .report import FORGETTING_COLUMNS, forgetting_cells, primary_cells, primary_columns
 
 MARKER = "<!-- hpo-action -->"  # finds our PR comment again, so it is updated instead of piling up
 SUMMARY_LIMIT = 1024 * 1024  # GitHub rejects a step summary over 1 MiB
@@ -210,21 +210,7 @@ def _gate_section(gate: dict[str, Any]) -> list[str]:
     lines = [f"### Gate: {gate['decision']}", ""]
     lines += [f"- {_cell(reason)}" for reason in gate["reasons"]]
     lines += ["", f"**Primary:** `{p['metric']}`, {p['test']} (one-sided, α = {_fmt(p.get('alpha'))})", ""]
-    confidence = f"{p['confidence']:.0%} CI" if p.get("confidence") else "CI"
-    lines += _table(
-        ["n", "candidate", "reference", "delta", confidence, "p", "MDE"],
-        [
-            [
-                str(p["n"]),
-                _fmt(p["candidate"]),
-                _fmt(p["reference"]),
-                f"{p['delta']:+.4g}",
-                f"[{_fmt(p['ci'][0])}, {_fmt(p['ci'][1])}]",
-                f"{p['p_value']:.3g}",
-                _fmt(p.get("mde")),
-            ]
-        ],
-    )
+    lines += _table(primary_columns(p), [primary_cells(p)])
     if "table" in p:
         t = p["table"]
         lines += _table(

@@ -13,6 +13,24 @@ _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold y
 FORGETTING_COLUMNS = ("benchmark", "metric", "reference", "candidate", "delta", "bound", "margin", "adj. p", "result")
 
 
+def primary_columns(primary: dict[str, Any]) -> list[str]:
+    return ["n", "candidate", "reference", "delta", f"{primary['confidence']:.0%} CI", "p", "MDE"]
+
+
+def primary_cells(primary: dict[str, Any]) -> list[str]:
+    """The primary test as table cells, the same in the terminal and in the job summary."""
+    p = primary
+    return [
+        str(p["n"]),
+        _num(p["candidate"]),
+        _num(p["reference"]),
+        f"{p['delta']:+.4g}",
+        f"[{_num(p['ci'][0])}, {_num(p['ci'][1])}]",
+        f"{p['p_value']:.3g}",
+        _num(p["mde"]),
+    ]
+
+
 def forgetting_cells(row: dict[str, Any], failed: str = "FAIL") -> list[str]:
     """One forgetting row as table cells, the same in the terminal and in the job summary."""
     return [
@@ -35,17 +53,9 @@ def verdict(result: dict[str, Any]) -> Group:
     parts.extend(Text(f"  • {reason}") for reason in result["reasons"])
     p = result["primary"]
     primary = Table(title=f"primary: {p['metric']} ({p['test']}, one-sided)", title_justify="left")
-    for column in ("n", "candidate", "reference", "delta", f"{p['confidence']:.0%} CI", "p", "MDE"):
+    for column in primary_columns(p):
         primary.add_column(column, justify="right")
-    primary.add_row(
-        str(p["n"]),
-        _num(p["candidate"]),
-        _num(p["reference"]),
-        f"{p['delta']:+.4g}",
-        f"[{_num(p['ci'][0])}, {_num(p['ci'][1])}]",
-        f"{p['p_value']:.3g}",
-        _num(p["mde"]),
-    )
+    primary.add_row(*primary_cells(p))
     parts.append(primary)
     if "table" in p:
         t = p["table"]
