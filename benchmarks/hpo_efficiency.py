@@ -69,7 +69,7 @@ def run_strategy(cfg: Any, runner: Any) -> list[dict[str, Any]]:
     from hpo_action.study import open_study, run_trials
 
     study = open_study(cfg)
-    run_trials(study, cfg, runner)
+    run_trials(study, cfg, runner, target=cfg.search.n_trials)
     return [
         {
             "state": t.state.name,

@@ -40,6 +40,7 @@ OVERRIDES = {
     "max_steps": "search.budget.max_steps",
     "eval_every": "search.budget.eval_every",
     "registry": "registry.uri",
+    "workers": "search.workers",
 }
 
 
@@ -72,6 +73,11 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", help="Base model (overrides model.name)."),
         click.option("--max-steps", type=click.IntRange(min=1), help="Training steps per trial."),
         click.option("--eval-every", type=click.IntRange(min=1), help="Evaluate every N steps."),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=0),
+            help="Worker processes on this machine (one GPU each when present); 0 runs trials in this process.",
+        ),
         click.option("--registry", help="Publish a promoted model here: a folder or hf://namespace/name."),
         click.option(
             "--set",
@@ -117,6 +123,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--fail-on-reject", is_flag=True, help="Exit 3 unless the gate promotes.")
 @click.option(
+    "--skip-search",
+    is_flag=True,
+    help="Run no trial: evaluate, gate and publish the study's best (the leader after `search` workers).",
+)
+@click.option(
     "--comment-pr",
     is_flag=True,
     help="In GitHub Actions, write the summary as one PR comment, updated in place (needs pull-requests: write).",
@@ -127,16 +138,20 @@ def run(
     set_items: tuple[str, ...],
     champion_predictions: str | None,
     fail_on_reject: bool,
+    skip_search: bool,
     comment_pr: bool,
     **flags: Any,
 ) -> None:
     """Run the whole job: search (resuming a study already there), evaluate the best trial once on the
     held-out test split, and gate it against the champion (or the base model) and the forgetting sets.
 
-    Example: hpo-action run -c examples/quickstart/hpo.yaml
+    Example: hpo-action run -c examples/quickstart/hpo.yaml --workers 2
     """
     from .pipeline import run as run_job
 
+    if skip_search and n_trials:
+        raise ConfigError("--skip-search runs no trial: drop --n-trials")
+    n_trials = 0 if skip_search else n_trials
     cfg = _config_from(config_path, set_items, **flags)
     _trusted_publishing(cfg.registry.uri)
     result = run_job(

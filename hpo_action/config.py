@@ -177,6 +177,24 @@ class SearchConfig(_Section):
         False, description="Score gate.forgetting sets after each trial; trials that forget are infeasible."
     )
     forgetting_probe_size: int = Field(64, ge=1, description="Rows per forgetting set scored after each trial.")
+    workers: int = Field(
+        1,
+        ge=0,
+        description="Worker processes on this machine, each keeping the base model loaded (one GPU each when "
+        "GPUs are present); a trial that kills its worker fails alone. 0 runs trials in this process.",
+    )
+    heartbeat_interval: int = Field(
+        60, ge=1, description="Seconds between a running trial's heartbeats in an RDB storage (sqlite, postgresql)."
+    )
+    grace_period: int | None = Field(
+        None, ge=1, description="Seconds without a heartbeat after which a trial is failed; default 2 × interval."
+    )
+    retry_interrupted: int = Field(
+        1, ge=0, description="Times a trial whose worker vanished (killed, preempted) is retried with its parameters."
+    )
+    oom_retry: bool = Field(
+        False, description="After a CUDA OOM, retry once with half the per-device batch and twice the accumulation."
+    )
     space: dict[str, ParamSpec] = Field(default_factory=dict)
 
     @field_validator("space")

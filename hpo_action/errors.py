@@ -5,7 +5,8 @@ HpoActionError                      root; exit code 1 unless a subclass says oth
 ├── DataError(ValueError)           missing, empty or malformed data      → exit 2
 ├── TrialError(RuntimeError)        one trial failed; the study goes on   → exit 1
 ├── GateError(ValueError)           predictions that cannot be gated      → exit 2
-└── RegistryError(RuntimeError)     the registry refused or is unreachable → exit 1
+├── RegistryError(RuntimeError)     the registry refused or is unreachable → exit 1
+└── OutputError(RuntimeError)       the output folder could not be written (disk full) → exit 1
 """
 
 from __future__ import annotations
@@ -41,3 +42,7 @@ class GateError(HpoActionError, ValueError):
 
 class RegistryError(HpoActionError, RuntimeError):
     """Publishing or reading the registry failed."""
+
+
+class OutputError(HpoActionError, RuntimeError):
+    """Writing to the output folder failed mid-run (disk full); what was written before stays intact."""

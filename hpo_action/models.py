@@ -93,38 +93,65 @@ def pick_dtype(name: str, device: str) -> torch.dtype:
 def load_base_model(cfg: ModelConfig) -> BaseModel:
     """Load once per worker; QLoRA quantizes to 4-bit with bitsandbytes and needs CUDA."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = pick_dtype(cfg.dtype, device)
-    source = str(ensure_demo_model()) if is_demo_model(cfg.name) else cfg.name
+    source = _source(cfg)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
     if cfg.revision:
         kwargs["revision"] = cfg.revision
     if cfg.method == "qlora":
         kwargs["quantization_config"] = _four_bit_config(dtype, device)
         kwargs["device_map"] = {"": 0}
+    tokenizer = load_tokenizer(cfg)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            source, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision
-        )
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"model.name: cannot load {cfg.name!r}: {first_line} "
-            "(offline? use a local folder or 'hpo-action/tiny-demo')"
-        ) from None
+        raise _cannot_load(cfg, err) from None
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         model.to(device)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.requires_grad_(cfg.method == "full")
     return BaseModel(model=model, tokenizer=tokenizer, config=cfg, device=device, dtype=dtype, source=source)
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer alone: cheap, so a supervisor checks the model name and tokenizes with it."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            _source(cfg), trust_remote_code=cfg.trust_remote_code, revision=cfg.revision
+        )
+    except (OSError, ValueError) as err:
+        raise _cannot_load(cfg, err) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def check_method(cfg: ModelConfig) -> None:
+    """Fail now, not in a worker, when the machine cannot run the method (QLoRA without CUDA/bitsandbytes)."""
+    import torch
+
+    if cfg.method == "qlora":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        _four_bit_config(pick_dtype(cfg.dtype, device), device)
+
+
+def _source(cfg: ModelConfig) -> str:
+    return str(ensure_demo_model()) if is_demo_model(cfg.name) else cfg.name
+
+
+def _cannot_load(cfg: ModelConfig, err: Exception) -> ConfigError:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ConfigError(
+        f"model.name: cannot load {cfg.name!r}: {first_line} (offline? use a local folder or 'hpo-action/tiny-demo')"
+    )
 
 
 def _four_bit_config(dtype: torch.dtype, device: str) -> Any:

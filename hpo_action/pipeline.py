@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -17,14 +18,24 @@ from .data import Splits, load_splits, rows_fingerprint, tokenize_splits
 from .errors import ConfigError, TrialError
 from .evaluate import EvalSettings, evaluate
 from .gate import ForgettingInput, default_metric, gate, pair, read_predictions, write_gate
-from .models import BaseModel, load_base_model
+from .models import BaseModel, check_method, load_base_model, load_tokenizer
 from .progress import StudyProgress, best_table, make_console, trials_table
 from .promotion import build_probes, evaluate_and_gate, forgetting_rows
 from .publishing import RUN_CONFIG, publish_run, record_gated_champion
 from .registry import open_registry
 from .report import verdict, write_plots
 from .space import trial_defaults
-from .study import TRIALS_DIR, check_not_all_failed, finished, open_study, redact, run_trials, storage_url
+from .study import (
+    TRIALS_DIR,
+    check_not_all_failed,
+    finished,
+    open_study,
+    redact,
+    run_trials,
+    storage_url,
+    target_trials,
+)
+from .supervisor import WORKERS_DIR, supervise
 from .trial import TrialRunner
 
 
@@ -62,7 +73,7 @@ def run(
         read_predictions(champion_predictions)
     registry = open_registry(cfg.registry.uri) if cfg.registry.uri else None
     champion = registry.champion() if registry else None  # the revision the gate reads: the swap's base
-    summary, base, splits = _study(cfg, extra_trials, console, forgetting)
+    summary, loaded, splits = _study(cfg, extra_trials, console, forgetting)
     if summary["best"] is None:
         raise TrialError(
             "no completed trial to evaluate: all were pruned or failed, or (with search.forgetting_constraint) "
@@ -81,6 +92,7 @@ def run(
             + ("its stored test predictions match this test set" if reusable else "re-evaluating it on this test set")
         )
     console.print(f"evaluating trial #{summary['best']['number']} on {len(splits.test)} test examples")
+    base = loaded or load_base_model(cfg.model)  # worker processes kept theirs; they have exited
     with _log_group("evaluate and gate", console):
         result = evaluate_and_gate(cfg, base, splits, Path(best_dir), champion_predictions, champion_dir, forgetting)
     output = Path(cfg.output.dir)
@@ -104,14 +116,47 @@ def _study(
     extra_trials: int | None,
     console: Console,
     forgetting: dict[str, list[dict[str, Any]]] | None = None,
-) -> tuple[dict[str, Any], BaseModel, Splits]:
+) -> tuple[dict[str, Any], BaseModel | None, Splits]:
+    """Run the study in this process (search.workers 0) or in worker processes; returns the summary, the base
+    model when this process loaded it, and the splits."""
     started = time.monotonic()
     output = Path(cfg.output.dir)
     splits = load_splits(cfg.data)  # every data error surfaces before anything is written
     _check_writable(output)
     quiet_libraries()
+    runner = None
+    if cfg.search.workers == 0:
+        runner = trial_runner(cfg, splits, forgetting, console)
+    else:  # what a worker would fail on fails here, before the study exists; the workers reuse the token cache
+        check_method(cfg.model)
+        train, validation, cache_hit = tokenize_splits(splits, load_tokenizer(cfg.model), cfg.data, output / "cache")
+        console.print(
+            f"[bold]hpo-action[/bold] {cfg.model.name} ({cfg.model.method}) · {len(train)} train / "
+            f"{len(validation)} validation examples{' (tokenized cache)' if cache_hit else ''} · "
+            f"{cfg.search.workers} worker process(es), logs in {output / WORKERS_DIR}"
+        )
+    study = open_study(cfg)
+    target = target_trials(study, cfg, extra_trials)
+    deadline = time.time() + cfg.search.timeout if cfg.search.timeout else None
+    with (
+        _log_group(f"search: {max(target - finished(study), 0)} trials", console),
+        StudyProgress(console, total=target, already=finished(study)) as progress,
+    ):
+        if runner is not None:
+            run_trials(study, cfg, runner, target, deadline, on_trial=progress.update)
+        elif finished(study) < target:
+            supervise(cfg, study, target, deadline, on_trial=progress.update)
+    check_not_all_failed(study)
+    summary = _write_outputs(cfg, study, output, time.monotonic() - started, console)
+    return summary, runner.base if runner else None, splits
+
+
+def trial_runner(
+    cfg: HpoConfig, splits: Splits, forgetting: dict[str, list[dict[str, Any]]] | None, console: Console
+) -> TrialRunner:
+    """Load the base model, tokenize (or reuse the cache) and score the forgetting probes: once per worker."""
     base = load_base_model(cfg.model)
-    train, validation, cache_hit = tokenize_splits(splits, base.tokenizer, cfg.data, output / "cache")
+    train, validation, cache_hit = tokenize_splits(splits, base.tokenizer, cfg.data, Path(cfg.output.dir) / "cache")
     console.print(
         f"[bold]hpo-action[/bold] {cfg.model.name} ({cfg.model.method}, {base.device}, {str(base.dtype)[6:]}) · "
         f"{len(train)} train / {len(validation)} validation examples"
@@ -121,16 +166,7 @@ def _study(
     if cfg.search.forgetting_constraint and cfg.gate.forgetting:
         probes = build_probes(cfg, base, forgetting if forgetting is not None else forgetting_rows(cfg))
         console.print("forgetting constraint: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
-    study = open_study(cfg)
-    runner = TrialRunner(cfg, base, train, validation, probes)
-    total = cfg.search.n_trials if extra_trials is None else finished(study) + extra_trials
-    with (
-        _log_group(f"search: {max(total - finished(study), 0)} trials", console),
-        StudyProgress(console, total=total, already=finished(study)) as progress,
-    ):
-        run_trials(study, cfg, runner, extra_trials=extra_trials, on_trial=progress.update)
-    check_not_all_failed(study)
-    return _write_outputs(cfg, study, output, time.monotonic() - started, console), base, splits
+    return TrialRunner(cfg, base, train, validation, probes)
 
 
 def _write_outputs(cfg: HpoConfig, study: Any, output: Path, elapsed: float, console: Console) -> dict[str, Any]:
@@ -141,7 +177,7 @@ def _write_outputs(cfg: HpoConfig, study: Any, output: Path, elapsed: float, con
     except ValueError:
         best = None
     if best is not None:
-        params = {**trial_defaults(cfg), **best.params}
+        params = {**trial_defaults(cfg), **best.params, **best.user_attrs.get("batch_override", {})}
         best_dir = artifacts.publish_best(study, output, output / TRIALS_DIR, params)
     summary = artifacts.summarize(study, cfg, redact(storage_url(cfg)), elapsed, best_dir)
     artifacts.write_summary(summary, output / "summary.json")
@@ -161,12 +197,17 @@ def _log_group(title: str, console: Console) -> AbstractContextManager[None]:
 
 
 def _check_writable(output: Path) -> None:
+    """Try a real write: permission bits say nothing for root or on a read-only file system."""
+    fix = "choose another folder with --output"
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"output.dir: cannot create {output}: {err.strerror}") from None
-    if not os.access(output, os.W_OK):
-        raise ConfigError(f"output.dir: {output} is not writable (choose another folder with --output)")
+        raise ConfigError(f"output.dir: cannot create {output}: {err.strerror} ({fix})") from None
+    try:
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as err:
+        raise ConfigError(f"output.dir: {output} is not writable: {err.strerror} ({fix})") from None
 
 
 def gate_files(

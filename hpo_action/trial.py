@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import faults
 from .config import HpoConfig
 from .errors import TrialError
 from .models import BaseModel
@@ -24,6 +27,27 @@ if TYPE_CHECKING:
 
 Reporter = Callable[[float, int], bool]
 """Called with (objective value, step) at each evaluation; returns True when the trial should be pruned."""
+
+
+BATCH_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps")
+
+
+class OutOfMemory(TrialError):
+    """The accelerator ran out of memory; the trial fails (or is retried with a smaller per-device batch)."""
+
+    def __init__(self, batch: int, accumulation: int) -> None:
+        super().__init__(f"OOM at per-device batch {batch} (gradient accumulation {accumulation})")
+        self.batch = batch
+
+
+def halve_batch(params: dict[str, Any]) -> dict[str, Any]:
+    """The same effective batch in half the memory: half the per-device batch, twice the accumulation."""
+    batch, accumulation = (int(params[k]) for k in BATCH_KEYS)
+    return {**params, BATCH_KEYS[0]: batch // 2, BATCH_KEYS[1]: accumulation * 2}
+
+
+def describe_error(err: BaseException) -> str:
+    return str(err) if isinstance(err, TrialError) else f"{type(err).__name__}: {err}"
 
 
 class Pruned(Exception):
@@ -94,8 +118,10 @@ class TrialRunner:
         params: dict[str, Any],
         report: Reporter | None = None,
         save_to: Callable[[TrialResult], Path | None] | None = None,
+        trial_number: int | None = None,
     ) -> TrialResult:
         """Train with `params`; `save_to(result)` names a folder for the weights or None to discard them."""
+        import torch
         from transformers import set_seed
         from trl import SFTTrainer
 
@@ -116,7 +142,11 @@ class TrialRunner:
                     callbacks=[tracker.callback()],
                 )
                 _quiet(trainer)
-                trainer.train()
+                try:
+                    faults.fire("train", trial_number)
+                    trainer.train()
+                except torch.cuda.OutOfMemoryError:
+                    raise OutOfMemory(*(int(params[k]) for k in BATCH_KEYS)) from None
                 if not tracker.curve or tracker.curve[-1][0] != trainer.state.global_step:
                     tracker.record(trainer.evaluate(), trainer.state.global_step)
             value = tracker.curve[-1][1]
@@ -131,7 +161,7 @@ class TrialRunner:
             )
             target = save_to(result) if save_to else None
             if target is not None:
-                self._save(model, target)
+                self._save(model, target, trial_number)
             return result
         finally:
             del trainer
@@ -170,10 +200,19 @@ class TrialRunner:
             dataloader_num_workers=0,
         )
 
-    def _save(self, model: Any, target: Path) -> None:
-        target.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(target)
-        self.base.tokenizer.save_pretrained(target)
+    def _save(self, model: Any, target: Path, trial_number: int | None) -> None:
+        """Write beside the target and rename: a full disk leaves no half-written adapter behind."""
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            model.save_pretrained(partial)
+            self.base.tokenizer.save_pretrained(partial)
+            faults.fire("save", trial_number)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(partial, target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
 
 
 class _Tracker:

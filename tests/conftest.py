@@ -40,6 +40,7 @@ def small_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
         shutil.copy(QUICKSTART / name, tmp_path / name)
     raw = yaml.safe_load((QUICKSTART / "hpo.yaml").read_text())
     raw["search"].update(n_trials=3, timeout=None, budget={"max_steps": 6, "eval_every": 3})
+    raw["search"]["workers"] = 0  # in-process trials: seconds saved per study; worker tests set it
     raw["output"] = {"dir": "out"}
     for section, values in sections.items():
         if isinstance(values, dict) and isinstance(raw.get(section), dict):
@@ -53,3 +54,18 @@ def write_config(tmp_path: Path, raw: dict[str, Any], name: str = "hpo.yaml") ->
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL server `.ci/run` starts (HPO_ACTION_TEST_POSTGRES); skips, saying why, without one."""
+    url = os.environ.get("HPO_ACTION_TEST_POSTGRES")
+    if not url:
+        pytest.skip("no PostgreSQL server: set HPO_ACTION_TEST_POSTGRES (bash .ci/postgres starts one)")
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool).connect().close()
+    except Exception as err:
+        pytest.skip(f"PostgreSQL at HPO_ACTION_TEST_POSTGRES is unreachable: {type(err).__name__}")
+    return url

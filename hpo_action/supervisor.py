@@ -1,0 +1,151 @@
+"""Worker processes for one study: start N, pin each to a GPU (or a share of the CPU cores), and when one dies
+mid-trial (segfault, OOM kill, `os._exit`), record that trial FAIL with the cause and start a fresh worker, so
+one bad trial never ends the study or poisons the next one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import errors
+from .config import HpoConfig
+from .errors import HpoActionError, TrialError
+from .study import TRIALS_DIR, claimed, fail_worker_trials, keep_only_best, study_name
+
+if TYPE_CHECKING:
+    import optuna
+
+WORKERS_DIR = "workers"
+POLL_SECONDS = 0.5
+
+OnTrial = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    error_file: Path
+
+
+def supervise(cfg: HpoConfig, study: optuna.Study, target: int, deadline: float | None, on_trial: OnTrial) -> None:
+    """Run the study's missing trials in `search.workers` processes until it holds `target` trials."""
+    folder = Path(cfg.output.dir) / WORKERS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = cfg.model_dump(mode="json")
+    raw["search"]["study_name"] = study_name(cfg)  # the workers open exactly this study
+    spec = folder / "spec.json"
+    spec.write_text(json.dumps({"config": raw, "target": target, "deadline": deadline, "parent": os.getpid()}))
+    count, launches = cfg.search.workers, 0
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def start(index: int) -> _Worker:
+        nonlocal launches
+        # Each launch samples with its own seed: equal seeds would make concurrent workers propose the same
+        # parameters. The first launch keeps search.seed, so one worker reproduces an in-process study.
+        worker = _start(index, count, spec, folder, cfg.search.seed + launches)
+        launches += 1
+        return worker
+
+    workers = {i: start(i) for i in range(count)}
+    try:
+        while workers:
+            time.sleep(POLL_SECONDS)
+            for index, worker in list(workers.items()):
+                code = worker.process.poll()
+                if code is None:
+                    continue
+                del workers[index]
+                if code != 0 and _restart_after_crash(study, worker, code, target, deadline):
+                    workers[index] = start(index)
+            _report_new(study, seen, on_trial)
+    finally:
+        _stop(list(workers.values()))
+    if not cfg.output.keep_all_adapters:
+        keep_only_best(study, Path(cfg.output.dir) / TRIALS_DIR)
+
+
+def _restart_after_crash(study: optuna.Study, worker: _Worker, code: int, target: int, deadline: float | None) -> bool:
+    """Record what a dead worker was doing; True when a fresh worker should take its place."""
+    if worker.error_file.is_file():  # the worker stopped on an error of ours: the same in this process
+        reported = json.loads(worker.error_file.read_text())
+        kind = getattr(errors, reported["type"], HpoActionError)
+        raise kind(reported["message"])
+    how = _describe_exit(code)
+    crashed = fail_worker_trials(study, worker.process.pid, f"the worker process {how} during this trial")
+    if not crashed:
+        raise TrialError(f"worker {worker.index} {how} before running a trial; see {worker.log}: {_tail(worker.log)}")
+    return claimed(study) < target and (deadline is None or time.time() < deadline)
+
+
+def _start(index: int, count: int, spec: Path, folder: Path, seed: int) -> _Worker:
+    log = folder / f"worker-{index}.log"
+    error_file = folder / f"worker-{index}.error.json"
+    error_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "hpo_action.worker", str(spec), str(error_file), str(seed)]
+    with log.open("ab") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=_worker_env(index, count))
+    return _Worker(index, process, log, error_file)
+
+
+def _worker_env(index: int, count: int) -> dict[str, str]:
+    """One GPU per worker (round robin); without GPUs, an even share of the CPU cores."""
+    env = dict(os.environ)
+    gpus = _visible_gpus()
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    elif count > 1 and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // count))
+    return env
+
+
+def _visible_gpus() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _report_new(study: optuna.Study, seen: set[int], on_trial: OnTrial) -> None:
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in seen]
+    for trial in sorted(done, key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number)):
+        seen.add(trial.number)
+        on_trial(study, trial)
+
+
+def _stop(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.process.terminate()
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (the kernel's OOM killer?)" if name == "SIGKILL" else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"

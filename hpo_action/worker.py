@@ -1,0 +1,52 @@
+"""A worker process: load the base model and the tokenized data once, then run trials of the shared study until
+it holds its target. Started by the supervisor: `python -m hpo_action.worker SPEC.json ERROR.json SAMPLER_SEED`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .config import HpoConfig
+from .errors import HpoActionError
+
+
+def main(argv: list[str]) -> None:
+    spec_path, error_path, seed = Path(argv[0]), Path(argv[1]), int(argv[2])
+    spec = json.loads(spec_path.read_text())
+    _die_with_parent(int(spec["parent"]))
+    spec["config"]["search"]["seed"] = seed
+    try:
+        work(HpoConfig.model_validate(spec["config"]), int(spec["target"]), spec["deadline"])
+    except HpoActionError as err:  # handed to the supervisor, which raises it as its own
+        error_path.write_text(json.dumps({"type": type(err).__name__, "message": str(err)}))
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+
+
+def work(cfg: HpoConfig, target: int, deadline: float | None) -> None:
+    from .data import load_splits
+    from .pipeline import quiet_libraries, trial_runner
+    from .progress import make_console
+    from .study import open_study, run_trials
+
+    quiet_libraries()
+    runner = trial_runner(cfg, load_splits(cfg.data), None, make_console(stderr=True))
+    study = open_study(cfg)
+    run_trials(study, cfg, runner, target, deadline, prune_adapters=False)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive its supervisor (SIGKILLed, job cancelled): it would go on running trials."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

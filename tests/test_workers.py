@@ -1,0 +1,240 @@
+"""Many workers, no lost work: worker processes, PostgreSQL-shared studies, kill and resume, heartbeats,
+crashed trials, OOM and a full disk, all on the real tiny model with real storages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo_action import faults
+from hpo_action.config import parse_config
+from hpo_action.errors import OutputError, TrialError
+from hpo_action.faults import ENV as FAULTS
+from hpo_action.pipeline import search
+from hpo_action.space import suggest
+from hpo_action.study import finished, open_storage, open_study, retried, storage_url, study_name
+
+from .conftest import small_config, write_config
+
+pytestmark = pytest.mark.slow
+
+STORAGES = ["sqlite", "postgresql"]
+
+
+def _raw(tmp_path: Path, **search_values):
+    raw = small_config(tmp_path)
+    raw["search"].update(search_values)
+    return raw
+
+
+def _with_storage(raw, kind: str, request: pytest.FixtureRequest):
+    """Point the config at SQLite (the default) or the test PostgreSQL server, with a study of its own."""
+    if kind == "postgresql":
+        raw["search"]["storage"] = request.getfixturevalue("postgres_url")
+        raw["search"]["study_name"] = f"test-{uuid.uuid4().hex[:12]}"
+    return raw
+
+
+def _load(cfg) -> optuna.Study:
+    return optuna.load_study(study_name=study_name(cfg), storage=open_storage(storage_url(cfg), cfg.search))
+
+
+def _cli(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "hpo_action", "search", "-c", str(config), *args]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several training processes on 2 cores: torch's default threads per process would fight for them.
+    Also forget the faults fired by earlier tests in this process (each fires once per process)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(faults, "_fired", set())
+
+
+def _states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+def test_three_processes_on_postgresql_end_with_exactly_n_trials(tmp_path: Path, postgres_url: str):
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    raw = _raw(tmp_path, n_trials=12, storage=postgres_url, study_name=name, budget={"max_steps": 20, "eval_every": 10})
+    config = write_config(tmp_path, raw)
+    # Three machines' worth of `hpo-action search`, each with its own output folder, on one study.
+    procs = [
+        subprocess.Popen(_cli(config, "--output", str(tmp_path / f"out-{i}"), "--workers", "0"), stderr=subprocess.PIPE)
+        for i in range(3)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    study = _load(parse_config(raw, base_dir=tmp_path))
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 12  # none duplicated: no process started a trial beyond n_trials
+    assert sorted(t.number for t in trials) == list(range(12))
+    assert "RUNNING" not in _states(study) and "WAITING" not in _states(study)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2  # the work was really shared
+
+
+def test_local_worker_processes_share_the_study_without_overshooting(tmp_path: Path):
+    raw = _raw(tmp_path, n_trials=6, workers=2, pruner="none")
+    config = write_config(tmp_path, raw)
+    proc = subprocess.run(_cli(config), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = _load(parse_config(raw, base_dir=tmp_path)).get_trials(deepcopy=False)
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6  # workers sample with distinct seeds
+    assert "2 worker process(es)" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", STORAGES)
+def test_a_run_killed_after_finished_trials_resumes_and_keeps_them(tmp_path: Path, kind: str, request):
+    raw = _with_storage(
+        _raw(tmp_path, n_trials=5, pruner="none", budget={"max_steps": 60, "eval_every": 30}), kind, request
+    )
+    config = write_config(tmp_path, raw)
+    cfg = parse_config(raw, base_dir=tmp_path)
+    proc = subprocess.Popen(_cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, before = time.monotonic() + 300, []
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = _load(cfg).get_trials(deepcopy=False)
+        except (KeyError, ValueError):  # the study is still being created
+            continue
+        if sum(t.state.name == "COMPLETE" for t in trials) >= 2 and any(t.state.name == "RUNNING" for t in trials):
+            proc.kill()  # SIGKILL: no cleanup runs in the supervisor
+            before = trials
+            break
+    proc.wait()
+    assert before, "no moment with 2 finished trials and one running within 300 s"
+    interrupted = next(t for t in _load(cfg).trials if t.state.name == "RUNNING")
+    worker_pid = int(interrupted.user_attrs["worker"].rpartition(":")[2])
+    _wait_gone(worker_pid)  # the worker died with its supervisor instead of running on
+
+    resumed = subprocess.run(_cli(config), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    study = _load(cfg)
+    trials = study.get_trials(deepcopy=False)
+    assert "RUNNING" not in _states(study)
+    assert finished(study) == 5
+    kept = {t.number: t.value for t in before if t.state.name == "COMPLETE"}
+    assert {t.number: t.value for t in trials if t.number in kept} == kept
+    lost = trials[interrupted.number]
+    assert lost.state.name == "FAIL" and "interrupted" in lost.user_attrs["error"]
+    retry = next(t for t in trials if lost.number in t.system_attrs.get("retry_history", ()))
+    assert retry.state.is_finished() and retry.params == lost.params
+    assert retried(trials) == {lost.number}
+
+
+def _wait_gone(pid: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"worker {pid} outlived its killed supervisor")
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+@pytest.mark.parametrize("kind", STORAGES)
+def test_a_trial_whose_heartbeat_stopped_is_failed_and_retried(tmp_path: Path, kind: str, request):
+    raw = _with_storage(_raw(tmp_path, n_trials=3, heartbeat_interval=1, grace_period=2), kind, request)
+    cfg = parse_config(raw, base_dir=tmp_path)
+    study = open_study(cfg)
+    # A worker on another machine starts a trial, beats once, and is preempted.
+    trial = study.ask()
+    params = suggest(trial, cfg)
+    trial.set_user_attr("worker", "another-machine:4242")
+    study._storage.record_heartbeat(trial._trial_id)
+    time.sleep(3)
+
+    search(cfg)
+    study = _load(cfg)
+    trials = study.get_trials(deepcopy=False)
+    stale = trials[trial.number]
+    assert stale.state.name == "FAIL"
+    retry = next(t for t in trials if t.system_attrs.get("retry_history") == [trial.number])
+    assert retry.state.name in ("COMPLETE", "PRUNED")
+    assert retry.params == stale.params and stale.params["learning_rate"] == params["learning_rate"]
+    assert finished(study) == 3 and "RUNNING" not in _states(study)
+
+
+def test_a_trial_that_kills_its_worker_fails_alone_and_the_study_finishes(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv(FAULTS, "exit@1,segv@2")
+    cfg = parse_config(_raw(tmp_path, n_trials=4, workers=1, pruner="none"), base_dir=tmp_path)
+    search(cfg)
+    trials = _load(cfg).get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "COMPLETE"]
+    assert "exited with code 137" in trials[1].user_attrs["error"]
+    assert "killed by SIGSEGV" in trials[2].user_attrs["error"]
+    assert len({t.user_attrs["worker"] for t in trials}) == 3  # a fresh worker after each crash
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_raising_and_nan_trials_fail_in_and_out_of_process(tmp_path: Path, workers: int):
+    space = {"learning_rate": {"choices": [1e-3, 1e12]}, "lr_scheduler_type": {"choices": ["cosine", "no_such"]}}
+    raw = _raw(tmp_path, sampler="grid", pruner="none", n_trials=4, space=space, workers=workers)
+    raw["train"]["max_grad_norm"] = 1e30
+    cfg = parse_config(raw, base_dir=tmp_path)
+    search(cfg)
+    trials = {(t.params["learning_rate"], t.params["lr_scheduler_type"]): t for t in _load(cfg).trials}
+    assert len(trials) == 4
+    assert trials[(1e-3, "cosine")].state.name == "COMPLETE"
+    assert trials[(1e12, "cosine")].state.name == "FAIL"
+    assert "non-finite" in trials[(1e12, "cosine")].user_attrs["error"]
+    for lr in (1e-3, 1e12):
+        assert trials[(lr, "no_such")].state.name == "FAIL"
+        assert "no_such" in trials[(lr, "no_such")].user_attrs["error"]
+
+
+@pytest.mark.parametrize("oom_retry", [False, True])
+def test_an_oom_fails_the_trial_or_retries_it_with_half_the_batch(tmp_path: Path, monkeypatch, oom_retry: bool):
+    monkeypatch.setenv(FAULTS, "oom@0")
+    raw = _raw(tmp_path, n_trials=1, pruner="none", oom_retry=oom_retry)
+    raw["train"].update(per_device_train_batch_size=8, gradient_accumulation_steps=1)
+    cfg = parse_config(raw, base_dir=tmp_path)
+    if not oom_retry:
+        with pytest.raises(TrialError, match="all 1 trials failed; first error: OOM at per-device batch 8"):
+            search(cfg)
+        return
+    summary = search(cfg)
+    trial = _load(cfg).trials[0]
+    assert trial.state.name == "COMPLETE"
+    assert trial.user_attrs["batch_override"] == {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
+    assert "OOM at per-device batch 8" in trial.user_attrs["oom_retry"]
+    published = json.loads((Path(cfg.output.dir) / "best" / "params.json").read_text())["params"]
+    assert (published["per_device_train_batch_size"], published["gradient_accumulation_steps"]) == (4, 2)
+    assert summary["best"]["number"] == 0
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_full_disk_while_saving_stops_with_a_clear_error_and_corrupts_nothing(
+    tmp_path: Path, monkeypatch, workers: int
+):
+    monkeypatch.setenv(FAULTS, "enospc@1")
+    raw = _raw(tmp_path, n_trials=3, pruner="none", workers=workers, warm_start=False)
+    raw["output"]["keep_all_adapters"] = True  # every trial saves, so trial 1 reaches the disk
+    cfg = parse_config(raw, base_dir=tmp_path)
+    with pytest.raises(OutputError, match=r"output\.dir: No space left on device while saving trial 1 .* resume"):
+        search(cfg)
+    trials_dir = Path(cfg.output.dir) / "trials"
+    assert sorted(p.name for p in trials_dir.iterdir()) == ["0"]  # no half-written adapter
+    assert (trials_dir / "0" / "adapter_config.json").is_file()
+    assert _states(_load(cfg)) == ["COMPLETE", "FAIL"]
+
+    monkeypatch.delenv(FAULTS)  # space freed: the same command resumes
+    search(cfg)
+    assert _states(_load(cfg)) == ["COMPLETE", "FAIL", "COMPLETE"]
