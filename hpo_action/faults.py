@@ -13,6 +13,8 @@ import os
 import signal
 from collections.abc import Callable
 
+from .errors import ConfigError
+
 ENV = "HPO_ACTION_FAULTS"
 
 _fired: set[tuple[str, int]] = set()  # each fault fires once per process, so an in-process retry can succeed
@@ -57,7 +59,9 @@ def fire(point: str, trial_number: int | None) -> None:
         return
     for item in spec.split(","):
         name, _, number = item.strip().partition("@")
-        where, action = FAULTS.get(name, ("", _raise))
+        if name not in FAULTS:
+            raise ConfigError(f"{ENV}: unknown fault {name!r} in {spec!r}; known: {', '.join(FAULTS)}")
+        where, action = FAULTS[name]
         if where != point or number != str(trial_number) or (name, trial_number) in _fired:
             continue
         _fired.add((name, trial_number))

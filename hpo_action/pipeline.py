@@ -28,6 +28,7 @@ from .space import trial_defaults
 from .study import (
     TRIALS_DIR,
     check_not_all_failed,
+    check_remote_storage,
     finished,
     open_study,
     redact,
@@ -35,7 +36,7 @@ from .study import (
     storage_url,
     target_trials,
 )
-from .supervisor import WORKERS_DIR, supervise
+from .supervisor import WORKERS_DIR, WorkerPool
 from .trial import TrialRunner
 
 
@@ -43,10 +44,12 @@ def quiet_libraries() -> None:
     """Library chatter (tokenizer fork warnings, per-step logs) drowns the progress view in CI logs."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import datasets
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def search(cfg: HpoConfig, extra_trials: int | None = None, console: Console | None = None) -> dict[str, Any]:
@@ -123,29 +126,36 @@ def _study(
     output = Path(cfg.output.dir)
     splits = load_splits(cfg.data)  # every data error surfaces before anything is written
     _check_writable(output)
-    quiet_libraries()
-    runner = None
-    if cfg.search.workers == 0:
-        runner = trial_runner(cfg, splits, forgetting, console)
-    else:  # what a worker would fail on fails here, before the study exists; the workers reuse the token cache
-        check_method(cfg.model)
-        train, validation, cache_hit = tokenize_splits(splits, load_tokenizer(cfg.model), cfg.data, output / "cache")
-        console.print(
-            f"[bold]hpo-action[/bold] {cfg.model.name} ({cfg.model.method}) · {len(train)} train / "
-            f"{len(validation)} validation examples{' (tokenized cache)' if cache_hit else ''} · "
-            f"{cfg.search.workers} worker process(es), logs in {output / WORKERS_DIR}"
-        )
-    study = open_study(cfg)
-    target = target_trials(study, cfg, extra_trials)
-    deadline = time.time() + cfg.search.timeout if cfg.search.timeout else None
-    with (
-        _log_group(f"search: {max(target - finished(study), 0)} trials", console),
-        StudyProgress(console, total=target, already=finished(study)) as progress,
-    ):
-        if runner is not None:
-            run_trials(study, cfg, runner, target, deadline, on_trial=progress.update)
-        elif finished(study) < target:
-            supervise(cfg, study, target, deadline, on_trial=progress.update)
+    pool = WorkerPool(cfg.search.workers, output / WORKERS_DIR) if cfg.search.workers else None
+    try:
+        check_remote_storage(cfg)  # an unreachable database fails before a model is loaded
+        quiet_libraries()
+        runner = None
+        if pool is None:
+            runner = trial_runner(cfg, splits, forgetting, console)
+        else:  # what a worker would fail on fails here, before the study exists; workers reuse the token cache
+            check_method(cfg.model)
+            tokenizer = load_tokenizer(cfg.model)
+            train, validation, cache_hit = tokenize_splits(splits, tokenizer, cfg.data, output / "cache")
+            console.print(
+                f"[bold]hpo-action[/bold] {cfg.model.name} ({cfg.model.method}) · {len(train)} train / "
+                f"{len(validation)} validation examples{' (tokenized cache)' if cache_hit else ''} · "
+                f"{cfg.search.workers} worker process(es), logs in {output / WORKERS_DIR}"
+            )
+        study = open_study(cfg)
+        target = target_trials(study, cfg, extra_trials)
+        deadline = time.time() + cfg.search.timeout if cfg.search.timeout else None
+        with (
+            _log_group(f"search: {max(target - finished(study), 0)} trials", console),
+            StudyProgress(console, total=target, already=finished(study)) as progress,
+        ):
+            if runner is not None:
+                run_trials(study, cfg, runner, target, deadline, on_trial=progress.update)
+            elif pool is not None and finished(study) < target:
+                pool.run(cfg, study, target, deadline, on_trial=progress.update)
+    finally:
+        if pool is not None:
+            pool.close()
     check_not_all_failed(study)
     summary = _write_outputs(cfg, study, output, time.monotonic() - started, console)
     return summary, runner.base if runner else None, splits

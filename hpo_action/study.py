@@ -64,6 +64,13 @@ def open_storage(url: str, search: SearchConfig | None = None) -> Any:
         raise ConfigError(f"search.storage: cannot open {redact(url)}: {type(err).__name__}") from None
 
 
+def check_remote_storage(cfg: HpoConfig) -> None:
+    """Connect to a database storage now (a local SQLite file or journal always opens)."""
+    url = storage_url(cfg)
+    if "://" in url and not url.startswith("sqlite"):
+        open_storage(url, cfg.search).remove_session()
+
+
 def retry_callback(search: SearchConfig) -> Any:
     """Queues an interrupted trial again with its parameters; None when retries are off."""
     if search.retry_interrupted == 0:

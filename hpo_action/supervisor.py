@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .config import HpoConfig
@@ -37,41 +37,63 @@ class _Worker:
     error_file: Path
 
 
-def supervise(cfg: HpoConfig, study: optuna.Study, target: int, deadline: float | None, on_trial: OnTrial) -> None:
-    """Run the study's missing trials in `search.workers` processes until it holds `target` trials."""
-    folder = Path(cfg.output.dir) / WORKERS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    raw = cfg.model_dump(mode="json")
-    raw["search"]["study_name"] = study_name(cfg)  # the workers open exactly this study
-    spec = folder / "spec.json"
-    spec.write_text(json.dumps({"config": raw, "target": target, "deadline": deadline, "parent": os.getpid()}))
-    count, launches = cfg.search.workers, 0
-    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+class WorkerPool:
+    """`count` worker processes, started before this process checks the config and opens the study so that
+    their heavy imports (torch, transformers, trl) overlap that work. Each waits for its assignment on stdin;
+    one that never gets it (bad input found here) exits without doing anything."""
 
-    def start(index: int) -> _Worker:
-        nonlocal launches
-        # Each launch samples with its own seed: equal seeds would make concurrent workers propose the same
-        # parameters. The first launch keeps search.seed, so one worker reproduces an in-process study.
-        worker = _start(index, count, spec, folder, cfg.search.seed + launches)
-        launches += 1
-        return worker
+    def __init__(self, count: int, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.count, self.folder, self.launches = count, folder, 0
+        self.workers = {i: self._spawn(i) for i in range(count)}
 
-    workers = {i: start(i) for i in range(count)}
-    try:
-        while workers:
+    def run(self, cfg: HpoConfig, study: optuna.Study, target: int, deadline: float | None, on_trial: OnTrial) -> None:
+        """Run the study's missing trials in the workers until it holds `target` trials."""
+        raw = cfg.model_dump(mode="json")
+        raw["search"]["study_name"] = study_name(cfg)  # the workers open exactly this study
+        assignment = {"config": raw, "target": target, "deadline": deadline}
+        for worker in self.workers.values():
+            self._assign(worker, assignment, cfg.search.seed)
+        seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        while self.workers:
             time.sleep(POLL_SECONDS)
-            for index, worker in list(workers.items()):
+            for index, worker in list(self.workers.items()):
                 code = worker.process.poll()
                 if code is None:
                     continue
-                del workers[index]
+                del self.workers[index]
                 if code != 0 and _restart_after_crash(study, worker, code, target, deadline):
-                    workers[index] = start(index)
+                    self.workers[index] = self._spawn(index)
+                    self._assign(self.workers[index], assignment, cfg.search.seed)
             _report_new(study, seen, on_trial)
-    finally:
-        _stop(list(workers.values()))
-    if not cfg.output.keep_all_adapters:
-        keep_only_best(study, Path(cfg.output.dir) / TRIALS_DIR)
+        if not cfg.output.keep_all_adapters:
+            keep_only_best(study, Path(cfg.output.dir) / TRIALS_DIR)
+
+    def close(self) -> None:
+        """Stop every worker still running (after an error here, or Ctrl-C)."""
+        _stop(list(self.workers.values()))
+        self.workers = {}
+
+    def _spawn(self, index: int) -> _Worker:
+        log = self.folder / f"worker-{index}.log"
+        error_file = self.folder / f"worker-{index}.error.json"
+        error_file.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "hpo_action.worker", str(os.getpid()), str(error_file)]
+        env = _worker_env(index, self.count)
+        with log.open("ab") as sink:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        return _Worker(index, process, log, error_file)
+
+    def _assign(self, worker: _Worker, assignment: dict[str, Any], seed: int) -> None:
+        # Each launch samples with its own seed: equal seeds would make concurrent workers propose the same
+        # parameters. The first launch keeps search.seed, so one worker reproduces an in-process study.
+        assert worker.process.stdin is not None
+        try:
+            worker.process.stdin.write(json.dumps({**assignment, "seed": seed + self.launches}).encode())
+            worker.process.stdin.close()
+        except BrokenPipeError:  # it died while importing; the loop records that
+            pass
+        self.launches += 1
 
 
 def _restart_after_crash(study: optuna.Study, worker: _Worker, code: int, target: int, deadline: float | None) -> bool:
@@ -85,16 +107,6 @@ def _restart_after_crash(study: optuna.Study, worker: _Worker, code: int, target
     if not crashed:
         raise TrialError(f"worker {worker.index} {how} before running a trial; see {worker.log}: {_tail(worker.log)}")
     return claimed(study) < target and (deadline is None or time.time() < deadline)
-
-
-def _start(index: int, count: int, spec: Path, folder: Path, seed: int) -> _Worker:
-    log = folder / f"worker-{index}.log"
-    error_file = folder / f"worker-{index}.error.json"
-    error_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "hpo_action.worker", str(spec), str(error_file), str(seed)]
-    with log.open("ab") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=_worker_env(index, count))
-    return _Worker(index, process, log, error_file)
 
 
 def _worker_env(index: int, count: int) -> dict[str, str]:
@@ -126,6 +138,8 @@ def _report_new(study: optuna.Study, seen: set[int], on_trial: OnTrial) -> None:
 
 def _stop(workers: list[_Worker]) -> None:
     for worker in workers:
+        if worker.process.stdin is not None and not worker.process.stdin.closed:
+            worker.process.stdin.close()
         worker.process.terminate()
     for worker in workers:
         try:

@@ -1,5 +1,6 @@
 """A worker process: load the base model and the tokenized data once, then run trials of the shared study until
-it holds its target. Started by the supervisor: `python -m hpo_action.worker SPEC.json ERROR.json SAMPLER_SEED`."""
+it holds its target. Started by the supervisor (`python -m hpo_action.worker PARENT_PID ERROR.json`), which
+sends its assignment (config, target, deadline, sampler seed) as JSON on stdin."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from .errors import HpoActionError
 
 
 def main(argv: list[str]) -> None:
-    spec_path, error_path, seed = Path(argv[0]), Path(argv[1]), int(argv[2])
-    spec = json.loads(spec_path.read_text())
-    _die_with_parent(int(spec["parent"]))
-    spec["config"]["search"]["seed"] = seed
+    parent, error_path = int(argv[0]), Path(argv[1])
+    _die_with_parent(parent)
+    _import_training_libraries()  # while the supervisor still checks the config and opens the study
+    received = sys.stdin.read()
+    if not received:  # the supervisor stopped before assigning work (bad input, Ctrl-C)
+        return
+    assignment = json.loads(received)
+    assignment["config"]["search"]["seed"] = assignment["seed"]
     try:
-        work(HpoConfig.model_validate(spec["config"]), int(spec["target"]), spec["deadline"])
+        work(HpoConfig.model_validate(assignment["config"]), int(assignment["target"]), assignment["deadline"])
     except HpoActionError as err:  # handed to the supervisor, which raises it as its own
         error_path.write_text(json.dumps({"type": type(err).__name__, "message": str(err)}))
         print(f"error: {err}", file=sys.stderr)
@@ -36,6 +41,12 @@ def work(cfg: HpoConfig, target: int, deadline: float | None) -> None:
     runner = trial_runner(cfg, load_splits(cfg.data), None, make_console(stderr=True))
     study = open_study(cfg)
     run_trials(study, cfg, runner, target, deadline, prune_adapters=False)
+
+
+def _import_training_libraries() -> None:
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import trl  # noqa: F401
 
 
 def _die_with_parent(parent: int) -> None:

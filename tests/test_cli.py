@@ -96,3 +96,22 @@ def test_qlora_on_cpu_is_a_clear_bad_input(tmp_path: Path, capsys):
     assert code == 2
     assert "model.method: qlora needs a CUDA GPU" in err
     assert not (tmp_path / "out" / "study.db").exists()
+
+
+def test_an_output_folder_that_cannot_be_created_is_bad_input(tmp_path: Path, capsys):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    config = write_config(tmp_path, small_config(tmp_path))
+    code, err = _run(capsys, "search", "-c", str(config), "--output", str(tmp_path / "taken" / "runs"))
+    assert code == 2
+    assert err.startswith("error: output.dir: cannot create") and "--output" in err and err.count("\n") == 1
+    assert (tmp_path / "taken").read_text() == "a file, not a folder"
+
+
+def test_an_unreachable_storage_is_bad_input_and_its_password_stays_hidden(tmp_path: Path, capsys):
+    config = write_config(tmp_path, small_config(tmp_path))
+    url = "postgresql+psycopg://hpo:s3cret-pw@127.0.0.1:9/hpo"  # port 9 (discard): nothing listens
+    code, err = _run(capsys, "search", "-c", str(config), "--storage", url, "--workers", "0")
+    assert code == 2
+    assert "search.storage: cannot open postgresql+psycopg://hpo:***@127.0.0.1:9/hpo" in err
+    assert "s3cret-pw" not in err and err.count("\n") == 1
+    assert not list((tmp_path / "out").glob("*.db")) and not (tmp_path / "out" / "trials").exists()

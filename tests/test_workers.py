@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 from hpo_action import faults
 from hpo_action.config import parse_config
-from hpo_action.errors import OutputError, TrialError
+from hpo_action.errors import ConfigError, OutputError, TrialError
 from hpo_action.faults import ENV as FAULTS
 from hpo_action.pipeline import search
 from hpo_action.space import suggest
@@ -238,3 +239,40 @@ def test_a_full_disk_while_saving_stops_with_a_clear_error_and_corrupts_nothing(
     monkeypatch.delenv(FAULTS)  # space freed: the same command resumes
     search(cfg)
     assert _states(_load(cfg)) == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+def test_search_machines_then_one_leader_evaluates_gates_and_publishes(tmp_path: Path):
+    raw = _raw(tmp_path, n_trials=4, storage=f"sqlite:///{tmp_path / 'shared.db'}")
+    config = write_config(tmp_path, raw)
+    for machine in ("a", "b"):  # one after the other: the second finds the study complete and runs nothing
+        proc = subprocess.run(_cli(config, "--output", str(tmp_path / machine)), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    leader = tmp_path / "leader"
+    for machine in ("a", "b"):  # what the workflow's artifacts carry: each machine's kept adapters, if any
+        for trial_dir in (tmp_path / machine / "trials").glob("*"):
+            shutil.copytree(trial_dir, leader / "trials" / trial_dir.name)
+    command = [sys.executable, "-m", "hpo_action", "run", "-c", str(config), "--output", str(leader)]
+    proc = subprocess.run([*command, "--skip-search", "--registry", str(tmp_path / "registry")], capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    gate = json.loads((leader / "gate.json").read_text())
+    assert gate["decision"] in ("promote", "reject", "inconclusive")
+    assert len(_load(parse_config(raw, base_dir=tmp_path)).trials) == 4  # the leader ran no trial
+    refused = subprocess.run([*command, "--skip-search", "--n-trials", "2"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--skip-search runs no trial" in refused.stderr
+
+
+def test_workers_get_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
+    from hpo_action.supervisor import _worker_env
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert [_worker_env(i, 3)["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["2", "5", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: split the CPU threads instead
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    env = _worker_env(0, 2)
+    assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2)) and env["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_an_unknown_fault_name_is_reported_not_ignored(monkeypatch):
+    monkeypatch.setenv(FAULTS, "exlt@1")
+    with pytest.raises(ConfigError, match="unknown fault 'exlt'"):
+        faults.fire("train", 1)
