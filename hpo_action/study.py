@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import optuna
 
 TRIALS_DIR = "trials"
+SCHEMA_ATTEMPTS = 4
 
 
 def study_name(cfg: HpoConfig) -> str:
@@ -49,19 +50,26 @@ def open_storage(url: str, search: SearchConfig | None = None) -> Any:
         return JournalStorage(JournalFileBackend(url))
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    retry = retry_callback(search)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=_engine_kwargs(url),
-                heartbeat_interval=search.heartbeat_interval,
-                grace_period=search.grace_period,
-                heartbeat_stale_trial_callback=retry,
-            )
-    except Exception as err:  # SQLAlchemy raises many types for a bad URL or an unreachable server
-        raise ConfigError(f"search.storage: cannot open {redact(url)}: {type(err).__name__}") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=_engine_kwargs(url),
+                    heartbeat_interval=search.heartbeat_interval,
+                    grace_period=search.grace_period,
+                    heartbeat_stale_trial_callback=retry_callback(search),
+                )
+        except (IntegrityError, ProgrammingError) as err:  # workers creating Optuna's tables at the same time
+            if attempt + 1 == SCHEMA_ATTEMPTS:
+                raise ConfigError(f"search.storage: cannot open {redact(url)}: {type(err).__name__}") from None
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as err:  # SQLAlchemy raises many types for a bad URL or an unreachable server
+            raise ConfigError(f"search.storage: cannot open {redact(url)}: {type(err).__name__}") from None
+    raise AssertionError("unreachable")
 
 
 def check_remote_storage(cfg: HpoConfig) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +59,21 @@ def write_config(tmp_path: Path, raw: dict[str, Any], name: str = "hpo.yaml") ->
 
 
 @pytest.fixture
-def postgres_url() -> str:
-    """The PostgreSQL server `.ci/run` starts (HPO_ACTION_TEST_POSTGRES); skips, saying why, without one."""
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server `.ci/run` starts (HPO_ACTION_TEST_POSTGRES), dropped afterwards,
+    so every test also creates Optuna's tables; skips, saying why, without a server."""
     url = os.environ.get("HPO_ACTION_TEST_POSTGRES")
     if not url:
         pytest.skip("no PostgreSQL server: set HPO_ACTION_TEST_POSTGRES (bash .ci/postgres starts one)")
     import sqlalchemy
 
+    admin = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT")
+    name = f"hpo_test_{uuid.uuid4().hex[:12]}"
     try:
-        sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool).connect().close()
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
     except Exception as err:
-        pytest.skip(f"PostgreSQL at HPO_ACTION_TEST_POSTGRES is unreachable: {type(err).__name__}")
-    return url
+        pytest.skip(f"PostgreSQL at HPO_ACTION_TEST_POSTGRES cannot create a test database: {type(err).__name__}")
+    yield f"{url.rsplit('/', 1)[0]}/{name}"
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
