@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ def quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    # transformers 5 renamed gradient checkpointing and warns twice per trial that TRL still uses the old name.
+    warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def search(cfg: HpoConfig, extra_trials: int | None = None, console: Console | None = None) -> dict[str, Any]:

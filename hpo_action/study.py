@@ -52,7 +52,8 @@ def open_storage(url: str, search: SearchConfig | None = None) -> Any:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    for attempt in range(SCHEMA_ATTEMPTS):
+    attempt = 0
+    while True:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -64,12 +65,12 @@ def open_storage(url: str, search: SearchConfig | None = None) -> Any:
                     heartbeat_stale_trial_callback=retry_callback(search),
                 )
         except (IntegrityError, ProgrammingError) as err:  # workers creating Optuna's tables at the same time
-            if attempt + 1 == SCHEMA_ATTEMPTS:
+            attempt += 1
+            if attempt == SCHEMA_ATTEMPTS:
                 raise ConfigError(f"search.storage: cannot open {redact(url)}: {type(err).__name__}") from None
-            time.sleep(0.5 * (attempt + 1))
+            time.sleep(0.5 * attempt)
         except Exception as err:  # SQLAlchemy raises many types for a bad URL or an unreachable server
             raise ConfigError(f"search.storage: cannot open {redact(url)}: {type(err).__name__}") from None
-    raise AssertionError("unreachable")
 
 
 def check_remote_storage(cfg: HpoConfig) -> None:
@@ -397,8 +398,10 @@ class _Objective:
             trial.report(value, step)
             return trial.should_prune()
 
+        def save_to(result: TrialResult) -> Path | None:
+            return self._save_dir(trial, result)
+
         def run(params: dict[str, Any]) -> TrialResult:
-            save_to = lambda r: self._save_dir(trial, r)  # noqa: E731
             return self.runner.run(params, report=report, save_to=save_to, trial_number=trial.number)
 
         try:
