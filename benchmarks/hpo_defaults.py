@@ -25,14 +25,10 @@ from hpo_efficiency import RESULTS, ROOT, best_so_far, best_within, run_strategy
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "current defaults": {},
-    "TPE n_startup_trials 3, no warm start": {
-        "search.sampler_options": {"n_startup_trials": 3},
-        "search.warm_start": False,
-    },
+    "TPE n_startup_trials 5 (the defaults before)": {"search.sampler_options": {"n_startup_trials": 5}},
     "no warm start": {"search.warm_start": False},
     "Hyperband reduction_factor 2": {"search.pruner_options": {"reduction_factor": 2}},
     "Hyperband min_resource 2 evaluations": {"search.pruner_options": {"min_resource": 20}},
-    "TPE n_startup_trials 3": {"search.sampler_options": {"n_startup_trials": 3}},
     "evaluate every 5 steps": {"search.budget.eval_every": 5},
 }
 

@@ -129,12 +129,13 @@ def _study(
     output = Path(cfg.output.dir)
     splits = load_splits(cfg.data)  # every data error surfaces before anything is written
     _check_writable(output)
-    pool = WorkerPool(cfg.search.workers, output / WORKERS_DIR) if cfg.search.workers else None
+    in_workers = cfg.search.workers > 0 and extra_trials != 0  # the leader (--skip-search) runs no trial
+    pool = WorkerPool(cfg.search.workers, output / WORKERS_DIR) if in_workers else None
     try:
         check_remote_storage(cfg)  # an unreachable database fails before a model is loaded
         quiet_libraries()
         runner = None
-        if pool is None:
+        if cfg.search.workers == 0:
             runner = trial_runner(cfg, splits, forgetting, console)
         else:  # what a worker would fail on fails here, before the study exists; workers reuse the token cache
             check_method(cfg.model)
