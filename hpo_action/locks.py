@@ -18,7 +18,8 @@ class TrialSlotLock:
     """A re-acquirable cross-process lock named after the study; `close()` releases its resources."""
 
     def __init__(self, storage_url: str, study_name: str, lock_dir: Path) -> None:
-        self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+        digest = hashlib.sha256(study_name.encode()).digest()  # any study name, even one with a "/", is safe
+        self._key = int.from_bytes(digest[:8], "big", signed=True)
         self._connection: Any = None
         self._file: Any = None
         if storage_url.startswith("postgresql"):
@@ -28,7 +29,7 @@ class TrialSlotLock:
             self._connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         else:
             lock_dir.mkdir(parents=True, exist_ok=True)
-            self._file = (lock_dir / f".{study_name}.slots.lock").open("a+")
+            self._file = (lock_dir / f".hpo-slots-{digest.hex()[:16]}.lock").open("a+")
 
     def __enter__(self) -> TrialSlotLock:
         if self._connection is not None:
