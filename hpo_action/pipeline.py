@@ -141,11 +141,8 @@ def _study(
             check_method(cfg.model)
             tokenizer = load_tokenizer(cfg.model)
             train, validation, cache_hit = tokenize_splits(splits, tokenizer, cfg.data, output / "cache")
-            console.print(
-                f"[bold]hpo-action[/bold] {cfg.model.name} ({cfg.model.method}) · {len(train)} train / "
-                f"{len(validation)} validation examples{' (tokenized cache)' if cache_hit else ''} · "
-                f"{cfg.search.workers} worker process(es), logs in {output / WORKERS_DIR}"
-            )
+            workers = f"{cfg.search.workers} worker process(es), logs in {output / WORKERS_DIR}"
+            console.print(_banner(cfg, cfg.model.method, len(train), len(validation), cache_hit) + f" · {workers}")
         study = open_study(cfg)
         target = target_trials(study, cfg, extra_trials)
         deadline = time.time() + cfg.search.timeout if cfg.search.timeout else None
@@ -171,16 +168,18 @@ def trial_runner(
     """Load the base model, tokenize (or reuse the cache) and score the forgetting probes: once per worker."""
     base = load_base_model(cfg.model)
     train, validation, cache_hit = tokenize_splits(splits, base.tokenizer, cfg.data, Path(cfg.output.dir) / "cache")
-    console.print(
-        f"[bold]hpo-action[/bold] {cfg.model.name} ({cfg.model.method}, {base.device}, {str(base.dtype)[6:]}) · "
-        f"{len(train)} train / {len(validation)} validation examples"
-        f"{' (tokenized cache)' if cache_hit else ''}"
-    )
+    setup = f"{cfg.model.method}, {base.device}, {str(base.dtype)[6:]}"
+    console.print(_banner(cfg, setup, len(train), len(validation), cache_hit))
     probes = ()
     if cfg.search.forgetting_constraint and cfg.gate.forgetting:
         probes = build_probes(cfg, base, forgetting if forgetting is not None else forgetting_rows(cfg))
         console.print("forgetting constraint: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
     return TrialRunner(cfg, base, train, validation, probes)
+
+
+def _banner(cfg: HpoConfig, setup: str, n_train: int, n_validation: int, cache_hit: bool) -> str:
+    data = f"{n_train} train / {n_validation} validation examples{' (tokenized cache)' if cache_hit else ''}"
+    return f"[bold]hpo-action[/bold] {cfg.model.name} ({setup}) · {data}"
 
 
 def _write_outputs(cfg: HpoConfig, study: Any, output: Path, elapsed: float, console: Console) -> dict[str, Any]:

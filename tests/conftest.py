@@ -15,6 +15,20 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"
 
+# A forgetting row of gate.json that passed: the copy skill kept within its margin.
+PASSED_FORGETTING_ROW = {
+    "name": "copy",
+    "metric": "exact_match",
+    "reference": 1.0,
+    "candidate": 0.99,
+    "delta": -0.01,
+    "bound": -0.03,
+    "margin": 0.05,
+    "p_value": 0.001,
+    "p_adjusted": 0.001,
+    "passed": True,
+}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

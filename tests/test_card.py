@@ -10,6 +10,8 @@ from huggingface_hub import ModelCard
 from hpo_action.card import github_run_url, render_card
 from hpo_action.config import parse_config
 
+from .conftest import PASSED_FORGETTING_ROW
+
 GATE = {
     "decision": "promote",
     "promote": True,
@@ -29,20 +31,7 @@ GATE = {
         "mde": 0.05,
         "table": {"both": 95, "candidate_only": 85, "reference_only": 5, "neither": 15},
     },
-    "forgetting": [
-        {
-            "name": "copy",
-            "metric": "exact_match",
-            "reference": 1.0,
-            "candidate": 0.99,
-            "delta": -0.01,
-            "bound": -0.03,
-            "margin": 0.05,
-            "p_value": 0.001,
-            "p_adjusted": 0.001,
-            "passed": True,
-        }
-    ],
+    "forgetting": [PASSED_FORGETTING_ROW],
     "config": {"alpha": 0.05, "resamples": 10000, "seed": 0},
 }
 

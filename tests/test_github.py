@@ -17,6 +17,8 @@ from hpo_action import github
 from hpo_action.errors import HpoActionError
 from hpo_action.registry import Champion
 
+from .conftest import PASSED_FORGETTING_ROW
+
 GATE: dict[str, Any] = {
     "decision": "promote",
     "promote": True,
@@ -35,20 +37,7 @@ GATE: dict[str, Any] = {
         "mde": 0.07,
         "table": {"both": 5, "candidate_only": 65, "reference_only": 5, "neither": 125},
     },
-    "forgetting": [
-        {
-            "name": "copy",
-            "metric": "exact_match",
-            "reference": 1.0,
-            "candidate": 0.99,
-            "delta": -0.01,
-            "bound": -0.03,
-            "margin": 0.05,
-            "p_value": 0.001,
-            "p_adjusted": 0.001,
-            "passed": True,
-        }
-    ],
+    "forgetting": [PASSED_FORGETTING_ROW],
     "config": {"alpha": 0.05, "resamples": 1000, "seed": 0},
 }
 SUMMARY: dict[str, Any] = {
