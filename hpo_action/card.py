@@ -7,9 +7,10 @@ import importlib.resources
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from .config import HpoConfig
+from .gate import GateDecision
+from .report import verdict_markdown
 
 PLOT_TITLES = {
     "optimization_history.png": "Optimization history",
@@ -37,7 +38,7 @@ def github_run_url(env: dict[str, str]) -> str | None:
 def render_card(
     cfg: HpoConfig,
     run_dir: Path,
-    gate: dict[str, Any],
+    gate: GateDecision,
     repo_id: str,
     champion_version: int | None,
     env: dict[str, str] | None = None,
@@ -61,19 +62,19 @@ def render_card(
             dataset_type=test_name,
             dataset_name=f"{test_name} (held-out test split)",
             dataset_split="test",
-            metric_type=gate["primary"]["metric"],
-            metric_value=round(gate["primary"]["candidate"], 6),
+            metric_type=gate.primary.metric,
+            metric_value=round(gate.primary.candidate, 6),
         )
     ]
     results += [
         EvalResult(
             task_type="text-generation",
-            dataset_type=row["name"],
-            dataset_name=f"forgetting: {row['name']}",
-            metric_type=row["metric"],
-            metric_value=round(row["candidate"], 6),
+            dataset_type=row.name,
+            dataset_name=f"forgetting: {row.name}",
+            metric_type=row.metric,
+            metric_value=round(row.candidate, 6),
         )
-        for row in gate["forgetting"]
+        for row in gate.forgetting
     ]
     tags = [cfg.model.method if adapter else "full-fine-tune", "trl", "sft", "hpo-action"]
     if adapter:
@@ -108,6 +109,7 @@ def render_card(
         summary=summary,
         budget=cfg.search.budget.model_dump(),
         gate=gate,
+        gate_markdown="\n".join(verdict_markdown(gate)),
         plots=plots,
         versions=_versions(),
         run_url=github_run_url(env),

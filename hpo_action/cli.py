@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -160,7 +161,7 @@ def run(
         champion_predictions=champion_predictions and Path(champion_predictions),
         comment_pr=comment_pr,
     )
-    if fail_on_reject and not result["promote"]:
+    if fail_on_reject and not result.promote:
         sys.exit(3)
 
 
@@ -242,19 +243,31 @@ def champion(uri: str, as_json: bool) -> None:
         click.echo(f"v{current.version} at {current.path} (revision {current.revision[:12]})")
 
 
-def _parse_forgetting(items: tuple[str, ...]) -> list[tuple[str, Path, Path, float]]:
+def _parse_forgetting(items: tuple[str, ...]) -> list[tuple[str, Path, Path, float, str | None]]:
+    """NAME=CAND.jsonl,REF.jsonl[,MARGIN[,METRIC]]; an empty MARGIN keeps the default, e.g. copy=c,r,,loss."""
     parsed = []
     for item in items:
         name, sep, rest = item.partition("=")
         parts = rest.split(",")
-        if not sep or not name or len(parts) not in (2, 3):
-            raise ConfigError(f"--forgetting {item!r}: expected NAME=CANDIDATE.jsonl,REFERENCE.jsonl[,MARGIN]")
+        if not sep or not name or len(parts) not in (2, 3, 4):
+            raise ConfigError(f"--forgetting {item!r}: expected NAME=CANDIDATE.jsonl,REFERENCE.jsonl[,MARGIN[,METRIC]]")
+        margin_text = parts[2] if len(parts) > 2 and parts[2] else None
         try:
-            margin = float(parts[2]) if len(parts) == 3 else ForgettingBenchmark.model_fields["margin"].default
+            margin = float(margin_text) if margin_text else ForgettingBenchmark.model_fields["margin"].default
         except ValueError:
-            raise ConfigError(f"--forgetting {item!r}: the margin {parts[2]!r} is not a number") from None
-        parsed.append((name, Path(parts[0]), Path(parts[1]), margin))
+            raise ConfigError(f"--forgetting {item!r}: the margin {margin_text!r} is not a number") from None
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ConfigError(f"--forgetting {item!r}: the margin must be a finite number >= 0, got {margin_text}")
+        parsed.append((name, Path(parts[0]), Path(parts[1]), margin, parts[3] if len(parts) == 4 else None))
+    names = [entry[0] for entry in parsed]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate is not None:
+        raise ConfigError(f"--forgetting: the name {duplicate!r} is given twice; give each benchmark its own name")
     return parsed
+
+
+def _gate_default(name: str) -> str:
+    return f"(default {GateConfig.model_fields[name].default})"
 
 
 @cli.command("gate")
@@ -267,39 +280,59 @@ def _parse_forgetting(items: tuple[str, ...]) -> list[tuple[str, Path, Path, flo
     type=click.Path(dir_okay=False),
     help="Champion (or base model) predictions JSONL, paired by id.",
 )
-@click.option("--metric", help="Primary metric (default: the first metric in the candidate file).")
-@click.option("--test", type=click.Choice(GATE_TESTS), help="Default: mcnemar-midp (boolean), permutation (scores).")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Read the gate section (and the primary metric) from this hpo.yaml; flags override it.",
+)
+@click.option(
+    "--metric",
+    help="Primary metric (default: the config's, else the first one evaluate recorded, else the only numeric field).",
+)
+@click.option("--test", type=click.Choice(GATE_TESTS), help=GateConfig.model_fields["test"].description)
 @click.option("--direction", type=click.Choice(["maximize", "minimize"]), help="Override the metric's direction.")
-@click.option("--alpha", type=float, default=0.05, show_default=True)
-@click.option("--min-effect", type=float, default=0.0, show_default=True, help="Required CI lower bound.")
-@click.option("--target-effect", type=float, default=0.05, show_default=True, help="Effect worth detecting.")
-@click.option("--resamples", type=int, default=10_000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--forgetting", multiple=True, metavar="NAME=CAND.jsonl,REF.jsonl[,MARGIN]", help="Repeatable.")
+@click.option("--alpha", type=float, help=f"Level of every one-sided test {_gate_default('alpha')}.")
+@click.option("--min-effect", type=float, help=f"Improvement the test must exceed {_gate_default('min_effect')}.")
+@click.option("--target-effect", type=float, help=f"Smallest gain worth having {_gate_default('target_effect')}.")
+@click.option("--power", type=float, help=f"Power of the MDE and needed n {_gate_default('power')}.")
+@click.option("--resamples", type=int, help=f"Resamples of the resampling tests {_gate_default('resamples')}.")
+@click.option("--seed", type=int, help=f"Seed of the resampling tests {_gate_default('seed')}.")
+@click.option("--forgetting", multiple=True, metavar="NAME=CAND,REF[,MARGIN[,METRIC]]", help="Repeatable.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write gate.json here.")
 @click.option("--fail-on-reject", is_flag=True, help="Exit 3 unless the decision is promote.")
 def gate_command(
     candidate: str,
     reference: str,
+    config_path: str | None,
     metric: str | None,
     forgetting: tuple[str, ...],
     out: str | None,
     fail_on_reject: bool,
     **settings: Any,
 ) -> None:
-    """Gate two prediction files: significance on the primary metric, non-inferiority on forgetting sets.
+    """Gate two prediction files: a significant improvement on the primary metric, non-inferiority on forgetting
+    sets. Without METRIC, a forgetting pair is gated on the primary metric's name.
 
-    Example: hpo-action gate --candidate cand.jsonl --champion champ.jsonl --forgetting copy=c.jsonl,b.jsonl,0.05
+    Example: hpo-action gate --candidate cand.jsonl --champion champ.jsonl --forgetting copy=c.jsonl,b.jsonl,0.02
     """
     from .pipeline import gate_files
 
+    base = GateConfig()
+    if config_path is not None:
+        loaded = load_config(config_path)
+        base, metric = loaded.gate, metric or loaded.primary_metric
+    given = {key: value for key, value in settings.items() if value is not None}
     try:
-        cfg = GateConfig(**settings)
+        cfg = GateConfig.model_validate({**base.model_dump(exclude={"forgetting"}), **given})
     except ValidationError as err:
         first = err.errors()[0]
-        raise ConfigError(f"--{'-'.join(map(str, first['loc'])).replace('_', '-')}: {first['msg']}") from None
-    result = gate_files(Path(candidate), Path(reference), cfg, metric, _parse_forgetting(forgetting), out and Path(out))
-    if fail_on_reject and not result["promote"]:
+        where = "-".join(map(str, first["loc"])).replace("_", "-") or "gate"
+        raise ConfigError(f"--{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    files = _parse_forgetting(forgetting)
+    result = gate_files(Path(candidate), Path(reference), cfg, metric, files, out and Path(out))
+    if fail_on_reject and not result.promote:
         sys.exit(3)
 
 

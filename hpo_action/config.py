@@ -209,7 +209,7 @@ class SearchConfig(_Section):
 METRICS = ("loss", "exact_match", "choice_accuracy", "perplexity")
 BOOLEAN_METRICS = ("exact_match", "choice_accuracy")
 LOWER_IS_BETTER = ("loss", "perplexity")
-GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "permutation", "bootstrap", "t")
+GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "tango", "permutation+bootstrap", "bootstrap", "permutation", "t")
 Direction = Literal["minimize", "maximize"]
 
 
@@ -244,7 +244,11 @@ class ForgettingBenchmark(_Section):
     include_path: str | None = Field(None, description="kind lm_eval: a folder of local task YAMLs.")
     limit: int | None = Field(None, ge=1, description="kind lm_eval: examples per task.")
     metric: str = Field("loss", description="kind data: a built-in metric; kind lm_eval: a task metric (acc).")
-    margin: float = Field(0.05, ge=0, description="Largest tolerated loss of the metric, in its own units.")
+    margin: float = Field(
+        0.02,
+        ge=0,
+        description="Largest tolerated loss of the metric, in its own units (0.02: two points of accuracy).",
+    )
     direction: Direction | None = None
 
     @model_validator(mode="after")
@@ -259,23 +263,42 @@ class ForgettingBenchmark(_Section):
 
 
 class GateConfig(_Section):
-    """Promotion rule: significant improvement on the primary metric, and no forgetting."""
+    """Promotion rule: a significant improvement on the primary metric, and no forgetting (see README, The gate)."""
 
     metric: str | None = Field(None, description="Primary metric; default: the first of evaluate.metrics.")
     direction: Direction | None = Field(None, description="Overrides the metric's built-in direction.")
     test: Literal[GATE_TESTS] | None = Field(  # type: ignore[valid-type]
-        None, description="Default: mcnemar-midp for boolean metrics, permutation for continuous ones."
+        None,
+        description="Default: mcnemar-midp for boolean metrics (tango when min_effect > 0), "
+        "permutation+bootstrap for scores.",
     )
-    alpha: float = Field(0.05, gt=0, lt=0.5)
-    min_effect: float = Field(0.0, ge=0, description="The CI's lower bound must exceed this improvement.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Level of every one-sided test.")
+    min_effect: float = Field(
+        0.0, ge=0, description="Promote only if the improvement is significantly above this (the test's H0)."
+    )
     target_effect: float = Field(
-        0.05, gt=0, description="Effect worth detecting; a larger minimum detectable effect makes it inconclusive."
+        0.05,
+        gt=0,
+        description="The smallest gain worth having: reject when the upper bound rules it out; it sets needed_n.",
     )
-    power: float = Field(0.8, ge=0.5, lt=1)
-    confidence: float = Field(0.95, gt=0.5, lt=1)
-    resamples: int = Field(10_000, ge=100)
-    seed: int = 0
+    power: float = Field(0.8, ge=0.5, lt=1, description="Power at which the MDE and needed_n are computed.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the two-sided interval shown as `ci`.")
+    resamples: int = Field(10_000, ge=100, description="Resamples of the bootstrap and permutation tests.")
+    seed: int = Field(0, description="Seed of the resampling tests.")
     forgetting: list[ForgettingBenchmark] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GateConfig:
+        if self.target_effect <= self.min_effect:
+            raise ValueError(f"target_effect ({self.target_effect}) must exceed min_effect ({self.min_effect})")
+        if (self.resamples + 1) * self.alpha < 10:  # fewer than 10 resamples beyond the critical value
+            least = math.ceil(10 / self.alpha) - 1
+            raise ValueError(f"resamples ({self.resamples}) is too few for alpha {self.alpha}: use at least {least}")
+        names = [benchmark.name for benchmark in self.forgetting]
+        duplicate = next((name for name in names if names.count(name) > 1), None)
+        if duplicate is not None:
+            raise ValueError(f"forgetting name {duplicate!r} is used twice; give each benchmark its own name")
+        return self
 
 
 class RegistryConfig(_Section):

@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .artifacts import write_text_atomic
 from .config import BOOLEAN_METRICS, METRICS, DataConfig, EvaluateConfig, ModelConfig
 from .data import tokenize_rows
 from .errors import ConfigError, DataError, HpoActionError
 from .models import BaseModel, load_base_model
+from .predictions import write_predictions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -184,23 +184,6 @@ def load_for_eval(
         return base.model, base.tokenizer, {"model": model_cfg.name, "adapter": None, "adapter_sha256": None}
     model, meta = attach_trained(base, Path(adapter))
     return model, base.tokenizer, meta
-
-
-def meta_path(predictions: Path) -> Path:
-    """`preds.jsonl` → `preds.meta.json`, beside the predictions it describes."""
-    predictions = Path(predictions)
-    return predictions.with_name(predictions.name.removesuffix(".jsonl") + ".meta.json")
-
-
-def write_predictions(records: list[dict[str, Any]], path: Path, meta: dict[str, Any]) -> None:
-    """Predictions JSONL (one object per example) and its meta.json, each written atomically.
-
-    allow_nan=False makes a NaN fail here, loudly, instead of in the gate that later reads the file.
-    """
-    path = Path(path)
-    text = "".join(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n" for record in records)
-    write_text_atomic(path, text)
-    write_text_atomic(meta_path(path), json.dumps(meta, indent=2, allow_nan=False, default=str) + "\n")
 
 
 def evaluate(

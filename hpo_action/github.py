@@ -23,8 +23,9 @@ from typing import Any, TextIO
 
 from .card import github_run_url
 from .errors import HpoActionError
+from .gate import GateDecision
 from .registry import Champion
-from .report import FORGETTING_COLUMNS, forgetting_cells, primary_cells, primary_columns
+from .report import verdict_markdown
 
 MARKER = "<!-- hpo-action -->"  # finds our PR comment again, so it is updated instead of piling up
 SUMMARY_LIMIT = 1024 * 1024  # GitHub rejects a step summary over 1 MiB
@@ -166,13 +167,13 @@ def champion_info(champion: Champion | None, promoted: bool, env: dict[str, str]
 def summary_markdown(
     summary: dict[str, Any],
     trials_rows: list[dict[str, Any]],
-    gate: dict[str, Any] | None,
+    gate: GateDecision | None,
     champion: dict[str, Any] | None = None,
     plots: Iterable[str] = (),
 ) -> str:
     """The job summary: verdict, gate tables, forgetting table, best parameters, the trial table and where the
     plots are (file names, not images: nothing is sent to a public host)."""
-    lines = [f"## hpo-action: {gate['decision'].upper()}" if gate else "## hpo-action: search", ""]
+    lines = [f"## hpo-action: {gate.decision.upper()}" if gate else "## hpo-action: search", ""]
     best = summary.get("best")
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.get("states", {}).items()))
     lines.append(
@@ -182,7 +183,7 @@ def summary_markdown(
     )
     lines.append("")
     if gate:
-        lines += _gate_section(gate)
+        lines += verdict_markdown(gate)
     if champion:
         what = "published as the new champion" if champion["published"] else "champion unchanged"
         lines += [f"**Registry:** {what}: v{champion['version']} at {champion['url']}", ""]
@@ -203,24 +204,6 @@ def summary_markdown(
             "",
         ]
     return "\n".join(lines)
-
-
-def _gate_section(gate: dict[str, Any]) -> list[str]:
-    p = gate["primary"]
-    lines = [f"### Gate: {gate['decision']}", ""]
-    lines += [f"- {_cell(reason)}" for reason in gate["reasons"]]
-    lines += ["", f"**Primary:** `{p['metric']}`, {p['test']} (one-sided, α = {_fmt(p.get('alpha'))})", ""]
-    lines += _table(primary_columns(p), [primary_cells(p)])
-    if "table" in p:
-        t = p["table"]
-        lines += _table(
-            ["both right", "candidate only", "reference only", "neither"],
-            [[str(t["both"]), str(t["candidate_only"]), str(t["reference_only"]), str(t["neither"])]],
-        )
-    if gate.get("forgetting"):
-        lines += ["**Forgetting** (non-inferiority, Holm-adjusted)", ""]
-        lines += _table(list(FORGETTING_COLUMNS), [forgetting_cells(row, "**FAIL**") for row in gate["forgetting"]])
-    return lines
 
 
 def _trials_table(rows: list[dict[str, Any]], metric: str, best: int | None) -> list[str]:
@@ -348,7 +331,7 @@ def _github_message(err: urllib.error.HTTPError) -> str:
 
 
 def after_run(
-    result: dict[str, Any],
+    result: GateDecision,
     output_dir: Path,
     env: dict[str, str],
     champion: Champion | None = None,
@@ -362,14 +345,14 @@ def after_run(
     best = summary.get("best") or {}
     params_file = output_dir / "best" / "params.json"
     params = json.loads(params_file.read_text(encoding="utf-8"))["params"] if params_file.is_file() else None
-    info = champion_info(champion, bool(result["promote"]), env)
+    info = champion_info(champion, result.promote, env)
     plots = sorted(path.name for path in (output_dir / "plots").glob("*.png"))
     markdown = summary_markdown(summary, read_trials(output_dir / "trials.csv"), result, info, plots)
     report = output_dir / "report.md"
     report.write_text(markdown, encoding="utf-8")
     outputs = {
-        "decision": result["decision"],
-        "promoted": "true" if result["promote"] else "false",
+        "decision": result.decision,
+        "promoted": "true" if result.promote else "false",
         "best-value": "" if best.get("value") is None else repr(float(best["value"])),
         "best-params": json.dumps(params if params is not None else best.get("params", {}), sort_keys=True),
         "champion-version": str(info["version"]) if info else "",

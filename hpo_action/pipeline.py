@@ -14,12 +14,13 @@ import yaml
 from rich.console import Console
 
 from . import artifacts, github
-from .config import GateConfig, HpoConfig
+from .config import BOOLEAN_METRICS, GateConfig, HpoConfig
 from .data import Splits, load_splits, rows_fingerprint, tokenize_splits
 from .errors import ConfigError, TrialError
 from .evaluate import EvalSettings, evaluate
-from .gate import ForgettingInput, default_metric, gate, pair, read_predictions, write_gate
+from .gate import ForgettingInput, GateDecision, choose_metric, gate, pair, too_small_to_pass
 from .models import BaseModel, check_method, load_base_model, load_tokenizer
+from .predictions import read_meta, read_predictions
 from .progress import StudyProgress, best_table, make_console, trials_table
 from .promotion import build_probes, evaluate_and_gate, forgetting_rows
 from .publishing import RUN_CONFIG, publish_run, record_gated_champion
@@ -67,14 +68,15 @@ def run(
     champion_predictions: Path | None = None,
     console: Console | None = None,
     comment_pr: bool = False,
-) -> dict[str, Any]:
+) -> GateDecision:
     """The whole job: study, evaluate the best trial once on the test split, gate it against the champion
-    (or the base model), and publish it to the registry when it is promoted; returns gate.json's content.
+    (or the base model), and publish it to the registry when it is promoted; returns the gate's decision.
     In GitHub Actions it also writes the step outputs and the job summary (and the PR comment, `comment_pr`)."""
     console = console or make_console(stderr=True)
     if not cfg.data.test:
         raise ConfigError("data.test: `run` gates on a held-out test split; set data.test, or use `hpo-action search`")
     forgetting = forgetting_rows(cfg)  # bad forgetting data fails now, before the study writes anything
+    _warn_small_forgetting_sets(cfg, forgetting, console)
     if champion_predictions is not None:
         read_predictions(champion_predictions)
     registry = open_registry(cfg.registry.uri) if cfg.registry.uri else None
@@ -105,16 +107,26 @@ def run(
     record_gated_champion(output, champion)
     make_console().print(verdict(result))
     published = None
-    if registry is not None and result["promote"]:
+    if registry is not None and result.promote:
         published = publish_run(output, registry.uri, cfg)["champion"]
         console.print(f"published v{published.version} to {registry.uri} (revision {published.revision[:12]})")
     elif registry is not None:
-        console.print(f"not published: the gate decided {result['decision']}")
+        console.print(f"not published: the gate decided {result.decision}")
     console.print(f"gate.json in {output}")
     env = github.actions_env()
     if env is not None:
         github.after_run(result, output, env, champion=published or champion, comment_pr=comment_pr)
     return result
+
+
+def _warn_small_forgetting_sets(cfg: HpoConfig, rows: dict[str, list[dict[str, Any]]], console: Console) -> None:
+    for benchmark in cfg.gate.forgetting:
+        if benchmark.name in rows and benchmark.metric in BOOLEAN_METRICS:
+            warning = too_small_to_pass(benchmark.name, len(rows[benchmark.name]), benchmark.margin, cfg.gate.alpha)
+            if warning:
+                console.print(f"[yellow]warning:[/yellow] {warning}")
+                if github.actions_env() is not None:
+                    github.warning("hpo-action: forgetting set too small", warning, console.file)
 
 
 def _study(
@@ -223,28 +235,38 @@ def _check_writable(output: Path) -> None:
         raise ConfigError(f"output.dir: {output} is not writable: {err.strerror} ({fix})") from None
 
 
+ForgettingFiles = tuple[str, Path, Path, float, str | None]  # name, candidate, reference, margin, metric
+
+
 def gate_files(
     candidate: Path,
     reference: Path,
     cfg: GateConfig,
     metric: str | None = None,
-    forgetting: list[tuple[str, Path, Path, float]] = (),
+    forgetting: list[ForgettingFiles] = (),
     out: Path | None = None,
     console: Console | None = None,
-) -> dict[str, Any]:
-    """Gate two prediction files (and forgetting pairs) from anywhere; write gate.json and print the verdict."""
+) -> GateDecision:
+    """Gate two prediction files (and forgetting pairs) from anywhere; write gate.json and print the verdict.
+
+    The metric is never guessed: `metric`, else the first metric evaluate recorded in the candidate's meta.json,
+    else the only numeric field the files share; forgetting pairs use their own, else the primary's name."""
     cand_rows, ref_rows = read_predictions(candidate), read_predictions(reference)
-    metric = metric or default_metric(cand_rows)
+    recorded = read_meta(candidate).get("metrics") or [None]
+    how = "choose one with --metric"
+    metric = choose_metric(cand_rows, ref_rows, metric or recorded[0], f"{candidate} and {reference}", how)
     inputs = []
-    for name, cand_path, ref_path, margin in forgetting:
+    for name, cand_path, ref_path, margin, wanted in forgetting:
         cand_f, ref_f = read_predictions(cand_path), read_predictions(ref_path)
-        paired = pair(cand_f, ref_f, default_metric(cand_f), names=(f"{name} candidate", f"{name} reference"))
+        how = f"name it: --forgetting {name}=CAND,REF,MARGIN,METRIC"
+        chosen = choose_metric(cand_f, ref_f, wanted or metric, f"--forgetting {name}", how)
+        paired = pair(cand_f, ref_f, chosen, names=(f"{name} candidate", f"{name} reference"))
         inputs.append(ForgettingInput(name, paired, margin))
-    result = gate(pair(cand_rows, ref_rows, metric), inputs, cfg)
+    decision = gate(pair(cand_rows, ref_rows, metric), inputs, cfg)
     if out is not None:
-        write_gate(result, out)
-    (console or make_console()).print(verdict(result))
-    return result
+        decision.write(out)
+    (console or make_console()).print(verdict(decision))
+    return decision
 
 
 def evaluate_split(cfg: HpoConfig, adapter: Path | None, split: str, out: Path) -> list[dict[str, Any]]:

@@ -12,9 +12,10 @@ from typing import Any
 from .config import DataConfig, ForgettingBenchmark, HpoConfig, metric_direction
 from .data import Splits, load_rows, rows_fingerprint
 from .errors import ConfigError
-from .evaluate import EvalSettings, attach_trained, score_and_write, write_predictions
-from .gate import ForgettingInput, gate, pair, read_predictions, write_gate
+from .evaluate import EvalSettings, attach_trained, score_and_write
+from .gate import ForgettingInput, GateDecision, gate, pair
 from .models import BaseModel
+from .predictions import read_predictions, write_predictions
 from .trial import ForgettingProbe
 
 PREDICTIONS_DIR = "predictions"
@@ -59,8 +60,8 @@ def evaluate_and_gate(
     champion_predictions: Path | None = None,
     champion_dir: Path | None = None,
     forgetting: dict[str, list[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
-    """Score reference and candidate, write predictions and gate.json; returns the gate result.
+) -> GateDecision:
+    """Score reference and candidate, write predictions and gate.json; returns the gate's decision.
 
     The reference on the test split is, in order: stored champion predictions, the champion's weights in
     `champion_dir` (re-evaluated here), or the base model.
@@ -128,6 +129,6 @@ def evaluate_and_gate(
     primary = pair(
         candidates["test"], reference, metric, names=("candidate", "champion" if champion is not None else "base")
     )
-    result = gate(primary, inputs, cfg.gate)
-    write_gate(result, output / "gate.json")
-    return result
+    decision = gate(primary, inputs, cfg.gate)
+    decision.write(output / "gate.json")
+    return decision

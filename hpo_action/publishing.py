@@ -10,6 +10,7 @@ from .artifacts import write_text_atomic
 from .card import render_card
 from .config import HpoConfig, load_config
 from .errors import RegistryError
+from .gate import GateDecision
 from .registry import Champion, Registry, open_registry
 from .registry._base import version_files
 
@@ -51,9 +52,9 @@ def publish_run(
     gate_file = run_dir / "gate.json"
     if not gate_file.is_file():
         raise RegistryError(f"{run_dir}: no gate.json; run `hpo-action run` first")
-    gate = json.loads(gate_file.read_text(encoding="utf-8"))
-    if not gate["promote"]:
-        raise RegistryError(f"{run_dir}: the gate decided {gate['decision']!r}; only a promoted run is published")
+    gate = GateDecision.read(gate_file)
+    if not gate.promote:
+        raise RegistryError(f"{run_dir}: the gate decided {gate.decision!r}; only a promoted run is published")
     cfg = cfg or load_config(run_dir / RUN_CONFIG)
     registry = open_registry(uri)
     expected = gated_champion(run_dir, registry)

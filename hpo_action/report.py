@@ -1,7 +1,12 @@
-"""Human-readable renderings of results: the gate verdict in the terminal, and the study's plots as PNG."""
+"""Human-readable renderings of results: one table model for the gate, drawn in the terminal (rich) and as
+markdown (job summary, PR comment, report.md, model card); and the study's plots as PNG.
+
+Every renderer reads the typed `GateDecision`; none re-reads gate.json by key. Numbers use the ASCII minus.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,75 +14,141 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from .gate import Check, ForgettingResult, GateDecision, PrimaryResult
+
 _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold yellow"}
-FORGETTING_COLUMNS = ("benchmark", "metric", "reference", "candidate", "delta", "bound", "margin", "adj. p", "result")
+MARKS = {True: "✓", False: "✗", None: "?"}
+STATUS_WORDS = {"promote": "better", "reject": "not better", "inconclusive": "cannot tell"}
 
 
-def primary_columns(primary: dict[str, Any]) -> list[str]:
-    return ["n", "candidate", "reference", "delta", f"{primary['confidence']:.0%} CI", "p", "MDE"]
+@dataclass(frozen=True)
+class TableModel:
+    """A titled table of text cells; the first `left` columns are left-aligned, the rest right-aligned."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    left: int = 1
 
 
-def primary_cells(primary: dict[str, Any]) -> list[str]:
-    """The primary test as table cells, the same in the terminal and in the job summary."""
-    p = primary
-    return [
-        str(p["n"]),
-        _num(p["candidate"]),
-        _num(p["reference"]),
-        f"{p['delta']:+.4g}",
-        f"[{_num(p['ci'][0])}, {_num(p['ci'][1])}]",
-        f"{p['p_value']:.3g}",
-        _num(p["mde"]),
-    ]
+def num(value: float) -> str:
+    return f"{value:.4g}"
 
 
-def forgetting_cells(row: dict[str, Any], failed: str = "FAIL") -> list[str]:
-    """One forgetting row as table cells, the same in the terminal and in the job summary."""
-    return [
-        row["name"],
-        row["metric"],
-        _num(row["reference"]),
-        _num(row["candidate"]),
-        f"{row['delta']:+.4g}",
-        _num(row["bound"]),
-        f"−{row['margin']:g}",
-        f"{row['p_adjusted']:.3g}",
-        "pass" if row["passed"] else failed,
-    ]
+def signed(value: float) -> str:
+    return f"{value:+.4g}"
 
 
-def verdict(result: dict[str, Any]) -> Group:
-    """The gate's decision, its reasons, the primary test and the forgetting table."""
-    decision = result["decision"]
-    parts: list[Any] = [Text(f"gate: {decision.upper()}", style=_STYLE[decision])]
-    parts.extend(Text(f"  • {reason}") for reason in result["reasons"])
-    p = result["primary"]
-    primary = Table(title=f"primary: {p['metric']} ({p['test']}, one-sided)", title_justify="left")
-    for column in primary_columns(p):
-        primary.add_column(column, justify="right")
-    primary.add_row(*primary_cells(p))
-    parts.append(primary)
-    if "table" in p:
-        t = p["table"]
-        parts.append(
-            Text(
-                f"  both right {t['both']} · candidate only {t['candidate_only']} · "
-                f"reference only {t['reference_only']} · neither {t['neither']}"
-            )
+def mark(check: Check) -> str:
+    return MARKS[check.ok]
+
+
+def primary_table(p: PrimaryResult) -> TableModel:
+    """The primary test: means, the improvement, the one-sided bounds that decide, p, power."""
+    level = f"{1 - p.alpha:.0%}"
+    columns = ("metric", "n", "candidate", "reference", "delta", f"{level} lower", f"{level} upper", "p", "MDE")
+    row = (
+        p.metric,
+        str(p.n),
+        num(p.candidate),
+        num(p.reference),
+        signed(p.delta),
+        num(p.bound),
+        num(p.upper_bound),
+        f"{p.p_value:.3g}",
+        num(p.mde),
+    )
+    title = f"primary: {p.metric}, {p.test} (H0: improvement <= {p.min_effect:g}, alpha {p.alpha:g})"
+    return TableModel(title, columns, (row,))
+
+
+def contingency_table(p: PrimaryResult) -> TableModel | None:
+    if p.table is None:
+        return None
+    t = p.table
+    row = (str(t.both), str(t.candidate_only), str(t.reference_only), str(t.neither))
+    return TableModel("paired outcomes", ("both right", "candidate only", "reference only", "neither"), (row,), left=0)
+
+
+def forgetting_table(rows: tuple[ForgettingResult, ...]) -> TableModel | None:
+    if not rows:
+        return None
+    columns = ("", "benchmark", "metric", "n", "base", "candidate", "delta", "lower bound", "margin", "p", "result")
+    body = tuple(
+        (
+            MARKS[{"passed": True, "failed": False}.get(row.status)],
+            row.name,
+            row.metric,
+            str(row.n),
+            num(row.reference),
+            num(row.candidate),
+            signed(row.delta),
+            num(row.bound),
+            f"-{row.margin:g}",
+            f"{row.p_value:.3g}",
+            row.status,
         )
-    if result["forgetting"]:
-        table = Table(title="forgetting (non-inferiority, Holm-adjusted)", title_justify="left")
-        for column in FORGETTING_COLUMNS:
-            table.add_column(column, justify="left" if column in ("benchmark", "metric") else "right")
-        for row in result["forgetting"]:
-            *cells, outcome = forgetting_cells(row)
-            table.add_row(*cells, f"[green]{outcome}[/green]" if row["passed"] else f"[red]{outcome}[/red]")
-        parts.append(table)
+        for row in rows
+    )
+    return TableModel("forgetting: non-inferiority against the base model, per set", columns, body, left=3)
+
+
+def gate_tables(decision: GateDecision) -> list[TableModel]:
+    tables = [
+        primary_table(decision.primary),
+        contingency_table(decision.primary),
+        forgetting_table(decision.forgetting),
+    ]
+    return [table for table in tables if table is not None]
+
+
+def forgetting_line(decision: GateDecision) -> str | None:
+    """Said when no forgetting set ran, so that a verdict never implies that nothing was forgotten."""
+    return None if decision.forgetting else "forgetting: not checked (no gate.forgetting set was configured)"
+
+
+def to_rich(table: TableModel) -> Table:
+    rendered = Table(title=table.title, title_justify="left")
+    for index, column in enumerate(table.columns):
+        rendered.add_column(column, justify="left" if index < table.left else "right")
+    for row in table.rows:
+        rendered.add_row(*row)
+    return rendered
+
+
+def to_markdown(table: TableModel) -> list[str]:
+    cells = [list(table.columns), *(list(row) for row in table.rows)]
+    lines = [f"**{_cell(table.title)}**", ""]
+    lines += ["| " + " | ".join(_cell(c) for c in cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in cells[1:]]
+    return [*lines, ""]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def verdict(decision: GateDecision) -> Group:
+    """The decision, each check marked ✓ / ✗ / ? with the one that decided first, and the tables."""
+    parts: list[Any] = [Text(f"gate: {decision.decision.upper()}", style=_STYLE[decision.decision])]
+    parts.extend(Text(f"  {mark(check)} {check.text}") for check in decision.checks())
+    note = forgetting_line(decision)
+    if note:
+        parts.append(Text(f"  ? {note}"))
+    parts.extend(to_rich(table) for table in gate_tables(decision))
     return Group(*parts)
 
 
-def _num(value: float) -> str:
-    return f"{value:.4g}"
+def verdict_markdown(decision: GateDecision) -> list[str]:
+    """The same verdict as markdown lines, for the job summary, the PR comment and report.md."""
+    lines = [f"### Gate: {decision.decision}", ""]
+    lines += [f"- {mark(check)} {_cell(check.text)}" for check in decision.checks()]
+    note = forgetting_line(decision)
+    lines += [f"- ? {note}"] if note else []
+    lines.append("")
+    for table in gate_tables(decision):
+        lines += to_markdown(table)
+    return lines
 
 
 def write_plots(study: Any, folder: Path) -> list[Path]:

@@ -1,13 +1,19 @@
-"""The statistics of a promotion gate: paired tests, intervals, multiplicity and power, as pure functions.
+"""The statistics of a promotion gate, as pure functions: one-sided paired tests and the bounds that invert them.
 
-Every function takes the candidate's and the reference's per-example scores, paired by position, and returns a
-frozen dataclass that `dataclasses.asdict` turns into JSON. No output field is ever NaN or inf: a degenerate case
-(no disagreement, no variance, n = 1) gets a defined value and a `reason` that says why. Randomness comes only
-from the `seed` argument. Leaf module: numpy, scipy and the standard library only.
+Every test asks one question, H0: δ ≤ δ0 against δ > δ0, where δ is the candidate's mean improvement over the
+reference, and reports the one-sided lower confidence bound that inverts *that same test* at the same level:
+`p_value < alpha` and `lower > delta0` agree by construction. The upper bound inverts the same family tested the
+other way (H0: δ ≥ x), so "a gain of x is excluded" is a test too.
+
+Every result is a frozen dataclass whose fields are never NaN or inf: a degenerate case (no disagreement, no
+variance) gets a defined value and a `reason`. Randomness comes only from the `seed` argument. Leaf module: numpy,
+scipy and the standard library only.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -19,15 +25,17 @@ from scipy import stats as sps
 
 Alternative = Literal["greater", "two-sided", "less"]
 McNemarMethod = Literal["midp", "exact", "chi2", "chi2_cc"]
-BootstrapMethod = Literal["percentile", "bca"]
-Statistic = Literal["mean", "median"]
+ProportionMethod = Literal["midp", "exact", "tango"]
+MeanMethod = Literal["permutation+bootstrap", "bootstrap", "permutation", "t"]
 Scores = Sequence[bool] | Sequence[float] | np.ndarray
 
-_ALTERNATIVES = ("greater", "two-sided", "less")
-# Indices drawn per chunk: bounded memory at any n, and small enough to stay in cache (measured fastest).
+ALTERNATIVES = ("greater", "two-sided", "less")
+PROPORTION_METHODS = ("midp", "exact", "tango")
+MEAN_METHODS = ("permutation+bootstrap", "bootstrap", "permutation", "t")
+# Indices drawn per chunk: bounded memory at any n, and small enough to stay in cache.
 _CHUNK = 1 << 18
 _NO_DISAGREEMENT = "no evidence: the models never disagree"
-_IDENTICAL = "no evidence: identical scores"
+_EDGE = 1e-12  # keeps Tango's score away from δ = ±1, where it is 0/0
 
 
 @dataclass(frozen=True)
@@ -55,51 +63,17 @@ class McNemarResult(_Result):
 
 
 @dataclass(frozen=True)
-class BootstrapResult(_Result):
-    delta: float
-    low: float
-    high: float
-    confidence: float
-    method: str  # the method actually used: "percentile" when BCa degenerates
-    resamples: int
-    statistic: str
-    reason: str | None = None
+class BoundedTest(_Result):
+    """A one-sided test of H0: δ ≤ delta0 with the level-alpha bounds that invert its family."""
 
-
-@dataclass(frozen=True)
-class PermutationResult(_Result):
-    delta: float
-    p_value: float
-    exact: bool
-    resamples: int  # sign patterns counted: 2^m when exact (m = nonzero differences), else the random draws
-    alternative: str
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class TTestResult(_Result):
-    delta: float
-    statistic: float
-    df: int
-    p_value: float
-    low: float  # two-sided interval at `confidence` whatever the alternative: a one-sided one has an infinite end
-    high: float
-    confidence: float
-    alternative: str
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class NonInferiorityResult(_Result):
-    reference: float
-    candidate: float
-    delta: float  # oriented so that positive means the candidate is better
-    bound: float  # one-sided lower confidence bound of delta
-    margin: float
-    p_value: float  # one-sided, H0: delta <= -margin
-    passed: bool
-    confidence: float
+    estimate: float  # the observed mean improvement
+    delta0: float
+    p_value: float  # H0: δ ≤ delta0 against δ > delta0
+    lower: float  # one-sided (1 − alpha) lower bound: p_value < alpha ⟺ lower > delta0
+    upper: float  # one-sided (1 − alpha) upper bound: H0: δ ≥ x is rejected at level alpha ⟺ upper < x
+    alpha: float
     method: str
+    n: int
     reason: str | None = None
 
 
@@ -108,12 +82,12 @@ def mcnemar(
 ) -> McNemarResult:
     """McNemar's test on paired correctness; only the discordant pairs b and c carry evidence."""
     _choose("method", method, ("midp", "exact", "chi2", "chi2_cc"))
-    _choose("alternative", alternative, _ALTERNATIVES)
+    _choose("alternative", alternative, ALTERNATIVES)
     cand, ref = _bool_pair(candidate, reference)
     b, c = int(np.sum(cand & ~ref)), int(np.sum(~cand & ref))
     both, n = int(np.sum(cand & ref)), len(cand)
-    table = {"b": b, "c": c, "both": both, "neither": n - b - c - both, "n": n}
-    common = {**table, "method": method, "alternative": alternative}
+    common = {"b": b, "c": c, "both": both, "neither": n - b - c - both, "n": n}
+    common |= {"method": method, "alternative": alternative}
     m = b + c
     if m == 0:
         # statsmodels' corrected chi2 returns p = 0 here; with no discordant pair there is no evidence either way.
@@ -148,8 +122,7 @@ def _chi2_p(b: int, c: int, corrected: bool, alternative: str) -> tuple[float, f
     """McNemar (1947) chi-square (b − c)²/(b + c); with Edwards' (1948) correction (|b − c| − 1)²/(b + c).
 
     One-sided tests use the normal approximation of the same binomial tail the exact test sums:
-    z = (b − c ∓ 1)/sqrt(b + c) with the correction (the continuity-corrected P(B ≥ b), P(B ≤ b)), so
-    2·min one-sided p equals the two-sided chi-square p. The correction is clamped at 0 so that b = c gives p = 1.
+    z = (b − c ∓ 1)/sqrt(b + c) with the correction, so 2·min one-sided p equals the two-sided chi-square p.
     """
     m, diff = b + c, b - c
     cc = 1.0 if corrected else 0.0
@@ -163,348 +136,465 @@ def _chi2_p(b: int, c: int, corrected: bool, alternative: str) -> tuple[float, f
     return z, float(sps.norm.cdf(z))
 
 
-def paired_bootstrap_ci(
+# --- paired proportions: δ = p10 − p01 ---------------------------------------------------------------------------
+
+
+def paired_proportion_test(
     candidate: Scores,
     reference: Scores,
-    statistic: Statistic = "mean",
-    confidence: float = 0.95,
-    resamples: int = 10_000,
-    seed: int = 0,
-    method: BootstrapMethod = "percentile",
-) -> BootstrapResult:
-    """Bootstrap interval of statistic(candidate − reference), resampling pairs so the pairing's correlation stays."""
-    _choose("statistic", statistic, ("mean", "median"))
-    _choose("method", method, ("percentile", "bca"))
-    _check_open01("confidence", confidence)
-    resamples = _check_resamples(resamples)
-    d = _differences(candidate, reference)
-    estimate = float(np.mean(d) if statistic == "mean" else np.median(d))
-    common = {"delta": estimate, "confidence": confidence, "resamples": resamples, "statistic": statistic}
-    if np.ptp(d) == 0:
-        reason = _constant(d)
-        if method == "bca":
-            reason += "; BCa is undefined, so the percentile interval (a point) is reported"
-        return BootstrapResult(**common, low=estimate, high=estimate, method="percentile", reason=reason)
-    boot = _bootstrap(d, statistic, resamples, np.random.default_rng(seed))
-    tail = (1.0 - confidence) / 2.0
-    levels, reason = (tail, 1.0 - tail), None
-    if method == "bca":
-        levels, reason = _bca_levels(d, statistic, estimate, boot, tail)
-    low, high = np.quantile(boot, levels)
-    used = "bca" if method == "bca" and reason is None else "percentile"
-    return BootstrapResult(**common, low=float(low), high=float(high), method=used, reason=reason)
+    delta0: float = 0.0,
+    alpha: float = 0.05,
+    method: ProportionMethod = "midp",
+) -> BoundedTest:
+    """H0: δ ≤ delta0 for paired booleans, δ = P(candidate right, reference wrong) − P(the reverse).
 
-
-def _bootstrap(d: np.ndarray, statistic: str, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """The statistic of `resamples` resamples of d with replacement, drawn in chunks of at most ~_CHUNK indices."""
-    n = len(d)
-    rows = max(1, _CHUNK // n)
-    out = np.empty(resamples)
-    for start in range(0, resamples, rows):
-        k = min(rows, resamples - start)
-        sample = np.take(d, rng.integers(0, n, size=(k, n)))
-        out[start : start + k] = sample.sum(axis=1) / n if statistic == "mean" else np.median(sample, axis=1)
-    return out
-
-
-def _bca_levels(
-    d: np.ndarray, statistic: str, estimate: float, boot: np.ndarray, tail: float
-) -> tuple[tuple[float, float], str | None]:
-    """BCa quantile levels (Efron 1987; Efron & Tibshirani 1993, §14.3, eqs. 14.10, 14.14, 14.15).
-
-    z0 = Φ⁻¹(share of bootstrap statistics below the estimate, ties counted half);
-    a = Σ(θ̄ − θᵢ)³ / (6·[Σ(θ̄ − θᵢ)²]^{3/2}) over the jackknife values θᵢ;
-    level = Φ(z0 + (z0 + z)/(1 − a·(z0 + z))). Returns the percentile levels and a reason when this degenerates.
+    midp / exact: McNemar's conditional test (delta0 must be 0); its lower bound inverts the same binomial test,
+    θ_L the mid-p (or Clopper-Pearson) lower limit of θ = b/(b + c), so δ_L = (b + c)/n · (2θ_L − 1).
+    tango: Tango's (1998) unconditional score test, for any delta0, inverted for the bound. The upper bound is
+    Tango's for every method: unconditional, so a handful of disagreements does not pass for a precise zero.
     """
-
-    def degenerate(why: str) -> tuple[tuple[float, float], str]:
-        return (tail, 1.0 - tail), f"BCa degenerated ({why}); fell back to the percentile interval"
-
-    share = (np.count_nonzero(boot < estimate) + np.count_nonzero(boot <= estimate)) / (2 * len(boot))
-    if share in (0.0, 1.0):
-        return degenerate("every bootstrap statistic lies on one side of the estimate")
-    jack = _jackknife(d, statistic)
-    if jack is None or np.ptp(jack) == 0:
-        return degenerate("the jackknife values are all equal, so the acceleration is 0/0")
-    dev = jack.mean() - jack
-    z0 = sps.norm.ppf(share)
-    accel = np.sum(dev**3) / (6.0 * np.sum(dev**2) ** 1.5)
-    levels = []
-    for z in (sps.norm.ppf(tail), sps.norm.ppf(1.0 - tail)):
-        denom = 1.0 - accel * (z0 + z)
-        if denom <= 0:
-            return degenerate("the acceleration makes the level map non-monotone")
-        levels.append(float(sps.norm.cdf(z0 + (z0 + z) / denom)))
-    return (levels[0], levels[1]), None
-
-
-def _jackknife(d: np.ndarray, statistic: str) -> np.ndarray | None:
-    """Leave-one-out statistics in O(n log n); None when n = 1 leaves nothing to compute them on."""
-    n = len(d)
-    if n == 1:
-        return None
-    if statistic == "mean":
-        return (d.sum() - d) / (n - 1)
-    # Removing sorted position j shifts every later order statistic down by one: r_k = s_k if k < j else s_{k+1}.
-    s, j = np.sort(d), np.arange(n)
-
-    def remaining(k: int) -> np.ndarray:
-        return np.where(k < j, s[k], s[k + 1])
-
-    half = (n - 1) // 2
-    return remaining(half) if (n - 1) % 2 else (remaining(half - 1) + remaining(half)) / 2.0
-
-
-def paired_permutation_test(
-    candidate: Scores, reference: Scores, alternative: Alternative = "greater", resamples: int = 10_000, seed: int = 0
-) -> PermutationResult:
-    """Sign-flip test of mean(candidate − reference): under H0 each pair's labels are exchangeable.
-
-    Zero differences do not change the statistic under a flip, so the null distribution is that of the m nonzero
-    differences. Exact (all 2^m sign patterns) when 2^m ≤ resamples; otherwise `resamples` random patterns with
-    p = (k + 1)/(N + 1) (Phipson & Smyth 2010, "Permutation p-values should never be zero", SAGMB 9(1)).
-    """
-    _choose("alternative", alternative, _ALTERNATIVES)
-    resamples = _check_resamples(resamples)
-    d = _differences(candidate, reference)
-    delta = float(np.mean(d))
-    x = d[d != 0]
-    m = len(x)
-    if m == 0:
-        return PermutationResult(
-            delta=delta, p_value=1.0, exact=True, resamples=1, alternative=alternative, reason=_IDENTICAL
-        )
-    observed = float(x.sum())
-    # Patterns that tie the observed sum must count; allow the rounding error of a length-m sum.
-    tol = 8.0 * m * np.finfo(float).eps * float(np.abs(x).sum())
-    if 2**m <= resamples:
-        total, exact = 2**m, True
-        p = _exact_count(x, observed, tol, alternative) / total
+    _choose("method", method, PROPORTION_METHODS)
+    _check_alpha(alpha)
+    cand, ref = _bool_pair(candidate, reference)
+    b, c, n = int(np.sum(cand & ~ref)), int(np.sum(~cand & ref)), len(cand)
+    if not -1 < delta0 < 1:
+        raise ValueError(f"delta0 for paired proportions must lie in (-1, 1), got {delta0}")
+    upper = tango_bound(b, c, n, alpha, "upper")
+    reason = _NO_DISAGREEMENT if b + c == 0 else None
+    if method == "tango":
+        p, lower = float(sps.norm.sf(_tango_score(b, c, n, delta0))), tango_bound(b, c, n, alpha, "lower")
     else:
-        total, exact = resamples, False
-        p = (_random_count(x, observed, tol, alternative, total, seed) + 1) / (total + 1)
-    return PermutationResult(delta=delta, p_value=_prob(p), exact=exact, resamples=total, alternative=alternative)
-
-
-def _signed_sums(x: np.ndarray) -> np.ndarray:
-    """Σ sᵢxᵢ for all 2^len(x) sign vectors s (bit i of the pattern number set means sᵢ = −1)."""
-    bits = (np.arange(2 ** len(x))[:, None] >> np.arange(len(x))) & 1
-    return (1.0 - 2.0 * bits) @ x
-
-
-def _exact_count(x: np.ndarray, observed: float, tol: float, alternative: str) -> int:
-    """Patterns at least as extreme as observed, by meeting in the middle: O(2^{m/2} log) time and memory."""
-    half = len(x) // 2
-    low, high = np.sort(_signed_sums(x[:half])), _signed_sums(x[half:])
-
-    def at_least(t: float) -> int:
-        return int(np.sum(len(low) - np.searchsorted(low, t - tol - high, side="left")))
-
-    def at_most(t: float) -> int:
-        return int(np.sum(np.searchsorted(low, t + tol - high, side="right")))
-
-    if alternative == "greater":
-        return at_least(observed)
-    if alternative == "less":
-        return at_most(observed)
-    if abs(observed) <= tol:
-        return 2 ** len(x)
-    return at_least(abs(observed)) + at_most(-abs(observed))
-
-
-def _random_count(x: np.ndarray, observed: float, tol: float, alternative: str, resamples: int, seed: int) -> int:
-    """Random sign patterns at least as extreme as observed; flipped sum = 2·Σ_{kept} x − Σx, in chunks."""
-    rng = np.random.default_rng(seed)
-    m, total = len(x), float(x.sum())
-    rows = max(1, _CHUNK // m)
-    count = 0
-    for start in range(0, resamples, rows):
-        k = min(rows, resamples - start)
-        bits = np.unpackbits(rng.integers(0, 256, size=(k, (m + 7) // 8), dtype=np.uint8), axis=1, count=m)
-        sums = 2.0 * (bits.astype(np.float64) @ x) - total
-        if alternative == "greater":
-            count += int(np.count_nonzero(sums >= observed - tol))
-        elif alternative == "less":
-            count += int(np.count_nonzero(sums <= observed + tol))
-        else:
-            count += int(np.count_nonzero(np.abs(sums) >= abs(observed) - tol))
-    return count
-
-
-def paired_t(
-    candidate: Scores, reference: Scores, alternative: Alternative = "greater", confidence: float = 0.95
-) -> TTestResult:
-    """Paired (one-sample on differences) Student t-test and its two-sided t interval.
-
-    With no variance the t statistic is 0/0 or ±∞ and rests on no estimate of noise, so the test is not run:
-    statistic 0, p = 1, the interval the single value, and a reason. A gate then never promotes on it.
-    """
-    _choose("alternative", alternative, _ALTERNATIVES)
-    _check_open01("confidence", confidence)
-    d = _differences(candidate, reference)
-    n, delta = len(d), float(np.mean(d))
-    common = {"delta": delta, "df": n - 1, "confidence": confidence, "alternative": alternative}
-    if n == 1 or np.ptp(d) == 0:
-        reason = "n = 1: no degrees of freedom to estimate the variance" if n == 1 else _constant(d)
-        return TTestResult(**common, statistic=0.0, p_value=1.0, low=delta, high=delta, reason=reason)
-    se = float(np.std(d, ddof=1)) / math.sqrt(n)
-    t = delta / se
-    dist = sps.t(n - 1)
-    # Student (1908); the same quantities as scipy.stats.ttest_rel.
-    p = {"greater": dist.sf(t), "less": dist.cdf(t), "two-sided": 2.0 * dist.sf(abs(t))}[alternative]
-    half_width = float(dist.ppf(0.5 + confidence / 2.0)) * se
-    return TTestResult(**common, statistic=t, p_value=_prob(p), low=delta - half_width, high=delta + half_width)
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm (1979) step-down adjusted p-values, in input order: max over j ≤ i of min(1, (m − j)·p_(j))."""
-    p = np.asarray(p_values, dtype=float)
-    if p.ndim != 1:
-        raise ValueError(f"p_values must be a flat sequence, got shape {p.shape}")
-    if p.size and not np.all((p >= 0) & (p <= 1)):
-        raise ValueError(f"p_values must lie in [0, 1], got {p[~((p >= 0) & (p <= 1))][0]}")
-    order = np.argsort(p, kind="stable")
-    stepped = np.maximum.accumulate(np.minimum(1.0, (len(p) - np.arange(len(p))) * p[order]))
-    adjusted = np.empty_like(p)
-    adjusted[order] = stepped
-    return [float(v) for v in adjusted]
-
-
-def mcnemar_sample_size(
-    delta: float, discordance: float, alpha: float = 0.05, power: float = 0.8, alternative: Alternative = "greater"
-) -> int:
-    """Pairs needed for McNemar's test to detect δ = p10 − p01 given ψ = p10 + p01 (Connor 1987, Biometrics 43).
-
-    n = [z_α·√ψ + z_β·√(ψ − δ²)]² / δ², with z_α one-sided, or z_{α/2} for a two-sided test.
-    """
-    _choose("alternative", alternative, _ALTERNATIVES)
-    if not 0 < discordance <= 1:
-        raise ValueError(f"discordance (p10 + p01) must lie in (0, 1], got {discordance}")
-    if not 0 < abs(delta) <= discordance:
-        raise ValueError(f"|delta| must lie in (0, discordance={discordance}], got {delta}")
-    z_a, z_b = _z_pair(alpha, power, alternative)
-    n = (z_a * math.sqrt(discordance) + z_b * math.sqrt(discordance - delta**2)) ** 2 / delta**2
-    return max(1, math.ceil(n - 1e-9))  # the tolerance keeps an exact integer from rounding up by float noise
-
-
-def mcnemar_mde(
-    n: int, discordance: float, alpha: float = 0.05, power: float = 0.8, alternative: Alternative = "greater"
-) -> float:
-    """Smallest δ that Connor's (1987) formula says n pairs detect: the formula solved for δ, clamped to [0, ψ].
-
-    Squaring √n·δ = z_α√ψ + z_β√(ψ − δ²) gives (n + z_β²)δ² − 2z_α√(nψ)δ + ψ(z_α² − z_β²) = 0, whose larger root
-    is δ = √ψ·[z_α√n + z_β√(n − z_α² + z_β²)]/(n + z_β²). With ψ = 0 (the models never disagreed) the formula is
-    0/0; we use the smallest observable discordance, ψ = 1/n, so the answer stays finite and conservative.
-    """
-    _choose("alternative", alternative, _ALTERNATIVES)
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n}")
-    if not 0 <= discordance <= 1:
-        raise ValueError(f"discordance (p10 + p01) must lie in [0, 1], got {discordance}")
-    psi = max(discordance, 1.0 / n)
-    z_a, z_b = _z_pair(alpha, power, alternative)
-    disc = n - z_a**2 + z_b**2
-    if disc < 0:
-        return psi
-    mde = math.sqrt(psi) * (z_a * math.sqrt(n) + z_b * math.sqrt(disc)) / (n + z_b**2)
-    return min(max(mde, 0.0), psi)
-
-
-def _z_pair(alpha: float, power: float, alternative: str) -> tuple[float, float]:
-    if not 0 < alpha < 0.5:
-        raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
-    if not 0.5 <= power < 1:
-        raise ValueError(f"power must lie in [0.5, 1), got {power}")
-    tail = alpha / 2 if alternative == "two-sided" else alpha
-    return float(sps.norm.isf(tail)), float(sps.norm.ppf(power))
-
-
-def noninferiority(
-    candidate: Scores,
-    reference: Scores,
-    margin: float,
-    higher_is_better: bool = True,
-    confidence: float = 0.95,
-    resamples: int = 10_000,
-    seed: int = 0,
-    kind: Literal["bool", "continuous"] = "bool",
-) -> NonInferiorityResult:
-    """One-sided test that the candidate is at most `margin` worse than the reference (H0: delta ≤ −margin).
-
-    bool: Tango's (1998) score test and score interval for paired proportions, which stay defined when b or c is 0
-    (the Wald interval collapses there). continuous: the paired bootstrap of the mean difference, lower bound the
-    (1 − confidence) percentile and p = (#{θ* ≤ −margin} + 1)/(B + 1).
-    """
-    _choose("kind", kind, ("bool", "continuous"))
-    if not 0.5 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0.5, 1) for a one-sided bound, got {confidence}")
-    if not (math.isfinite(margin) and margin >= 0):
-        raise ValueError(f"margin must be a finite number ≥ 0, got {margin}")
-    if kind == "bool" and margin >= 1:
-        raise ValueError(f"margin for a boolean metric must be < 1 (a difference of proportions), got {margin}")
-    cand, ref = _bool_pair(candidate, reference) if kind == "bool" else _pair(candidate, reference)
-    sign = 1.0 if higher_is_better else -1.0
-    if kind == "bool":
-        hi, lo = (cand, ref) if higher_is_better else (ref, cand)
-        bound, p, reason = _tango(int(np.sum(hi & ~lo)), int(np.sum(~hi & lo)), len(hi), margin, confidence)
-        method = "tango-score"
-    else:
-        resamples = _check_resamples(resamples)
-        d = sign * (cand - ref)
-        boot = _bootstrap(d, "mean", resamples, np.random.default_rng(seed))
-        bound = float(np.quantile(boot, 1.0 - confidence))
-        p = (np.count_nonzero(boot <= -margin) + 1) / (resamples + 1)
-        reason, method = (_IDENTICAL if not d.any() else None), "bootstrap-percentile"
-    means = {"reference": float(np.mean(ref)), "candidate": float(np.mean(cand))}
-    delta = sign * (means["candidate"] - means["reference"])
-    return NonInferiorityResult(
-        **means,
-        delta=delta,
-        bound=bound,
-        margin=float(margin),
+        if delta0 != 0:
+            raise ValueError("McNemar's test is of delta0 = 0; use method 'tango' for a margin")
+        m = b + c
+        p = 1.0 if m == 0 else _binomial_p(b, m, method == "midp", "greater")
+        lower = 0.0 if m == 0 else m / n * (2.0 * _binomial_lower_limit(b, m, alpha, method == "midp") - 1.0)
+    return BoundedTest(
+        estimate=(b - c) / n,
+        delta0=float(delta0),
         p_value=_prob(p),
-        passed=bound > -margin,
-        confidence=confidence,
+        lower=lower,
+        upper=upper,
+        alpha=alpha,
         method=method,
+        n=n,
         reason=reason,
     )
 
 
-def _tango(b: int, c: int, n: int, margin: float, confidence: float) -> tuple[float, float, str | None]:
-    """Tango (1998), Stat Med 17:891–908: score test of H0: δ = δ0 for δ = p10 − p01, inverted for the bound.
+def _binomial_lower_limit(b: int, m: int, alpha: float, mid: bool) -> float:
+    """The θ at which the one-sided (mid-)p-value of b successes in m is exactly alpha; 0 when b = 0.
 
-    Z(δ0) = (b − c − nδ0) / √(n·(2q̃ + δ0(1 − δ0))) with q̃ the restricted MLE of p01,
-    q̃ = [√(W² + 8n·c·δ0(1 − δ0)) − W]/(4n), W = −b − c + (2n − b + c)·δ0.
+    Exact: Clopper & Pearson (1934), the alpha quantile of Beta(b, m − b + 1). Mid-p: Lancaster (1961), the root
+    of P_θ(B > b) + P_θ(B = b)/2 = alpha, which rises monotonically in θ.
     """
+    if b == 0:
+        return 0.0
+    if not mid:
+        return float(sps.beta.ppf(alpha, b, m - b + 1))
 
-    def score(d0: float) -> float:
-        w = -b - c + (2 * n - b + c) * d0
-        q = (math.sqrt(max(w * w + 8 * n * c * d0 * (1 - d0), 0.0)) - w) / (4 * n)
-        num, var = b - c - n * d0, n * (2 * q + d0 * (1 - d0))
-        if var > 0:
-            return num / math.sqrt(var)
-        return math.copysign(math.inf, num) if num else 0.0
+    def excess(theta: float) -> float:
+        return float(sps.binom.sf(b, m, theta) + 0.5 * sps.binom.pmf(b, m, theta) - alpha)
 
-    z = float(sps.norm.ppf(confidence))
+    return float(optimize.brentq(excess, 0.0, 1.0, xtol=1e-14))
+
+
+def _tango_score(b: int, c: int, n: int, d0: float) -> float:
+    """Tango (1998), Stat Med 17:891–908: score statistic of H0: δ = d0, decreasing in d0.
+
+    Z(d0) = (b − c − n·d0) / √(n·(2q̃ + d0(1 − d0))), q̃ the restricted MLE of p01,
+    q̃ = [√(W² + 8n·c·d0(1 − d0)) − W]/(4n), W = −b − c + (2n − b + c)·d0.
+    """
+    w = -b - c + (2 * n - b + c) * d0
+    q = (math.sqrt(max(w * w + 8 * n * c * d0 * (1 - d0), 0.0)) - w) / (4 * n)
+    num, var = b - c - n * d0, n * (2 * q + d0 * (1 - d0))
+    if var > 0:
+        return num / math.sqrt(var)
+    return math.copysign(math.inf, num) if num else 0.0
+
+
+def tango_bound(b: int, c: int, n: int, alpha: float, side: Literal["lower", "upper"]) -> float:
+    """One-sided level-alpha bound of δ = p10 − p01 by inverting Tango's score test; within [−1, 1]."""
+    z = float(sps.norm.isf(alpha))
     estimate = (b - c) / n
-    floor = -1.0 + 1e-12
-    if estimate <= floor or score(floor) <= z:
-        bound = -1.0
+    if side == "lower":
+        if estimate <= -1 + _EDGE or _tango_score(b, c, n, -1 + _EDGE) <= z:
+            return -1.0
+        return float(optimize.brentq(lambda d0: _tango_score(b, c, n, d0) - z, -1 + _EDGE, estimate, xtol=1e-13))
+    if estimate >= 1 - _EDGE or _tango_score(b, c, n, 1 - _EDGE) >= -z:
+        return 1.0
+    return float(optimize.brentq(lambda d0: _tango_score(b, c, n, d0) + z, estimate, 1 - _EDGE, xtol=1e-13))
+
+
+def paired_proportion_mde(
+    n: int, discordance: float, delta0: float = 0.0, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """Smallest δ that n pairs detect with `power` by a one-sided level-alpha test of H0: δ ≤ delta0.
+
+    Connor (1987), Biometrics 43, generalized to a margin: √n·(δ − δ0) = z_α·√(ψ − δ0²) + z_β·√(ψ − δ²), with
+    ψ = p10 + p01 the discordance. A true δ needs ψ ≥ δ, so ψ is taken as max(observed ψ, δ): few observed
+    disagreements do not make a large effect look detectable. Not clamped; 1.0 when nothing is detectable.
+    """
+    _check_n(n)
+    z_a, z_b = _z_pair(alpha, power)
+
+    def shortfall(delta: float) -> float:
+        psi = max(discordance, delta)
+        return (
+            math.sqrt(n) * (delta - delta0)
+            - z_a * math.sqrt(max(psi - delta0**2, 0.0))
+            - z_b * math.sqrt(max(psi - delta**2, 0.0))
+        )
+
+    grid = np.linspace(delta0, 1.0, 401)[1:]
+    values = [shortfall(d) for d in grid]
+    first = next((i for i, v in enumerate(values) if v >= 0), None)
+    if first is None:
+        return 1.0
+    high = float(grid[first])
+    if values[first] == 0:
+        return high
+    low = delta0 if first == 0 else float(grid[first - 1])
+    return float(optimize.brentq(shortfall, low, high, xtol=1e-12))
+
+
+def paired_proportion_n(
+    delta: float, discordance: float, delta0: float = 0.0, alpha: float = 0.05, power: float = 0.8
+) -> int:
+    """Pairs needed to detect δ > delta0 with `power` (Connor 1987, with a margin; ψ = max(discordance, δ))."""
+    if not delta0 < delta <= 1:
+        raise ValueError(f"delta must lie in (delta0={delta0}, 1], got {delta}")
+    z_a, z_b = _z_pair(alpha, power)
+    psi = max(discordance, delta)
+    root_n = (z_a * math.sqrt(max(psi - delta0**2, 0.0)) + z_b * math.sqrt(max(psi - delta**2, 0.0))) / (delta - delta0)
+    return max(1, math.ceil(root_n**2 - 1e-9))  # the tolerance keeps an exact integer from rounding up
+
+
+def mcnemar_power(
+    n: int, gain: float, loss: float, alpha: float = 0.05, mid: bool = True, min_discordant: int = 0
+) -> float:
+    """Exact power of the rule "one-sided (mid-p) McNemar p < alpha and b + c ≥ min_discordant" when the candidate
+    alone is right with probability `gain` and the reference alone with `loss`: the discordant count M is
+    Bin(n, gain + loss), and given M = m, b is Bin(m, gain/(gain + loss)); the power sums P(M = m)·P(b ≥ b_c(m)).
+    """
+    _check_n(n)
+    psi = gain + loss
+    if psi <= 0:
+        return 0.0
+    m = np.arange(n + 1)
+    critical = _mcnemar_critical(n, alpha, mid)
+    tail = sps.binom.sf(critical - 1, m, gain / psi)
+    tail[m < max(min_discordant, 1)] = 0.0
+    return float(np.sum(sps.binom.pmf(m, n, psi) * tail))
+
+
+@functools.lru_cache(maxsize=64)
+def _mcnemar_critical(n: int, alpha: float, mid: bool) -> np.ndarray:
+    """For each discordant count m = 0..n, the smallest b whose one-sided (mid-)p is below alpha (m + 1 when none);
+    cached, since a power search evaluates many effects at one n."""
+    m = np.arange(n + 1)
+    guess = np.floor(m / 2 + sps.norm.isf(alpha) * np.sqrt(m) / 2).astype(int)
+    window = np.arange(-8, 9)
+    b = np.clip(guess[:, None] + window[None, :], 0, m[:, None] + 1)
+    p = sps.binom.sf(b - 1, m[:, None], 0.5) - (0.5 * sps.binom.pmf(b, m[:, None], 0.5) if mid else 0.0)
+    below = p < alpha
+    first = np.where(below.any(axis=1), b[np.arange(len(m)), below.argmax(axis=1)], m + 1)
+    outside = below[:, 0] & (b[:, 0] > 0)  # the window started too high: search downwards by hand
+    for i in np.flatnonzero(outside):
+        k = int(first[i])
+        while k > 0 and _binomial_p(k - 1, int(m[i]), mid, "greater") < alpha:
+            k -= 1
+        first[i] = k
+    above = ~below.any(axis=1) & (b[:, -1] <= m)  # the window ended too low: search upwards by hand
+    for i in np.flatnonzero(above):
+        k = int(b[i, -1]) + 1
+        while k <= m[i] and _binomial_p(k, int(m[i]), mid, "greater") >= alpha:
+            k += 1
+        first[i] = k
+    first.setflags(write=False)
+    return first
+
+
+def mcnemar_mde(
+    n: int, discordance: float, alpha: float = 0.05, power: float = 0.8, mid: bool = True, min_discordant: int = 0
+) -> float:
+    """The δ = gain − loss at which the McNemar rule has exactly `power` (by `mcnemar_power`, bisected), with the
+    discordance max(observed, δ) since a true δ needs ψ ≥ δ; 1.0 when nothing is detectable."""
+    _z_pair(alpha, power)
+
+    def power_at(delta: float) -> float:
+        psi = max(discordance, delta)
+        return mcnemar_power(n, (psi + delta) / 2, (psi - delta) / 2, alpha, mid, min_discordant)
+
+    if power_at(1.0) < power:
+        return 1.0
+    low, high = 0.0, 1.0
+    while high - low > 1e-5:
+        middle = (low + high) / 2
+        low, high = (middle, high) if power_at(middle) < power else (low, middle)
+    return high
+
+
+def mcnemar_n(
+    delta: float, discordance: float, alpha: float = 0.05, power: float = 0.8, mid: bool = True, min_discordant: int = 0
+) -> int:
+    """The fewest pairs at which the McNemar rule detects δ with `power` (exact power; Connor's n as the start)."""
+    psi = max(discordance, delta)
+    gain, loss = (psi + delta) / 2, (psi - delta) / 2
+    n = paired_proportion_n(delta, discordance, 0.0, alpha, power)
+    while mcnemar_power(n, gain, loss, alpha, mid, min_discordant) < power:
+        n = math.ceil(n * 1.05) + 1
+    low = max(1, math.floor(n / 1.25))
+    while low < n:  # the smallest n above which the power stays reached, up to the test's discreteness
+        middle = (low + n) // 2
+        low, n = (
+            (middle + 1, n) if mcnemar_power(middle, gain, loss, alpha, mid, min_discordant) < power else (low, middle)
+        )
+    return n
+
+
+def noninferiority_min_n(margin: float, alpha: float = 0.05) -> int:
+    """The fewest boolean pairs that can pass non-inferiority at `margin` at all: with zero disagreement, Tango's
+    score at −margin is √(n·m/(1 − m)), which must exceed z_α."""
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must lie in (0, 1) for a boolean metric, got {margin}")
+    z = float(sps.norm.isf(alpha))
+    return math.floor(z * z * (1 - margin) / margin) + 1
+
+
+# --- paired means -------------------------------------------------------------------------------------------------
+
+
+def paired_mean_test(
+    candidate: Scores,
+    reference: Scores,
+    delta0: float = 0.0,
+    alpha: float = 0.05,
+    method: MeanMethod = "permutation+bootstrap",
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> BoundedTest:
+    """H0: mean(candidate − reference) ≤ delta0, with the bounds that invert the test.
+
+    - permutation: sign flips of d − δ0 (exact under a symmetric null, e.g. exchangeable models).
+    - bootstrap: two studentized bootstrap tests (bootstrap-t; Efron & Tibshirani 1993, §12.5), Hall's (1992)
+      skewness-corrected one and a half-sample one, both required: skewed differences (the candidate's rare
+      large losses) are where plain tests promote too often.
+    - permutation+bootstrap (the default): all three required. Rejecting only when every component rejects is
+      an intersection-union test (Berger 1982): still level alpha, and its bounds are the outermost ones.
+    - t: Student's paired t.
+    Each resampling component is inverted over the same draws, so p < alpha ⟺ lower > delta0 holds exactly.
+    """
+    _choose("method", method, MEAN_METHODS)
+    _check_alpha(alpha)
+    resamples = _check_resamples(resamples)
+    cand, ref = _pair(candidate, reference)
+    d = cand - ref
+    n, estimate = len(d), float(np.mean(d))
+    common = {"estimate": estimate, "delta0": float(delta0), "alpha": alpha, "method": method, "n": n}
+    if np.ptp(d) == 0:  # no variance: the estimate is the only value the data allow
+        p = 0.0 if estimate > delta0 else 1.0
+        return BoundedTest(**common, p_value=p, lower=estimate, upper=estimate, reason=_constant(d))
+    rng = np.random.default_rng(seed)
+    parts: list[tuple[float, float, float]] = []
+    if method == "t":
+        parts.append(_t_test(d, delta0, alpha))
+    if method in ("permutation", "permutation+bootstrap"):
+        parts.append(_sign_flip_test(d, delta0, alpha, resamples, rng))
+    if method in ("bootstrap", "permutation+bootstrap"):
+        parts.extend(_studentized_tests(d, delta0, alpha, resamples, rng))
+    p = max(part[0] for part in parts)
+    low, high = _finite_range(d, delta0)
+    lower = min(max(min(part[1] for part in parts), low), high)
+    upper = min(max(max(part[2] for part in parts), low), high)
+    return BoundedTest(**common, p_value=_prob(p), lower=lower, upper=upper)
+
+
+def paired_mean_mde(n: int, sd: float, delta0: float = 0.0, alpha: float = 0.05, power: float = 0.8) -> float:
+    """δ0 + (z_α + z_β)·sd/√n: the normal approximation of the effect a one-sided test detects with `power`."""
+    _check_n(n)
+    z_a, z_b = _z_pair(alpha, power)
+    return delta0 + (z_a + z_b) * sd / math.sqrt(n)
+
+
+def paired_mean_n(delta: float, sd: float, delta0: float = 0.0, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Pairs needed to detect δ > delta0 with `power`: ((z_α + z_β)·sd/(δ − δ0))²."""
+    if not delta > delta0:
+        raise ValueError(f"delta must exceed delta0={delta0}, got {delta}")
+    z_a, z_b = _z_pair(alpha, power)
+    return max(1, math.ceil(((z_a + z_b) * sd / (delta - delta0)) ** 2 - 1e-9))
+
+
+def _t_test(d: np.ndarray, delta0: float, alpha: float) -> tuple[float, float, float]:
+    """Student (1908): the quantities of scipy.stats.ttest_rel, and the one-sided t bounds."""
+    n = len(d)
+    mean, se = float(np.mean(d)), float(np.std(d, ddof=1)) / math.sqrt(n)
+    quantile = float(sps.t.isf(alpha, n - 1))
+    return float(sps.t.sf((mean - delta0) / se, n - 1)), mean - quantile * se, mean + quantile * se
+
+
+def _allowed_exceedances(alpha: float, total: int, offset: int) -> int:
+    """The largest count k with (offset + k)/total < alpha; −1 when even k = 0 is not below alpha."""
+    return math.ceil(alpha * total - offset) - 1
+
+
+def _sign_flip_test(
+    d: np.ndarray, delta0: float, alpha: float, resamples: int, rng: np.random.Generator
+) -> tuple[float, float, float]:
+    """Sign-flip test of mean(d) ≤ δ0, inverted exactly.
+
+    Flipping the set F of d − δ0 gives a sum at least the observed one iff Σ_F (d_i − δ0) ≤ 0, i.e. iff δ0 ≥
+    mean_F(d): each pattern has a threshold, and p(δ0) counts the thresholds at or below δ0. All 2^n patterns
+    when they fit in `resamples`; otherwise `resamples` random ones with p = (1 + count)/(B + 1) (Phipson &
+    Smyth 2010, "Permutation p-values should never be zero").
+    """
+    n = len(d)
+    exact = 2**n <= resamples
+    sums, sizes = [], []
+    if exact:
+        patterns = np.array(list(itertools.product((0, 1), repeat=n)), dtype=np.float64)
+        sums, sizes = [patterns @ d], [patterns.sum(axis=1)]
     else:
-        bound = float(optimize.brentq(lambda d0: score(d0) - z, floor, estimate, xtol=1e-12))
-    if b + c == 0 and margin == 0:
-        return bound, 1.0, _NO_DISAGREEMENT
-    return bound, float(sps.norm.sf(score(-margin))), None
+        rows = max(1, _CHUNK // n)
+        for start in range(0, resamples, rows):
+            bits = rng.integers(0, 2, size=(min(rows, resamples - start), n), dtype=np.uint8).astype(np.float64)
+            sums.append(bits @ d)
+            sizes.append(bits.sum(axis=1))
+    total_sum, size = np.concatenate(sums), np.concatenate(sizes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        threshold = total_sum / size
+    at_least = np.sort(np.where(size == 0, -np.inf, threshold))  # pattern counts for "greater" iff δ0 ≥ this
+    at_most = np.sort(np.where(size == 0, np.inf, threshold))[::-1]  # pattern counts for "less" iff δ0 ≤ this
+    total, offset = (len(size), 0) if exact else (len(size) + 1, 1)
+    k = _allowed_exceedances(alpha, total, offset)
+    p = (offset + int(np.count_nonzero(at_least <= delta0))) / total
+    lower = float(at_least[k]) if k >= 0 else -math.inf
+    upper = float(at_most[k]) if k >= 0 else math.inf
+    return p, lower, upper
+
+
+def _studentized_tests(
+    d: np.ndarray, delta0: float, alpha: float, resamples: int, rng: np.random.Generator
+) -> list[tuple[float, float, float]]:
+    """Two studentized bootstrap tests of the mean, each inverted exactly (their statistics rise with the mean):
+
+    - Hall's (1992) skewness-corrected bootstrap-t on full resamples: W = (mean − δ0)/s through
+      g(W) = W + γW²/3 + γ²W³/27 + γ/(6n), γ the skewness, increasing in W; W* = (mean* − mean)/s* through
+      the resample's own g. lower = mean − s·g⁻¹(critical value).
+    - the bootstrap-t on half-size resamples (m = n/2; the m-out-of-n bootstrap of Bickel, Götze & van Zwet
+      1997): √m·W* carries √2 times the skew of √n·W, a deliberate over-correction, because heavy tails make a
+      sample's own skewness an underestimate of the truth (benchmarks/RESULTS.md: calibration).
+    """
+    n = len(d)
+    mean, sd, skew = (float(v[0]) for v in _moments(d[None, :]))
+    observed = (mean - delta0) / sd
+    boot_mean, boot_sd, boot_skew = _bootstrap_moments(d, resamples, rng, n)
+    hall_star = np.sort(_hall(_standardized(boot_mean, boot_sd, mean), np.where(boot_sd > 0, boot_skew, 0.0), n))
+    half = max(2, n // 2)
+    half_mean, half_sd, _ = _bootstrap_moments(d, resamples, rng, half)
+    half_star = np.sort(math.sqrt(half) * _standardized(half_mean, half_sd, mean))
+    k = _allowed_exceedances(alpha, resamples + 1, 1)
+    results = []
+    for t_star, t_obs, invert in (
+        (hall_star, float(_hall(observed, skew, n)), lambda y: _hall_inverse(y, skew, n)),
+        (half_star, math.sqrt(n) * observed, lambda y: y / math.sqrt(n)),
+    ):
+        p = (1 + int(np.count_nonzero(t_star >= t_obs))) / (resamples + 1)
+        if k < 0:
+            results.append((p, -math.inf, math.inf))
+        else:  # the (k+1)-th largest and smallest resampled statistic are the critical values
+            results.append((p, mean - sd * invert(float(t_star[-1 - k])), mean - sd * invert(float(t_star[k]))))
+    return results
+
+
+def _standardized(boot_mean: np.ndarray, boot_sd: np.ndarray, mean: float) -> np.ndarray:
+    """(mean* − mean)/s*, with a constant resample (s* = 0) at ±1e6: finite, and beyond any critical value."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(boot_sd > 0, (boot_mean - mean) / boot_sd, np.sign(boot_mean - mean) * np.inf)
+    return np.clip(np.nan_to_num(w, nan=0.0), -1e6, 1e6)
+
+
+def _hall(w: np.ndarray | float, skew: np.ndarray | float, n: int) -> np.ndarray:
+    return w + skew * w**2 / 3 + skew**2 * w**3 / 27 + skew / (6 * n)
+
+
+def _hall_inverse(y: float, skew: float, n: int) -> float:
+    """g⁻¹: since g(W) − γ/(6n) = ((1 + γW/3)³ − 1)/γ, W = (3/γ)·(∛(1 + γ·(y − γ/(6n))) − 1)."""
+    shifted = y - skew / (6 * n)
+    if abs(skew) < 1e-9:
+        return shifted
+    return 3.0 / skew * (float(np.cbrt(1.0 + skew * shifted)) - 1.0)
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-wise mean, sample standard deviation (n − 1) and skewness m3/s³."""
+    n = x.shape[1]
+    mean = x.mean(axis=1)
+    centered = x - mean[:, None]
+    sd = np.sqrt((centered**2).sum(axis=1) / (n - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skew = np.where(sd > 0, (centered**3).mean(axis=1) / sd**3, 0.0)
+    return mean, sd, skew
+
+
+def _bootstrap_moments(
+    d: np.ndarray, resamples: int, rng: np.random.Generator, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_moments` of `resamples` resamples of `size` values of d drawn with replacement.
+
+    Each chunk of drawn indices becomes a matrix of counts, and counts @ [c, c², c³] (c = d − mean(d), centred
+    against cancellation) gives every resample's power sums in one product: a few passes over memory instead of
+    one per moment.
+    """
+    n = len(d)
+    centre = float(d.mean())
+    c = d - centre
+    powers = np.stack([c, c * c, c * c * c], axis=1)
+    rows = max(1, _CHUNK // size)
+    sums = []
+    for start in range(0, resamples, rows):
+        k = min(rows, resamples - start)
+        drawn = rng.integers(0, n, size=(k, size)) + np.arange(k)[:, None] * n
+        counts = np.bincount(drawn.ravel(), minlength=k * n).reshape(k, n)
+        sums.append(counts @ powers)
+    s1, s2, s3 = np.concatenate(sums).T
+    mean = s1 / size
+    sd = np.sqrt(np.maximum(s2 - s1 * mean, 0.0) / (size - 1))
+    third = s3 / size - 3 * mean * s2 / size + 2 * mean**3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skew = np.where(sd > 0, third / sd**3, 0.0)
+    return centre + mean, sd, skew
+
+
+def _finite_range(d: np.ndarray, delta0: float) -> tuple[float, float]:
+    """Where a bound is clamped when no value is significant (±inf): far outside the data and delta0."""
+    span = max(float(np.ptp(d)), float(np.abs(d).max()), abs(delta0), 1e-12)
+    return min(float(d.min()), delta0) - 10 * span, max(float(d.max()), delta0) + 10 * span
+
+
+# --- shared checks ------------------------------------------------------------------------------------------------
+
+
+def _z_pair(alpha: float, power: float) -> tuple[float, float]:
+    _check_alpha(alpha)
+    if not 0.5 <= power < 1:
+        raise ValueError(f"power must lie in [0.5, 1), got {power}")
+    return float(sps.norm.isf(alpha)), float(sps.norm.ppf(power))
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
+
+
+def _check_n(n: int) -> None:
+    if int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n}")
 
 
 def _choose(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-
-
-def _check_open01(name: str, value: float) -> None:
-    if not 0 < value < 1:
-        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
 
 
 def _check_resamples(resamples: int) -> int:
@@ -538,13 +628,8 @@ def _bool_pair(candidate: Scores, reference: Scores) -> tuple[np.ndarray, np.nda
     return cand.astype(bool), ref.astype(bool)
 
 
-def _differences(candidate: Scores, reference: Scores) -> np.ndarray:
-    cand, ref = _pair(candidate, reference)
-    return cand - ref
-
-
 def _constant(d: np.ndarray) -> str:
-    return _IDENTICAL if d[0] == 0 else f"no variance: every difference equals {d[0]:g}"
+    return "no evidence: identical scores" if d[0] == 0 else f"no variance: every difference equals {d[0]:g}"
 
 
 def _prob(p: float) -> float:

@@ -12,22 +12,22 @@ from typing import Any
 import pytest
 import yaml
 
+from hpo_action.config import GateConfig
+from hpo_action.gate import ForgettingInput, GateDecision, Paired, gate
+
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"
 
-# A forgetting row of gate.json that passed: the copy skill kept within its margin.
-PASSED_FORGETTING_ROW = {
-    "name": "copy",
-    "metric": "exact_match",
-    "reference": 1.0,
-    "candidate": 0.99,
-    "delta": -0.01,
-    "bound": -0.03,
-    "margin": 0.05,
-    "p_value": 0.001,
-    "p_adjusted": 0.001,
-    "passed": True,
-}
+
+def promoted_decision() -> GateDecision:
+    """A real gate decision that promotes: exact match 0.5 → 0.9 on 200 examples (85 gained, 5 lost), and a
+    forgetting set `copy` of 300 examples kept exactly."""
+    table = [(True, True)] * 95 + [(True, False)] * 85 + [(False, True)] * 5 + [(False, False)] * 15
+    primary = Paired("exact_match", [float(c) for c, _ in table], [float(r) for _, r in table], True)
+    kept = Paired("exact_match", [1.0] * 300, [1.0] * 300, True)
+    decision = gate(primary, [ForgettingInput("copy", kept, 0.02)], GateConfig(resamples=1000))
+    assert decision.promote
+    return decision
 
 
 @pytest.fixture(scope="session", autouse=True)

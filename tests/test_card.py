@@ -10,30 +10,9 @@ from huggingface_hub import ModelCard
 from hpo_action.card import github_run_url, render_card
 from hpo_action.config import parse_config
 
-from .conftest import PASSED_FORGETTING_ROW
+from .conftest import promoted_decision
 
-GATE = {
-    "decision": "promote",
-    "promote": True,
-    "reasons": ["exact_match: improvement +0.4 (CI [0.33, 0.47]), p = 1e-20 < 0.05"],
-    "primary": {
-        "metric": "exact_match",
-        "n": 200,
-        "candidate": 0.9,
-        "reference": 0.5,
-        "delta": 0.4,
-        "ci": [0.33, 0.47],
-        "confidence": 0.95,
-        "test": "mcnemar-midp",
-        "alternative": "greater",
-        "p_value": 1e-20,
-        "alpha": 0.05,
-        "mde": 0.05,
-        "table": {"both": 95, "candidate_only": 85, "reference_only": 5, "neither": 15},
-    },
-    "forgetting": [PASSED_FORGETTING_ROW],
-    "config": {"alpha": 0.05, "resamples": 10000, "seed": 0},
-}
+GATE = promoted_decision()
 
 
 def _run_dir(tmp_path: Path) -> Path:
@@ -72,14 +51,15 @@ def test_card_parses_and_carries_the_evidence(tmp_path: Path):
     assert {"lora", "trl", "sft", "hpo-action", "base_model:adapter:org/base-model"} <= set(data.tags)
     assert data.datasets == ["org/ds"]
     values = {(r.metric_type, r.dataset_name): r.metric_value for r in data.eval_results}
-    assert values[("exact_match", "org/ds (held-out test split)")] == GATE["primary"]["candidate"]
-    assert values[("exact_match", "forgetting: copy")] == 0.99
+    assert values[("exact_match", "org/ds (held-out test split)")] == GATE.primary.candidate == 0.9
+    assert values[("exact_match", "forgetting: copy")] == 1.0
     body = card.text
     assert 'PeftModel.from_pretrained(base, "me/adapter")' in body
     assert "| `lora_r` | 8 |" in body
-    assert "| **candidate right** | 95 | 85 |" in body
-    assert "mcnemar-midp" in body and "[0.33, 0.47]" in body
-    assert "| copy | `exact_match` |" in body
+    assert "| 95 | 85 | 5 | 15 |" in body  # the paired outcomes
+    assert "mcnemar-midp" in body and f"| {GATE.primary.bound:.4g} |" in body
+    assert "| ✓ | copy | exact_match | 300 |" in body
+    assert "- ✓ exact_match: better by +0.4" in body
     assert "![Optimization history](plots/optimization_history.png)" in body
     assert "https://github.com/o/r/actions/runs/42" in body
     assert "against the base model" in body

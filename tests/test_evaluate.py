@@ -18,12 +18,11 @@ from hpo_action.evaluate import (
     adapter_sha256,
     evaluate,
     load_for_eval,
-    meta_path,
     normalize_text,
     score_rows,
-    write_predictions,
 )
 from hpo_action.models import BaseModel, load_base_model
+from hpo_action.predictions import meta_path, write_predictions
 
 from .conftest import QUICKSTART
 

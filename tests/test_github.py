@@ -3,6 +3,7 @@ the sticky PR comment against a loopback GitHub API."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import threading
@@ -17,29 +18,9 @@ from hpo_action import github
 from hpo_action.errors import HpoActionError
 from hpo_action.registry import Champion
 
-from .conftest import PASSED_FORGETTING_ROW
+from .conftest import promoted_decision
 
-GATE: dict[str, Any] = {
-    "decision": "promote",
-    "promote": True,
-    "reasons": ["exact_match: improvement +0.3 (CI [0.2, 0.4]), p = 1e-05 < 0.05"],
-    "primary": {
-        "metric": "exact_match",
-        "n": 200,
-        "candidate": 0.35,
-        "reference": 0.05,
-        "delta": 0.3,
-        "ci": [0.2, 0.4],
-        "confidence": 0.95,
-        "test": "mcnemar-midp",
-        "p_value": 1e-5,
-        "alpha": 0.05,
-        "mde": 0.07,
-        "table": {"both": 5, "candidate_only": 65, "reference_only": 5, "neither": 125},
-    },
-    "forgetting": [PASSED_FORGETTING_ROW],
-    "config": {"alpha": 0.05, "resamples": 1000, "seed": 0},
-}
+GATE = promoted_decision()
 SUMMARY: dict[str, Any] = {
     "study_name": "hpo-abc",
     "base_model": "hpo-action/tiny-demo",
@@ -163,10 +144,18 @@ def test_summary_markdown_has_the_trial_gate_and_forgetting_tables_and_no_images
     champion = {"version": 3, "uri": "hf://acme/m", "url": "https://huggingface.co/acme/m/tree/abc", "published": True}
     text = github.summary_markdown(SUMMARY, TRIALS, GATE, champion, ["optimization_history.png"])
     assert text.startswith("## hpo-action: PROMOTE")
-    assert "| n | candidate | reference | delta | 95% CI | p | MDE |" in text
-    assert "| 200 | 0.35 | 0.05 | +0.3 | [0.2, 0.4] | 1e-05 | 0.07 |" in text
+    p = GATE.primary
+    assert "| metric | n | candidate | reference | delta | 95% lower | 95% upper | p | MDE |" in text
+    numbers = f"{p.bound:.4g} | {p.upper_bound:.4g} | {p.p_value:.3g} | {p.mde:.4g}"
+    row = f"| exact_match | 200 | 0.9 | 0.5 | +0.4 | {numbers} |"
+    assert row in text
     assert "| both right | candidate only | reference only | neither |" in text
-    assert "| copy | exact_match | 1 | 0.99 | -0.01 | -0.03 | −0.05 | 0.001 | pass |" in text
+    copy = GATE.forgetting[0]
+    assert (
+        f"| ✓ | copy | exact_match | 300 | 1 | 1 | +0 | {copy.bound:.4g} | -0.02 | {copy.p_value:.3g} | passed |"
+        in text
+    )
+    assert "−" not in text  # the ASCII minus throughout
     assert "| # | state | eval_loss | steps | s | lora_r | error |" in text
     assert "| **1** ★ | complete | 0.4568 | 6 | 2.5 | 8 |  |" in text
     assert "| learning_rate | 0.01 |" in text
@@ -348,7 +337,7 @@ def test_after_run_writes_outputs_summary_report_and_the_comment(tmp_path: Path,
 
 def test_after_run_outside_a_pull_request_warns_instead_of_commenting(tmp_path: Path):
     out = _run_folder(tmp_path)
-    reject = {**GATE, "decision": "reject", "promote": False}
+    reject = dataclasses.replace(GATE, decision="reject")
     stream = io.StringIO()
     outputs = github.after_run(reject, out, {"GITHUB_ACTIONS": "true"}, comment_pr=True, stream=stream)
     assert outputs["promoted"] == "false" and outputs["champion-version"] == "" and outputs["model-url"] == ""

@@ -32,7 +32,7 @@ def test_damage_config_is_rejected_for_forgetting_and_names_the_benchmark(tmp_pa
     assert result["decision"] == "reject"
     assert result["primary"]["delta"] > 0.5  # it did learn the new task...
     (copy,) = result["forgetting"]
-    assert copy["name"] == "copy" and not copy["passed"]  # ...and forgot the old one
+    assert copy["name"] == "copy" and copy["status"] == "failed"  # ...and forgot the old one
     assert any(reason.startswith("forgetting on copy") for reason in result["reasons"])
     assert "gate: REJECT" in capsys.readouterr().out
     for name in ("test.base", "test.candidate", "copy.base", "copy.candidate"):
@@ -60,7 +60,7 @@ def test_forgetting_constraint_picks_the_best_feasible_trial(tmp_path: Path):
     assert by_lr[1e-2].constraints["forgetting:copy"] > 0  # ...but forgets: infeasible
     assert by_lr[1e-4].constraints["forgetting:copy"] <= 0
     assert study.best_trial.number == by_lr[1e-4].number
-    assert result["forgetting"][0]["passed"]
+    assert result.forgetting[0].passed
 
 
 def test_champion_predictions_replace_the_base_as_reference(tmp_path: Path):
@@ -69,8 +69,8 @@ def test_champion_predictions_replace_the_base_as_reference(tmp_path: Path):
     ids = [json.loads(line)["id"] for line in (tmp_path / "test.jsonl").read_text().splitlines()]
     champion.write_text("".join(json.dumps({"id": i, "exact_match": True, "loss": 0.0}) + "\n" for i in ids))
     result = run(cfg, champion_predictions=champion)
-    assert result["primary"]["reference"] == 1.0
-    assert result["decision"] != "promote"
+    assert result.primary.reference == 1.0
+    assert result.decision != "promote"
     assert not (Path(cfg.output.dir) / "predictions" / "test.base.jsonl").exists()
 
 

@@ -11,9 +11,9 @@ import torch
 from hpo_action.cli import main
 from hpo_action.config import parse_config
 from hpo_action.evaluate import EvalSettings, score_rows
-from hpo_action.gate import read_predictions
 from hpo_action.models import load_base_model
 from hpo_action.pipeline import run
+from hpo_action.predictions import read_predictions
 
 from .conftest import small_config
 
@@ -41,7 +41,7 @@ def _cfg(tmp_path: Path, registry: Path, output: str, seed: int):
 def test_two_runs_promote_then_gate_against_the_champion(tmp_path: Path, capsys):
     registry = tmp_path / "registry"
     first = run(_cfg(tmp_path, registry, "run1", seed=0))
-    assert first["decision"] == "promote"
+    assert first.decision == "promote"
     v1 = tmp_path / "registry" / "versions" / "1"
     for name in (
         "adapter_model.safetensors",
@@ -57,13 +57,13 @@ def test_two_runs_promote_then_gate_against_the_champion(tmp_path: Path, capsys)
     assert "against the base model" in (v1 / "README.md").read_text()
 
     second = run(_cfg(tmp_path, registry, "run2", seed=1))
-    assert second["primary"]["reference"] == pytest.approx(first["primary"]["candidate"])  # v1 is the reference
+    assert second.primary.reference == pytest.approx(first.primary.candidate)  # v1 is the reference
     assert not (tmp_path / "run2" / "predictions" / "test.champion.jsonl").exists()  # stored predictions reused
     assert json.loads((tmp_path / "run2" / "champion.json").read_text())["version"] == 1
     capsys.readouterr()
     main(["champion", "--registry", str(registry), "--json"])  # returns normally on success
     shown = json.loads(capsys.readouterr().out)
-    expected_version = 2 if second["promote"] else 1
+    expected_version = 2 if second.promote else 1
     assert shown["version"] == expected_version
     assert (Path(shown["path"]) / "adapter_model.safetensors").is_file()
 
@@ -72,7 +72,7 @@ def test_published_adapter_reproduces_its_stored_test_predictions(tmp_path: Path
     from peft import PeftModel
 
     cfg = _cfg(tmp_path, tmp_path / "registry", "run", seed=0)
-    assert run(cfg)["promote"]
+    assert run(cfg).promote
     version = tmp_path / "registry" / "versions" / "1"
     base = load_base_model(cfg.model)
     model = PeftModel.from_pretrained(base.model, str(version))
@@ -85,14 +85,14 @@ def test_published_adapter_reproduces_its_stored_test_predictions(tmp_path: Path
 
 def test_a_changed_test_set_re_evaluates_the_champion(tmp_path: Path):
     registry = tmp_path / "registry"
-    assert run(_cfg(tmp_path, registry, "run1", seed=0))["promote"]
+    assert run(_cfg(tmp_path, registry, "run1", seed=0)).promote
     lines = (tmp_path / "test.jsonl").read_text().splitlines()
     (tmp_path / "test_small.jsonl").write_text("\n".join(lines[:-20]) + "\n")  # a different test set
     cfg = _cfg(tmp_path, registry, "run2", seed=0)
     cfg.data.test = str(tmp_path / "test_small.jsonl")
     second = run(cfg)
     champion = read_predictions(tmp_path / "run2" / "predictions" / "test.champion.jsonl")
-    assert len(champion) == len(lines) - 20 == second["primary"]["n"]
+    assert len(champion) == len(lines) - 20 == second.primary.n
     candidate = read_predictions(tmp_path / "run2" / "predictions" / "test.candidate.jsonl")
     assert champion == candidate  # same seed, same search: the champion is reproduced, with its adapter removed
-    assert second["decision"] != "promote"
+    assert second.decision != "promote"

@@ -105,7 +105,7 @@ def test_first_publish_creates_a_private_repo_and_promotes_in_one_commit(hub: Hu
     assert champion is not None
     assert (champion.version, champion.revision, champion.uri) == (1, repo.branches["main"], URI)
     assert (champion.path / "adapter_model.safetensors").read_bytes() == b"\x00safetensors\x01v1"
-    assert champion.params["tag"] == "v1" and champion.gate is not None and champion.gate["tag"] == "v1"
+    assert champion.params["tag"] == "v1" and json.loads((champion.path / GATE).read_text())["tag"] == "v1"
     assert champion.test_predictions is not None and champion.test_fingerprint() == "fp-v1"
     assert not (champion.path / "versions").exists()  # the history is not downloaded with the champion
     assert all(r.authorized for r in hub.state.log if r.method == "POST")
@@ -180,7 +180,7 @@ def test_second_publish_moves_the_root_keeps_the_history_and_tags(hub: HubServer
     assert not (champion.path / "training_args.bin").exists()
     history = registry.history()
     assert [(c.version, c.revision) for c in history] == [(1, v1.revision), (2, v2.revision)]
-    assert [c.gate["tag"] for c in history if c.gate] == ["v1", "v2"]
+    assert [json.loads((c.path / GATE).read_text())["tag"] for c in history] == ["v1", "v2"]
     assert history[0].params["tag"] == "v1" and history[0].test_fingerprint() == "fp-v1"
 
 

@@ -13,7 +13,6 @@ import pytest
 from scipy import optimize
 from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
-from statsmodels.stats.multitest import multipletests
 
 from hpo_action import stats
 
@@ -149,245 +148,39 @@ def test_mcnemar_rejects_non_booleans() -> None:
         stats.mcnemar([1, 0.5], [0, 1])
 
 
-# --- paired bootstrap ----------------------------------------------------------------------------------------------
+# --- paired proportions: McNemar's bound, Tango's test ----------------------------------------------------------
 
 
-def _skewed(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    ref = rng.exponential(1.0, n)
-    return ref + rng.exponential(0.5, n) - 0.3 + rng.normal(0, 0.2, n), ref
+def _midp_at(b: int, m: int, theta: float) -> float:
+    """The one-sided mid-p value of b successes in m at success probability theta, summed from the pmf."""
+    x = np.arange(m + 1)
+    pmf = sps.binom.pmf(x, m, theta)
+    return float(pmf[x > b].sum() + 0.5 * pmf[x == b].sum())
 
 
-@pytest.mark.parametrize("method", ["percentile", "bca"])
-def test_bootstrap_mean_matches_scipy(method: str) -> None:
-    rng = np.random.default_rng(5)
-    for i in range(CASES):
-        cand, ref = _skewed(rng, int(rng.integers(15, 120)))
-        d = cand - ref
-        ours = stats.paired_bootstrap_ci(cand, ref, resamples=20_000, seed=i, method=method)  # type: ignore[arg-type]
-        theirs = sps.bootstrap((d,), np.mean, n_resamples=20_000, method=method, rng=i).confidence_interval
-        width = theirs.high - theirs.low
-        assert ours.method == method and ours.reason is None
-        assert ours.delta == pytest.approx(d.mean(), abs=1e-12)
-        assert ours.low == pytest.approx(theirs.low, abs=0.06 * width)
-        assert ours.high == pytest.approx(theirs.high, abs=0.06 * width)
+def test_proportion_test_midp_is_mcnemar_and_its_bound_sits_at_the_level() -> None:
+    for b, c, both, neither in _tables(30):
+        cand, ref = _vectors(b, c, both, neither)
+        n, m = len(cand), b + c
+        r = stats.paired_proportion_test(cand, ref)
+        assert r.p_value == pytest.approx(stats.mcnemar(cand, ref).p_value, abs=1e-12)
+        assert r.estimate == pytest.approx((b - c) / n, abs=1e-12)
+        if b > 0:
+            theta = (r.lower * n / m + 1) / 2  # δ_L = (m/n)(2θ_L − 1)
+            assert _midp_at(b, m, theta) == pytest.approx(0.05, abs=1e-9)
+        assert (r.p_value < 0.05) == (r.lower > 0)
 
 
-def test_bootstrap_median_matches_scipy() -> None:
-    rng = np.random.default_rng(6)
-    for i in range(CASES):
-        cand, ref = _skewed(rng, 2 * int(rng.integers(20, 60)) + 1)
-        d = cand - ref
-        ours = stats.paired_bootstrap_ci(cand, ref, statistic="median", resamples=5_000, seed=i)
-        theirs = sps.bootstrap((d,), np.median, n_resamples=5_000, method="percentile", rng=i).confidence_interval
-        width = theirs.high - theirs.low
-        assert ours.delta == pytest.approx(float(np.median(d)), abs=1e-12)
-        assert ours.low == pytest.approx(theirs.low, abs=0.15 * width)
-        assert ours.high == pytest.approx(theirs.high, abs=0.15 * width)
+def test_proportion_test_exact_bound_is_clopper_pearson() -> None:
+    from statsmodels.stats.proportion import proportion_confint
 
-
-@pytest.mark.parametrize("n", [2, 3, 10, 11])
-def test_median_jackknife_matches_brute_force(n: int) -> None:
-    d = np.random.default_rng(n).normal(size=n).round(1)  # rounding makes ties
-    brute = np.array([np.median(np.delete(d, i)) for i in range(n)])
-    fast = stats._jackknife(d, "median")
-    assert fast is not None
-    np.testing.assert_allclose(np.sort(fast), np.sort(brute), atol=1e-12)
-
-
-def test_bootstrap_resamples_pairs_not_sides() -> None:
-    # Strongly correlated sides: resampling each side alone would give an interval about 30 times wider.
-    rng = np.random.default_rng(7)
-    ref = rng.normal(0, 10, 400)
-    cand = ref + rng.normal(0.5, 0.3, 400)
-    d = cand - ref
-    r = stats.paired_bootstrap_ci(cand, ref, resamples=4_000)
-    assert r.high - r.low == pytest.approx(2 * 1.96 * d.std() / math.sqrt(len(d)), rel=0.1)
-    assert r.low < d.mean() < r.high
-
-
-def test_bca_falls_back_to_percentile_when_it_degenerates() -> None:
-    # The median of 20 zeros and 3 ones: every leave-one-out median is 0, so the acceleration is 0/0.
-    d = [0.0] * 20 + [1.0] * 3
-    r = stats.paired_bootstrap_ci(d, [0.0] * 23, statistic="median", method="bca")
-    assert r.method == "percentile"
-    assert r.reason is not None and "fell back to the percentile" in r.reason
-    _json(r)
-
-
-def test_bca_on_constant_differences_reports_the_point() -> None:
-    r = stats.paired_bootstrap_ci([2.0, 3.0, 4.0], [1.0, 2.0, 3.0], method="bca")
-    assert (r.delta, r.low, r.high, r.method) == (1.0, 1.0, 1.0, "percentile")
-    assert r.reason is not None and "BCa is undefined" in r.reason
-
-
-def test_bootstrap_identical_inputs_give_zero_interval() -> None:
-    x = np.random.default_rng(8).normal(size=50)
-    r = stats.paired_bootstrap_ci(x, x, method="bca")
-    assert (r.delta, r.low, r.high) == (0.0, 0.0, 0.0)
-    assert r.reason is not None and r.reason.startswith("no evidence: identical scores")
-
-
-def test_bootstrap_is_seeded() -> None:
-    cand, ref = _skewed(np.random.default_rng(9), 100)
-    first, again = (stats.paired_bootstrap_ci(cand, ref, resamples=500, seed=3) for _ in range(2))
-    other = stats.paired_bootstrap_ci(cand, ref, resamples=500, seed=4)
-    assert first == again
-    assert first.low != other.low
-
-
-# --- paired permutation --------------------------------------------------------------------------------------------
-
-
-def _scipy_permutation(cand: np.ndarray, ref: np.ndarray, alternative: str, n_resamples: float) -> float:
-    def statistic(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
-        return np.mean(x - y, axis=axis)
-
-    return sps.permutation_test(
-        (cand, ref), statistic, permutation_type="samples", alternative=alternative, n_resamples=n_resamples
-    ).pvalue
-
-
-def test_permutation_exact_matches_scipy_enumeration() -> None:
-    rng = np.random.default_rng(10)
-    for i in range(CASES):
-        n = int(rng.integers(2, 11))  # scipy needs n >= 2
-        ref = rng.normal(size=n)
-        shift = rng.normal(0.3, 1.0, n)
-        if i % 2:  # integer scores: ties among sign patterns and zero differences
-            ref, shift = rng.integers(0, 4, n).astype(float), rng.integers(-1, 3, n).astype(float)
-        cand = ref + shift
-        for alt in ALTERNATIVES:
-            ours = stats.paired_permutation_test(cand, ref, alternative=alt, resamples=2**n)  # type: ignore[arg-type]
-            if np.any(cand != ref):
-                assert ours.exact
-            assert ours.p_value == pytest.approx(_scipy_permutation(cand, ref, alt, np.inf), abs=1e-12)
-
-
-def test_permutation_randomized_is_close_to_the_exact_p() -> None:
-    rng = np.random.default_rng(11)
-    for i in range(CASES):
-        n = int(rng.integers(12, 14))
-        ref = rng.normal(size=n)
-        cand = ref + rng.normal(0.2, 1.0, n)
-        alt = ALTERNATIVES[i % 3]
-        resamples = 2**n - 1  # one short of exact; Monte-Carlo standard error <= 0.008
-        ours = stats.paired_permutation_test(cand, ref, alternative=alt, resamples=resamples, seed=i)  # type: ignore[arg-type]
-        assert not ours.exact and ours.resamples == resamples
-        assert ours.p_value == pytest.approx(_scipy_permutation(cand, ref, alt, np.inf), abs=0.035)
-
-
-def test_permutation_exact_meet_in_the_middle_matches_brute_force() -> None:
-    x = np.random.default_rng(12).normal(0.3, 1.0, 14)
-    sums = stats._signed_sums(x)
-    for alt, expected in (
-        ("greater", np.mean(sums >= x.sum() - 1e-12)),
-        ("less", np.mean(sums <= x.sum() + 1e-12)),
-        ("two-sided", np.mean(np.abs(sums) >= abs(x.sum()) - 1e-12)),
-    ):
-        r = stats.paired_permutation_test(x, np.zeros(14), alternative=alt, resamples=2**14)  # type: ignore[arg-type]
-        assert r.exact and r.p_value == pytest.approx(expected, abs=1e-15)
-
-
-def test_permutation_single_pair_is_a_fair_coin() -> None:
-    r = stats.paired_permutation_test([1.0], [0.0])
-    assert (r.p_value, r.exact, r.resamples) == (0.5, True, 2)
-
-
-def test_randomized_permutation_p_is_never_zero() -> None:
-    ref = np.zeros(200)
-    r = stats.paired_permutation_test(ref + 1.0 + np.arange(200) / 200, ref, resamples=999)
-    assert r.p_value == pytest.approx(1 / 1000)  # Phipson & Smyth (2010): (0 + 1)/(999 + 1)
-
-
-def test_permutation_identical_scores_have_no_evidence() -> None:
-    r = stats.paired_permutation_test([0.3, 0.4], [0.3, 0.4], alternative="two-sided")
-    assert (r.p_value, r.delta, r.reason) == (1.0, 0.0, "no evidence: identical scores")
-
-
-# --- paired t ------------------------------------------------------------------------------------------------------
-
-
-def test_paired_t_matches_scipy_ttest_rel() -> None:
-    rng = np.random.default_rng(13)
-    for _ in range(CASES):
-        n = int(rng.integers(2, 200))
-        ref = rng.normal(size=n)
-        cand = ref + rng.normal(rng.normal(0, 0.3), rng.uniform(0.1, 2), n)
-        for alt in ALTERNATIVES:
-            ours = stats.paired_t(cand, ref, alternative=alt, confidence=0.9)  # type: ignore[arg-type]
-            theirs = sps.ttest_rel(cand, ref, alternative=alt)
-            assert ours.statistic == pytest.approx(theirs.statistic, rel=1e-10, abs=1e-10)
-            assert ours.p_value == pytest.approx(theirs.pvalue, abs=1e-10)
-            assert ours.df == theirs.df
-        ci = sps.ttest_rel(cand, ref).confidence_interval(0.9)
-        assert (ours.low, ours.high) == (pytest.approx(ci.low, abs=1e-10), pytest.approx(ci.high, abs=1e-10))
-
-
-@pytest.mark.parametrize(("cand", "ref"), [([1.0, 2.0], [0.0, 1.0]), ([1.0, 2.0], [1.0, 2.0]), ([3.0], [1.0])])
-def test_paired_t_without_variance_is_not_evidence(cand: list[float], ref: list[float]) -> None:
-    r = stats.paired_t(cand, ref)
-    assert r.p_value == 1.0 and r.low == r.high == r.delta and r.reason
-    _json(r)
-
-
-# --- Holm ----------------------------------------------------------------------------------------------------------
-
-
-def test_holm_matches_statsmodels() -> None:
-    rng = np.random.default_rng(14)
-    for _ in range(CASES):
-        p = rng.uniform(0, 0.2, int(rng.integers(1, 20)))
-        p[rng.random(len(p)) < 0.2] = 0.01  # ties
-        p[rng.random(len(p)) < 0.1] = 1.0
-        np.testing.assert_allclose(stats.holm(p.tolist()), multipletests(p, method="holm")[1], atol=1e-12)
-
-
-def test_holm_edge_cases() -> None:
-    assert stats.holm([]) == []
-    assert stats.holm([0.5]) == [0.5]
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        stats.holm([0.1, float("nan")])
-
-
-# --- power (Connor 1987) -------------------------------------------------------------------------------------------
-
-
-def test_sample_size_hand_checked() -> None:
-    # δ = 0.1, ψ = 0.2, power 0.8 (z_β = 0.841621), √0.2 = 0.447214, √(0.2 − 0.01) = 0.435890:
-    # one-sided α = 0.05 (z = 1.644854): (0.735603 + 0.366855)² / 0.01 = 121.54 → 122;
-    # two-sided α = 0.05 (z = 1.959964): (0.876523 + 0.366855)² / 0.01 = 154.60 → 155.
-    assert stats.mcnemar_sample_size(0.1, 0.2) == 122
-    assert stats.mcnemar_sample_size(0.1, 0.2, alternative="two-sided") == 155
-
-
-def test_mde_inverts_sample_size() -> None:
-    rng = np.random.default_rng(15)
-    for i in range(CASES):
-        psi = float(rng.uniform(0.02, 0.6))
-        delta = float(rng.uniform(0.05, 0.9)) * psi
-        alt = ALTERNATIVES[i % 2]
-        n = stats.mcnemar_sample_size(delta, psi, alpha=0.05, power=0.8, alternative=alt)  # type: ignore[arg-type]
-        assert stats.mcnemar_mde(n, psi, alternative=alt) <= delta + 1e-12  # type: ignore[arg-type]
-        if n > 1:
-            assert stats.mcnemar_mde(n - 1, psi, alternative=alt) > delta  # type: ignore[arg-type]
-
-
-def test_sample_size_reaches_the_target_power_in_simulation() -> None:
-    rng = np.random.default_rng(16)
-    delta, psi = 0.1, 0.2
-    n = stats.mcnemar_sample_size(delta, psi)
-    tables = rng.multinomial(n, [(psi + delta) / 2, (psi - delta) / 2, 1 - psi], size=20_000)
-    b, c = tables[:, 0], tables[:, 1]
-    z = (b - c) / np.sqrt(np.maximum(b + c, 1))
-    assert np.mean(z > sps.norm.isf(0.05)) == pytest.approx(0.8, abs=0.03)
-
-
-def test_mde_is_defined_without_discordance() -> None:
-    assert stats.mcnemar_mde(100, 0.0) == pytest.approx(0.01)  # floor ψ = 1/n, clamped to ψ
-    assert 0 < stats.mcnemar_mde(10_000, 0.1) < 0.1
-
-
-# --- non-inferiority -----------------------------------------------------------------------------------------------
+    for b, c, both, neither in _tables(31):
+        cand, ref = _vectors(b, c, both, neither)
+        n, m = len(cand), b + c
+        r = stats.paired_proportion_test(cand, ref, method="exact")
+        low, _ = proportion_confint(b, m, alpha=0.10, method="beta")  # a two-sided 90% interval: one-sided 95%
+        assert r.lower == pytest.approx(m / n * (2 * low - 1), abs=1e-9)
+        assert (r.p_value < 0.05) == (r.lower > 0)
 
 
 def _tango_by_optimization(b: int, c: int, n: int, d0: float) -> float:
@@ -403,58 +196,230 @@ def _tango_by_optimization(b: int, c: int, n: int, d0: float) -> float:
     return (b - c - n * d0) / math.sqrt(n * (2 * q + d0 * (1 - d0)))
 
 
-def test_noninferiority_bool_matches_a_numerical_score_test() -> None:
+def test_tango_matches_a_numerical_score_test_and_inverts_at_the_level() -> None:
     rng = np.random.default_rng(17)
     for b, c, both, neither in _tables(18):
-        margin = float(rng.uniform(0.01, 0.2))
+        d0 = float(rng.uniform(-0.2, 0.1))
         cand, ref = _vectors(b, c, both, neither)
         n = len(cand)
-        r = stats.noninferiority(cand, ref, margin)
-        assert r.p_value == pytest.approx(sps.norm.sf(_tango_by_optimization(b, c, n, -margin)), abs=1e-6)
-        assert r.delta == pytest.approx((b - c) / n, abs=1e-12)
-        assert r.passed == (r.p_value < 0.05)
-        if -1 < r.bound <= 0:  # the bound is where the one-sided test sits exactly at its level
-            assert stats.noninferiority(cand, ref, -r.bound).p_value == pytest.approx(0.05, abs=1e-6)
+        r = stats.paired_proportion_test(cand, ref, d0, method="tango")
+        assert r.p_value == pytest.approx(sps.norm.sf(_tango_by_optimization(b, c, n, d0)), abs=1e-6)
+        assert (r.p_value < 0.05) == (r.lower > d0)
+        for bound, tail in ((r.lower, sps.norm.sf), (r.upper, sps.norm.cdf)):
+            if -1 < bound < 1:  # the test of H0: δ = bound sits exactly at its level
+                assert tail(_tango_by_optimization(b, c, n, bound)) == pytest.approx(0.05, abs=1e-6)
 
 
-def test_noninferiority_bool_with_zero_margin_is_mcnemar() -> None:
+def test_tango_at_zero_margin_is_the_uncorrected_mcnemar_z() -> None:
     for b, c, both, neither in _tables(19):
         cand, ref = _vectors(b, c, both, neither)
         mcn = stats.mcnemar(cand, ref, method="chi2", alternative="greater")
-        assert stats.noninferiority(cand, ref, 0.0).p_value == pytest.approx(mcn.p_value, abs=1e-9)
+        assert stats.paired_proportion_test(cand, ref, 0.0, method="tango").p_value == pytest.approx(
+            mcn.p_value, abs=1e-9
+        )
 
 
-def test_noninferiority_lower_is_better_flips_the_orientation() -> None:
-    ref = np.random.default_rng(20).exponential(1.0, 300)
-    cand = ref - 0.05  # a lower loss: better
-    r = stats.noninferiority(cand, ref, 0.02, higher_is_better=False, kind="continuous", resamples=2_000)
-    assert r.delta == pytest.approx(0.05) and r.bound == pytest.approx(0.05) and r.passed
-    errs_c, errs_r = _vectors(3, 9, 0, 88)  # candidate errs 3 + 0, reference errs 9 + 0: candidate better
-    flipped = stats.noninferiority(errs_c, errs_r, 0.01, higher_is_better=False)
-    assert flipped.delta == pytest.approx(0.06) and flipped.passed
-
-
-def test_noninferiority_continuous_bound_matches_scipy() -> None:
-    rng = np.random.default_rng(21)
-    for i in range(CASES):
-        cand, ref = _skewed(rng, int(rng.integers(20, 150)))
-        d = cand - ref
-        ours = stats.noninferiority(cand, ref, 0.1, kind="continuous", resamples=20_000, seed=i)
-        ci = sps.bootstrap((d,), np.mean, n_resamples=20_000, method="percentile", alternative="greater", rng=i)
-        scale = d.std() / math.sqrt(len(d))
-        assert ours.bound == pytest.approx(ci.confidence_interval.low, abs=0.1 * scale)
-        assert ours.passed == (ours.bound > -0.1)
-
-
-def test_noninferiority_without_disagreement() -> None:
-    same = [True, False, True, True]
-    zero = stats.noninferiority(same, same, 0.0)
-    assert zero.p_value == 1.0 and not zero.passed and zero.reason == "no evidence: the models never disagree"
+def test_tango_without_disagreement_and_the_smallest_set_that_can_pass() -> None:
     n = 200
-    wide = stats.noninferiority([True] * n, [True] * n, 0.05)
     z = sps.norm.ppf(0.95)
-    assert wide.bound == pytest.approx(-(z**2) / (n + z**2), abs=1e-9)  # the score bound with b = c = 0
-    assert wide.passed
+    same = stats.paired_proportion_test([True] * n, [True] * n, -0.05, method="tango")
+    assert same.lower == pytest.approx(-(z**2) / (n + z**2), abs=1e-9)  # the score bound with b = c = 0
+    assert same.reason == "no evidence: the models never disagree"
+    assert stats.noninferiority_min_n(0.05) == 52 and stats.noninferiority_min_n(0.02) == 133
+    for margin in (0.05, 0.02, 0.1):
+        k = stats.noninferiority_min_n(margin)
+        passes = [
+            stats.paired_proportion_test([True] * m, [True] * m, -margin, method="tango").p_value < 0.05
+            for m in (k - 1, k)
+        ]
+        assert passes == [False, True]
+
+
+def test_mcnemar_with_a_margin_is_refused() -> None:
+    with pytest.raises(ValueError, match="tango"):
+        stats.paired_proportion_test([True], [False], 0.05)
+
+
+# --- paired means --------------------------------------------------------------------------------------------------
+
+
+def _skewed(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    ref = rng.exponential(1.0, n)
+    return ref + rng.exponential(0.5, n) - 0.3 + rng.normal(0, 0.2, n), ref
+
+
+def test_mean_t_matches_scipy_ttest_rel() -> None:
+    rng = np.random.default_rng(13)
+    for _ in range(CASES):
+        n = int(rng.integers(2, 200))
+        ref = rng.normal(size=n)
+        cand = ref + rng.normal(rng.normal(0, 0.3), rng.uniform(0.1, 2), n)
+        d0 = float(rng.normal(0, 0.2))
+        ours = stats.paired_mean_test(cand, ref, d0, method="t")
+        theirs = sps.ttest_rel(cand - d0, ref, alternative="greater")
+        assert ours.p_value == pytest.approx(theirs.pvalue, abs=1e-10)
+        low = sps.ttest_rel(cand, ref, alternative="greater").confidence_interval(0.95).low
+        high = sps.ttest_rel(cand, ref, alternative="less").confidence_interval(0.95).high
+        assert (ours.lower, ours.upper) == (pytest.approx(low, abs=1e-10), pytest.approx(high, abs=1e-10))
+
+
+def _scipy_permutation(d: np.ndarray, alternative: str) -> float:
+    return sps.permutation_test(
+        (d,), np.mean, permutation_type="samples", alternative=alternative, n_resamples=np.inf
+    ).pvalue
+
+
+def test_mean_permutation_enumerates_exactly_like_scipy_at_any_margin() -> None:
+    rng = np.random.default_rng(10)
+    for i in range(CASES):
+        n = int(rng.integers(2, 12))
+        d = rng.normal(0.3, 1.0, n) if i % 2 else rng.integers(-1, 3, n).astype(float)  # ties, zeros
+        d0 = float(rng.choice([0.0, 0.25, -0.5]))
+        ours = stats.paired_mean_test(d, np.zeros(n), d0, method="permutation", resamples=2**n)
+        if np.ptp(d) > 0:
+            assert ours.p_value == pytest.approx(_scipy_permutation(d - d0, "greater"), abs=1e-12)
+            assert (ours.p_value < 0.05) == (ours.lower > d0)
+
+
+def test_mean_permutation_randomized_is_close_to_exact_and_never_zero() -> None:
+    rng = np.random.default_rng(11)
+    for i in range(20):
+        n = int(rng.integers(12, 14))
+        d = rng.normal(0.2, 1.0, n)
+        ours = stats.paired_mean_test(d, np.zeros(n), method="permutation", resamples=2**n - 1, seed=i)
+        assert ours.p_value == pytest.approx(_scipy_permutation(d, "greater"), abs=0.035)
+    far = stats.paired_mean_test(1.0 + np.arange(200) / 200, np.zeros(200), method="permutation", resamples=999)
+    assert far.p_value == pytest.approx(1 / 1000)  # Phipson & Smyth (2010): (0 + 1)/(999 + 1)
+
+
+def _bootstrap_t_by_hand(
+    d: np.ndarray, d0: float, resamples: int, seed: int, after_flips: bool
+) -> tuple[float, float, float, float]:
+    """Half-sample bootstrap-t and Hall-corrected p-values and lower bounds, one resample at a time, from the
+    draws of the same seed (after the sign-flip component's draws when it runs too)."""
+    n, half = len(d), len(d) // 2
+    rng = np.random.default_rng(seed)
+    if after_flips:
+        rng.integers(0, 2, size=(resamples, n), dtype=np.uint8)
+
+    def moments(x: np.ndarray) -> tuple[float, float, float]:
+        mean, sd = float(x.mean()), float(x.std(ddof=1))
+        return mean, sd, float(((x - mean) ** 3).mean() / sd**3)
+
+    def hall(w: float, g: float) -> float:
+        return w + g * w * w / 3 + g * g * w**3 / 27 + g / (6 * n)
+
+    mean, sd, skew = moments(d)
+    corrected = []
+    for row in rng.integers(0, n, size=(resamples, n)):
+        m, s, g = moments(d[row])
+        corrected.append(hall((m - mean) / s, g))
+    plain = []
+    for row in rng.integers(0, n, size=(resamples, half)):
+        m, s, _ = moments(d[row])
+        plain.append(math.sqrt(half) * (m - mean) / s)
+    w = (mean - d0) / sd
+    p_plain = (1 + sum(t >= math.sqrt(n) * w for t in plain)) / (resamples + 1)
+    p_hall = (1 + sum(t >= hall(w, skew) for t in corrected)) / (resamples + 1)
+    k = math.ceil(0.05 * (resamples + 1) - 1) - 1
+    lower_plain = mean - sd * sorted(plain, reverse=True)[k] / math.sqrt(n)
+    root = optimize.brentq(lambda x: hall(x, skew) - sorted(corrected, reverse=True)[k], -50, 50, xtol=1e-13)
+    return p_plain, p_hall, lower_plain, mean - sd * root
+
+
+def test_mean_bootstrap_components_match_a_direct_computation() -> None:
+    rng = np.random.default_rng(21)
+    for i in range(8):
+        cand, ref = _skewed(rng, int(rng.integers(20, 60)))
+        d = cand - ref
+        d0 = float(rng.normal(0, 0.1))
+        alone = stats.paired_mean_test(cand, ref, d0, method="bootstrap", resamples=400, seed=i)
+        p_plain, p_hall, lower_plain, lower_hall = _bootstrap_t_by_hand(d, d0, 400, i, after_flips=False)
+        assert alone.p_value == pytest.approx(max(p_plain, p_hall), abs=1e-12)  # both must reject
+        assert alone.lower == pytest.approx(min(lower_plain, lower_hall), abs=1e-9)
+        both = stats.paired_mean_test(cand, ref, d0, method="permutation+bootstrap", resamples=400, seed=i)
+        p_plain, p_hall, lower_plain, lower_hall = _bootstrap_t_by_hand(d, d0, 400, i, after_flips=True)
+        flips = stats.paired_mean_test(cand, ref, d0, method="permutation", resamples=400, seed=i)
+        assert both.p_value == pytest.approx(max(p_plain, p_hall, flips.p_value), abs=1e-12)
+        assert both.lower == pytest.approx(min(lower_plain, lower_hall, flips.lower), abs=1e-9)
+
+
+def test_every_mean_test_inverts_exactly() -> None:
+    rng = np.random.default_rng(22)
+    for i in range(60):
+        cand, ref = _skewed(rng, int(rng.integers(10, 120)))
+        d0 = float(rng.normal(0.2, 0.3))
+        for method in stats.MEAN_METHODS:
+            r = stats.paired_mean_test(cand, ref, d0, method=method, resamples=300, seed=i)  # type: ignore[arg-type]
+            assert (r.p_value < 0.05) == (r.lower > d0), (method, r)
+            if method == "t":
+                assert r.lower <= r.estimate <= r.upper
+
+
+def test_mean_test_is_seeded_and_shift_equivariant() -> None:
+    cand, ref = _skewed(np.random.default_rng(9), 100)
+    first, again = (stats.paired_mean_test(cand, ref, resamples=500, seed=3) for _ in range(2))
+    assert first == again
+    shifted = stats.paired_mean_test(cand + 0.7, ref, 0.7, resamples=500, seed=3)
+    assert shifted.p_value == first.p_value
+    assert shifted.lower == pytest.approx(first.lower + 0.7, abs=1e-9)
+
+
+def test_bootstrap_lower_bound_covers_the_mean_at_its_level() -> None:
+    rng = np.random.default_rng(23)
+    covered = sum(
+        stats.paired_mean_test(rng.exponential(1.0, 60), np.zeros(60), method="bootstrap", resamples=400, seed=i).lower
+        <= 1.0
+        for i in range(400)
+    )
+    assert covered / 400 >= 0.93  # nominal 0.95; three standard errors below it
+
+
+# --- power (Connor 1987) -------------------------------------------------------------------------------------------
+
+
+def test_sample_size_hand_checked() -> None:
+    # δ = 0.1, ψ = 0.2, power 0.8 (z_β = 0.841621), √0.2 = 0.447214, √(0.2 − 0.01) = 0.435890:
+    # one-sided α = 0.05 (z = 1.644854): (0.735603 + 0.366855)² / 0.01 = 121.54 → 122.
+    assert stats.paired_proportion_n(0.1, 0.2) == 122
+    # A margin: √n·(δ − δ0) = z_α√(ψ − δ0²) + z_β√(ψ − δ²) with δ0 = 0.02: (0.735278 + 0.366855)²/0.0064 → 190.
+    assert stats.paired_proportion_n(0.1, 0.2, delta0=0.02) == 190
+    # Continuous: ((1.644854 + 0.841621)·0.5/0.1)² = 154.56 → 155.
+    assert stats.paired_mean_n(0.1, 0.5) == 155
+
+
+def test_mde_inverts_sample_size() -> None:
+    rng = np.random.default_rng(15)
+    for _ in range(CASES):
+        psi = float(rng.uniform(0.02, 0.6))
+        delta = float(rng.uniform(0.05, 0.9)) * psi
+        n = stats.paired_proportion_n(delta, psi)
+        assert stats.paired_proportion_mde(n, psi) <= delta + 1e-9
+        if n > 1:
+            assert stats.paired_proportion_mde(n - 1, psi) > delta
+        sd = float(rng.uniform(0.1, 2))
+        n = stats.paired_mean_n(delta, sd)
+        assert stats.paired_mean_mde(n, sd) <= delta + 1e-12
+        if n > 1:
+            assert stats.paired_mean_mde(n - 1, sd) > delta
+
+
+def test_sample_size_reaches_the_target_power_in_simulation() -> None:
+    rng = np.random.default_rng(16)
+    delta, psi = 0.1, 0.2
+    n = stats.paired_proportion_n(delta, psi)
+    tables = rng.multinomial(n, [(psi + delta) / 2, (psi - delta) / 2, 1 - psi], size=20_000)
+    b, c = tables[:, 0], tables[:, 1]
+    z = (b - c) / np.sqrt(np.maximum(b + c, 1))
+    assert np.mean(z > sps.norm.isf(0.05)) == pytest.approx(0.8, abs=0.03)
+
+
+def test_mde_never_hides_behind_a_small_observed_discordance() -> None:
+    # 2 disagreements in 50 pairs: a true δ needs ψ ≥ δ, so the MDE is where ψ = δ, not clamped to 0.04.
+    mde = stats.paired_proportion_mde(50, 0.04)
+    assert 0.04 < mde == pytest.approx(0.1186, abs=1e-3)
+    assert stats.paired_proportion_mde(50, 0.0) == pytest.approx(mde, abs=1e-9)
+    assert 0 < stats.paired_proportion_mde(10_000, 0.1) < 0.1
 
 
 # --- degenerate inputs and validation ------------------------------------------------------------------------------
@@ -468,15 +433,11 @@ DEGENERATE: list[tuple[list[Any], list[Any]]] = [
     ([False] * 5, [False] * 5),
     ([True] * 5, [False] * 5),
     ([False] * 5, [True] * 5),
+    ([1.0, 2.0], [0.0, 0.0]),
 ]
 CALLS: list[Callable[[Any, Any], Any]] = [
-    lambda c, r: stats.paired_bootstrap_ci(c, r, resamples=200),
-    lambda c, r: stats.paired_bootstrap_ci(c, r, resamples=200, method="bca"),
-    lambda c, r: stats.paired_bootstrap_ci(c, r, statistic="median", resamples=200, method="bca"),
-    lambda c, r: stats.paired_permutation_test(c, r, alternative="two-sided"),
-    lambda c, r: stats.paired_permutation_test(c, r, resamples=1),
-    lambda c, r: stats.paired_t(c, r, alternative="two-sided"),
-    lambda c, r: stats.noninferiority(c, r, 0.1, kind="continuous", resamples=200),
+    *(lambda c, r, m=m: stats.paired_mean_test(c, r, 0.0, method=m, resamples=200) for m in stats.MEAN_METHODS),
+    lambda c, r: stats.paired_mean_test(c, r, -0.1, resamples=200),
 ]
 BOOL_CALLS: list[Callable[[Any, Any], Any]] = [
     *(
@@ -484,8 +445,8 @@ BOOL_CALLS: list[Callable[[Any, Any], Any]] = [
         for m in ("midp", "exact", "chi2", "chi2_cc")
         for a in ALTERNATIVES
     ),
-    lambda c, r: stats.noninferiority(c, r, 0.0),
-    lambda c, r: stats.noninferiority(c, r, 0.1),
+    *(lambda c, r, m=m: stats.paired_proportion_test(c, r, method=m) for m in stats.PROPORTION_METHODS),
+    lambda c, r: stats.paired_proportion_test(c, r, -0.1, method="tango"),
 ]
 
 
@@ -495,22 +456,23 @@ def test_no_nan_or_inf_on_degenerate_inputs(cand: list[Any], ref: list[Any]) -> 
     for call in calls:
         _json(call(cand, ref))
     for n in (1, 2, 10, 10_000):
-        assert math.isfinite(stats.mcnemar_mde(n, 0.0)) and math.isfinite(stats.mcnemar_mde(n, 1.0))
+        assert math.isfinite(stats.paired_proportion_mde(n, 0.0)) and math.isfinite(stats.paired_proportion_mde(n, 1.0))
 
 
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda: stats.paired_t([1.0, 2.0], [1.0]), "paired: 2 vs 1"),
-        (lambda: stats.paired_bootstrap_ci([], []), "at least one"),
-        (lambda: stats.paired_permutation_test([1.0, float("nan")], [0.0, 0.0]), "index 1 is not a finite"),
+        (lambda: stats.paired_mean_test([1.0, 2.0], [1.0]), "paired: 2 vs 1"),
+        (lambda: stats.paired_mean_test([], []), "at least one"),
+        (lambda: stats.paired_mean_test([1.0, float("nan")], [0.0, 0.0]), "index 1 is not a finite"),
         (lambda: stats.mcnemar([True], [False], method="wald"), "method must be one of"),  # type: ignore[arg-type]
-        (lambda: stats.paired_t([1.0], [0.0], alternative="bigger"), "alternative must be one of"),  # type: ignore[arg-type]
-        (lambda: stats.paired_bootstrap_ci([1.0], [0.0], confidence=1.0), "confidence"),
-        (lambda: stats.paired_bootstrap_ci([1.0], [0.0], resamples=0), "resamples"),
-        (lambda: stats.noninferiority([True], [False], -0.1), "margin"),
-        (lambda: stats.mcnemar_sample_size(0.3, 0.2), "delta"),
-        (lambda: stats.mcnemar_mde(0, 0.2), "positive integer"),
+        (lambda: stats.paired_mean_test([1.0], [0.0], method="bca"), "method must be one of"),  # type: ignore[arg-type]
+        (lambda: stats.paired_mean_test([1.0], [0.0], alpha=0.5), "alpha"),
+        (lambda: stats.paired_mean_test([1.0], [0.0], resamples=0), "resamples"),
+        (lambda: stats.paired_proportion_test([True], [False], 1.0, method="tango"), "delta0"),
+        (lambda: stats.paired_proportion_n(0.0, 0.2), "delta"),
+        (lambda: stats.paired_proportion_mde(0, 0.2), "positive integer"),
+        (lambda: stats.noninferiority_min_n(0.0), "margin"),
     ],
 )
 def test_bad_input_says_what_is_wrong(call: Callable[[], Any], match: str) -> None:
@@ -527,4 +489,14 @@ def test_stats_is_a_leaf_module() -> None:
     imported |= {
         node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
-    assert imported <= {"__future__", "math", "collections", "dataclasses", "typing", "numpy", "scipy"}
+    assert imported <= {
+        "__future__",
+        "functools",
+        "math",
+        "itertools",
+        "collections",
+        "dataclasses",
+        "typing",
+        "numpy",
+        "scipy",
+    }

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import RegistryError
+from ..errors import GateError, RegistryError
+from ..gate import GateDecision
 
 # Inside a version: the weights at the top (so PeftModel.from_pretrained(version) works), plus these.
 CARD = "README.md"
@@ -28,7 +29,6 @@ class Champion:
     revision: str  # what compare-and-swap compares: the pointer's content locally, the commit sha on the Hub
     uri: str
     params: dict[str, Any] = field(default_factory=dict)
-    gate: dict[str, Any] | None = None
 
     @property
     def test_predictions(self) -> Path | None:
@@ -42,14 +42,23 @@ class Champion:
             return None
         return json.loads(meta.read_text(encoding="utf-8")).get("data_fingerprint")
 
+    def gate(self) -> GateDecision | None:
+        """The gate decision this version was promoted on (its gate.json), or None when it has none."""
+        path = self.path / GATE
+        return GateDecision.read(path) if path.is_file() else None
+
     def as_json(self) -> dict[str, Any]:
+        try:
+            gate = self.gate()
+        except GateError:  # written by another tool or version: the champion is still usable
+            gate = None
         return {
             "version": self.version,
             "path": str(self.path),
             "revision": self.revision,
             "uri": self.uri,
             "params": self.params,
-            "decision": (self.gate or {}).get("decision"),
+            "decision": gate.decision if gate else None,
         }
 
 

@@ -202,14 +202,13 @@ class HubRegistry:
         return folder
 
     def _champion(self, version: int, folder: Path, revision: str) -> Champion:
-        params, gate = folder / PARAMS, folder / GATE
+        params = folder / PARAMS
         return Champion(
             version=version,
             path=folder,
             revision=revision,
             uri=self.uri,
             params=json.loads(params.read_text(encoding="utf-8")) if params.is_file() else {},
-            gate=json.loads(gate.read_text(encoding="utf-8")) if gate.is_file() else None,
         )
 
     @contextmanager

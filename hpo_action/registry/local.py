@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RegistryError
-from ._base import GATE, PARAMS, Champion, champion_changed
+from ._base import PARAMS, Champion, champion_changed
 
 POINTER = "champion.json"
 VERSIONS = "versions"
@@ -92,10 +92,9 @@ class LocalRegistry:
 
     def _load(self, version: int) -> Champion:
         path = self.root / VERSIONS / str(version)
-        params_file, gate_file = path / PARAMS, path / GATE
+        params_file = path / PARAMS
         params = json.loads(params_file.read_text()).get("params", {}) if params_file.is_file() else {}
-        gate = json.loads(gate_file.read_text()) if gate_file.is_file() else None
-        return Champion(version=version, path=path, revision=_revision(version), uri=self.uri, params=params, gate=gate)
+        return Champion(version=version, path=path, revision=_revision(version), uri=self.uri, params=params)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
