@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from hpo_action.stats import paired_mean_test
+from hpo_action.judge.stats import paired_mean_test
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gate_speed.json"
 TARGET_S = 2.0

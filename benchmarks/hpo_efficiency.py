@@ -66,7 +66,7 @@ def strategy_config(cfg: Any, key: str, seed: int, trials: int, folder: Path) ->
 
 def run_strategy(cfg: Any, runner: Any) -> list[dict[str, Any]]:
     """One study; per trial in order: state, final value (complete only), steps and seconds spent."""
-    from hpo_action.study import open_study, run_trials
+    from hpo_action.search.study import open_study, run_trials
 
     study = open_study(cfg)
     run_trials(study, cfg, runner, target=cfg.search.n_trials)
@@ -104,7 +104,7 @@ def best_within(curve: list[tuple[int, float, float]], budget: float) -> float:
 
 def seed_noise(cfg: Any, runner: Any, params: dict[str, Any], seeds: int) -> list[float]:
     """Final validation loss of one configuration under different training seeds: the noise floor."""
-    from hpo_action.space import trial_defaults
+    from hpo_action.search.space import trial_defaults
 
     values = []
     for seed in range(seeds):
@@ -168,10 +168,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from hpo_action.config import apply_overrides, load_config
-    from hpo_action.data import load_splits, tokenize_splits
-    from hpo_action.models import load_base_model
+    from hpo_action.data.loading import load_splits, tokenize_splits
     from hpo_action.pipeline import quiet_libraries
-    from hpo_action.trial import TrialRunner
+    from hpo_action.train.models import load_base_model
+    from hpo_action.train.trial import TrialRunner
 
     quiet_libraries()
     cfg = load_config(args.config)

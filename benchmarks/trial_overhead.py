@@ -29,7 +29,7 @@ def trial_params(cfg: Any, k: int, seed: int) -> list[dict[str, Any]]:
     """K parameter sets drawn from the config's space, identical for both loops."""
     import optuna
 
-    from hpo_action.space import suggest
+    from hpo_action.search.space import suggest
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     return [suggest(study.ask(), cfg) for _ in range(k)]
@@ -37,9 +37,9 @@ def trial_params(cfg: Any, k: int, seed: int) -> list[dict[str, Any]]:
 
 def run_hpo_action(cfg: Any, params: list[dict[str, Any]], cache: Path) -> tuple[float, list[float]]:
     """Everything hpo-action does for K trials: load once, tokenize once, K trials on one base model."""
-    from hpo_action.data import load_splits, tokenize_splits
-    from hpo_action.models import load_base_model
-    from hpo_action.trial import TrialRunner
+    from hpo_action.data.loading import load_splits, tokenize_splits
+    from hpo_action.train.models import load_base_model
+    from hpo_action.train.trial import TrialRunner
 
     started = time.perf_counter()
     base = load_base_model(cfg.model)
@@ -62,7 +62,7 @@ def run_naive(cfg: Any, params: list[dict[str, Any]], trl_defaults: bool) -> tup
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from hpo_action.demo_model import ensure_demo_model
+    from hpo_action.train.demo_model import ensure_demo_model
 
     path = str(ensure_demo_model())
     budget = cfg.search.budget
@@ -141,8 +141,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from hpo_action.config import load_config
-    from hpo_action.demo_model import ensure_demo_model
     from hpo_action.pipeline import quiet_libraries
+    from hpo_action.train.demo_model import ensure_demo_model
 
     quiet_libraries()
     cfg = load_config(args.config)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .config import HpoConfig, load_config, parse_config
-from .errors import ConfigError, DataError, GateError, HpoActionError, RegistryError, TrialError
+from hpo_action.config import HpoConfig, load_config, parse_config
+from hpo_action.errors import ConfigError, DataError, GateError, HpoActionError, RegistryError, TrialError
 
 __all__ = [
     "ConfigError",

@@ -1,5 +1,5 @@
 """`python -m hpo_action` runs the CLI, as the `hpo-action` script does."""
 
-from .cli import main
+from hpo_action.cli import main
 
 main()

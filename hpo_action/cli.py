@@ -13,8 +13,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from . import github
-from .config import (
+from hpo_action.config import (
     GATE_TESTS,
     PRUNERS,
     SAMPLERS,
@@ -25,7 +24,8 @@ from .config import (
     load_config,
     parse_set_option,
 )
-from .errors import ConfigError, HpoActionError
+from hpo_action.errors import ConfigError, HpoActionError
+from hpo_action.report import github
 
 # CLI flag → dotted config key; None values (flag not given) leave the config as it is.
 OVERRIDES = {
@@ -148,7 +148,7 @@ def run(
 
     Example: hpo-action run -c examples/quickstart/hpo.yaml --workers 2
     """
-    from .pipeline import run as run_job
+    from hpo_action.pipeline import run as run_job
 
     if skip_search and n_trials:
         raise ConfigError("--skip-search runs no trial: drop --n-trials")
@@ -172,7 +172,7 @@ def search(config_path: str, n_trials: int | None, set_items: tuple[str, ...], *
 
     Example: hpo-action search -c hpo.yaml --n-trials 4 --storage postgresql+psycopg://user@db/hpo
     """
-    from .pipeline import search as run_search
+    from hpo_action.pipeline import search as run_search
 
     cfg = _config_from(config_path, set_items, **flags)
     run_search(cfg, extra_trials=n_trials)
@@ -192,7 +192,7 @@ def evaluate_command(
 
     Example: hpo-action evaluate -c hpo.yaml --adapter runs/best --out candidate.jsonl
     """
-    from .pipeline import evaluate_split
+    from hpo_action.pipeline import evaluate_split
 
     if bool(adapter) == base:
         raise ConfigError("evaluate: pass exactly one of --adapter PATH or --base")
@@ -209,7 +209,7 @@ def publish(uri: str, run_dir: str, dry_run: bool) -> None:
 
     Example: hpo-action publish --registry ./registry --from runs --dry-run
     """
-    from .publishing import publish_run
+    from hpo_action.ship.publish import publish_run
 
     _trusted_publishing(uri)
     outcome = publish_run(Path(run_dir), uri, dry_run=dry_run)
@@ -231,7 +231,7 @@ def champion(uri: str, as_json: bool) -> None:
     """
     import json
 
-    from .registry import open_registry
+    from hpo_action.ship.registry import open_registry
 
     _trusted_publishing(uri)
     current = open_registry(uri).champion()
@@ -317,7 +317,7 @@ def gate_command(
 
     Example: hpo-action gate --candidate cand.jsonl --champion champ.jsonl --forgetting copy=c.jsonl,b.jsonl,0.02
     """
-    from .pipeline import gate_files
+    from hpo_action.pipeline import gate_files
 
     base = GateConfig()
     if config_path is not None:
@@ -345,7 +345,7 @@ def init(folder: str, force: bool) -> None:
 
     Example: hpo-action init my-project && cd my-project && hpo-action run -c hpo.yaml
     """
-    from .init import write_starter
+    from hpo_action.init import write_starter
 
     for path in write_starter(Path(folder), force=force):
         click.echo(f"wrote {path}")

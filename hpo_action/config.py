@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from hpo_action.errors import ConfigError
 
 Method = Literal["lora", "qlora", "full"]
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")

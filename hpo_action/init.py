@@ -12,8 +12,8 @@ import re
 import string
 from pathlib import Path
 
-from .card import template
-from .errors import ConfigError
+from hpo_action.errors import ConfigError
+from hpo_action.files import template
 
 CONFIG = "hpo.yaml"
 WORKFLOW = ".github/workflows/hpo.yml"

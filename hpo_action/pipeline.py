@@ -13,21 +13,19 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from . import artifacts, github
-from .config import BOOLEAN_METRICS, GateConfig, HpoConfig
-from .data import Splits, load_splits, rows_fingerprint, tokenize_splits
-from .errors import ConfigError, TrialError
-from .evaluate import EvalSettings, evaluate
-from .gate import ForgettingInput, GateDecision, choose_metric, gate, pair, too_small_to_pass
-from .models import BaseModel, check_method, load_base_model, load_tokenizer
-from .predictions import read_meta, read_predictions
-from .progress import StudyProgress, best_table, make_console, trials_table
-from .promotion import build_probes, evaluate_and_gate, forgetting_rows
-from .publishing import RUN_CONFIG, publish_run, record_gated_champion
-from .registry import open_registry
-from .report import verdict, write_plots
-from .space import trial_defaults
-from .study import (
+from hpo_action.config import BOOLEAN_METRICS, GateConfig, HpoConfig
+from hpo_action.data.loading import Splits, load_splits, rows_fingerprint, tokenize_splits
+from hpo_action.errors import ConfigError, TrialError
+from hpo_action.judge.assess import build_probes, evaluate_and_gate, forgetting_rows
+from hpo_action.judge.evaluate import EvalSettings, evaluate
+from hpo_action.judge.gate import ForgettingInput, GateDecision, choose_metric, gate, pair, too_small_to_pass
+from hpo_action.judge.predictions import read_meta, read_predictions
+from hpo_action.report import github
+from hpo_action.report.tables import verdict, write_plots
+from hpo_action.report.terminal import StudyProgress, best_table, make_console, trials_table
+from hpo_action.search import outputs as artifacts
+from hpo_action.search.space import trial_defaults
+from hpo_action.search.study import (
     TRIALS_DIR,
     check_not_all_failed,
     check_remote_storage,
@@ -38,8 +36,11 @@ from .study import (
     storage_url,
     target_trials,
 )
-from .supervisor import WORKERS_DIR, WorkerPool
-from .trial import TrialRunner
+from hpo_action.search.supervisor import WORKERS_DIR, WorkerPool
+from hpo_action.ship.publish import RUN_CONFIG, publish_run, record_gated_champion
+from hpo_action.ship.registry import open_registry
+from hpo_action.train.models import BaseModel, check_method, load_base_model, load_tokenizer
+from hpo_action.train.trial import TrialRunner
 
 
 def quiet_libraries() -> None:

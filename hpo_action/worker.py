@@ -10,8 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import HpoConfig
-from .errors import HpoActionError
+from hpo_action.config import HpoConfig
+from hpo_action.errors import HpoActionError
 
 
 def main(argv: list[str]) -> None:
@@ -32,10 +32,10 @@ def main(argv: list[str]) -> None:
 
 
 def work(cfg: HpoConfig, target: int, deadline: float | None) -> None:
-    from .data import load_splits
-    from .pipeline import quiet_libraries, trial_runner
-    from .progress import make_console
-    from .study import open_study, run_trials
+    from hpo_action.data.loading import load_splits
+    from hpo_action.pipeline import quiet_libraries, trial_runner
+    from hpo_action.report.terminal import make_console
+    from hpo_action.search.study import open_study, run_trials
 
     quiet_libraries()
     runner = trial_runner(cfg, load_splits(cfg.data), None, make_console(stderr=True))

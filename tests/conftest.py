@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from hpo_action.config import GateConfig
-from hpo_action.gate import ForgettingInput, GateDecision, Paired, gate
+from hpo_action.judge.gate import ForgettingInput, GateDecision, Paired, gate
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"

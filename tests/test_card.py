@@ -7,8 +7,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from hpo_action.card import github_run_url, render_card
 from hpo_action.config import parse_config
+from hpo_action.ship.card import github_run_url, render_card
 
 from .conftest import promoted_decision
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from hpo_action import data
 from hpo_action.config import Columns, DataConfig
-from hpo_action.data import (
+from hpo_action.data import loading as data
+from hpo_action.data.loading import (
     Splits,
     load_rows,
     load_splits,

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from hpo_action import demo_model
-from hpo_action.demo_model import DEMO_MODEL_ID, demo_cache_root, ensure_demo_model, is_demo_model
+from hpo_action.train import demo_model
+from hpo_action.train.demo_model import DEMO_MODEL_ID, demo_cache_root, ensure_demo_model, is_demo_model
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from hpo_action.config import DataConfig, ModelConfig
-from hpo_action.data import load_rows, tokenize_rows
+from hpo_action.data.loading import load_rows, tokenize_rows
 from hpo_action.errors import ConfigError, DataError
-from hpo_action.evaluate import (
+from hpo_action.judge.evaluate import (
     EvalSettings,
     adapter_sha256,
     evaluate,
@@ -21,8 +21,8 @@ from hpo_action.evaluate import (
     normalize_text,
     score_rows,
 )
-from hpo_action.models import BaseModel, load_base_model
-from hpo_action.predictions import meta_path, write_predictions
+from hpo_action.judge.predictions import meta_path, write_predictions
+from hpo_action.train.models import BaseModel, load_base_model
 
 from .conftest import QUICKSTART
 

@@ -16,8 +16,8 @@ import pytest
 from hpo_action.cli import main
 from hpo_action.config import GateConfig
 from hpo_action.errors import GateError
-from hpo_action.gate import ForgettingInput, GateDecision, Paired, gate, pair
-from hpo_action.predictions import read_predictions
+from hpo_action.judge.gate import ForgettingInput, GateDecision, Paired, gate, pair
+from hpo_action.judge.predictions import read_predictions
 
 from .conftest import ROOT
 
@@ -386,7 +386,7 @@ def test_operating_characteristics(scenario: calibration.Scenario):
 
 
 def test_a_forgetting_set_too_small_to_ever_pass_is_warned_about_before_the_search(tmp_path: Path):
-    from hpo_action.gate import too_small_to_pass
+    from hpo_action.judge.gate import too_small_to_pass
 
     assert too_small_to_pass("copy", 133, 0.02, 0.05) is None
     assert "needs at least 133" in too_small_to_pass("copy", 132, 0.02, 0.05)

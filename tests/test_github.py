@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from hpo_action import github
 from hpo_action.errors import HpoActionError
-from hpo_action.registry import Champion
+from hpo_action.report import github
+from hpo_action.ship.registry import Champion
 
 from .conftest import promoted_decision
 

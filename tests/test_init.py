@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 import hpo_action
-from hpo_action.card import template
 from hpo_action.config import load_config
 from hpo_action.errors import ConfigError
+from hpo_action.files import template
 from hpo_action.init import DEMO_VALUES, write_starter
 
 from .conftest import QUICKSTART

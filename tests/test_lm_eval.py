@@ -12,9 +12,9 @@ pytest.importorskip("lm_eval", reason="lm-eval is not installed: pip install 'hp
 
 from hpo_action.config import ForgettingBenchmark, ModelConfig
 from hpo_action.errors import ConfigError
-from hpo_action.gate import pair
-from hpo_action.lm_eval_tasks import _per_sample, score_lm_eval
-from hpo_action.models import BaseModel, load_base_model
+from hpo_action.judge.gate import pair
+from hpo_action.judge.lm_eval_tasks import _per_sample, score_lm_eval
+from hpo_action.train.models import BaseModel, load_base_model
 
 from .conftest import ROOT
 

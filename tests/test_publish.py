@@ -10,10 +10,10 @@ import torch
 
 from hpo_action.cli import main
 from hpo_action.config import parse_config
-from hpo_action.evaluate import EvalSettings, score_rows
-from hpo_action.models import load_base_model
+from hpo_action.judge.evaluate import EvalSettings, score_rows
+from hpo_action.judge.predictions import read_predictions
 from hpo_action.pipeline import run
-from hpo_action.predictions import read_predictions
+from hpo_action.train.models import load_base_model
 
 from .conftest import small_config
 

@@ -12,9 +12,9 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import _auth
 
 from hpo_action.errors import ConfigError, RegistryError
-from hpo_action.registry import open_registry
-from hpo_action.registry._base import CARD, GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META
-from hpo_action.registry.hub import HubRegistry
+from hpo_action.ship.registry import open_registry
+from hpo_action.ship.registry._base import CARD, GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META
+from hpo_action.ship.registry.hub import HubRegistry
 
 from .hub_server import HubServer, Repo
 
@@ -189,7 +189,7 @@ def test_a_failed_tag_is_a_warning_and_history_falls_back_to_main(
 ) -> None:
     hub.state.fail("POST", r"/tag/", 500)
     registry = HubRegistry(URI)
-    with caplog.at_level(logging.WARNING, logger="hpo_action.registry.hub"):
+    with caplog.at_level(logging.WARNING, logger="hpo_action.ship.registry.hub"):
         published = registry.publish(version(tmp_path, "v1"), expected=None)
 
     assert main_of(hub).tags == {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hpo_action.errors import RegistryError
-from hpo_action.registry import LocalRegistry, open_registry
+from hpo_action.ship.registry import LocalRegistry, open_registry
 
 STEPS = ("copy", "staged", "version", "pointer-written")
 

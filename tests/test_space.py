@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from hpo_action.config import parse_config
-from hpo_action.space import grid, suggest, trial_defaults, warm_start_params
+from hpo_action.search.space import grid, suggest, trial_defaults, warm_start_params
 
 
 def _cfg(space, method="lora", **train):

@@ -14,7 +14,7 @@ from scipy import optimize
 from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
-from hpo_action import stats
+from hpo_action.judge import stats
 
 CASES = 50
 ALTERNATIVES = ("greater", "two-sided", "less")

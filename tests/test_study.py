@@ -12,8 +12,8 @@ import pytest
 from hpo_action import data as data_module
 from hpo_action.config import PRUNERS, SAMPLERS, parse_config
 from hpo_action.pipeline import search
-from hpo_action.space import warm_start_params
-from hpo_action.study import storage_url, study_name
+from hpo_action.search.space import warm_start_params
+from hpo_action.search.study import storage_url, study_name
 
 from .conftest import small_config
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from hpo_action.config import parse_config
-from hpo_action.data import load_splits, tokenize_splits
+from hpo_action.data.loading import load_splits, tokenize_splits
 from hpo_action.errors import TrialError
-from hpo_action.models import load_base_model
-from hpo_action.space import trial_defaults
-from hpo_action.trial import Pruned, TrialRunner
+from hpo_action.search.space import trial_defaults
+from hpo_action.train.models import load_base_model
+from hpo_action.train.trial import Pruned, TrialRunner
 
 from .conftest import small_config
 

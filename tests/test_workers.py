@@ -16,13 +16,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo_action import faults
+from hpo_action import drills as faults
 from hpo_action.config import parse_config
+from hpo_action.drills import ENV as FAULTS
 from hpo_action.errors import ConfigError, OutputError, TrialError
-from hpo_action.faults import ENV as FAULTS
 from hpo_action.pipeline import search
-from hpo_action.space import suggest
-from hpo_action.study import finished, open_storage, open_study, retried, storage_url, study_name
+from hpo_action.search.space import suggest
+from hpo_action.search.study import finished, open_storage, open_study, retried, storage_url, study_name
 
 from .conftest import small_config, write_config
 
@@ -262,7 +262,7 @@ def test_search_machines_then_one_leader_evaluates_gates_and_publishes(tmp_path:
 
 
 def test_workers_get_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
-    from hpo_action.supervisor import _worker_env
+    from hpo_action.search.supervisor import _worker_env
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
     assert [_worker_env(i, 3)["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["2", "5", "2"]

@@ -10,9 +10,9 @@ import gc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .config import ModelConfig
-from .demo_model import ensure_demo_model, is_demo_model
-from .errors import ConfigError
+from hpo_action.config import ModelConfig
+from hpo_action.errors import ConfigError
+from hpo_action.train.demo_model import ensure_demo_model, is_demo_model
 
 if TYPE_CHECKING:
     import torch

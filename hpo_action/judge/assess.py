@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import DataConfig, ForgettingBenchmark, HpoConfig, metric_direction
-from .data import Splits, load_rows, rows_fingerprint
-from .errors import ConfigError
-from .evaluate import EvalSettings, attach_trained, score_and_write
-from .gate import ForgettingInput, GateDecision, gate, pair
-from .models import BaseModel
-from .predictions import read_predictions, write_predictions
-from .trial import ForgettingProbe
+from hpo_action.config import DataConfig, ForgettingBenchmark, HpoConfig, metric_direction
+from hpo_action.data.loading import Splits, load_rows, rows_fingerprint
+from hpo_action.errors import ConfigError
+from hpo_action.judge.evaluate import EvalSettings, attach_trained, score_and_write
+from hpo_action.judge.gate import ForgettingInput, GateDecision, gate, pair
+from hpo_action.judge.predictions import read_predictions, write_predictions
+from hpo_action.train.models import BaseModel
+from hpo_action.train.trial import ForgettingProbe
 
 PREDICTIONS_DIR = "predictions"
 
@@ -37,7 +37,7 @@ def forgetting_rows(cfg: HpoConfig) -> dict[str, list[dict[str, Any]]]:
 
 def build_probes(cfg: HpoConfig, base: BaseModel, rows: dict[str, list[dict[str, Any]]]) -> tuple[ForgettingProbe, ...]:
     """Fixed small samples of the forgetting sets with the base model's score, for the search's constraint."""
-    from .evaluate import score_rows
+    from hpo_action.judge.evaluate import score_rows
 
     probes = []
     for benchmark in cfg.gate.forgetting:
@@ -92,7 +92,7 @@ def evaluate_and_gate(
     def score_benchmark(model: Any, benchmark: ForgettingBenchmark, role: str, meta: dict[str, Any]) -> Any:
         name = f"{benchmark.name}.{role}.jsonl"
         if benchmark.kind == "lm_eval":
-            from .lm_eval_tasks import score_lm_eval
+            from hpo_action.judge.lm_eval_tasks import score_lm_eval
 
             records = score_lm_eval(model, base.tokenizer, benchmark, cfg.evaluate.batch_size)
             write_predictions(list(records.values()), folder / name, {**meta, "tasks": benchmark.tasks})

@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import stats
-from .config import BOOLEAN_METRICS, GateConfig, metric_direction
-from .errors import GateError
-from .predictions import Rows, numeric_fields
+from hpo_action.config import BOOLEAN_METRICS, GateConfig, metric_direction
+from hpo_action.errors import GateError
+from hpo_action.judge import stats
+from hpo_action.judge.predictions import Rows, numeric_fields
 
 Outcome = Literal["promote", "reject", "inconclusive"]
 Status = Literal["passed", "failed", "inconclusive"]
@@ -184,7 +184,7 @@ class GateDecision:
         )
 
     def write(self, path: str | Path) -> None:
-        from .artifacts import write_text_atomic
+        from hpo_action.files import write_text_atomic
 
         write_text_atomic(Path(path), json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
 

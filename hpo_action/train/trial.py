@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import faults
-from .config import HpoConfig
-from .errors import TrialError
-from .models import BaseModel
+from hpo_action import drills as faults
+from hpo_action.config import HpoConfig
+from hpo_action.errors import TrialError
+from hpo_action.train.models import BaseModel
 
 if TYPE_CHECKING:
     import datasets
@@ -85,7 +85,7 @@ class ForgettingProbe:
 
     def excess_drop(self, model: Any, tokenizer: Any) -> float:
         """How far the trained model falls below the base beyond the margin: feasible when ≤ 0."""
-        from .evaluate import score_rows
+        from hpo_action.judge.evaluate import score_rows
 
         metric = self.settings.metrics[0]
         records = score_rows(model, tokenizer, self.rows, self.data_cfg, self.settings)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.resources
 import json
 import os
 from pathlib import Path
 
-from .config import HpoConfig
-from .gate import GateDecision
-from .report import verdict_markdown
+from hpo_action.config import HpoConfig
+from hpo_action.files import template
+from hpo_action.judge.gate import GateDecision
+from hpo_action.report.tables import verdict_markdown
 
 PLOT_TITLES = {
     "optimization_history.png": "Optimization history",
@@ -18,14 +18,6 @@ PLOT_TITLES = {
     "intermediate_values.png": "Intermediate values (what the pruner saw)",
 }
 VERSIONED = ("torch", "transformers", "peft", "trl", "optuna", "huggingface_hub", "hpo-action")
-
-
-def template(name: str) -> Path:
-    """A packaged template: inside the wheel at hpo_action/templates, or templates/ in a source checkout."""
-    packaged = importlib.resources.files("hpo_action") / "templates" / name
-    if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "templates" / name
 
 
 def github_run_url(env: dict[str, str]) -> str | None:

@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import BOOLEAN_METRICS, METRICS, DataConfig, EvaluateConfig, ModelConfig
-from .data import tokenize_rows
-from .errors import ConfigError, DataError, HpoActionError
-from .models import BaseModel, load_base_model
-from .predictions import write_predictions
+from hpo_action.config import BOOLEAN_METRICS, METRICS, DataConfig, EvaluateConfig, ModelConfig
+from hpo_action.data.loading import tokenize_rows
+from hpo_action.errors import ConfigError, DataError, HpoActionError
+from hpo_action.judge.predictions import write_predictions
+from hpo_action.train.models import BaseModel, load_base_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -365,6 +365,6 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    from . import __version__
+    from hpo_action import __version__
 
     return {name: version(name) for name in ("torch", "transformers", "peft")} | {"hpo_action": __version__}

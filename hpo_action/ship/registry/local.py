@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import RegistryError
+from hpo_action.errors import RegistryError
+
 from ._base import PARAMS, Champion, champion_changed
 
 POINTER = "champion.json"

@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from .card import github_run_url
-from .errors import HpoActionError
-from .gate import GateDecision
-from .registry import Champion
-from .report import verdict_markdown
+from hpo_action.errors import HpoActionError
+from hpo_action.judge.gate import GateDecision
+from hpo_action.report.tables import verdict_markdown
+from hpo_action.ship.card import github_run_url
+from hpo_action.ship.registry import Champion
 
 MARKER = "<!-- hpo-action -->"  # finds our PR comment again, so it is updated instead of piling up
 SUMMARY_LIMIT = 1024 * 1024  # GitHub rejects a step summary over 1 MiB

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .artifacts import write_text_atomic
-from .errors import GateError
+from hpo_action.errors import GateError
+from hpo_action.files import write_text_atomic
 
 # Sums of squares and cubes of per-example scores must stay finite; a loss or perplexity beyond this is a
 # diverged model, not a measurement.

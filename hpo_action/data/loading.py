@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import DATA_SUFFIXES, DataConfig
-from .errors import DataError
+from hpo_action.config import DATA_SUFFIXES, DataConfig
+from hpo_action.errors import DataError
 
 if TYPE_CHECKING:
     import datasets

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import GateError, RegistryError
-from ..gate import GateDecision
+from hpo_action.errors import GateError, RegistryError
+from hpo_action.judge.gate import GateDecision
 
 # Inside a version: the weights at the top (so PeftModel.from_pretrained(version) works), plus these.
 CARD = "README.md"

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .gate import Check, ForgettingResult, GateDecision, PrimaryResult
+from hpo_action.judge.gate import Check, ForgettingResult, GateDecision, PrimaryResult
 
 _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold yellow"}
 MARKS = {True: "✓", False: "✗", None: "?"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from .config import HpoConfig, ParamSpec
+from hpo_action.config import HpoConfig, ParamSpec
 
 if TYPE_CHECKING:
     import optuna

@@ -13,7 +13,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from .errors import ConfigError
+from hpo_action.errors import ConfigError
 
 ENV = "HPO_ACTION_FAULTS"
 

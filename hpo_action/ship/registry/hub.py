@@ -48,7 +48,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from ..errors import ConfigError, RegistryError
+from hpo_action.errors import ConfigError, RegistryError
+
 from ._base import GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META, Champion, champion_changed
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .config import ForgettingBenchmark
-from .errors import ConfigError
+from hpo_action.config import ForgettingBenchmark
+from hpo_action.errors import ConfigError
 
 BINARY_METRICS = ("acc", "acc_norm", "acc_mutual_info", "acc_bytes", "exact_match")
 

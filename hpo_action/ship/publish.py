@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .artifacts import write_text_atomic
-from .card import render_card
-from .config import HpoConfig, load_config
-from .errors import RegistryError
-from .gate import GateDecision
-from .registry import Champion, Registry, open_registry
-from .registry._base import version_files
+from hpo_action.config import HpoConfig, load_config
+from hpo_action.errors import RegistryError
+from hpo_action.files import write_text_atomic
+from hpo_action.judge.gate import GateDecision
+from hpo_action.ship.card import render_card
+from hpo_action.ship.registry import Champion, Registry, open_registry
+from hpo_action.ship.registry._base import version_files
 
 GATED_AGAINST = "champion.json"  # in the run folder: the champion the gate read (the compare-and-swap base)
 RUN_CONFIG = "config.yaml"

@@ -14,11 +14,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import HpoConfig, SearchConfig
-from .errors import ConfigError, OutputError, TrialError
-from .locks import TrialSlotLock
-from .space import grid, searched, suggest, warm_start_params
-from .trial import BATCH_KEYS, OutOfMemory, Pruned, TrialResult, TrialRunner, describe_error, halve_batch
+from hpo_action.config import HpoConfig, SearchConfig
+from hpo_action.errors import ConfigError, OutputError, TrialError
+from hpo_action.search.slots import TrialSlotLock
+from hpo_action.search.space import grid, searched, suggest, warm_start_params
+from hpo_action.train.trial import (
+    BATCH_KEYS,
+    OutOfMemory,
+    Pruned,
+    TrialResult,
+    TrialRunner,
+    describe_error,
+    halve_batch,
+)
 
 if TYPE_CHECKING:
     import optuna

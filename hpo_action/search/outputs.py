@@ -11,25 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import HpoConfig
+from hpo_action.config import HpoConfig
+from hpo_action.files import write_text_atomic
 
 if TYPE_CHECKING:
     import optuna
 
 BEST_DIR = "best"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside the target and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import errors
-from .config import HpoConfig
-from .errors import HpoActionError, TrialError
-from .study import TRIALS_DIR, claimed, fail_worker_trials, keep_only_best, study_name
+from hpo_action import errors
+from hpo_action.config import HpoConfig
+from hpo_action.errors import HpoActionError, TrialError
+from hpo_action.search.study import TRIALS_DIR, claimed, fail_worker_trials, keep_only_best, study_name
 
 if TYPE_CHECKING:
     import optuna

@@ -1,0 +1,29 @@
+"""Crash-safe writes and the packaged templates: the file helpers every stage shares."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write beside the target and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def template(name: str) -> Path:
+    """A packaged template: inside the wheel at hpo_action/templates, or templates/ in a source checkout."""
+    packaged = importlib.resources.files("hpo_action") / "templates" / name
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "templates" / name

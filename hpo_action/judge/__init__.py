@@ -1,0 +1,1 @@
+"""Evidence: per-example evaluation, forgetting sets, the statistics and the promotion decision."""

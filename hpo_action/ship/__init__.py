@@ -1,0 +1,1 @@
+"""Publication: registries (local folder, Hugging Face Hub), the model card and the compare-and-swap publish."""
