@@ -168,7 +168,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from hpo_action.config import apply_overrides, load_config
-    from hpo_action.data.loading import load_splits, tokenize_splits
+    from hpo_action.data.loading import load_splits
+    from hpo_action.data.tokenize import tokenize_splits
     from hpo_action.pipeline import quiet_libraries
     from hpo_action.train.models import load_base_model
     from hpo_action.train.trial import TrialRunner

@@ -37,7 +37,8 @@ def trial_params(cfg: Any, k: int, seed: int) -> list[dict[str, Any]]:
 
 def run_hpo_action(cfg: Any, params: list[dict[str, Any]], cache: Path) -> tuple[float, list[float]]:
     """Everything hpo-action does for K trials: load once, tokenize once, K trials on one base model."""
-    from hpo_action.data.loading import load_splits, tokenize_splits
+    from hpo_action.data.loading import load_splits
+    from hpo_action.data.tokenize import tokenize_splits
     from hpo_action.train.models import load_base_model
     from hpo_action.train.trial import TrialRunner
 

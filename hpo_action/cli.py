@@ -100,8 +100,10 @@ def _config_from(config_path: str, set_items: tuple[str, ...], **flags: Any) -> 
 
 def _trusted_publishing(uri: str | None) -> None:
     """In GitHub Actions with `id-token: write` and no HF token, huggingface_hub exchanges the job's OIDC token."""
+    from hpo_action.ship.registry import oidc_resource
+
     env = github.actions_env()
-    resource = github.oidc_resource(env, uri) if env is not None else None
+    resource = oidc_resource(env, uri) if env is not None else None
     if resource:
         os.environ["HF_OIDC_RESOURCE"] = resource
 
@@ -213,11 +215,11 @@ def publish(uri: str, run_dir: str, dry_run: bool) -> None:
 
     _trusted_publishing(uri)
     outcome = publish_run(Path(run_dir), uri, dry_run=dry_run)
-    if dry_run:
-        click.echo(outcome["card"])
-        click.echo("would publish: " + ", ".join(outcome["files"]), err=True)
+    if outcome.champion is None:
+        click.echo(outcome.card)
+        click.echo("would publish: " + ", ".join(outcome.files), err=True)
     else:
-        champion = outcome["champion"]
+        champion = outcome.champion
         click.echo(f"published v{champion.version} to {champion.uri} (revision {champion.revision[:12]})")
 
 
@@ -234,9 +236,9 @@ def champion(uri: str, as_json: bool) -> None:
     from hpo_action.ship.registry import open_registry
 
     _trusted_publishing(uri)
-    current = open_registry(uri).champion()
+    current = open_registry(uri).read_champion()
     if as_json:
-        click.echo(json.dumps(current.as_json() if current else None, indent=2))
+        click.echo(json.dumps(current.to_json() if current else None, indent=2))
     elif current is None:
         click.echo(f"{uri}: no champion yet")
     else:
@@ -334,6 +336,19 @@ def gate_command(
     result = gate_files(Path(candidate), Path(reference), cfg, metric, files, out and Path(out))
     if fail_on_reject and not result.promote:
         sys.exit(3)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of RUN_DIR/report.md.")
+def report(run_dir: str, out: str | None) -> None:
+    """Write a finished run's report.md (verdict, gate and forgetting tables, best parameters, trials).
+
+    Example: hpo-action report runs --out report.md
+    """
+    from hpo_action.pipeline import report as write_report
+
+    click.echo(f"wrote {write_report(Path(run_dir), out and Path(out))}")
 
 
 @cli.command()

@@ -472,7 +472,7 @@ def _resolve_paths(cfg: HpoConfig, base_dir: Path) -> None:
             benchmark.data = _resolve(base_dir, benchmark.data, always=True)
         if benchmark.include_path:
             benchmark.include_path = _resolve(base_dir, benchmark.include_path, always=True)
-    if cfg.registry.uri and not cfg.registry.uri.startswith("hf://"):
+    if cfg.registry.uri and "://" not in cfg.registry.uri:  # a folder; schemes are the registry's business
         cfg.registry.uri = _resolve(base_dir, cfg.registry.uri, always=True)
     if not cfg.model.name.startswith("hpo-action/"):
         cfg.model.name = _resolve(base_dir, cfg.model.name)

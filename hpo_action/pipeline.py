@@ -1,12 +1,11 @@
-"""One function per CLI command, composing the modules; the CLI only parses and prints."""
+"""The one orchestrator: one function per CLI command, composing the stages; the CLI only parses and prints."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
-import warnings
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,53 +13,49 @@ import yaml
 from rich.console import Console
 
 from hpo_action.config import BOOLEAN_METRICS, GateConfig, HpoConfig
-from hpo_action.data.loading import Splits, load_splits, rows_fingerprint, tokenize_splits
+from hpo_action.data.loading import Splits, load_splits, rows_fingerprint
+from hpo_action.data.tokenize import tokenize_splits
 from hpo_action.errors import ConfigError, TrialError
-from hpo_action.judge.assess import build_probes, evaluate_and_gate, forgetting_rows
+from hpo_action.files import write_text_atomic
+from hpo_action.judge.assess import evaluate_and_gate
 from hpo_action.judge.evaluate import EvalSettings, evaluate
+from hpo_action.judge.forgetting import load_forgetting_sets
 from hpo_action.judge.gate import ForgettingInput, GateDecision, choose_metric, gate, pair, too_small_to_pass
 from hpo_action.judge.predictions import read_meta, read_predictions
+from hpo_action.layout import RunLayout
+from hpo_action.redaction import redact_url
 from hpo_action.report import github
-from hpo_action.report.tables import verdict, write_plots
-from hpo_action.report.terminal import StudyProgress, best_table, make_console, trials_table
-from hpo_action.search import outputs as artifacts
+from hpo_action.report.markdown import run_markdown
+from hpo_action.report.plots import write_plots
+from hpo_action.report.tables import best_table, to_rich, trials_table, verdict
+from hpo_action.report.terminal import StudyProgress, make_console
+from hpo_action.search.outputs import publish_best, summarize, write_trials_csv
+from hpo_action.search.slots import finished, target_trials
 from hpo_action.search.space import trial_defaults
-from hpo_action.search.study import (
-    TRIALS_DIR,
-    check_not_all_failed,
-    check_remote_storage,
-    finished,
-    open_study,
-    redact,
-    run_trials,
-    storage_url,
-    target_trials,
-)
-from hpo_action.search.supervisor import WORKERS_DIR, WorkerPool
-from hpo_action.ship.publish import RUN_CONFIG, publish_run, record_gated_champion
-from hpo_action.ship.registry import open_registry
+from hpo_action.search.storage import check_remote_storage, storage_url
+from hpo_action.search.study import check_not_all_failed, open_study, run_trials
+from hpo_action.search.summary import RunSummary
+from hpo_action.search.supervisor import WorkerPool
+from hpo_action.session import banner, quiet_libraries, trial_runner
+from hpo_action.ship.publish import Publication, publish_run, record_gated_champion
+from hpo_action.ship.registry import Champion, Registry, open_registry
 from hpo_action.train.models import BaseModel, check_method, load_base_model, load_tokenizer
-from hpo_action.train.trial import TrialRunner
+
+Sets = dict[str, list[dict[str, Any]]]
 
 
-def quiet_libraries() -> None:
-    """Library chatter (tokenizer fork warnings, per-step logs) drowns the progress view in CI logs."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    import datasets
-    import transformers
+@dataclass
+class _Searched:
+    """What a study left for the steps after it."""
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    # transformers 5 renamed gradient checkpointing and warns twice per trial that TRL still uses the old name.
-    warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
+    summary: RunSummary
+    splits: Splits
+    base: BaseModel | None  # the base model when this process loaded it (no worker processes)
 
 
-def search(cfg: HpoConfig, extra_trials: int | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Run (or resume) the study and write trials.csv, best/ and summary.json; returns the summary."""
-    summary, _, _ = _study(cfg, extra_trials, console or make_console(stderr=True))
-    return summary
+def search(cfg: HpoConfig, extra_trials: int | None = None, console: Console | None = None) -> RunSummary:
+    """Run (or resume) the study and write trials.csv, best/, summary.json and the plots."""
+    return _study(cfg, extra_trials, console or make_console(stderr=True)).summary
 
 
 def run(
@@ -71,91 +66,135 @@ def run(
     comment_pr: bool = False,
 ) -> GateDecision:
     """The whole job: study, evaluate the best trial once on the test split, gate it against the champion
-    (or the base model), and publish it to the registry when it is promoted; returns the gate's decision.
-    In GitHub Actions it also writes the step outputs and the job summary (and the PR comment, `comment_pr`)."""
+    (or the base model), publish it to the registry when it is promoted, and report (report.md; in GitHub
+    Actions also the step outputs, the job summary and, with `comment_pr`, the PR comment)."""
     console = console or make_console(stderr=True)
     if not cfg.data.test:
         raise ConfigError("data.test: `run` gates on a held-out test split; set data.test, or use `hpo-action search`")
-    forgetting = forgetting_rows(cfg)  # bad forgetting data fails now, before the study writes anything
-    _warn_small_forgetting_sets(cfg, forgetting, console)
+    sets = load_forgetting_sets(cfg)  # bad forgetting data fails now, before the study writes anything
+    _warn_small_forgetting_sets(cfg, sets, console)
     if champion_predictions is not None:
         read_predictions(champion_predictions)
-    registry = open_registry(cfg.registry.uri) if cfg.registry.uri else None
-    champion = registry.champion() if registry else None  # the revision the gate reads: the swap's base
-    summary, loaded, splits = _study(cfg, extra_trials, console, forgetting)
-    if summary["best"] is None:
+    registry = open_registry(cfg.registry.uri, cfg.registry) if cfg.registry.uri else None
+    champion = registry.read_champion() if registry else None  # the revision the gate reads: the swap's base
+    searched = _study(cfg, extra_trials, console, sets)
+    decision = _evaluate_and_gate(cfg, searched, sets, champion, champion_predictions, console)
+    layout = RunLayout(Path(cfg.output.dir))
+    record_gated_champion(layout, champion)
+    make_console().print(verdict(decision))
+    published = _publish(cfg, registry, decision, console)
+    shown = published.champion if published else champion
+    registry_line = None
+    if registry is not None and shown is not None:
+        what = "published as the new champion" if published else "champion unchanged"
+        registry_line = f"{what}: v{shown.version} at {registry.url(shown)}"
+    _report(layout, searched.summary, decision, registry_line, comment_pr, registry, shown)
+    console.print(f"gate.json and report.md in {layout.root}")
+    return decision
+
+
+def _evaluate_and_gate(
+    cfg: HpoConfig,
+    searched: _Searched,
+    sets: Sets,
+    champion: Champion | None,
+    champion_predictions: Path | None,
+    console: Console,
+) -> GateDecision:
+    best = searched.summary.best
+    if best is None:
         raise TrialError(
             "no completed trial to evaluate: all were pruned or failed, or (with search.forgetting_constraint) "
             "forgot a gate.forgetting set beyond its margin; lower the learning-rate range or add replay data"
         )
-    best_dir = summary["best"]["adapter"]
-    if not best_dir:
+    if not best.adapter:
         raise TrialError("the best trial's weights were not kept, so there is nothing to evaluate")
+    test = searched.splits.test or []
     champion_dir = None
     if champion is not None and champion_predictions is None:
-        reusable = champion.test_fingerprint() == rows_fingerprint(splits.test)
+        reusable = champion.test_fingerprint() == rows_fingerprint(test)
         champion_predictions = champion.test_predictions if reusable else None
         champion_dir = None if reusable else champion.path
-        console.print(
-            f"champion v{champion.version}: "
-            + ("its stored test predictions match this test set" if reusable else "re-evaluating it on this test set")
-        )
-    console.print(f"evaluating trial #{summary['best']['number']} on {len(splits.test)} test examples")
-    base = loaded or load_base_model(cfg.model)  # worker processes kept theirs; they have exited
+        how = "its stored test predictions match this test set" if reusable else "re-evaluating it on this test set"
+        console.print(f"champion v{champion.version}: {how}")
+    console.print(f"evaluating trial #{best.number} on {len(test)} test examples")
+    base = searched.base or load_base_model(cfg.model)  # worker processes kept theirs; they have exited
     with _log_group("evaluate and gate", console):
-        result = evaluate_and_gate(cfg, base, splits, Path(best_dir), champion_predictions, champion_dir, forgetting)
-    output = Path(cfg.output.dir)
-    record_gated_champion(output, champion)
-    make_console().print(verdict(result))
-    published = None
-    if registry is not None and result.promote:
-        published = publish_run(output, registry.uri, cfg)["champion"]
-        console.print(f"published v{published.version} to {registry.uri} (revision {published.revision[:12]})")
-    elif registry is not None:
-        console.print(f"not published: the gate decided {result.decision}")
-    console.print(f"gate.json in {output}")
+        return evaluate_and_gate(
+            cfg, base, searched.splits, Path(best.adapter), sets, champion_predictions, champion_dir
+        )
+
+
+def _publish(cfg: HpoConfig, registry: Registry | None, decision: GateDecision, console: Console) -> Publication | None:
+    if registry is None:
+        return None
+    if not decision.promote:
+        console.print(f"not published: the gate decided {decision.decision}")
+        return None
+    published = publish_run(Path(cfg.output.dir), registry.uri, cfg)
+    assert published.champion is not None
+    champion = published.champion
+    console.print(f"published v{champion.version} to {registry.uri} (revision {champion.revision[:12]})")
+    return published
+
+
+def _report(
+    layout: RunLayout,
+    summary: RunSummary,
+    decision: GateDecision,
+    registry_line: str | None,
+    comment_pr: bool,
+    registry: Registry | None,
+    champion: Champion | None,
+) -> None:
+    """report.md always; in GitHub Actions also the step outputs, the job summary and the PR comment."""
+    plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
+    markdown = run_markdown(summary, decision, registry_line, plots)
+    write_text_atomic(layout.report, markdown)
     env = github.actions_env()
-    if env is not None:
-        github.after_run(result, output, env, champion=published or champion, comment_pr=comment_pr)
-    return result
+    if env is None:
+        return
+    url = registry.url(champion) if registry is not None and champion is not None else None
+    outputs = github.step_outputs(summary, decision, champion.version if champion else None, url, layout.report)
+    github.publish_step(markdown, outputs, env, comment_pr)
 
 
-def _warn_small_forgetting_sets(cfg: HpoConfig, rows: dict[str, list[dict[str, Any]]], console: Console) -> None:
+def report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write a finished run's report.md (or `out`) from its summary.json and gate.json, anywhere."""
+    layout = RunLayout(Path(run_dir))
+    if not layout.summary.is_file():
+        raise ConfigError(f"{layout.root}: no summary.json here; pass a run's output folder")
+    decision = GateDecision.read(layout.gate) if layout.gate.is_file() else None
+    plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
+    target = out or layout.report
+    write_text_atomic(target, run_markdown(RunSummary.read(layout.summary), decision, None, plots))
+    return target
+
+
+def _warn_small_forgetting_sets(cfg: HpoConfig, sets: Sets, console: Console) -> None:
     for benchmark in cfg.gate.forgetting:
-        if benchmark.name in rows and benchmark.metric in BOOLEAN_METRICS:
-            warning = too_small_to_pass(benchmark.name, len(rows[benchmark.name]), benchmark.margin, cfg.gate.alpha)
+        if benchmark.name in sets and benchmark.metric in BOOLEAN_METRICS:
+            warning = too_small_to_pass(benchmark.name, len(sets[benchmark.name]), benchmark.margin, cfg.gate.alpha)
             if warning:
                 console.print(f"[yellow]warning:[/yellow] {warning}")
                 if github.actions_env() is not None:
                     github.warning("hpo-action: forgetting set too small", warning, console.file)
 
 
-def _study(
-    cfg: HpoConfig,
-    extra_trials: int | None,
-    console: Console,
-    forgetting: dict[str, list[dict[str, Any]]] | None = None,
-) -> tuple[dict[str, Any], BaseModel | None, Splits]:
-    """Run the study in this process (search.workers 0) or in worker processes; returns the summary, the base
-    model when this process loaded it, and the splits."""
+def _study(cfg: HpoConfig, extra_trials: int | None, console: Console, sets: Sets | None = None) -> _Searched:
+    """Run the study in this process (search.workers 0) or in worker processes, then write its outputs."""
     started = time.monotonic()
-    output = Path(cfg.output.dir)
+    layout = RunLayout(Path(cfg.output.dir))
     splits = load_splits(cfg.data)  # every data error surfaces before anything is written
-    _check_writable(output)
+    _check_writable(layout.root)
     in_workers = cfg.search.workers > 0 and extra_trials != 0  # the leader (--skip-search) runs no trial
-    pool = WorkerPool(cfg.search.workers, output / WORKERS_DIR) if in_workers else None
+    pool = WorkerPool(cfg.search.workers, layout.workers_dir) if in_workers else None
     try:
         check_remote_storage(cfg)  # an unreachable database fails before a model is loaded
         quiet_libraries()
-        runner = None
-        if cfg.search.workers == 0:
-            runner = trial_runner(cfg, splits, forgetting, console)
-        else:  # what a worker would fail on fails here, before the study exists; workers reuse the token cache
-            check_method(cfg.model)
-            tokenizer = load_tokenizer(cfg.model)
-            train, validation, cache_hit = tokenize_splits(splits, tokenizer, cfg.data, output / "cache")
-            workers = f"{cfg.search.workers} worker process(es), logs in {output / WORKERS_DIR}"
-            console.print(_banner(cfg, cfg.model.method, len(train), len(validation), cache_hit) + f" · {workers}")
+        runner = trial_runner(cfg, splits, sets, console) if cfg.search.workers == 0 else None
+        if runner is None:
+            _prepare_for_workers(cfg, splits, layout, console)
         study = open_study(cfg)
         target = target_trials(study, cfg, extra_trials)
         deadline = time.time() + cfg.search.timeout if cfg.search.timeout else None
@@ -171,49 +210,38 @@ def _study(
         if pool is not None:
             pool.close()
     check_not_all_failed(study)
-    summary = _write_outputs(cfg, study, output, time.monotonic() - started, console)
-    return summary, runner.base if runner else None, splits
+    summary = _write_outputs(cfg, study, layout, time.monotonic() - started, console)
+    return _Searched(summary, splits, runner.base if runner else None)
 
 
-def trial_runner(
-    cfg: HpoConfig, splits: Splits, forgetting: dict[str, list[dict[str, Any]]] | None, console: Console
-) -> TrialRunner:
-    """Load the base model, tokenize (or reuse the cache) and score the forgetting probes: once per worker."""
-    base = load_base_model(cfg.model)
-    train, validation, cache_hit = tokenize_splits(splits, base.tokenizer, cfg.data, Path(cfg.output.dir) / "cache")
-    setup = f"{cfg.model.method}, {base.device}, {str(base.dtype)[6:]}"
-    console.print(_banner(cfg, setup, len(train), len(validation), cache_hit))
-    probes = ()
-    if cfg.search.forgetting_constraint and cfg.gate.forgetting:
-        probes = build_probes(cfg, base, forgetting if forgetting is not None else forgetting_rows(cfg))
-        console.print("forgetting constraint: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
-    return TrialRunner(cfg, base, train, validation, probes)
+def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, console: Console) -> None:
+    """What a worker would fail on fails here, before the study exists; the workers reuse the token cache."""
+    check_method(cfg.model)
+    tokenizer = load_tokenizer(cfg.model)
+    train, validation, cache_hit = tokenize_splits(splits, tokenizer, cfg.data, layout.cache_dir)
+    workers = f"{cfg.search.workers} worker process(es), logs in {layout.workers_dir}"
+    console.print(banner(cfg, cfg.model.method, len(train), len(validation), cache_hit) + f" · {workers}")
 
 
-def _banner(cfg: HpoConfig, setup: str, n_train: int, n_validation: int, cache_hit: bool) -> str:
-    data = f"{n_train} train / {n_validation} validation examples{' (tokenized cache)' if cache_hit else ''}"
-    return f"[bold]hpo-action[/bold] {cfg.model.name} ({setup}) · {data}"
-
-
-def _write_outputs(cfg: HpoConfig, study: Any, output: Path, elapsed: float, console: Console) -> dict[str, Any]:
-    artifacts.write_trials_csv(study, output / "trials.csv")
-    best_dir = None
+def _write_outputs(cfg: HpoConfig, study: Any, layout: RunLayout, elapsed: float, console: Console) -> RunSummary:
+    best_dir, params = None, {}
     try:
         best = study.best_trial
     except ValueError:
         best = None
     if best is not None:
         params = {**trial_defaults(cfg), **best.params, **best.user_attrs.get("batch_override", {})}
-        best_dir = artifacts.publish_best(study, output, output / TRIALS_DIR, params)
-    summary = artifacts.summarize(study, cfg, redact(storage_url(cfg)), elapsed, best_dir)
-    artifacts.write_summary(summary, output / "summary.json")
-    artifacts.write_text_atomic(output / RUN_CONFIG, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    write_plots(study, output / "plots")
-    metric = cfg.search.objective.metric
-    console.print(trials_table(artifacts.trial_rows(study), metric))
-    if summary["best"]:
-        console.print(best_table(summary["best"], metric))
-    console.print(f"outputs in {output}")
+        best_dir = publish_best(study, layout, params)
+    summary = summarize(study, cfg, redact_url(storage_url(cfg)), elapsed, best_dir, params)
+    write_trials_csv(list(summary.trials), layout.trials_csv)
+    summary.write(layout.summary)
+    write_text_atomic(layout.run_config, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    write_plots(study, layout.plots_dir)
+    console.print(to_rich(trials_table(summary, errors=False)))
+    table = best_table(summary)
+    if table is not None:
+        console.print(to_rich(table))
+    console.print(f"outputs in {layout.root}")
     return summary
 
 

@@ -33,9 +33,9 @@ def main(argv: list[str]) -> None:
 
 def work(cfg: HpoConfig, target: int, deadline: float | None) -> None:
     from hpo_action.data.loading import load_splits
-    from hpo_action.pipeline import quiet_libraries, trial_runner
     from hpo_action.report.terminal import make_console
     from hpo_action.search.study import open_study, run_trials
+    from hpo_action.session import quiet_libraries, trial_runner
 
     quiet_libraries()
     runner = trial_runner(cfg, load_splits(cfg.data), None, make_console(stderr=True))

@@ -14,9 +14,34 @@ import yaml
 
 from hpo_action.config import GateConfig
 from hpo_action.judge.gate import ForgettingInput, GateDecision, Paired, gate
+from hpo_action.search.summary import BestTrial, RunSummary, TrialRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"
+
+
+def sample_summary() -> RunSummary:
+    """A small finished study: trial 0 pruned, trial 1 the best."""
+    trials = (
+        TrialRecord(0, "PRUNED", None, 3, 1.2, {"lora_r": 4}),
+        TrialRecord(1, "COMPLETE", 0.4567891, 6, 2.5, {"lora_r": 8}),
+    )
+    best = BestTrial(1, 0.4567891, {"learning_rate": 0.01, "lora_r": 8}, {"eval_loss": 0.4567891}, {}, "runs/best")
+    return RunSummary(
+        study_name="hpo-abc",
+        storage="sqlite:///runs/study.db",
+        objective_metric="eval_loss",
+        objective_direction="minimize",
+        method="lora",
+        base_model="hpo-action/tiny-demo",
+        sampler="tpe",
+        pruner="hyperband",
+        states={"COMPLETE": 1, "PRUNED": 1},
+        elapsed_s=12.5,
+        total_steps=420,
+        trials=trials,
+        best=best,
+    )
 
 
 def promoted_decision() -> GateDecision:

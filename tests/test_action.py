@@ -247,7 +247,7 @@ def test_action_runs_the_quickstart_and_sets_outputs_and_summary(workspace: Path
     if outputs["promoted"] == "true":
         assert outputs["champion-version"] == "1" and Path(outputs["model-url"]).is_dir()
     summary = result["summary"]
-    assert "### Trials" in summary and "| # | state | eval_loss |" in summary
+    assert "**trials**" in summary and "| # | state | eval_loss |" in summary
     assert f"### Gate: {outputs['decision']}" in summary and "| metric | n | candidate | reference |" in summary
     assert "**forgetting: non-inferiority against the base model, per set**" in summary
     # The runner hides masked values; the CLI must ask for it before printing anything else.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from huggingface_hub import ModelCard
@@ -10,28 +9,9 @@ from huggingface_hub import ModelCard
 from hpo_action.config import parse_config
 from hpo_action.ship.card import github_run_url, render_card
 
-from .conftest import promoted_decision
+from .conftest import promoted_decision, sample_summary
 
 GATE = promoted_decision()
-
-
-def _run_dir(tmp_path: Path) -> Path:
-    run = tmp_path / "run"
-    (run / "best").mkdir(parents=True)
-    (run / "plots").mkdir()
-    (run / "plots" / "optimization_history.png").write_bytes(b"\x89PNG")
-    (run / "best" / "params.json").write_text(json.dumps({"trial": 3, "value": 0.1, "params": {"lora_r": 8}}))
-    summary = {
-        "sampler": "tpe",
-        "pruner": "hyperband",
-        "objective": {"metric": "eval_loss", "direction": "minimize"},
-        "states": {"COMPLETE": 5, "PRUNED": 7},
-        "n_trials": 12,
-        "total_steps": 420,
-        "best": {"number": 3, "value": 0.1},
-    }
-    (run / "summary.json").write_text(json.dumps(summary))
-    return run
 
 
 def test_card_parses_and_carries_the_evidence(tmp_path: Path):
@@ -42,7 +22,8 @@ def test_card_parses_and_carries_the_evidence(tmp_path: Path):
         "GITHUB_REPOSITORY": "o/r",
         "GITHUB_RUN_ID": "42",
     }
-    text = render_card(cfg, _run_dir(tmp_path), GATE, "me/adapter", champion_version=None, env=env)
+    plots = ["optimization_history.png"]
+    text = render_card(cfg, sample_summary(), GATE, plots, "me/adapter", champion_version=None, env=env)
     (tmp_path / "README.md").write_text(text)
     card = ModelCard.load(tmp_path / "README.md")
     data = card.data
@@ -55,7 +36,8 @@ def test_card_parses_and_carries_the_evidence(tmp_path: Path):
     assert values[("exact_match", "forgetting: copy")] == 1.0
     body = card.text
     assert 'PeftModel.from_pretrained(base, "me/adapter")' in body
-    assert "| `lora_r` | 8 |" in body
+    assert "| `lora_r` | 8 |" in body and "| `learning_rate` | 0.01 |" in body
+    assert "420 training steps in all" in body
     assert "| 95 | 85 | 5 | 15 |" in body  # the paired outcomes
     assert "mcnemar-midp" in body and f"| {GATE.primary.bound:.4g} |" in body
     assert "| ✓ | copy | exact_match | 300 |" in body

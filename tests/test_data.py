@@ -13,16 +13,9 @@ from typing import Any
 import pytest
 
 from hpo_action.config import Columns, DataConfig
-from hpo_action.data import loading as data
-from hpo_action.data.loading import (
-    Splits,
-    load_rows,
-    load_splits,
-    rows_fingerprint,
-    tokenize_rows,
-    tokenize_splits,
-    tokenizer_fingerprint,
-)
+from hpo_action.data import tokenize as data
+from hpo_action.data.loading import Splits, load_rows, load_splits, rows_fingerprint
+from hpo_action.data.tokenize import tokenize_rows, tokenize_splits, tokenizer_fingerprint
 from hpo_action.errors import DataError
 
 CHAT_TEMPLATE = (

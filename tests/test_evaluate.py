@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from hpo_action.config import DataConfig, ModelConfig
-from hpo_action.data.loading import load_rows, tokenize_rows
+from hpo_action.data.loading import load_rows
+from hpo_action.data.tokenize import tokenize_rows
 from hpo_action.errors import ConfigError, DataError
 from hpo_action.judge.evaluate import (
     EvalSettings,

@@ -16,27 +16,13 @@ import pytest
 
 from hpo_action.errors import HpoActionError
 from hpo_action.report import github
-from hpo_action.ship.registry import Champion
+from hpo_action.report.markdown import run_markdown
+from hpo_action.ship.registry import Champion, oidc_resource, open_registry
 
-from .conftest import promoted_decision
+from .conftest import promoted_decision, sample_summary
 
 GATE = promoted_decision()
-SUMMARY: dict[str, Any] = {
-    "study_name": "hpo-abc",
-    "base_model": "hpo-action/tiny-demo",
-    "method": "lora",
-    "sampler": "tpe",
-    "pruner": "hyperband",
-    "objective": {"metric": "eval_loss", "direction": "minimize"},
-    "n_trials": 2,
-    "states": {"COMPLETE": 1, "PRUNED": 1},
-    "elapsed_s": 12.5,
-    "best": {"number": 1, "value": 0.4567891, "params": {"learning_rate": 0.01, "lora_r": 8}, "adapter": None},
-}
-TRIALS = [
-    {"number": "0", "state": "PRUNED", "value": "", "steps": "3", "seconds": "1.2", "param_lora_r": "4", "error": ""},
-    {"number": "1", "state": "COMPLETE", "value": "0.4567891", "steps": "6", "seconds": "2.5", "param_lora_r": "8"},
-]
+SUMMARY = sample_summary()
 
 
 def parse_outputs(text: str) -> dict[str, str]:
@@ -132,23 +118,22 @@ def test_masks_every_secret_line_by_line_and_only_in_actions():
 
 def test_trusted_publishing_resource_only_when_the_job_can_mint_a_token():
     env = {"GITHUB_ACTIONS": "true", "ACTIONS_ID_TOKEN_REQUEST_URL": "https://token"}
-    assert github.oidc_resource(env, "hf://acme/model") == "acme/model"
-    assert github.oidc_resource({**env, "HF_TOKEN": "hf_x"}, "hf://acme/model") is None
-    assert github.oidc_resource({**env, "HF_OIDC_RESOURCE": "other/repo"}, "hf://acme/model") is None
-    assert github.oidc_resource({"GITHUB_ACTIONS": "true"}, "hf://acme/model") is None
-    assert github.oidc_resource(env, "./registry") is None
-    assert github.oidc_resource(env, None) is None
+    assert oidc_resource(env, "hf://acme/model") == "acme/model"
+    assert oidc_resource({**env, "HF_TOKEN": "hf_x"}, "hf://acme/model") is None
+    assert oidc_resource({**env, "HF_OIDC_RESOURCE": "other/repo"}, "hf://acme/model") is None
+    assert oidc_resource({"GITHUB_ACTIONS": "true"}, "hf://acme/model") is None
+    assert oidc_resource(env, "./registry") is None
+    assert oidc_resource(env, None) is None
 
 
-def test_summary_markdown_has_the_trial_gate_and_forgetting_tables_and_no_images():
-    champion = {"version": 3, "uri": "hf://acme/m", "url": "https://huggingface.co/acme/m/tree/abc", "published": True}
-    text = github.summary_markdown(SUMMARY, TRIALS, GATE, champion, ["optimization_history.png"])
+def test_run_markdown_has_the_trial_gate_and_forgetting_tables_and_no_images():
+    line = "published as the new champion: v3 at https://huggingface.co/acme/m/tree/abc"
+    text = run_markdown(SUMMARY, GATE, line, ["optimization_history.png"])
     assert text.startswith("## hpo-action: PROMOTE")
     p = GATE.primary
     assert "| metric | n | candidate | reference | delta | 95% lower | 95% upper | p | MDE |" in text
     numbers = f"{p.bound:.4g} | {p.upper_bound:.4g} | {p.p_value:.3g} | {p.mde:.4g}"
-    row = f"| exact_match | 200 | 0.9 | 0.5 | +0.4 | {numbers} |"
-    assert row in text
+    assert f"| exact_match | 200 | 0.9 | 0.5 | +0.4 | {numbers} |" in text
     assert "| both right | candidate only | reference only | neither |" in text
     copy = GATE.forgetting[0]
     assert (
@@ -157,25 +142,20 @@ def test_summary_markdown_has_the_trial_gate_and_forgetting_tables_and_no_images
     )
     assert "−" not in text  # the ASCII minus throughout
     assert "| # | state | eval_loss | steps | s | lora_r | error |" in text
-    assert "| **1** ★ | complete | 0.4568 | 6 | 2.5 | 8 |  |" in text
+    assert "| 1 * | complete | 0.4568 | 6 | 2.5 | 8 |  |" in text
     assert "| learning_rate | 0.01 |" in text
-    assert "published as the new champion: v3 at https://huggingface.co/acme/m/tree/abc" in text
+    assert line in text
     assert "`plots/optimization_history.png`" in text
     assert "![" not in text and "<img" not in text
 
 
-def test_champion_info_points_at_the_hub_commit_or_the_local_folder(tmp_path: Path):
-    hub = Champion(version=2, path=tmp_path, revision="abc123", uri="hf://acme/m")
-    info = github.champion_info(hub, True, {"HF_ENDPOINT": "http://127.0.0.1:9/"})
-    assert info == {
-        "version": 2,
-        "uri": "hf://acme/m",
-        "url": "http://127.0.0.1:9/acme/m/tree/abc123",
-        "published": True,
-    }
-    local = Champion(version=1, path=tmp_path / "v1", revision="r", uri=str(tmp_path))
-    assert github.champion_info(local, False, {})["url"] == str(tmp_path / "v1")
-    assert github.champion_info(None, False, {}) is None
+def test_registries_give_a_browsable_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9/")
+    hub = open_registry("hf://acme/m")
+    champion = Champion(version=2, path=tmp_path, revision="abc123", uri="hf://acme/m")
+    assert hub.url(champion) == "http://127.0.0.1:9/acme/m/tree/abc123"
+    local = open_registry(str(tmp_path))
+    assert local.url(Champion(version=1, path=tmp_path / "v1", revision="r", uri=str(tmp_path))) == str(tmp_path / "v1")
 
 
 def test_pull_request_number_from_the_event_or_the_ref(tmp_path: Path):
@@ -293,21 +273,8 @@ def test_comment_needs_a_token():
         github.upsert_comment("x", {"GITHUB_REPOSITORY": "acme/tune"}, 5)
 
 
-def _run_folder(tmp_path: Path) -> Path:
-    out = tmp_path / "runs"
-    (out / "best").mkdir(parents=True)
-    (out / "plots").mkdir()
-    (out / "plots" / "param_importances.png").write_bytes(b"png")
-    (out / "summary.json").write_text(json.dumps(SUMMARY))
-    (out / "best" / "params.json").write_text(json.dumps({"params": {"learning_rate": 0.01, "lora_r": 8}}))
-    header = "number,state,value,steps,seconds,param_lora_r,error\n"
-    (out / "trials.csv").write_text(header + "0,PRUNED,,3,1.2,4,\n1,COMPLETE,0.4567891,6,2.5,8,\n")
-    return out
-
-
-def test_after_run_writes_outputs_summary_report_and_the_comment(tmp_path: Path, api):
+def test_publish_step_writes_outputs_summary_and_the_comment(tmp_path: Path, api):
     state, url = api
-    out = _run_folder(tmp_path)
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"pull_request": {"number": 5}}))
     env = {
@@ -318,9 +285,12 @@ def test_after_run_writes_outputs_summary_report_and_the_comment(tmp_path: Path,
         "GITHUB_SERVER_URL": "https://github.com",
         "GITHUB_RUN_ID": "42",
     }
-    champion = Champion(version=4, path=tmp_path / "v4", revision="deadbeef", uri="hf://acme/m")
+    report = tmp_path / "report.md"
+    markdown = run_markdown(SUMMARY, GATE, None, ["param_importances.png"])
+    report.write_text(markdown)
+    outputs = github.step_outputs(SUMMARY, GATE, 4, "https://huggingface.co/acme/m/tree/deadbeef", report)
     stream = io.StringIO()
-    outputs = github.after_run(GATE, out, env, champion=champion, comment_pr=True, stream=stream)
+    github.publish_step(markdown, outputs, env, comment_pr=True, stream=stream)
     assert parse_outputs((tmp_path / "output").read_text()) == outputs
     assert outputs["decision"] == "promote" and outputs["promoted"] == "true"
     assert float(outputs["best-value"]) == pytest.approx(0.4567891)
@@ -329,16 +299,16 @@ def test_after_run_writes_outputs_summary_report_and_the_comment(tmp_path: Path,
     assert outputs["model-url"] == "https://huggingface.co/acme/m/tree/deadbeef"
     summary = (tmp_path / "summary.md").read_text()
     assert Path(outputs["report-path"]).read_text() == summary
-    assert "### Trials" in summary and "`plots/param_importances.png`" in summary
+    assert "**trials**" in summary and "`plots/param_importances.png`" in summary
     body = next(c["body"] for c in state.comments if github.MARKER in c["body"])
     assert "https://github.com/acme/tune/actions/runs/42" in body
     assert "comment on PR #5" in stream.getvalue()
 
 
-def test_after_run_outside_a_pull_request_warns_instead_of_commenting(tmp_path: Path):
-    out = _run_folder(tmp_path)
+def test_publish_step_outside_a_pull_request_warns_instead_of_commenting(tmp_path: Path):
     reject = dataclasses.replace(GATE, decision="reject")
-    stream = io.StringIO()
-    outputs = github.after_run(reject, out, {"GITHUB_ACTIONS": "true"}, comment_pr=True, stream=stream)
+    outputs = github.step_outputs(SUMMARY, reject, None, None, tmp_path / "report.md")
     assert outputs["promoted"] == "false" and outputs["champion-version"] == "" and outputs["model-url"] == ""
+    stream = io.StringIO()
+    github.publish_step("# report", outputs, {"GITHUB_ACTIONS": "true"}, comment_pr=True, stream=stream)
     assert stream.getvalue().startswith("::warning title=hpo-action::comment-pr: this run is not for a pull request")

@@ -11,7 +11,7 @@ import pytest
 from hpo_action.cli import main
 from hpo_action.config import parse_config
 from hpo_action.pipeline import run
-from hpo_action.search.study import storage_url, study_name
+from hpo_action.search.storage import storage_url, study_name
 
 from .conftest import QUICKSTART, small_config, write_config
 

@@ -59,7 +59,7 @@ def test_two_runs_promote_then_gate_against_the_champion(tmp_path: Path, capsys)
     second = run(_cfg(tmp_path, registry, "run2", seed=1))
     assert second.primary.reference == pytest.approx(first.primary.candidate)  # v1 is the reference
     assert not (tmp_path / "run2" / "predictions" / "test.champion.jsonl").exists()  # stored predictions reused
-    assert json.loads((tmp_path / "run2" / "champion.json").read_text())["version"] == 1
+    assert json.loads((tmp_path / "run2" / "gated_against.json").read_text())["version"] == 1
     capsys.readouterr()
     main(["champion", "--registry", str(registry), "--json"])  # returns normally on success
     shown = json.loads(capsys.readouterr().out)

@@ -83,7 +83,7 @@ def third_party_commit(repo: Repo) -> None:
 
 def test_first_publish_creates_a_private_repo_and_promotes_in_one_commit(hub: HubServer, tmp_path: Path) -> None:
     registry = HubRegistry(URI)
-    assert registry.champion() is None
+    assert registry.read_champion() is None
     assert registry.history() == []
 
     published = registry.publish(version(tmp_path, "v1"), expected=None)
@@ -101,7 +101,7 @@ def test_first_publish_creates_a_private_repo_and_promotes_in_one_commit(hub: Hu
     assert tree(hub)["versions/1/gate.json"] == tree(hub)[GATE]
     assert published.version == 1 and published.revision == repo.branches["main"]
 
-    champion = HubRegistry(URI).champion()
+    champion = HubRegistry(URI).read_champion()
     assert champion is not None
     assert (champion.version, champion.revision, champion.uri) == (1, repo.branches["main"], URI)
     assert (champion.path / "adapter_model.safetensors").read_bytes() == b"\x00safetensors\x01v1"
@@ -114,7 +114,7 @@ def test_first_publish_creates_a_private_repo_and_promotes_in_one_commit(hub: Hu
 def test_stale_expected_is_refused_and_main_is_unchanged(hub: HubServer, tmp_path: Path) -> None:
     registry = HubRegistry(URI)
     registry.publish(version(tmp_path, "v1"), expected=None)
-    stale = registry.champion()
+    stale = registry.read_champion()
     third_party_commit(main_of(hub))
     head = main_of(hub).branches["main"]
 
@@ -128,7 +128,7 @@ def test_stale_expected_is_refused_and_main_is_unchanged(hub: HubServer, tmp_pat
 def test_racing_publishers_with_the_same_expected_promote_once(hub: HubServer, tmp_path: Path) -> None:
     HubRegistry(URI).publish(version(tmp_path, "v1"), expected=None)
     first, second = HubRegistry(URI), HubRegistry(URI)
-    read_by_first, read_by_second = first.champion(), second.champion()
+    read_by_first, read_by_second = first.read_champion(), second.read_champion()
 
     won = first.publish(version(tmp_path, "v2a"), expected=read_by_first)
     with pytest.raises(RegistryError, match=r"champion changed .*expected v1, now [0-9a-f]{7}"):
@@ -141,7 +141,7 @@ def test_racing_publishers_with_the_same_expected_promote_once(hub: HubServer, t
 def test_main_moving_during_the_upload_is_caught_by_the_commit_parent_check(hub: HubServer, tmp_path: Path) -> None:
     registry = HubRegistry(URI)
     registry.publish(version(tmp_path, "v1"), expected=None)
-    expected = registry.champion()
+    expected = registry.read_champion()
 
     def sneak_in(repo: Repo, branch: str) -> None:
         if branch == "main":
@@ -160,7 +160,7 @@ def test_main_moving_during_the_upload_is_caught_by_the_commit_parent_check(hub:
 def test_second_publish_moves_the_root_keeps_the_history_and_tags(hub: HubServer, tmp_path: Path) -> None:
     registry = HubRegistry(URI)
     v1 = registry.publish(version(tmp_path, "v1", extra={"training_args.bin": b"only v1"}), expected=None)
-    expected = registry.champion()
+    expected = registry.read_champion()
     assert expected is not None and expected.revision == v1.revision
 
     v2 = registry.publish(version(tmp_path, "v2"), expected=expected)
@@ -175,7 +175,7 @@ def test_second_publish_moves_the_root_keeps_the_history_and_tags(hub: HubServer
     assert json.loads(files["registry.json"])["history"] == [1, 2]
     assert len(repo.history("main")) == 3
 
-    champion = registry.champion()
+    champion = registry.read_champion()
     assert champion is not None and champion.version == 2 and champion.params["tag"] == "v2"
     assert not (champion.path / "training_args.bin").exists()
     history = registry.history()
@@ -252,7 +252,7 @@ def test_the_token_never_leaks(
     errors: list[BaseException] = []
 
     v1 = registry.publish(version(tmp_path, "v1"), expected=None)
-    registry.champion()
+    registry.read_champion()
     registry.history()
     for method, path, status in (
         ("POST", "/commit/main", 500),

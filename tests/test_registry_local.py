@@ -25,15 +25,15 @@ def _files(tmp_path: Path, tag: str) -> dict[str, Path]:
 def test_publish_moves_the_champion_only_from_the_expected_one(tmp_path: Path):
     registry = open_registry(str(tmp_path / "reg"))
     assert isinstance(registry, LocalRegistry)
-    assert registry.champion() is None
+    assert registry.read_champion() is None
     first = registry.publish(_files(tmp_path, "a"), expected=None)
     assert (first.version, first.revision) == (1, "v1")
     assert (first.path / "adapter_config.json").read_text() == '{"tag": "a", "file": "adapter_config.json"}'
     with pytest.raises(RegistryError, match="champion changed since the gate read it"):
         registry.publish(_files(tmp_path, "b"), expected=None)  # a stale read: there is a champion now
-    second = registry.publish(_files(tmp_path, "b"), expected=registry.champion())
+    second = registry.publish(_files(tmp_path, "b"), expected=registry.read_champion())
     assert second.version == 2
-    assert registry.champion().version == 2
+    assert registry.read_champion().version == 2
     assert [c.version for c in registry.history()] == [1, 2]
     assert (first.path / "adapter_config.json").read_text().startswith('{"tag": "a"')  # versions are immutable
 
@@ -53,21 +53,21 @@ def test_a_crash_at_any_step_keeps_the_old_champion_and_shows_no_half_version(tm
 
     crashing = LocalRegistry(root, fail_at=fail)
     with pytest.raises(_Crash):
-        crashing.publish(_files(tmp_path, "b"), expected=crashing.champion())
+        crashing.publish(_files(tmp_path, "b"), expected=crashing.read_champion())
     registry = LocalRegistry(root)
-    champion = registry.champion()
+    champion = registry.read_champion()
     assert champion.version == 1
     assert [c.version for c in registry.history()] == [1]
     assert not list((root / "versions").glob(".staging-*"))
     assert not list(root.glob(".champion.json.*"))
     after = registry.publish(_files(tmp_path, "c"), expected=champion)  # and the registry still works
-    assert after.version >= 2 and registry.champion().version == after.version
+    assert after.version >= 2 and registry.read_champion().version == after.version
     assert (after.path / "gate.json").read_text().startswith('{"tag": "c"')
 
 
 def _race(root: str, files: dict[str, Path], barrier, results) -> None:
     registry = LocalRegistry(root)
-    expected = registry.champion()
+    expected = registry.read_champion()
     barrier.wait()
     try:
         results.put(registry.publish(files, expected).version)
@@ -90,4 +90,4 @@ def test_two_concurrent_publishers_exactly_one_wins(tmp_path: Path):
     outcomes = [results.get(timeout=5) for _ in workers]
     assert sorted(o for o in outcomes if isinstance(o, int)) == [2]
     assert sum("champion changed" in str(o) for o in outcomes) == 1
-    assert LocalRegistry(root).champion().version == 2
+    assert LocalRegistry(root).read_champion().version == 2

@@ -9,11 +9,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo_action import data as data_module
 from hpo_action.config import PRUNERS, SAMPLERS, parse_config
+from hpo_action.data import tokenize as data_module
 from hpo_action.pipeline import search
 from hpo_action.search.space import warm_start_params
-from hpo_action.search.study import storage_url, study_name
+from hpo_action.search.storage import storage_url, study_name
 
 from .conftest import small_config
 
@@ -46,7 +46,7 @@ def test_search_writes_outputs_and_resumes_without_new_trials(tmp_path: Path, mo
     assert [int(r["number"]) for r in rows] == [0, 1, 2]
     assert {"state", "value", "steps", "seconds", "param_learning_rate"} <= set(rows[0])
     saved = json.loads((out / "summary.json").read_text())
-    assert saved["best"]["number"] == study.best_trial.number == summary["best"]["number"]
+    assert saved["best"]["number"] == study.best_trial.number == summary.best.number
     assert (out / "best" / "adapter_config.json").is_file()
     best_params = json.loads((out / "best" / "params.json").read_text())
     assert best_params["params"]["learning_rate"] == pytest.approx(study.best_params["learning_rate"])

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hpo_action.config import parse_config
-from hpo_action.data.loading import load_splits, tokenize_splits
+from hpo_action.data.loading import load_splits
+from hpo_action.data.tokenize import tokenize_splits
 from hpo_action.errors import TrialError
 from hpo_action.search.space import trial_defaults
 from hpo_action.train.models import load_base_model

@@ -21,8 +21,10 @@ from hpo_action.config import parse_config
 from hpo_action.drills import ENV as FAULTS
 from hpo_action.errors import ConfigError, OutputError, TrialError
 from hpo_action.pipeline import search
+from hpo_action.search.slots import finished, retried
 from hpo_action.search.space import suggest
-from hpo_action.search.study import finished, open_storage, open_study, retried, storage_url, study_name
+from hpo_action.search.storage import open_storage, storage_url, study_name
+from hpo_action.search.study import open_study
 
 from .conftest import small_config, write_config
 
@@ -218,7 +220,7 @@ def test_an_oom_fails_the_trial_or_retries_it_with_half_the_batch(tmp_path: Path
     assert "OOM at per-device batch 8" in trial.user_attrs["oom_retry"]
     published = json.loads((Path(cfg.output.dir) / "best" / "params.json").read_text())["params"]
     assert (published["per_device_train_batch_size"], published["gradient_accumulation_steps"]) == (4, 2)
-    assert summary["best"]["number"] == 0
+    assert summary.best is not None and summary.best.number == 0
 
 
 @pytest.mark.parametrize("workers", [0, 1])

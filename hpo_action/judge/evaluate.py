@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import BOOLEAN_METRICS, METRICS, DataConfig, EvaluateConfig, ModelConfig
-from hpo_action.data.loading import tokenize_rows
+from hpo_action.data.tokenize import tokenize_rows
 from hpo_action.errors import ConfigError, DataError, HpoActionError
 from hpo_action.judge.predictions import write_predictions
 from hpo_action.train.models import BaseModel, load_base_model

@@ -7,7 +7,6 @@ them as files of the run's artifacts and of the registry's version.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -23,9 +22,7 @@ from typing import Any, TextIO
 
 from hpo_action.errors import HpoActionError
 from hpo_action.judge.gate import GateDecision
-from hpo_action.report.tables import verdict_markdown
-from hpo_action.ship.card import github_run_url
-from hpo_action.ship.registry import Champion
+from hpo_action.search.summary import RunSummary
 
 MARKER = "<!-- hpo-action -->"  # finds our PR comment again, so it is updated instead of piling up
 SUMMARY_LIMIT = 1024 * 1024  # GitHub rejects a step summary over 1 MiB
@@ -61,18 +58,6 @@ def mask(secrets: Iterable[str], env: dict[str, str], stream: TextIO | None = No
                 seen.add(line)
                 print(f"::add-mask::{_escape_data(line)}", file=stream)
     stream.flush()
-
-
-def oidc_resource(env: dict[str, str], registry_uri: str | None) -> str | None:
-    """The repo to scope a trusted-publishing token to (HF_OIDC_RESOURCE), when the job can mint an OIDC token
-    (`permissions: id-token: write`) and no token or resource was given; huggingface_hub does the exchange."""
-    if env.get("GITHUB_ACTIONS") != "true" or not registry_uri or not registry_uri.startswith("hf://"):
-        return None
-    if any(env.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE")):
-        return None
-    if not env.get("ACTIONS_ID_TOKEN_REQUEST_URL"):
-        return None
-    return registry_uri.removeprefix("hf://").strip("/")
 
 
 @contextmanager
@@ -143,112 +128,6 @@ def _truncate(text: str, limit_bytes: int, note: str) -> str:
     room = max(0, limit_bytes - len(note.encode("utf-8")))
     head = data[:room].decode("utf-8", errors="ignore")
     return head[: head.rfind("\n") + 1] + note
-
-
-def read_trials(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def champion_info(champion: Champion | None, promoted: bool, env: dict[str, str]) -> dict[str, Any] | None:
-    """What the summary and the outputs say about the registry's champion after this run."""
-    if champion is None:
-        return None
-    if champion.uri.startswith("hf://"):
-        endpoint = (env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-        url = f"{endpoint}/{champion.uri.removeprefix('hf://')}/tree/{champion.revision}"
-    else:
-        url = str(champion.path)
-    return {"version": champion.version, "uri": champion.uri, "url": url, "published": promoted}
-
-
-def summary_markdown(
-    summary: dict[str, Any],
-    trials_rows: list[dict[str, Any]],
-    gate: GateDecision | None,
-    champion: dict[str, Any] | None = None,
-    plots: Iterable[str] = (),
-) -> str:
-    """The job summary: verdict, gate tables, forgetting table, best parameters, the trial table and where the
-    plots are (file names, not images: nothing is sent to a public host)."""
-    lines = [f"## hpo-action: {gate.decision.upper()}" if gate else "## hpo-action: search", ""]
-    best = summary.get("best")
-    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.get("states", {}).items()))
-    lines.append(
-        f"`{summary.get('base_model')}` ({summary.get('method')}) · study `{summary.get('study_name')}` · "
-        f"{summary.get('n_trials', len(trials_rows))} trials ({states or 'none'}) · "
-        f"{summary.get('sampler')} sampler, {summary.get('pruner')} pruner · {_fmt(summary.get('elapsed_s'))} s"
-    )
-    lines.append("")
-    if gate:
-        lines += verdict_markdown(gate)
-    if champion:
-        what = "published as the new champion" if champion["published"] else "champion unchanged"
-        lines += [f"**Registry:** {what}: v{champion['version']} at {champion['url']}", ""]
-    metric = (summary.get("objective") or {}).get("metric", "value")
-    if best:
-        lines += [f"### Best trial #{best['number']}: {metric} = {_fmt(best['value'])}", ""]
-        lines += _table(["parameter", "value"], [[name, _fmt(value)] for name, value in sorted(best["params"].items())])
-    if trials_rows:
-        lines += ["### Trials", ""]
-        lines += _trials_table(trials_rows, metric, best["number"] if best else None)
-    names = ", ".join(f"`plots/{name}`" for name in plots)
-    if names:
-        lines += [
-            "### Plots",
-            "",
-            f"{names} in the output folder: upload it as a workflow artifact; a published version keeps them in the "
-            "registry. They are not sent to any image host.",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def _trials_table(rows: list[dict[str, Any]], metric: str, best: int | None) -> list[str]:
-    params = sorted({k for row in rows for k in row if k.startswith("param_")})
-    body = []
-    for row in rows:
-        number = str(row["number"])
-        body.append(
-            [
-                f"**{number}** ★" if best is not None and number == str(best) else number,
-                str(row["state"]).lower(),
-                _fmt(row.get("value")),
-                _fmt(row.get("steps")),
-                _fmt(row.get("seconds")),
-                *(_fmt(row.get(p)) for p in params),
-                _cell(str(row.get("error") or ""))[:120],
-            ]
-        )
-    return _table(["#", "state", metric, "steps", "s", *(p.removeprefix("param_") for p in params), "error"], body)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows),
-        "",
-    ]
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def _fmt(value: Any) -> str:
-    """Numbers (also as read back from trials.csv) to 4 significant digits; empty cells as '-'."""
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return str(int(number)) if number.is_integer() and abs(number) < 1e15 else f"{number:.4g}"
 
 
 def pull_request_number(env: dict[str, str]) -> int | None:
@@ -330,44 +209,48 @@ def _github_message(err: urllib.error.HTTPError) -> str:
     return f": {message}" if message else ""
 
 
-def after_run(
-    result: GateDecision,
-    output_dir: Path,
-    env: dict[str, str],
-    champion: Champion | None = None,
-    comment_pr: bool = False,
-    stream: TextIO | None = None,
+def step_outputs(
+    summary: RunSummary, decision: GateDecision, champion_version: int | None, model_url: str | None, report: Path
 ) -> dict[str, str]:
-    """End of `hpo-action run` in Actions: step outputs, the job summary (also kept as report.md in the output
-    folder) and, when asked, the sticky PR comment; returns the outputs."""
-    output_dir = Path(output_dir)
-    summary = json.loads((output_dir / "summary.json").read_text(encoding="utf-8"))
-    best = summary.get("best") or {}
-    params_file = output_dir / "best" / "params.json"
-    params = json.loads(params_file.read_text(encoding="utf-8"))["params"] if params_file.is_file() else None
-    info = champion_info(champion, result.promote, env)
-    plots = sorted(path.name for path in (output_dir / "plots").glob("*.png"))
-    markdown = summary_markdown(summary, read_trials(output_dir / "trials.csv"), result, info, plots)
-    report = output_dir / "report.md"
-    report.write_text(markdown, encoding="utf-8")
-    outputs = {
-        "decision": result.decision,
-        "promoted": "true" if result.promote else "false",
-        "best-value": "" if best.get("value") is None else repr(float(best["value"])),
-        "best-params": json.dumps(params if params is not None else best.get("params", {}), sort_keys=True),
-        "champion-version": str(info["version"]) if info else "",
-        "model-url": info["url"] if info else "",
+    """The action's outputs: decision, promoted, best-value, best-params (JSON), champion-version, model-url,
+    report-path."""
+    best = summary.best
+    return {
+        "decision": decision.decision,
+        "promoted": "true" if decision.promote else "false",
+        "best-value": "" if best is None else repr(float(best.value)),
+        "best-params": json.dumps(best.params if best else {}, sort_keys=True, default=str),
+        "champion-version": "" if champion_version is None else str(champion_version),
+        "model-url": model_url or "",
         "report-path": str(report.resolve()),
     }
+
+
+def publish_step(
+    markdown: str,
+    outputs: dict[str, str],
+    env: dict[str, str],
+    comment_pr: bool = False,
+    stream: TextIO | None = None,
+) -> None:
+    """End of `hpo-action run` in Actions: the step outputs, the job summary and, when asked, the sticky PR
+    comment (the same markdown as report.md, with a link to the run)."""
     write_outputs(outputs, env)
     write_summary(markdown, env)
-    if comment_pr:
-        number = pull_request_number(env)
-        if number is None:
-            warning("hpo-action", "comment-pr: this run is not for a pull request, so no comment was written", stream)
-        else:
-            run_url = github_run_url(env)
-            link = f"\n[The run: logs, artifacts and plots]({run_url})\n" if run_url else ""
-            url = upsert_comment(markdown + link, env, number)
-            print(f"hpo-action comment on PR #{number}: {url}", file=stream or sys.stdout, flush=True)
-    return outputs
+    if not comment_pr:
+        return
+    number = pull_request_number(env)
+    if number is None:
+        warning("hpo-action", "comment-pr: this run is not for a pull request, so no comment was written", stream)
+        return
+    run_url = github_run_url(env)
+    link = f"\n[The run: logs, artifacts and plots]({run_url})\n" if run_url else ""
+    url = upsert_comment(markdown + link, env, number)
+    print(f"hpo-action comment on PR #{number}: {url}", file=stream or sys.stdout, flush=True)
+
+
+def github_run_url(env: dict[str, str]) -> str | None:
+    keys = ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    if env.get("GITHUB_ACTIONS") != "true" or not all(env.get(k) for k in keys):
+        return None
+    return f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"

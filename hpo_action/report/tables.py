@@ -7,7 +7,6 @@ Every renderer reads the typed `GateDecision`; none re-reads gate.json by key. N
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Group
@@ -15,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo_action.judge.gate import Check, ForgettingResult, GateDecision, PrimaryResult
+from hpo_action.search.summary import RunSummary
 
 _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold yellow"}
 MARKS = {True: "✓", False: "✗", None: "?"}
@@ -33,6 +33,18 @@ class TableModel:
 
 def num(value: float) -> str:
     return f"{value:.4g}"
+
+
+def fmt(value: Any) -> str:
+    """Any cell value: numbers to 4 significant digits (integers whole), booleans lower-case, None as '-'."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        number = float(value)
+        return str(int(number)) if number.is_integer() and abs(number) < 1e15 else f"{number:.4g}"
+    return str(value)
 
 
 def signed(value: float) -> str:
@@ -151,33 +163,30 @@ def verdict_markdown(decision: GateDecision) -> list[str]:
     return lines
 
 
-def write_plots(study: Any, folder: Path) -> list[Path]:
-    """Optimization history, parameter importances and intermediate values as PNGs (none leave the machine)."""
-    import warnings
+def trials_table(summary: RunSummary, errors: bool = True) -> TableModel:
+    """Every trial: state, value, steps, seconds, the searched parameters (and the error, cut to 120 characters);
+    the best one starred."""
+    names = sorted({name for record in summary.trials for name in record.params})
+    best = summary.best.number if summary.best else None
+    rows = tuple(
+        (
+            f"{record.number} *" if record.number == best else str(record.number),
+            record.state.lower(),
+            fmt(record.value),
+            fmt(record.steps),
+            fmt(record.seconds),
+            *(fmt(record.params.get(name)) for name in names),
+            *((record.error[:120],) if errors else ()),
+        )
+        for record in summary.trials
+    )
+    columns = ("#", "state", summary.objective_metric, "steps", "s", *names, *(("error",) if errors else ()))
+    return TableModel("trials", columns, rows, left=2)
 
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as views
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, draw in (
-        ("optimization_history.png", views.plot_optimization_history),
-        ("param_importances.png", views.plot_param_importances),
-        ("intermediate_values.png", views.plot_intermediate_values),
-    ):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                axes = draw(study)
-        except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. too few completed trials for importances
-            continue
-        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        figure.set_size_inches(7, 4.5)
-        figure.tight_layout()
-        figure.savefig(folder / name, dpi=90)
-        plt.close(figure)
-        written.append(folder / name)
-    return written
+def best_table(summary: RunSummary) -> TableModel | None:
+    if summary.best is None:
+        return None
+    title = f"best trial #{summary.best.number}: {summary.objective_metric} = {fmt(summary.best.value)}"
+    rows = tuple((name, fmt(value)) for name, value in sorted(summary.best.params.items()))
+    return TableModel(title, ("parameter", "value"), rows)

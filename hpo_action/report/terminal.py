@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 if TYPE_CHECKING:
     import optuna
@@ -61,37 +60,3 @@ class StudyProgress:
             self.console.print(f"{line} · {states} · {best} · {elapsed:.0f}s")
         if trial.state.name == "FAIL":
             self.console.print(f"[red]trial {trial.number} failed:[/red] {trial.user_attrs.get('error', '?')}")
-
-
-def trials_table(rows: list[dict[str, Any]], metric: str) -> Table:
-    table = Table(title="trials", show_lines=False)
-    params = sorted({k for row in rows for k in row if k.startswith("param_")})
-    for column in ("#", "state", metric, "steps", "s", *(p.removeprefix("param_") for p in params)):
-        table.add_column(column, justify="right" if column not in ("state",) else "left")
-    for row in rows:
-        table.add_row(
-            str(row["number"]),
-            row["state"].lower(),
-            _fmt(row["value"]),
-            _fmt(row["steps"]),
-            _fmt(row["seconds"]),
-            *(_fmt(row.get(p)) for p in params),
-        )
-    return table
-
-
-def best_table(best: dict[str, Any], metric: str) -> Table:
-    table = Table(title=f"best trial #{best['number']}: {metric} = {_fmt(best['value'])}")
-    table.add_column("parameter")
-    table.add_column("value", justify="right")
-    for name, value in sorted(best["params"].items()):
-        table.add_row(name, _fmt(value))
-    return table
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

@@ -1,6 +1,7 @@
-"""The trial-slot lock: 'is a slot of the study free? then create the trial' is atomic across workers.
+"""Trial slots: how many trials count toward n_trials, and the lock that makes "is a slot of the study free?
+then create the trial" atomic across workers.
 
-Without it, N workers that each see one missing trial start N trials, and the study ends with more than
+Without the lock, N workers that each see one missing trial start N trials, and the study ends with more than
 n_trials. PostgreSQL serves workers on many machines with an advisory lock; every other storage is shared by
 workers of one machine, which take a lock file beside it.
 """
@@ -10,8 +11,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from hpo_action.config import HpoConfig
+from hpo_action.search.storage import storage_url, study_name
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class TrialSlotLock:
@@ -22,6 +28,7 @@ class TrialSlotLock:
         self._key = int.from_bytes(digest[:8], "big", signed=True)
         self._connection: Any = None
         self._file: Any = None
+        self.held = False
         if storage_url.startswith("postgresql"):
             import sqlalchemy
 
@@ -31,16 +38,21 @@ class TrialSlotLock:
             lock_dir.mkdir(parents=True, exist_ok=True)
             self._file = (lock_dir / f".hpo-slots-{digest.hex()[:16]}.lock").open("a+")
 
-    def __enter__(self) -> TrialSlotLock:
+    def acquire(self) -> None:
         if self._connection is not None:
             from sqlalchemy import text
 
             self._connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
         else:
             fcntl.flock(self._file, fcntl.LOCK_EX)
-        return self
+        self.held = True
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None):
+    def release(self) -> None:
+        """Release if held: a trial releases the slot lock as soon as it exists, and the loop again when the
+        trial never started (both may run)."""
+        if not self.held:
+            return
+        self.held = False
         if self._connection is not None:
             from sqlalchemy import text
 
@@ -53,3 +65,37 @@ class TrialSlotLock:
             self._connection.close()
         if self._file is not None:
             self._file.close()
+
+
+def slot_lock(cfg: HpoConfig) -> TrialSlotLock:
+    url = storage_url(cfg)
+    local = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") or "://" not in url else None
+    return TrialSlotLock(url, study_name(cfg), local.parent if local else Path(cfg.output.dir))
+
+
+def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of interrupted trials that a retry stands in for: they do not count toward n_trials."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    history = RetryHeartbeatStaleTrialCallback.retry_history
+    return {number for t in trials for number in history(t)}
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that count toward n_trials: complete, pruned or failed, each retried trial once."""
+    trials = study.get_trials(deepcopy=False)
+    superseded = retried(trials)
+    return sum(1 for t in trials if t.state.is_finished() and t.number not in superseded)
+
+
+def claimed(study: optuna.Study) -> int:
+    """Finished trials plus the ones running now: a worker starts a trial only while this is below target."""
+    import optuna
+
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return finished(study) + len(running)
+
+
+def target_trials(study: optuna.Study, cfg: HpoConfig, extra_trials: int | None) -> int:
+    """How many counted trials the study should hold when this command ends."""
+    return finished(study) + extra_trials if extra_trials is not None else cfg.search.n_trials

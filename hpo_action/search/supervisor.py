@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 from hpo_action import errors
 from hpo_action.config import HpoConfig
 from hpo_action.errors import HpoActionError, TrialError
-from hpo_action.search.study import TRIALS_DIR, claimed, fail_worker_trials, keep_only_best, study_name
+from hpo_action.layout import RunLayout
+from hpo_action.search.orphans import fail_worker_trials
+from hpo_action.search.slots import claimed
+from hpo_action.search.storage import study_name
+from hpo_action.search.study import keep_only_best
 
 if TYPE_CHECKING:
     import optuna
 
-WORKERS_DIR = "workers"
 POLL_SECONDS = 0.5
 
 OnTrial = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
@@ -67,7 +70,7 @@ class WorkerPool:
                     self._assign(self.workers[index], assignment, cfg.search.seed)
             _report_new(study, seen, on_trial)
         if not cfg.output.keep_all_adapters:
-            keep_only_best(study, Path(cfg.output.dir) / TRIALS_DIR)
+            keep_only_best(study, RunLayout(Path(cfg.output.dir)).trials_dir)
 
     def close(self) -> None:
         """Stop every worker still running (after an error here, or Ctrl-C)."""

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 from pathlib import Path
+from typing import Any
 
 from hpo_action.config import HpoConfig
 from hpo_action.files import template
 from hpo_action.judge.gate import GateDecision
+from hpo_action.report.github import github_run_url
 from hpo_action.report.tables import verdict_markdown
+from hpo_action.search.summary import RunSummary
 
 PLOT_TITLES = {
     "optimization_history.png": "Optimization history",
@@ -18,19 +20,14 @@ PLOT_TITLES = {
     "intermediate_values.png": "Intermediate values (what the pruner saw)",
 }
 VERSIONED = ("torch", "transformers", "peft", "trl", "optuna", "huggingface_hub", "hpo-action")
-
-
-def github_run_url(env: dict[str, str]) -> str | None:
-    keys = ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
-    if env.get("GITHUB_ACTIONS") != "true" or not all(env.get(k) for k in keys):
-        return None
-    return f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+METHOD_NAMES = {"lora": "LoRA adapter", "qlora": "QLoRA adapter", "full": "fully fine-tuned model"}
 
 
 def render_card(
     cfg: HpoConfig,
-    run_dir: Path,
+    summary: RunSummary,
     gate: GateDecision,
+    plots: list[str],
     repo_id: str,
     champion_version: int | None,
     env: dict[str, str] | None = None,
@@ -38,13 +35,36 @@ def render_card(
 ) -> str:
     """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence.
 
-    `load_from` is what `from_pretrained` takes to load this version: the Hub repo id by default.
+    `plots` are the names of the PNG files in plots/; `load_from` is what `from_pretrained` takes to load this
+    version: the Hub repo id by default.
     """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
-    env = dict(os.environ) if env is None else env
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    params = json.loads((run_dir / "best" / "params.json").read_text(encoding="utf-8"))["params"]
+    if summary.best is None:
+        raise ValueError("a model card needs the study's best trial")
+    card = ModelCard.from_template(
+        _card_data(cfg, gate, repo_id),
+        template_path=str(template("model_card.md")),
+        model_name=repo_id.split("/")[-1],
+        load_from=load_from or repo_id,
+        method_name=METHOD_NAMES[cfg.model.method],
+        reference_name=f"the champion v{champion_version}" if champion_version else "the base model",
+        params=summary.best.params,
+        summary=summary,
+        budget=cfg.search.budget.model_dump(),
+        gate=gate,
+        gate_markdown="\n".join(verdict_markdown(gate)),
+        plots=[{"title": title, "path": f"plots/{name}"} for name, title in PLOT_TITLES.items() if name in plots],
+        versions=_versions(),
+        run_url=github_run_url(dict(os.environ) if env is None else env),
+    )
+    return str(card)
+
+
+def _card_data(cfg: HpoConfig, gate: GateDecision, repo_id: str) -> Any:
+    """The card's YAML header: what the Hub indexes (base model, library, tags, datasets, the gated metrics)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     adapter = cfg.model.method in ("lora", "qlora")
     base = cfg.model.name
     test_name = _dataset_name(cfg.data.test or "test")
@@ -72,7 +92,7 @@ def render_card(
     if adapter:
         tags.append(f"base_model:adapter:{base}")
     datasets = [d for d in (cfg.data.train, cfg.data.test) if d and _is_hub_id(d)]
-    card_data = ModelCardData(
+    return ModelCardData(
         model_name=repo_id.split("/")[-1],
         base_model=base,
         base_model_relation="adapter" if adapter else "finetune",
@@ -83,30 +103,6 @@ def render_card(
         license=cfg.registry.license,
         eval_results=results,
     )
-    plots = [
-        {"title": title, "path": f"plots/{name}"}
-        for name, title in PLOT_TITLES.items()
-        if (run_dir / "plots" / name).is_file()
-    ]
-    card = ModelCard.from_template(
-        card_data,
-        template_path=str(template("model_card.md")),
-        model_name=repo_id.split("/")[-1],
-        load_from=load_from or repo_id,
-        method_name={"lora": "LoRA adapter", "qlora": "QLoRA adapter", "full": "fully fine-tuned model"}[
-            cfg.model.method
-        ],
-        reference_name=f"the champion v{champion_version}" if champion_version else "the base model",
-        params=params,
-        summary=summary,
-        budget=cfg.search.budget.model_dump(),
-        gate=gate,
-        gate_markdown="\n".join(verdict_markdown(gate)),
-        plots=plots,
-        versions=_versions(),
-        run_url=github_run_url(env),
-    )
-    return str(card)
 
 
 def _versions() -> dict[str, str]:

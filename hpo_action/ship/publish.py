@@ -3,68 +3,68 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hpo_action.config import HpoConfig, load_config
 from hpo_action.errors import RegistryError
 from hpo_action.files import write_text_atomic
 from hpo_action.judge.gate import GateDecision
+from hpo_action.layout import RunLayout
+from hpo_action.search.summary import RunSummary
 from hpo_action.ship.card import render_card
 from hpo_action.ship.registry import Champion, Registry, open_registry
 from hpo_action.ship.registry._base import version_files
 
-GATED_AGAINST = "champion.json"  # in the run folder: the champion the gate read (the compare-and-swap base)
-RUN_CONFIG = "config.yaml"
+
+@dataclass(frozen=True)
+class Publication:
+    """What `publish` did (or, with dry_run, would do): the card, the version's files, the new champion."""
+
+    card: str
+    files: list[str]
+    champion: Champion | None  # None on a dry run
 
 
-def record_gated_champion(run_dir: Path, champion: Champion | None) -> None:
+def record_gated_champion(layout: RunLayout, champion: Champion | None) -> None:
     """Remember which champion the gate compared against, so a later `publish` swaps from exactly that one."""
-    data = (
-        None if champion is None else {"uri": champion.uri, "version": champion.version, "revision": champion.revision}
-    )
-    write_text_atomic(run_dir / GATED_AGAINST, json.dumps(data) + "\n")
+    write_text_atomic(layout.gated_against, json.dumps(champion.to_json() if champion else None) + "\n")
 
 
-def gated_champion(run_dir: Path, registry: Registry) -> Champion | None:
+def gated_champion(layout: RunLayout, registry: Registry) -> Champion | None:
     """The champion as the gate read it (its revision), or None when the gate compared against the base."""
-    path = run_dir / GATED_AGAINST
+    path = layout.gated_against
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     if data is None:
         return None
     if data["uri"] != registry.uri:
-        raise RegistryError(f"{run_dir} was gated against {data['uri']}, not {registry.uri}: run it again")
-    current = registry.champion()
+        raise RegistryError(f"{layout.root} was gated against {data['uri']}, not {registry.uri}: run it again")
+    current = registry.read_champion()
     if current is None or current.revision != data["revision"]:
-        return Champion(version=data["version"], path=run_dir, revision=data["revision"], uri=data["uri"])
+        return Champion.from_json(data, layout.root)
     return current
-
-
-def repo_id(uri: str) -> str:
-    return uri.removeprefix("hf://") if uri.startswith("hf://") else Path(uri).name
 
 
 def publish_run(
     run_dir: Path, uri: str, cfg: HpoConfig | None = None, dry_run: bool = False, env: dict[str, str] | None = None
-) -> dict[str, Any]:
+) -> Publication:
     """Publish a promoted run as the new champion; with `dry_run`, only render the card and list the files."""
-    run_dir = Path(run_dir)
-    gate_file = run_dir / "gate.json"
-    if not gate_file.is_file():
-        raise RegistryError(f"{run_dir}: no gate.json; run `hpo-action run` first")
-    gate = GateDecision.read(gate_file)
+    layout = RunLayout(Path(run_dir))
+    if not layout.gate.is_file():
+        raise RegistryError(f"{layout.root}: no gate.json; run `hpo-action run` first")
+    gate = GateDecision.read(layout.gate)
     if not gate.promote:
-        raise RegistryError(f"{run_dir}: the gate decided {gate.decision!r}; only a promoted run is published")
-    cfg = cfg or load_config(run_dir / RUN_CONFIG)
-    registry = open_registry(uri)
-    expected = gated_champion(run_dir, registry)
+        raise RegistryError(f"{layout.root}: the gate decided {gate.decision!r}; only a promoted run is published")
+    cfg = cfg or load_config(layout.run_config)
+    registry = open_registry(uri, cfg.registry)
+    expected = gated_champion(layout, registry)
     version = (expected.version if expected else 0) + 1
-    load_from = None if uri.startswith("hf://") else str(Path(registry.uri) / "versions" / str(version))
-    card = render_card(cfg, run_dir, gate, repo_id(uri), expected.version if expected else None, env, load_from)
+    plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
+    summary = RunSummary.read(layout.summary)
+    previous = expected.version if expected else None
+    card = render_card(cfg, summary, gate, plots, registry.name, previous, env, registry.load_reference(version))
     if dry_run:
-        files = version_files(run_dir)
-        return {"dry_run": True, "card": card, "files": sorted([*files, "README.md"]), "expected": expected}
-    card_path = run_dir / "model_card.md"
-    write_text_atomic(card_path, card)
-    champion = registry.publish(version_files(run_dir, card_path), expected)
-    return {"dry_run": False, "champion": champion, "files": sorted(version_files(run_dir, card_path))}
+        return Publication(card, sorted([*version_files(layout), "README.md"]), None)
+    write_text_atomic(layout.model_card, card)
+    files = version_files(layout, layout.model_card)
+    return Publication(card, sorted(files), registry.publish(files, expected))

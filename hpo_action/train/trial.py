@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from hpo_action import drills as faults
+from hpo_action import drills
 from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
 from hpo_action.train.models import BaseModel
@@ -71,27 +71,13 @@ class TrialResult:
     forgetting: dict[str, float] = field(default_factory=dict)  # drop against the base, beyond the margin if > 0
 
 
-@dataclass(frozen=True)
-class ForgettingProbe:
-    """A small fixed sample of a forgetting benchmark, scored after each trial to make forgetting a constraint."""
+class Probe(Protocol):
+    """Scored after each trial (e.g. a forgetting set): how far the trained model falls beyond what is allowed;
+    the trial is feasible when every probe returns ≤ 0."""
 
     name: str
-    rows: list[dict[str, Any]]
-    data_cfg: Any
-    settings: Any
-    baseline: float
-    margin: float
-    higher_is_better: bool
 
-    def excess_drop(self, model: Any, tokenizer: Any) -> float:
-        """How far the trained model falls below the base beyond the margin: feasible when ≤ 0."""
-        from hpo_action.judge.evaluate import score_rows
-
-        metric = self.settings.metrics[0]
-        records = score_rows(model, tokenizer, self.rows, self.data_cfg, self.settings)
-        value = sum(float(r[metric]) for r in records) / max(len(records), 1)
-        drop = self.baseline - value if self.higher_is_better else value - self.baseline
-        return drop - self.margin
+    def excess_drop(self, model: Any, tokenizer: Any) -> float: ...
 
 
 class TrialRunner:
@@ -103,7 +89,7 @@ class TrialRunner:
         base: BaseModel,
         train: datasets.Dataset,
         validation: datasets.Dataset,
-        probes: tuple[ForgettingProbe, ...] = (),
+        probes: tuple[Probe, ...] = (),
     ):
         self.cfg, self.base, self.probes = cfg, base, probes
         self.train_dataset = train.select_columns(["input_ids", "labels"])
@@ -143,7 +129,7 @@ class TrialRunner:
                 )
                 _quiet(trainer)
                 try:
-                    faults.fire("train", trial_number)
+                    drills.fire("train", trial_number)
                     trainer.train()
                 except torch.cuda.OutOfMemoryError:
                     raise OutOfMemory(*(int(params[k]) for k in BATCH_KEYS)) from None
@@ -207,7 +193,7 @@ class TrialRunner:
         try:
             model.save_pretrained(partial)
             self.base.tokenizer.save_pretrained(partial)
-            faults.fire("save", trial_number)
+            drills.fire("save", trial_number)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(partial, target)
         except BaseException:

@@ -1,21 +1,68 @@
 """Where champions live: a pointer that moves atomically (compare-and-swap), a history, and per version the
 weights, the model card, the gate result and the test predictions.
 
-`open_registry(uri)` picks the implementation: `hf://namespace/name` is the Hugging Face Hub, anything else
-a local folder.
+`open_registry(uri)` picks the implementation by the URI's scheme: a plain path (or file://) is a local folder,
+`hf://namespace/name` the Hugging Face Hub; `register_scheme` adds another. An unknown scheme is a config error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from hpo_action.config import RegistryConfig
+from hpo_action.errors import ConfigError
+
 from ._base import Champion, Registry, champion_changed
 from .local import LocalRegistry
 
-__all__ = ["Champion", "LocalRegistry", "Registry", "champion_changed", "open_registry"]
+__all__ = [
+    "Champion",
+    "LocalRegistry",
+    "Registry",
+    "champion_changed",
+    "oidc_resource",
+    "open_registry",
+    "register_scheme",
+    "scheme_of",
+]
+
+Factory = Callable[[str, RegistryConfig], Registry]
 
 
-def open_registry(uri: str) -> Registry:
-    if uri.startswith("hf://"):
-        from .hub import HubRegistry
+def _hub(uri: str, settings: RegistryConfig) -> Registry:
+    from .hub import HubRegistry  # huggingface_hub loads only for a Hub registry
 
-        return HubRegistry(uri)
-    return LocalRegistry(uri)
+    return HubRegistry(uri, private=settings.private)
+
+
+_FACTORIES: dict[str, Factory] = {"hf": _hub}
+
+
+def register_scheme(scheme: str, factory: Factory) -> None:
+    """Make `scheme://...` URIs open with `factory(uri, registry settings)`."""
+    _FACTORIES[scheme] = factory
+
+
+def scheme_of(uri: str) -> str | None:
+    """The URI's scheme, or None for a local folder (a plain path or file://)."""
+    scheme, sep, _ = uri.partition("://")
+    return None if not sep or scheme == "file" else scheme
+
+
+def open_registry(uri: str, settings: RegistryConfig | None = None) -> Registry:
+    scheme = scheme_of(uri)
+    if scheme is None:
+        return LocalRegistry(uri.removeprefix("file://"))
+    if scheme not in _FACTORIES:
+        known = ", ".join(f"{name}://" for name in sorted(_FACTORIES))
+        raise ConfigError(f"registry.uri: unknown scheme {scheme!r} in {uri!r}; use a folder path or {known}")
+    return _FACTORIES[scheme](uri, settings or RegistryConfig())
+
+
+def oidc_resource(env: dict[str, str], uri: str | None) -> str | None:
+    """For keyless trusted publishing in GitHub Actions: the Hub repo a token should be scoped to, else None."""
+    if not uri or scheme_of(uri) != "hf":
+        return None
+    from .hub import oidc_resource as hub_resource
+
+    return hub_resource(env, uri)

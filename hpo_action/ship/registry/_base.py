@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from hpo_action.errors import GateError, RegistryError
 from hpo_action.judge.gate import GateDecision
+from hpo_action.judge.predictions import meta_path
+from hpo_action.layout import RunLayout
 
 # Inside a version: the weights at the top (so PeftModel.from_pretrained(version) works), plus these.
 CARD = "README.md"
@@ -47,7 +49,8 @@ class Champion:
         path = self.path / GATE
         return GateDecision.read(path) if path.is_file() else None
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
+        """What `hpo-action champion --json` prints and a run folder's gated_against.json records."""
         try:
             gate = self.gate()
         except GateError:  # written by another tool or version: the champion is still usable
@@ -61,14 +64,29 @@ class Champion:
             "decision": gate.decision if gate else None,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path) -> Champion:
+        return cls(
+            version=int(data["version"]),
+            path=path,
+            revision=str(data["revision"]),
+            uri=str(data["uri"]),
+            params=dict(data.get("params", {})),
+        )
+
 
 class Registry(Protocol):
     """A champion pointer with compare-and-swap, a history, and immutable versions."""
 
     uri: str
 
-    def champion(self) -> Champion | None:
-        """The current champion, or None before the first promotion."""
+    @property
+    def name(self) -> str:
+        """The registry's own name (a Hub repo id, a folder's name): the card's title and model name."""
+        ...
+
+    def read_champion(self) -> Champion | None:
+        """The current champion, or None before the first promotion; errors (unreadable, forbidden) raise."""
         ...
 
     def publish(self, files: dict[str, Path], expected: Champion | None) -> Champion:
@@ -80,6 +98,18 @@ class Registry(Protocol):
         """Every promoted version, oldest first."""
         ...
 
+    def url(self, champion: Champion) -> str:
+        """Where a person looks at this version (a Hub tree URL, a folder)."""
+        ...
+
+    def load_reference(self, version: int) -> str:
+        """What `PeftModel.from_pretrained` takes to load this version (a Hub repo id, a folder path)."""
+        ...
+
+    def load_adapter(self, champion: Champion) -> Path:
+        """A local folder with this champion's weights, ready for `PeftModel.from_pretrained`."""
+        ...
+
 
 def champion_changed(expected: Champion | None, actual: str | None) -> RegistryError:
     was = f"v{expected.version}" if expected else "none"
@@ -89,25 +119,23 @@ def champion_changed(expected: Champion | None, actual: str | None) -> RegistryE
     )
 
 
-def version_files(run_dir: Path, card: Path | None = None) -> dict[str, Path]:
+def version_files(layout: RunLayout, card: Path | None = None) -> dict[str, Path]:
     """The files of one version, from a run folder: best/ weights, gate.json, test predictions, summary, plots."""
-    best = run_dir / "best"
-    if not best.is_dir():
-        raise RegistryError(f"{run_dir}: no best/ folder (run the search first)")
-    files = {p.relative_to(best).as_posix(): p for p in sorted(best.rglob("*")) if p.is_file()}
+    if not layout.best_dir.is_dir():
+        raise RegistryError(f"{layout.root}: no best/ folder (run the search first)")
+    files = {p.relative_to(layout.best_dir).as_posix(): p for p in sorted(layout.best_dir.rglob("*")) if p.is_file()}
     files.pop(CARD, None)  # PEFT's placeholder card; ours replaces it
     for name, source in (
-        (GATE, run_dir / "gate.json"),
-        (SUMMARY, run_dir / "summary.json"),
-        (TEST_PREDICTIONS, run_dir / "predictions" / "test.candidate.jsonl"),
-        (TEST_PREDICTIONS_META, run_dir / "predictions" / "test.candidate.meta.json"),
+        (GATE, layout.gate),
+        (SUMMARY, layout.summary),
+        (TEST_PREDICTIONS, layout.predictions("test", "candidate")),
+        (TEST_PREDICTIONS_META, meta_path(layout.predictions("test", "candidate"))),
     ):
         if not source.is_file():
-            raise RegistryError(f"{run_dir}: missing {source.name} (run evaluate and gate first)")
+            raise RegistryError(f"{layout.root}: missing {source.name} (run evaluate and gate first)")
         files[name] = source
-    plots = run_dir / PLOTS
-    if plots.is_dir():
-        files.update({f"{PLOTS}/{p.name}": p for p in sorted(plots.glob("*.png"))})
+    if layout.plots_dir.is_dir():
+        files.update({f"{PLOTS}/{p.name}": p for p in sorted(layout.plots_dir.glob("*.png"))})
     if card is not None:
         files[CARD] = card
     return files

@@ -75,7 +75,21 @@ class HubRegistry:
         # None lets huggingface_hub resolve it: OIDC exchange when HF_OIDC_RESOURCE is set, else the stored login.
         self._api = HfApi(endpoint=self.endpoint, token=token or os.environ.get("HF_TOKEN") or None)
 
-    def champion(self) -> Champion | None:
+    @property
+    def name(self) -> str:
+        return self.repo_id
+
+    def url(self, champion: Champion) -> str:
+        return f"{self.endpoint}/{self.repo_id}/tree/{champion.revision}"
+
+    def load_reference(self, version: int) -> str:
+        return self.repo_id
+
+    def load_adapter(self, champion: Champion) -> Path:
+        """The champion's snapshot, downloaded when it was read."""
+        return champion.path
+
+    def read_champion(self) -> Champion | None:
         """Main's head and the files at that exact sha, so what the gate reads is what compare-and-swap checks."""
         with self._errors("read the champion"):
             head = self._head()
@@ -221,11 +235,25 @@ class HubRegistry:
             raise RegistryError(f"{self.uri}: could not {action} at {self.endpoint}: {_describe(e)}") from e
 
 
+SCHEME = "hf"
+
+
 def _repo_id(uri: str) -> str:
-    parts = uri.removeprefix("hf://").strip("/").split("/")
-    if not uri.startswith("hf://") or len(parts) != 2 or not all(parts):
-        raise ConfigError(f"registry {uri!r}: expected hf://namespace/name")
+    scheme, _, path = uri.partition("://")
+    parts = path.strip("/").split("/")
+    if scheme != SCHEME or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"registry {uri!r}: expected {SCHEME}://namespace/name")
     return "/".join(parts)
+
+
+def oidc_resource(env: dict[str, str], uri: str) -> str | None:
+    """The repo to scope a trusted-publishing token to (HF_OIDC_RESOURCE), when the job can mint an OIDC token
+    (`permissions: id-token: write`) and no token or resource was given; huggingface_hub does the exchange."""
+    if env.get("GITHUB_ACTIONS") != "true" or not env.get("ACTIONS_ID_TOKEN_REQUEST_URL"):
+        return None
+    if any(env.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE")):
+        return None
+    return _repo_id(uri)
 
 
 def _describe(error: BaseException) -> str:

@@ -36,9 +36,22 @@ class LocalRegistry:
         self.uri = str(self.root)
         self._fail_at = fail_at or (lambda step: None)  # tests inject crashes at each step
 
-    def champion(self) -> Champion | None:
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def read_champion(self) -> Champion | None:
         pointer = self._read_pointer()
         return None if pointer is None else self._load(pointer["version"])
+
+    def url(self, champion: Champion) -> str:
+        return str(champion.path)
+
+    def load_reference(self, version: int) -> str:
+        return str(self.root / VERSIONS / str(version))
+
+    def load_adapter(self, champion: Champion) -> Path:
+        return champion.path
 
     def history(self) -> list[Champion]:
         pointer = self._read_pointer()

@@ -1,0 +1,95 @@
+"""Every path of a run's output folder, named once. The README's output table is tested against `ENTRIES`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# (name in the output folder, what it holds): the README's "Output folder" table lists exactly these.
+ENTRIES: tuple[tuple[str, str], ...] = (
+    ("study.db", "the Optuna study (with the default SQLite storage)"),
+    ("trials.csv", "number, state, value, steps, seconds, one column per parameter, error"),
+    ("trials/", "the saved adapters of trials (only the best one after the study, unless output.keep_all_adapters)"),
+    ("best/", "the best trial's adapter and tokenizer, plus params.json (all trial parameters and the value)"),
+    ("summary.json", "the study: name, objective, counts by state, every trial, the best trial, elapsed time"),
+    ("cache/", "the tokenized train and validation splits"),
+    ("predictions/", "per-example predictions (+ .meta.json) of the reference and the candidate: test, forgetting"),
+    ("gate.json", "the gate's decision: decision, promote, reasons, primary, forgetting, config"),
+    ("plots/", "optimization history, parameter importances, intermediate values (PNG)"),
+    ("workers/", "one log per worker process"),
+    ("config.yaml", "the resolved config the run used"),
+    ("gated_against.json", "the champion the gate compared against (the base of publish's compare-and-swap)"),
+    ("report.md", "the run as markdown: verdict, gate and forgetting tables, best parameters, trials"),
+    ("model_card.md", "the model card of the last publish from this folder"),
+)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files and folders of one run's output folder."""
+
+    root: Path
+
+    @property
+    def study_db(self) -> Path:
+        return self.root / "study.db"
+
+    @property
+    def trials_csv(self) -> Path:
+        return self.root / "trials.csv"
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.root / "trials"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def best_params(self) -> Path:
+        return self.best_dir / "params.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    def predictions(self, split: str, role: str) -> Path:
+        """e.g. ("test", "candidate") → predictions/test.candidate.jsonl; roles: base, champion, candidate."""
+        return self.predictions_dir / f"{split}.{role}.jsonl"
+
+    @property
+    def gate(self) -> Path:
+        return self.root / "gate.json"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def workers_dir(self) -> Path:
+        return self.root / "workers"
+
+    @property
+    def run_config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def gated_against(self) -> Path:
+        return self.root / "gated_against.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def model_card(self) -> Path:
+        return self.root / "model_card.md"

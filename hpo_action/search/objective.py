@@ -1,0 +1,109 @@
+"""The Optuna objective: suggest, train, report to the pruner; every failure becomes a FAIL trial with its cause."""
+
+from __future__ import annotations
+
+import errno
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo_action.config import HpoConfig
+from hpo_action.errors import OutputError
+from hpo_action.search.orphans import WORKER_ATTR, worker_id
+from hpo_action.search.slots import TrialSlotLock
+from hpo_action.search.space import suggest
+from hpo_action.train.trial import (
+    BATCH_KEYS,
+    OutOfMemory,
+    Pruned,
+    TrialResult,
+    TrialRunner,
+    describe_error,
+    halve_batch,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class Objective:
+    """Called by `Study.optimize` with the trial it just asked for, while this process holds the slot lock."""
+
+    def __init__(self, study: optuna.Study, cfg: HpoConfig, runner: TrialRunner, trials_dir: Path, lock: TrialSlotLock):
+        self.study, self.cfg, self.runner, self.trials_dir, self.lock = study, cfg, runner, trials_dir, lock
+        self.fatal: OutputError | None = None  # set when no later trial can succeed either (a full disk)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import optuna
+
+        self.lock.release()  # the trial exists and holds its slot; other workers may ask for theirs
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        params = suggest(trial, self.cfg)
+        started = time.perf_counter()
+        try:
+            result = self._run_with_oom_retry(trial, params)
+        except Pruned as pruned:
+            trial.set_user_attr("steps", pruned.step)
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+            raise optuna.TrialPruned(str(pruned)) from None
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted")
+            raise
+        except Exception as err:
+            trial.set_user_attr("error", describe_error(err)[:2000])
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.fatal = OutputError(
+                    f"output.dir: {err.strerror} while saving trial {trial.number} to {self.trials_dir}; "
+                    "free space or set output.dir elsewhere, then run the same command again to resume"
+                )
+            raise
+        _record(trial, result)
+        return result.value
+
+    def _run_with_oom_retry(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialResult:
+        def report(value: float, step: int) -> bool:
+            trial.report(value, step)
+            return trial.should_prune()
+
+        def run(chosen: dict[str, Any]) -> TrialResult:
+            return self.runner.run(
+                chosen, report=report, save_to=lambda result: self._save_dir(trial, result), trial_number=trial.number
+            )
+
+        try:
+            return run(params)
+        except OutOfMemory as oom:
+            if not self.cfg.search.oom_retry or oom.batch < 2:
+                raise
+            smaller = halve_batch(params)
+            trial.set_user_attr("batch_override", {k: smaller[k] for k in BATCH_KEYS})
+            trial.set_user_attr("oom_retry", f"{oom}; retried at per-device batch {smaller[BATCH_KEYS[0]]}")
+            return run(smaller)
+
+    def _save_dir(self, trial: optuna.Trial, result: TrialResult) -> Path | None:
+        """Save a trial's weights only if it is feasible and beats every completed trial so far (or all are kept)."""
+        for name, excess in result.forgetting.items():
+            trial.set_constraint(f"forgetting:{name}", excess)  # Optuna: feasible when ≤ 0
+        if result.forgetting:
+            trial.set_user_attr("forgetting_excess", result.forgetting)
+        feasible = all(excess <= 0 for excess in result.forgetting.values())
+        if not self.cfg.output.keep_all_adapters and not (feasible and _improves(self.study, result.value)):
+            return None
+        return self.trials_dir / str(trial.number)
+
+
+def _improves(study: optuna.Study, value: float) -> bool:
+    try:
+        best = study.best_value  # the best feasible trial under constraints
+    except ValueError:  # no completed (feasible) trial yet
+        return True
+    return value < best if study.direction.name == "MINIMIZE" else value > best
+
+
+def _record(trial: optuna.Trial, result: TrialResult) -> None:
+    trial.set_user_attr("curve", [[s, v] for s, v in result.curve])
+    trial.set_user_attr("metrics", result.metrics)
+    trial.set_user_attr("steps", result.steps)
+    trial.set_user_attr("seconds", round(result.seconds, 3))
+    trial.set_user_attr("stopped_early", result.stopped_early)

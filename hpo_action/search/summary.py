@@ -1,0 +1,85 @@
+"""What a study found, as typed records: every trial, the best one, and the study around them (summary.json).
+
+The terminal, the job summary, report.md and the model card render a `RunSummary`; none re-reads summary.json,
+trials.csv or best/params.json by key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hpo_action.errors import OutputError
+from hpo_action.files import write_text_atomic
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as trials.csv and the tables show it."""
+
+    number: int
+    state: str
+    value: float | None
+    steps: int | None
+    seconds: float | None
+    params: dict[str, Any] = field(default_factory=dict)  # the searched parameters the sampler chose
+    forgetting: dict[str, float] = field(default_factory=dict)  # drop beyond the margin per set (> 0: forgot)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    number: int
+    value: float
+    params: dict[str, Any]  # every trial parameter: the train defaults, the searched ones, a batch override
+    metrics: dict[str, float]
+    forgetting_excess: dict[str, float]
+    adapter: str | None  # best/ when its weights were kept
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """summary.json: the study, its trials and its best trial."""
+
+    study_name: str
+    storage: str  # redacted
+    objective_metric: str
+    objective_direction: str
+    method: str
+    base_model: str
+    sampler: str
+    pruner: str
+    states: dict[str, int]
+    elapsed_s: float
+    total_steps: int
+    trials: tuple[TrialRecord, ...]
+    best: BestTrial | None
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.trials)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["n_trials"] = self.n_trials
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunSummary:
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["trials"] = tuple(TrialRecord(**t) for t in data.get("trials", ()))
+        values["best"] = BestTrial(**data["best"]) if data.get("best") else None
+        return cls(**values)
+
+    def write(self, path: Path) -> None:
+        write_text_atomic(path, json.dumps(self.to_json(), indent=2, default=str) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> RunSummary:
+        try:
+            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise OutputError(f"{path}: not a summary.json this version can read ({type(err).__name__})") from None

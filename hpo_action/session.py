@@ -1,0 +1,55 @@
+"""What every trial-running process sets up once: quiet libraries, the base model, the tokenized data (from the
+cache when it is there) and the forgetting probes. The in-process search and each worker process use it."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from hpo_action.config import HpoConfig
+from hpo_action.data.loading import Splits
+from hpo_action.data.tokenize import tokenize_splits
+from hpo_action.judge.forgetting import build_probes, load_forgetting_sets
+from hpo_action.layout import RunLayout
+from hpo_action.train.models import load_base_model
+from hpo_action.train.trial import TrialRunner
+
+
+def quiet_libraries() -> None:
+    """Library chatter (tokenizer fork warnings, per-step logs) drowns the progress view in CI logs."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    # transformers 5 renamed gradient checkpointing and warns twice per trial that TRL still uses the old name.
+    warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+def banner(cfg: HpoConfig, setup: str, n_train: int, n_validation: int, cache_hit: bool) -> str:
+    data = f"{n_train} train / {n_validation} validation examples{' (tokenized cache)' if cache_hit else ''}"
+    return f"[bold]hpo-action[/bold] {cfg.model.name} ({setup}) · {data}"
+
+
+def trial_runner(
+    cfg: HpoConfig, splits: Splits, forgetting: dict[str, list[dict[str, Any]]] | None, console: Console
+) -> TrialRunner:
+    """Load the base model, tokenize (or reuse the cache) and score the forgetting probes: once per process."""
+    base = load_base_model(cfg.model)
+    layout = RunLayout(Path(cfg.output.dir))
+    train, validation, cache_hit = tokenize_splits(splits, base.tokenizer, cfg.data, layout.cache_dir)
+    setup = f"{cfg.model.method}, {base.device}, {str(base.dtype)[6:]}"
+    console.print(banner(cfg, setup, len(train), len(validation), cache_hit))
+    probes = ()
+    if cfg.search.forgetting_constraint and cfg.gate.forgetting:
+        sets = forgetting if forgetting is not None else load_forgetting_sets(cfg)
+        probes = build_probes(cfg, base, sets)
+        console.print("forgetting constraint: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
+    return TrialRunner(cfg, base, train, validation, probes)
