@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from hpo_action.config import GateConfig
-from hpo_action.judge.gate import ForgettingInput, GateDecision, Paired, gate
+from hpo_action.judge.decision import GateDecision
+from hpo_action.judge.gate import ForgettingInput, Paired, gate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gate_calibration.json"
 ALPHA = 0.05

@@ -170,7 +170,7 @@ def main() -> None:
     from hpo_action.config import apply_overrides, load_config
     from hpo_action.data.loading import load_splits
     from hpo_action.data.tokenize import tokenize_splits
-    from hpo_action.pipeline import quiet_libraries
+    from hpo_action.session import quiet_libraries
     from hpo_action.train.models import load_base_model
     from hpo_action.train.trial import TrialRunner
 

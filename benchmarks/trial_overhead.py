@@ -142,7 +142,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from hpo_action.config import load_config
-    from hpo_action.pipeline import quiet_libraries
+    from hpo_action.session import quiet_libraries
     from hpo_action.train.demo_model import ensure_demo_model
 
     quiet_libraries()

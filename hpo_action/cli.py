@@ -93,9 +93,9 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _config_from(config_path: str, set_items: tuple[str, ...], **flags: Any) -> HpoConfig:
     cfg = load_config(config_path)
-    overrides = {OVERRIDES[name]: value for name, value in flags.items() if name in OVERRIDES}
-    overrides.update(parse_set_option(item) for item in set_items)
-    return apply_overrides(cfg, overrides) if any(v is not None for v in overrides.values()) else cfg
+    overrides = {OVERRIDES[name]: value for name, value in flags.items() if name in OVERRIDES and value is not None}
+    overrides.update(parse_set_option(item) for item in set_items)  # `--set key=null` unsets the key
+    return apply_overrides(cfg, overrides) if overrides else cfg
 
 
 def _trusted_publishing(uri: str | None) -> None:

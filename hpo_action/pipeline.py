@@ -12,17 +12,19 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from hpo_action.config import BOOLEAN_METRICS, GateConfig, HpoConfig
+from hpo_action.config import GateConfig, HpoConfig
 from hpo_action.data.loading import Splits, load_splits, rows_fingerprint
 from hpo_action.data.tokenize import tokenize_splits
 from hpo_action.errors import ConfigError, TrialError
 from hpo_action.files import write_text_atomic
 from hpo_action.judge.assess import evaluate_and_gate
+from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.evaluate import EvalSettings, evaluate
 from hpo_action.judge.forgetting import load_forgetting_sets
-from hpo_action.judge.gate import ForgettingInput, GateDecision, choose_metric, gate, pair, too_small_to_pass
+from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair, too_small_to_pass
 from hpo_action.judge.predictions import read_meta, read_predictions
 from hpo_action.layout import RunLayout
+from hpo_action.metrics import metric_kind
 from hpo_action.redaction import redact_url
 from hpo_action.report import github
 from hpo_action.report.markdown import run_markdown
@@ -173,7 +175,7 @@ def report(run_dir: Path, out: Path | None = None) -> Path:
 
 def _warn_small_forgetting_sets(cfg: HpoConfig, sets: Sets, console: Console) -> None:
     for benchmark in cfg.gate.forgetting:
-        if benchmark.name in sets and benchmark.metric in BOOLEAN_METRICS:
+        if benchmark.name in sets and metric_kind(benchmark.metric) == "boolean":
             warning = too_small_to_pass(benchmark.name, len(sets[benchmark.name]), benchmark.margin, cfg.gate.alpha)
             if warning:
                 console.print(f"[yellow]warning:[/yellow] {warning}")

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from hpo_action.config import GateConfig
-from hpo_action.judge.gate import ForgettingInput, GateDecision, Paired, gate
+from hpo_action.judge.decision import GateDecision
+from hpo_action.judge.gate import ForgettingInput, Paired, gate
 from hpo_action.search.summary import BestTrial, RunSummary, TrialRecord
 
 ROOT = Path(__file__).resolve().parent.parent

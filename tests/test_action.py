@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,24 +104,46 @@ def run_action(
         cwd = workspace / evaluate(step.get("working-directory", "."), context)
         script = runner_temp / f"step-{index}.sh"
         script.write_text(step["run"])
-        done = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=600,
-        )
-        logs.append(done.stdout)
+        returncode, log = _run_step(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd, env)
+        logs.append(log)
         if "id" in step:
             context["steps"][step["id"]] = {"outputs": parse_outputs(output_file)}
-        if done.returncode != 0:
-            return {"returncode": done.returncode, "logs": logs, "outputs": {}, "summary": ""}
+        if returncode != 0:
+            return {"returncode": returncode, "logs": logs, "outputs": {}, "summary": ""}
     outputs = {name: evaluate(spec["value"], context) for name, spec in ACTION["outputs"].items()}
     files = "".join(p.read_text() for p in runner_temp.glob("output-*"))
     text = summary.read_text() if summary.exists() else ""
     return {"returncode": 0, "logs": logs, "outputs": outputs, "summary": text, "output_files": files}
+
+
+def _run_step(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
+    """Run one step in its own process group, as a runner does; on timeout, kill the whole group (bash and the
+    hpo-action it started), so nothing outlives the test."""
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"step timed out after {timeout} s; its process group was killed:\n{out[-2000:]}")
+    return proc.returncode, out
+
+
+def test_a_timed_out_step_kills_its_whole_process_group(tmp_path: Path):
+    pid_file = tmp_path / "child.pid"
+    script = f"sleep 300 & echo $! > {pid_file}; wait"
+    with pytest.raises(pytest.fail.Exception, match="timed out"):
+        _run_step(["bash", "-c", script], tmp_path, dict(os.environ), timeout=2)
+    child = int(pid_file.read_text())
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the step's child {child} outlived the kill")
 
 
 def _fake(folder: Path, name: str, body: str) -> None:

@@ -68,12 +68,6 @@ def test_flags_override_the_config_and_are_checked(tmp_path: Path, capsys):
     assert code == 2 and "config file not found" in err
 
 
-def test_help_does_not_import_torch():
-    code = "import sys; from hpo_action.cli import cli; print(json.dumps('torch' in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) is False
-
-
 @pytest.mark.slow
 def test_console_script_runs_a_study_end_to_end(tmp_path: Path):
     config = write_config(tmp_path, small_config(tmp_path))

@@ -84,8 +84,13 @@ def test_method_conditional_parameters_and_learning_rate_defaults():
     full = parse_config(_with(search={"space": space}, model={"method": "full"}))
     assert set(lora.active_space()) == {"lora_r"}
     assert set(full.active_space()) == {"weight_decay"}
-    assert lora.train.learning_rate == DEFAULT_LEARNING_RATE["lora"]
-    assert full.train.learning_rate == DEFAULT_LEARNING_RATE["full"]
+    assert lora.learning_rate == DEFAULT_LEARNING_RATE["lora"]
+    assert full.learning_rate == DEFAULT_LEARNING_RATE["full"]
+    # The method's default is resolved after every override: --method full trains at the full rate.
+    assert apply_overrides(lora, {"model.method": "full"}).learning_rate == DEFAULT_LEARNING_RATE["full"]
+    explicit = apply_overrides(lora, {"train.learning_rate": 1e-3})
+    assert apply_overrides(explicit, {"model.method": "full"}).learning_rate == 1e-3
+    assert apply_overrides(explicit, {"train.learning_rate": None}).learning_rate == DEFAULT_LEARNING_RATE["lora"]
 
 
 def test_overrides_revalidate_and_keep_the_study_name_stable():

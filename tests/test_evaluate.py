@@ -19,10 +19,10 @@ from hpo_action.judge.evaluate import (
     adapter_sha256,
     evaluate,
     load_for_eval,
-    normalize_text,
     score_rows,
 )
 from hpo_action.judge.predictions import meta_path, write_predictions
+from hpo_action.metrics import normalize_text
 from hpo_action.train.models import BaseModel, load_base_model
 
 from .conftest import QUICKSTART
@@ -51,7 +51,7 @@ def mean(records: list[dict[str, Any]], metric: str) -> float:
 
 
 def test_settings_reject_unknown_names_and_bad_numbers() -> None:
-    with pytest.raises(ConfigError, match=r"evaluate\.metrics: unknown 'acuracy'"):
+    with pytest.raises(ConfigError, match=r"unknown metric 'acuracy'; did you mean 'choice_accuracy'\?"):
         EvalSettings(metrics=("acuracy",))
     with pytest.raises(ConfigError, match=r"evaluate\.normalize: unknown 'upper'"):
         EvalSettings(normalize=("upper",))

@@ -16,7 +16,8 @@ import pytest
 from hpo_action.cli import main
 from hpo_action.config import GateConfig
 from hpo_action.errors import GateError
-from hpo_action.judge.gate import ForgettingInput, GateDecision, Paired, gate, pair
+from hpo_action.judge.decision import GateDecision
+from hpo_action.judge.gate import ForgettingInput, Paired, gate, pair
 from hpo_action.judge.predictions import read_predictions
 
 from .conftest import ROOT

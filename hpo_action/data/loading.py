@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_action.config import DATA_SUFFIXES, DataConfig
+from hpo_action.config import DataConfig
 from hpo_action.errors import DataError
+from hpo_action.sources import DATA_SUFFIXES
 
 if TYPE_CHECKING:
     pass

@@ -12,9 +12,10 @@ from typing import Any
 from hpo_action.config import ForgettingBenchmark, HpoConfig
 from hpo_action.data.loading import Splits, rows_fingerprint
 from hpo_action.errors import ConfigError
+from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.evaluate import EvalSettings, attach_trained, score_and_write
 from hpo_action.judge.forgetting import Rows, benchmark_settings
-from hpo_action.judge.gate import ForgettingInput, GateDecision, gate, pair
+from hpo_action.judge.gate import ForgettingInput, gate, pair
 from hpo_action.judge.predictions import read_predictions, write_predictions
 from hpo_action.layout import RunLayout
 from hpo_action.train.models import BaseModel

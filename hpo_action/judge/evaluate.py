@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import math
-import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -18,20 +17,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_action.config import BOOLEAN_METRICS, METRICS, DataConfig, EvaluateConfig, ModelConfig
+from hpo_action.config import DataConfig, EvaluateConfig, ModelConfig
 from hpo_action.data.tokenize import tokenize_rows
 from hpo_action.errors import ConfigError, DataError, HpoActionError
 from hpo_action.judge.predictions import write_predictions
+from hpo_action.metrics import NORMALIZERS, Metric, resolve_metric
 from hpo_action.train.models import BaseModel, load_base_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-NORMALIZERS = ("lower", "strip_punctuation", "collapse_whitespace", "strip")  # the order they are applied in
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 logger = logging.getLogger(__name__)
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 @dataclass(frozen=True)
@@ -48,28 +46,64 @@ class EvalSettings:
         return cls(tuple(cfg.metrics), cfg.max_new_tokens, tuple(cfg.normalize), cfg.batch_size)
 
     def __post_init__(self) -> None:
-        for key, values, known in (("metrics", self.metrics, METRICS), ("normalize", self.normalize, NORMALIZERS)):
-            unknown = [v for v in values if v not in known]
-            if unknown:
-                raise ConfigError(f"evaluate.{key}: unknown {unknown[0]!r}; choose from {', '.join(known)}")
         if not self.metrics:
             raise ConfigError("evaluate.metrics: name at least one metric")
+        for name in self.metrics:
+            resolve_metric(name)
+        unknown = [step for step in self.normalize if step not in NORMALIZERS]
+        if unknown:
+            raise ConfigError(f"evaluate.normalize: unknown {unknown[0]!r}; choose from {', '.join(NORMALIZERS)}")
         for key in ("max_new_tokens", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"evaluate.{key}: must be at least 1 (got {getattr(self, key)})")
 
 
-def normalize_text(text: str, steps: tuple[str, ...]) -> str:
-    """Apply the chosen normalizations in a fixed order, so ('strip', 'lower') equals ('lower', 'strip')."""
-    if "lower" in steps:
-        text = text.lower()
-    if "strip_punctuation" in steps:
-        text = text.translate(_PUNCTUATION)
-    if "collapse_whitespace" in steps:
-        text = " ".join(text.split())
-    if "strip" in steps:
-        text = text.strip()
-    return text
+class _Batch:
+    """The rows being scored and, computed on first use and shared by every metric that asks, what the model
+    does on them (the `ScoringBatch` of hpo_action.metrics)."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        tokenized: dict[str, list],
+        rows: list[dict[str, Any]],
+        data_cfg: DataConfig,
+        settings: EvalSettings,
+    ) -> None:
+        self.model, self.tokenizer, self.data_cfg, self.settings = model, tokenizer, data_cfg, settings
+        self.ids: list[str] = tokenized["id"]
+        self.input_ids: list[list[int]] = tokenized["input_ids"]
+        self.labels: list[list[int]] = tokenized["labels"]
+        self.prompts = [seq[: _prompt_length(lab)] for seq, lab in zip(self.input_ids, self.labels, strict=True)]
+        self.rows = {row["id"]: row for row in rows}
+        self.normalize = settings.normalize
+        self.generated: list[str] | None = None
+        self._losses: list[float] | None = None
+
+    def references(self) -> list[str]:
+        return [_reference(self.rows[row_id], self.data_cfg) for row_id in self.ids]
+
+    def outputs(self) -> list[str]:
+        if self.generated is None:
+            self.generated = _generate(self.model, self.tokenizer, self.prompts, self.settings)
+        return self.generated
+
+    def losses(self) -> list[float]:
+        if self._losses is None:
+            pairs = _label_nll(self.model, self.tokenizer, self.input_ids, self.labels, self.settings)
+            self._losses = [total / count for total, count in pairs]
+            for row_id, loss in zip(self.ids, self._losses, strict=True):
+                if not math.isfinite(loss):
+                    raise HpoActionError(
+                        f"evaluate: row id {row_id!r}: the model gave a non-finite loss ({loss}); "
+                        "a float16 overflow? try model.dtype: float32 or bfloat16"
+                    )
+        return self._losses
+
+    def choice_correct(self) -> list[bool]:
+        choices = [_choices(self.rows[row_id], "choice_accuracy") for row_id in self.ids]
+        return _choice_correct(self.model, self.tokenizer, self.prompts, choices, self.settings)
 
 
 def score_rows(
@@ -79,7 +113,7 @@ def score_rows(
     data_cfg: DataConfig,
     settings: EvalSettings,
 ) -> list[dict[str, Any]]:
-    """One dict per row: {"id", <metric>: value, ..., "output": generated text (with exact_match)}.
+    """One dict per row: {"id", <metric>: value, ..., "output": generated text (when a metric generated)}.
 
     Prompts and label tokens come from `tokenize_rows`, so the loss is exactly the training loss and
     generation starts from exactly the prompt the model was trained on. Rows without a scored token
@@ -87,52 +121,38 @@ def score_rows(
     """
     import torch
 
-    metrics = settings.metrics
-    needs_prompt = [m for m in metrics if m in BOOLEAN_METRICS]
+    metrics = [resolve_metric(name) for name in settings.metrics]
+    needs_prompt = [m.name for m in metrics if m.needs_prompt]
     if needs_prompt and data_cfg.format == "text":
         raise DataError(f"evaluate: metric {needs_prompt[0]} needs prompts; data.format is text (use loss)")
-    choices = {row["id"]: _choices(row, "choice_accuracy") for row in rows} if "choice_accuracy" in metrics else {}
-
     tokenized = tokenize_rows(rows, tokenizer, data_cfg, role="evaluate")
-    scored = [any(t != -100 for t in labels[1:]) for labels in tokenized["labels"]]
-    skipped = [row_id for row_id, ok in zip(tokenized["id"], scored, strict=True) if not ok]
-    if skipped:
-        logger.warning(f"evaluate: skipped {len(skipped)} rows with no predicted label token (first: {skipped[0]!r})")
-    kept = [i for i, ok in enumerate(scored) if ok]
-    ids = [tokenized["id"][i] for i in kept]
-    input_ids = [tokenized["input_ids"][i] for i in kept]
-    labels = [tokenized["labels"][i] for i in kept]
-    prompts = [seq[: _prompt_length(lab)] for seq, lab in zip(input_ids, labels, strict=True)]
-    empty = next((row_id for row_id, prompt in zip(ids, prompts, strict=True) if not prompt), None)
+    kept = [i for i, labels in enumerate(tokenized["labels"]) if any(t != -100 for t in labels[1:])]
+    if len(kept) < len(tokenized["id"]):
+        first = next(row_id for i, row_id in enumerate(tokenized["id"]) if i not in set(kept))
+        dropped = len(tokenized["id"]) - len(kept)
+        logger.warning(f"evaluate: skipped {dropped} rows with no predicted label token (first: {first!r})")
+    batch = _Batch(model, tokenizer, {k: [v[i] for i in kept] for k, v in tokenized.items()}, rows, data_cfg, settings)
+    empty = next((row_id for row_id, prompt in zip(batch.ids, batch.prompts, strict=True) if not prompt), None)
     if needs_prompt and empty is not None:
         raise DataError(f"evaluate: row id {empty!r}: metric {needs_prompt[0]} needs a non-empty prompt")
-    by_id = {row["id"]: row for row in rows}
-    columns: dict[str, list[Any]] = {}
-
     with _eval_mode(model), torch.no_grad():
-        if "loss" in metrics or "perplexity" in metrics:
-            losses = [total / count for total, count in _label_nll(model, tokenizer, input_ids, labels, settings)]
-            for row_id, loss in zip(ids, losses, strict=True):
-                if not math.isfinite(loss):
-                    raise HpoActionError(
-                        f"evaluate: row id {row_id!r}: the model gave a non-finite loss ({loss}); "
-                        "a float16 overflow? try model.dtype: float32 or bfloat16"
-                    )
-            columns["loss"] = losses
-            columns["perplexity"] = [math.exp(min(loss, 700.0)) for loss in losses]  # exp(>709) overflows a float
-        if "exact_match" in metrics:
-            outputs = _generate(model, tokenizer, prompts, settings)
-            references = [_reference(by_id[row_id], data_cfg) for row_id in ids]
-            columns["output"] = outputs
-            columns["exact_match"] = [
-                normalize_text(out, settings.normalize) == normalize_text(ref, settings.normalize)
-                for out, ref in zip(outputs, references, strict=True)
-            ]
-        if "choice_accuracy" in metrics:
-            columns["choice_accuracy"] = _choice_correct(model, tokenizer, prompts, [choices[i] for i in ids], settings)
+        columns = {m.name: _checked(m, list(m.score(batch)), len(batch.ids)) for m in metrics}
+    if batch.generated is not None:
+        columns["output"] = batch.generated
+    return [{"id": row_id, **{key: values[n] for key, values in columns.items()}} for n, row_id in enumerate(batch.ids)]
 
-    keys = [*metrics, *(["output"] if "exact_match" in metrics else [])]
-    return [{"id": row_id, **{key: columns[key][n] for key in keys}} for n, row_id in enumerate(ids)]
+
+def _checked(metric: Metric, values: list[Any], n: int) -> list[Any]:
+    """A metric's scores as the gate needs them: one per row, booleans or finite numbers by its kind."""
+    if len(values) != n:
+        raise HpoActionError(f"evaluate: metric {metric.name!r} returned {len(values)} values for {n} rows")
+    for value in values:
+        boolean = isinstance(value, bool)
+        if metric.kind == "boolean" and not boolean:
+            raise HpoActionError(f"evaluate: metric {metric.name!r} is boolean but returned {value!r}")
+        if metric.kind == "score" and (boolean or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise HpoActionError(f"evaluate: metric {metric.name!r} must return finite numbers, got {value!r}")
+    return values
 
 
 def adapter_sha256(folder: Path) -> str:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_action.config import DataConfig, ForgettingBenchmark, HpoConfig, metric_direction
+from hpo_action.config import DataConfig, ForgettingBenchmark, HpoConfig
 from hpo_action.data.loading import load_rows
 from hpo_action.judge.evaluate import EvalSettings, score_rows
+from hpo_action.metrics import metric_direction
 from hpo_action.train.models import BaseModel
 
 Rows = list[dict[str, Any]]
@@ -17,7 +18,8 @@ Rows = list[dict[str, Any]]
 def benchmark_settings(cfg: HpoConfig, benchmark: ForgettingBenchmark) -> tuple[EvalSettings, DataConfig]:
     """How a set is scored: its one metric, and its rows read in its own format (else `data.format`)."""
     settings = EvalSettings.from_config(cfg.evaluate.model_copy(update={"metrics": [benchmark.metric]}))
-    return settings, cfg.data.model_copy(update={"format": benchmark.format or cfg.data.format})
+    own = {"format": benchmark.format or cfg.data.format, "columns": benchmark.columns or cfg.data.columns}
+    return settings, cfg.data.model_copy(update=own)
 
 
 def load_forgetting_sets(cfg: HpoConfig) -> dict[str, Rows]:

@@ -15,21 +15,28 @@ reference − candidate for lower-is-better ones, so a positive number always fa
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 
-from hpo_action.config import BOOLEAN_METRICS, GateConfig, metric_direction
+from hpo_action.config import GateConfig
 from hpo_action.errors import GateError
 from hpo_action.judge import stats
+from hpo_action.judge.decision import (
+    ForgettingResult,
+    GateDecision,
+    GateSettings,
+    Outcome,
+    PrimaryResult,
+    Status,
+    Table,
+    ordered_checks,
+)
 from hpo_action.judge.predictions import Rows, numeric_fields
+from hpo_action.metrics import metric_direction, metric_kind
 
-Outcome = Literal["promote", "reject", "inconclusive"]
-Status = Literal["passed", "failed", "inconclusive"]
 # Below these, resampling and McNemar's test mean little: the decision cannot be promote (documented in README).
 MIN_PAIRS = 10
 MIN_DISCORDANT = 6
@@ -54,151 +61,6 @@ class ForgettingInput:
     paired: Paired
     margin: float
     direction: str | None = None
-
-
-@dataclass(frozen=True)
-class Table:
-    """McNemar's 2×2 table of a boolean metric (candidate by reference)."""
-
-    both: int
-    candidate_only: int
-    reference_only: int
-    neither: int
-
-
-@dataclass(frozen=True)
-class PrimaryResult:
-    """The test that the candidate improves on the reference by more than `min_effect`."""
-
-    metric: str
-    n: int
-    candidate: float
-    reference: float
-    delta: float
-    bound: float  # one-sided (1 − alpha) lower bound: the inversion of the test, so p < alpha ⟺ bound > min_effect
-    upper_bound: float  # one-sided (1 − alpha) upper bound: reject when it is below target_effect
-    ci: tuple[float, float]  # two-sided interval at `confidence`, for display only
-    confidence: float
-    test: str
-    p_value: float
-    alpha: float
-    min_effect: float
-    target_effect: float
-    mde: float  # the effect this decision rule detects with `power` at this n
-    power: float
-    status: Outcome
-    alternative: str = "greater"
-    needed_n: int | None = None  # when inconclusive: the examples needed to detect target_effect with `power`
-    table: Table | None = None
-    note: str | None = None  # the statistics' own remark, e.g. "no evidence: the models never disagree"
-
-
-@dataclass(frozen=True)
-class ForgettingResult:
-    """Non-inferiority of the candidate against the base model on one benchmark."""
-
-    name: str
-    metric: str
-    n: int
-    reference: float
-    candidate: float
-    delta: float
-    bound: float  # one-sided (1 − alpha) lower bound: passed ⟺ bound > −margin
-    upper_bound: float  # failed ⟺ upper_bound < −margin
-    margin: float
-    test: str
-    p_value: float  # H0: the candidate is worse by the margin or more
-    status: Status
-    needed_n: int | None = None  # when inconclusive: examples that would show non-inferiority if nothing was lost
-    note: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    """The settings the decision was made under, recorded in gate.json."""
-
-    alpha: float
-    min_effect: float
-    target_effect: float
-    power: float
-    confidence: float
-    resamples: int
-    seed: int
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the verdict: the primary test or one forgetting set, with its outcome."""
-
-    name: str
-    status: str  # promote / reject / inconclusive for the primary test; passed / failed / inconclusive for a set
-    text: str
-
-    @property
-    def ok(self) -> bool | None:
-        """True when this check allows promotion, False when it rejects, None when it cannot tell yet."""
-        return {"promote": True, "passed": True, "reject": False, "failed": False}.get(self.status)
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Everything gate.json holds; the terminal, the job summary, the card and the PR comment render this."""
-
-    decision: Outcome
-    reasons: tuple[str, ...]
-    primary: PrimaryResult
-    forgetting: tuple[ForgettingResult, ...]
-    config: GateSettings
-
-    @property
-    def promote(self) -> bool:
-        return self.decision == "promote"
-
-    def checks(self) -> list[Check]:
-        """Every check, the ones that decided first (the order of `reasons`)."""
-        return _ordered_checks(self.decision, self.primary, self.forgetting)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["promote"] = self.promote
-        for row, result in zip(data["forgetting"], self.forgetting, strict=True):
-            row["passed"] = result.passed
-            row["p_adjusted"] = result.p_value  # no multiplicity adjustment: an intersection-union test (README)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GateDecision:
-        primary = dict(data["primary"])
-        primary["ci"] = tuple(primary["ci"])
-        primary["table"] = _build(Table, primary["table"]) if primary.get("table") else None
-        return cls(
-            decision=data["decision"],
-            reasons=tuple(data["reasons"]),
-            primary=_build(PrimaryResult, primary),
-            forgetting=tuple(_build(ForgettingResult, row) for row in data["forgetting"]),
-            config=_build(GateSettings, data["config"]),
-        )
-
-    def write(self, path: str | Path) -> None:
-        from hpo_action.files import write_text_atomic
-
-        write_text_atomic(Path(path), json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
-
-    @classmethod
-    def read(cls, path: str | Path) -> GateDecision:
-        try:
-            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise GateError(f"{path}: not a gate.json this version can read ({type(err).__name__}: {err})") from None
-
-
-def _build(kind: type, data: dict[str, Any]) -> Any:
-    names = {f.name for f in fields(kind)}
-    return kind(**{k: v for k, v in data.items() if k in names})
 
 
 def choose_metric(candidate: Rows, reference: Rows, wanted: str | None, where: str, how: str) -> str:
@@ -233,7 +95,7 @@ def pair(candidate: Rows, reference: Rows, metric: str, names: tuple[str, str] =
             column.append(rows[key][metric])
         values[name] = column
     everything = values[names[0]] + values[names[1]]
-    boolean = metric in BOOLEAN_METRICS or all(isinstance(v, bool) for v in everything)
+    boolean = metric_kind(metric) == "boolean" or all(isinstance(v, bool) for v in everything)
     for name in names:
         for key, value in zip(ids, values[name], strict=True):
             if boolean and not isinstance(value, bool):
@@ -258,77 +120,96 @@ def _oriented(paired: Paired, direction: str | None) -> tuple[np.ndarray, np.nda
     return (1 - cand, 1 - ref) if paired.boolean else (-cand, -ref)
 
 
+@dataclass(frozen=True)
+class _Measured:
+    """One primary test's numbers, before the decision: the test, its display interval and its power."""
+
+    outcome: stats.BoundedTest
+    ci: tuple[float, float]
+    mde: float
+    needed: Callable[[], int]  # examples to detect target_effect; computed only when inconclusive
+    short: str | None  # why the sample is too small to promote on, if it is
+    can_reject: bool
+    table: Table | None = None
+
+
+def _measure_proportions(better: np.ndarray, worse: np.ndarray, test: str, cfg: GateConfig) -> _Measured:
+    if cfg.target_effect >= 1:
+        raise GateError(f"target_effect {cfg.target_effect} is beyond what a boolean metric can gain (< 1)")
+    if test != "tango" and cfg.min_effect > 0:
+        raise GateError(f"--test {test} tests no difference; with min_effect > 0 use tango (the default)")
+    n = len(better)
+    outcome = stats.paired_proportion_test(better, worse, cfg.min_effect, cfg.alpha, _PROPORTION_TESTS[test])
+    b, c = int(np.sum(better > worse)), int(np.sum(better < worse))
+    table = Table(int(np.sum((better == 1) & (worse == 1))), b, c, int(np.sum((better == 0) & (worse == 0))))
+    display = (1 - cfg.confidence) / 2
+    ci = (stats.tango_bound(b, c, n, display, "lower"), stats.tango_bound(b, c, n, display, "upper"))
+    psi, target = (b + c) / n, cfg.target_effect
+    if test == "tango":  # Connor's normal approximation, generalized to the margin
+        mde = stats.paired_proportion_mde(n, psi, cfg.min_effect, cfg.alpha, cfg.power)
+        needed = partial(stats.paired_proportion_n, target, psi, cfg.min_effect, cfg.alpha, cfg.power)
+    else:  # the exact power of this very rule, minimum discordant count included
+        mid = test == "mcnemar-midp"
+        mde = stats.mcnemar_mde(n, psi, cfg.alpha, cfg.power, mid, MIN_DISCORDANT)
+        needed = partial(stats.mcnemar_n, target, psi, cfg.alpha, cfg.power, mid, MIN_DISCORDANT)
+    short = None
+    if b + c < MIN_DISCORDANT:
+        short = f"only {_pairs(b + c, 'discordant pair')} (promotion needs {MIN_DISCORDANT})"
+    # Tango's unconditional bound stays valid with few disagreements, so rejecting is allowed.
+    return _Measured(outcome, ci, mde, needed, short, can_reject=True, table=table)
+
+
+def _measure_means(better: np.ndarray, worse: np.ndarray, test: str, cfg: GateConfig) -> _Measured:
+    n = len(better)
+    settings = {"method": test, "resamples": cfg.resamples, "seed": cfg.seed}
+    outcome = stats.paired_mean_test(better, worse, cfg.min_effect, cfg.alpha, **settings)
+    shown = stats.paired_mean_test(better, worse, cfg.min_effect, (1 - cfg.confidence) / 2, **settings)
+    sd = float(np.std(better - worse, ddof=1)) if n > 1 else 0.0
+    mde = stats.paired_mean_mde(n, sd, cfg.min_effect, cfg.alpha, cfg.power)
+    needed = partial(stats.paired_mean_n, cfg.target_effect, max(sd, 1e-12), cfg.min_effect, cfg.alpha, cfg.power)
+    short = f"only {_pairs(n, 'pair')} (promotion needs {MIN_PAIRS})" if n < MIN_PAIRS else None
+    return _Measured(outcome, (shown.lower, shown.upper), mde, needed, short, can_reject=short is None)
+
+
 def primary_result(paired: Paired, cfg: GateConfig) -> PrimaryResult:
     """One one-sided test of H0: improvement ≤ min_effect, its bounds, and the power it has at this n."""
     better, worse = _oriented(paired, cfg.direction)
-    n = len(better)
     test = cfg.test or default_test(paired.boolean, cfg.min_effect)
-    display = (1 - cfg.confidence) / 2
-    table = None
-    if test in _PROPORTION_TESTS:
-        if not paired.boolean:
-            raise GateError(f"--test {test} needs a boolean metric; {paired.metric} is continuous")
-        if cfg.target_effect >= 1:
-            raise GateError(f"target_effect {cfg.target_effect} is beyond what a boolean metric can gain (< 1)")
-        if test != "tango" and cfg.min_effect > 0:
-            raise GateError(f"--test {test} tests no difference; with min_effect > 0 use tango (the default)")
-        outcome = stats.paired_proportion_test(better, worse, cfg.min_effect, cfg.alpha, _PROPORTION_TESTS[test])
-        b, c = int(np.sum(better > worse)), int(np.sum(better < worse))
-        table = Table(int(np.sum((better == 1) & (worse == 1))), b, c, int(np.sum((better == 0) & (worse == 0))))
-        ci = (stats.tango_bound(b, c, n, display, "lower"), stats.tango_bound(b, c, n, display, "upper"))
-        discordance = (b + c) / n
-        if test == "tango":  # Connor's normal approximation, generalized to the margin
-            mde = stats.paired_proportion_mde(n, discordance, cfg.min_effect, cfg.alpha, cfg.power)
-            needed = partial(
-                stats.paired_proportion_n, cfg.target_effect, discordance, cfg.min_effect, cfg.alpha, cfg.power
-            )
-        else:  # the exact power of this very rule, minimum discordant count included
-            mid = test == "mcnemar-midp"
-            mde = stats.mcnemar_mde(n, discordance, cfg.alpha, cfg.power, mid, MIN_DISCORDANT)
-            needed = partial(stats.mcnemar_n, cfg.target_effect, discordance, cfg.alpha, cfg.power, mid, MIN_DISCORDANT)
-        short = (
-            f"only {_pairs(b + c, 'discordant pair')} (promotion needs {MIN_DISCORDANT})"
-            if b + c < MIN_DISCORDANT
-            else None
-        )
-        can_reject = True  # Tango's unconditional bound stays valid with few disagreements
-    else:
-        settings = {"method": test, "resamples": cfg.resamples, "seed": cfg.seed}
-        outcome = stats.paired_mean_test(better, worse, cfg.min_effect, cfg.alpha, **settings)
-        shown = stats.paired_mean_test(better, worse, cfg.min_effect, display, **settings)
-        ci = (shown.lower, shown.upper)
-        sd = float(np.std(better - worse, ddof=1)) if n > 1 else 0.0
-        mde = stats.paired_mean_mde(n, sd, cfg.min_effect, cfg.alpha, cfg.power)
-        needed = partial(stats.paired_mean_n, cfg.target_effect, max(sd, 1e-12), cfg.min_effect, cfg.alpha, cfg.power)
-        short = f"only {_pairs(n, 'pair')} (promotion needs {MIN_PAIRS})" if n < MIN_PAIRS else None
-        can_reject = short is None
-    if outcome.p_value < cfg.alpha and short is None:
+    if test in _PROPORTION_TESTS and not paired.boolean:
+        raise GateError(f"--test {test} needs a boolean metric; {paired.metric} is continuous")
+    m = (
+        _measure_proportions(better, worse, test, cfg)
+        if test in _PROPORTION_TESTS
+        else _measure_means(better, worse, test, cfg)
+    )
+    outcome = m.outcome
+    if outcome.p_value < cfg.alpha and m.short is None:
         status: Outcome = "promote"
-    elif can_reject and outcome.upper < cfg.target_effect:
+    elif m.can_reject and outcome.upper < cfg.target_effect:
         status = "reject"
     else:
         status = "inconclusive"
     return PrimaryResult(
         metric=paired.metric,
-        n=n,
+        n=len(better),
         candidate=float(np.mean(paired.candidate)),
         reference=float(np.mean(paired.reference)),
         delta=outcome.estimate,
         bound=outcome.lower,
         upper_bound=outcome.upper,
-        ci=ci,
+        ci=m.ci,
         confidence=cfg.confidence,
         test=test,
         p_value=outcome.p_value,
         alpha=cfg.alpha,
         min_effect=cfg.min_effect,
         target_effect=cfg.target_effect,
-        mde=mde,
+        mde=m.mde,
         power=cfg.power,
         status=status,
-        needed_n=max(needed(), MIN_PAIRS) if status == "inconclusive" else None,
-        table=table,
-        note="; ".join(text for text in (short if status != "reject" else None, outcome.reason) if text) or None,
+        needed_n=max(m.needed(), MIN_PAIRS) if status == "inconclusive" else None,
+        table=m.table,
+        note="; ".join(text for text in (m.short if status != "reject" else None, outcome.reason) if text) or None,
     )
 
 
@@ -410,7 +291,7 @@ def decide(primary: PrimaryResult, forgetting: list[ForgettingResult], cfg: Gate
         decision = "promote"
     else:
         decision = "inconclusive"
-    reasons = tuple(check.text for check in _ordered_checks(decision, primary, forgetting))
+    reasons = tuple(check.text for check in ordered_checks(decision, primary, forgetting))
     settings = GateSettings(
         alpha=cfg.alpha,
         min_effect=cfg.min_effect,
@@ -421,54 +302,6 @@ def decide(primary: PrimaryResult, forgetting: list[ForgettingResult], cfg: Gate
         seed=cfg.seed,
     )
     return GateDecision(decision, reasons, primary, tuple(forgetting), settings)
-
-
-def _ordered_checks(
-    decision: Outcome, primary: PrimaryResult, forgetting: tuple[ForgettingResult, ...] | list[ForgettingResult]
-) -> list[Check]:
-    deciding = {"reject": {"reject", "failed"}, "inconclusive": {"inconclusive"}, "promote": {"promote", "passed"}}
-    checks = [Check(primary.metric, primary.status, _primary_reason(primary))]
-    checks += [Check(row.name, row.status, _forgetting_reason(row)) for row in forgetting]
-    first = [check for check in checks if check.status in deciding[decision]]
-    return first + [check for check in checks if check.status not in deciding[decision]]
-
-
-def _primary_reason(p: PrimaryResult) -> str:
-    note = f" ({p.note})" if p.note else ""
-    lower = f"one-sided {1 - p.alpha:.0%} lower bound {p.bound:.4g}"
-    if p.status == "promote":
-        return (
-            f"{p.metric}: better by {p.delta:+.4g}: {lower} > min_effect {p.min_effect:g} "
-            f"({p.test}, p = {p.p_value:.3g} < {p.alpha:g})"
-        )
-    if p.status == "reject":
-        worse = "significantly worse; " if p.upper_bound < 0 else ""
-        return (
-            f"{p.metric}: {worse}a gain of {p.target_effect:g} is ruled out: delta {p.delta:+.4g}, "
-            f"upper bound {p.upper_bound:.4g} < target_effect {p.target_effect:g}{note}"
-        )
-    return (
-        f"{p.metric}: not shown better: delta {p.delta:+.4g}, {lower}, p = {p.p_value:.3g}{note}; "
-        f"n = {p.n} detects {p.mde:+.3g} at {p.power:.0%} power; about {p.needed_n} examples are needed "
-        f"for {p.target_effect:+g}"
-    )
-
-
-def _forgetting_reason(row: ForgettingResult) -> str:
-    change = f"{row.metric} {row.reference:.4g} -> {row.candidate:.4g}"
-    if row.status == "passed":
-        return f"{row.name}: kept: {change}, lower bound {row.bound:.4g} > -{row.margin:g}"
-    if row.status == "failed":
-        return (
-            f"forgetting on {row.name}: {change}, worse by more than the margin {row.margin:g} "
-            f"(upper bound {row.upper_bound:.4g} < -{row.margin:g})"
-        )
-    note = f" ({row.note})" if row.note else ""
-    needed = f"; about {row.needed_n} examples would show it if nothing was forgotten" if row.needed_n else ""
-    return (
-        f"forgetting on {row.name}: cannot tell at n = {row.n} whether {row.metric} stayed within {row.margin:g}: "
-        f"{change}, lower bound {row.bound:.4g}, p = {row.p_value:.3g}{note}{needed}"
-    )
 
 
 def gate(primary: Paired, forgetting: list[ForgettingInput], cfg: GateConfig) -> GateDecision:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hpo_action.errors import HpoActionError
-from hpo_action.judge.gate import GateDecision
+from hpo_action.judge.decision import GateDecision
 from hpo_action.search.summary import RunSummary
 
 MARKER = "<!-- hpo-action -->"  # finds our PR comment again, so it is updated instead of piling up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hpo_action.judge.gate import GateDecision
+from hpo_action.judge.decision import GateDecision
 from hpo_action.report.tables import best_table, fmt, to_markdown, trials_table, verdict_markdown
 from hpo_action.search.summary import RunSummary
 

@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from hpo_action.judge.gate import Check, ForgettingResult, GateDecision, PrimaryResult
+from hpo_action.judge.decision import Check, ForgettingResult, GateDecision, PrimaryResult
 from hpo_action.search.summary import RunSummary
 
 _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold yellow"}

@@ -9,7 +9,7 @@ from typing import Any
 
 from hpo_action.config import HpoConfig
 from hpo_action.files import template
-from hpo_action.judge.gate import GateDecision
+from hpo_action.judge.decision import GateDecision
 from hpo_action.report.github import github_run_url
 from hpo_action.report.tables import verdict_markdown
 from hpo_action.search.summary import RunSummary

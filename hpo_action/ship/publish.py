@@ -9,7 +9,7 @@ from pathlib import Path
 from hpo_action.config import HpoConfig, load_config
 from hpo_action.errors import RegistryError
 from hpo_action.files import write_text_atomic
-from hpo_action.judge.gate import GateDecision
+from hpo_action.judge.decision import GateDecision
 from hpo_action.layout import RunLayout
 from hpo_action.search.summary import RunSummary
 from hpo_action.ship.card import render_card

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hpo_action.errors import GateError, RegistryError
-from hpo_action.judge.gate import GateDecision
+from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.predictions import meta_path
 from hpo_action.layout import RunLayout
 

@@ -1,7 +1,4 @@
-"""Typed configuration loaded from YAML; every check on user input lives here.
-
-Errors name the key, the bad value and the fix, because a CI log is often the only thing the user sees.
-"""
+"""The config's sections as pydantic models: every field typed, described and checked on load."""
 
 from __future__ import annotations
 
@@ -9,21 +6,28 @@ import difflib
 import hashlib
 import json
 import math
-from pathlib import Path
+import re
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hpo_action.errors import ConfigError
+from hpo_action.metrics import NORMALIZERS, metric_direction, resolve_metric
 
 Method = Literal["lora", "qlora", "full"]
+Format = Literal["prompt_completion", "messages", "text"]
+Direction = Literal["minimize", "maximize"]
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
 PRUNERS = ("hyperband", "successive_halving", "median", "percentile", "wilcoxon", "none")
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-
+GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "tango", "permutation+bootstrap", "bootstrap", "permutation", "t")
 # Starting learning rate by method (shared/DOMAIN.md): the warm-start trial uses it when the config sets none.
 DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 2e-4, "qlora": 1e-4, "full": 2e-5}
+LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def did_you_mean(name: str, options: Any) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class _Section(BaseModel):
@@ -31,6 +35,8 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
+    """The base model to fine-tune and how."""
+
     name: str = Field(description="Hub id, local folder, or 'hpo-action/tiny-demo' (bundled, no download).")
     method: Method = Field("lora", description="lora | qlora (4-bit, needs CUDA) | full fine-tuning.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -42,15 +48,19 @@ class ModelConfig(_Section):
 
 
 class Columns(_Section):
-    id: str = "id"
-    prompt: str = "prompt"
-    completion: str = "completion"
-    messages: str = "messages"
-    text: str = "text"
+    """Column names in the source files, when they differ from the canonical ones."""
+
+    id: str = Field("id", description="Unique example id; without it, a hash of the content.")
+    prompt: str = Field("prompt", description="prompt_completion: the input.")
+    completion: str = Field("completion", description="prompt_completion: the target the loss is on.")
+    messages: str = Field("messages", description="messages: the chat, ending with the assistant turn.")
+    text: str = Field("text", description="text: the whole text (the loss is on all of it).")
 
 
 class DataConfig(_Section):
-    format: Literal["prompt_completion", "messages", "text"] = Field(
+    """Training, validation and test data."""
+
+    format: Format = Field(
         "prompt_completion", description="Row format: prompt/completion pairs, chat messages, or plain text."
     )
     train: str = Field(description="Local .jsonl/.csv/.parquet file, or a Hub dataset id ('org/name[:split]').")
@@ -65,13 +75,15 @@ class DataConfig(_Section):
 class ParamSpec(_Section):
     """One search dimension: float/int range, categorical choices, or a fixed value."""
 
-    type: Literal["float", "int", "categorical", "fixed"] | None = None
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: list[Any] | None = None
-    value: Any = None
+    type: Literal["float", "int", "categorical", "fixed"] | None = Field(
+        None, description="Inferred from the keys: low/high (int when both are ints), choices, or a bare value."
+    )
+    low: float | None = Field(None, description="Lower end of a range.")
+    high: float | None = Field(None, description="Upper end of a range.")
+    log: bool = Field(False, description="Sample the range on a log scale (needs low > 0).")
+    step: float | None = Field(None, description="Grid step of a range (a whole number for an int parameter).")
+    choices: list[Any] | None = Field(None, description="The values of a categorical parameter.")
+    value: Any = Field(None, description="A fixed value (the same in every trial).")
     methods: list[Method] | None = Field(None, description="Methods this parameter applies to; all when unset.")
 
     @model_validator(mode="before")
@@ -97,32 +109,39 @@ class ParamSpec(_Section):
         if self.type in ("float", "int"):
             if self.low is None or self.high is None:
                 raise ValueError(f"a {self.type} parameter needs both low and high")
+            if not (math.isfinite(self.low) and math.isfinite(self.high)):
+                raise ValueError("bounds must be finite numbers")
             if self.low > self.high:
                 raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
             if self.log and self.low <= 0:
                 raise ValueError("log: true needs low > 0")
             if self.log and self.step is not None:
                 raise ValueError("log and step cannot be combined")
+            if self.step is not None and (self.step <= 0 or (self.type == "int" and self.step != int(self.step))):
+                raise ValueError(f"step must be {'a whole number ' if self.type == 'int' else ''}> 0 (got {self.step})")
         if self.type == "categorical" and not self.choices:
             raise ValueError("a categorical parameter needs a non-empty 'choices' list")
         return self
 
 
 class Objective(_Section):
+    """What the study optimizes: a metric the trainer reports at each evaluation."""
+
     metric: str = Field("eval_loss", description="Metric from the trainer's evaluation, e.g. eval_loss.")
-    direction: Literal["minimize", "maximize"] | None = Field(
-        None, description="Inferred from the metric name when unset: loss/perplexity minimize, others maximize."
+    direction: Direction | None = Field(
+        None, description="Inferred from the metric when unset (the metric registry; loss, perplexity: minimize)."
     )
 
     @model_validator(mode="after")
     def _infer_direction(self) -> Objective:
         if self.direction is None:
-            lower_better = any(k in self.metric for k in ("loss", "perplexity", "entropy"))
-            object.__setattr__(self, "direction", "minimize" if lower_better else "maximize")
+            object.__setattr__(self, "direction", metric_direction(self.metric))
         return self
 
 
 class Budget(_Section):
+    """Training steps per trial and how often the pruner hears about them."""
+
     max_steps: int = Field(100, ge=1, description="Optimizer steps per trial: the pruner's max resource.")
     eval_every: int = Field(10, ge=1, description="Evaluate (and report to the pruner) every N steps.")
 
@@ -137,19 +156,19 @@ class TrainConfig(_Section):
     """Trial defaults: every name here can be searched in search.space; the rest keep these values."""
 
     learning_rate: float | None = Field(None, gt=0, description="Default per method: lora 2e-4, qlora 1e-4, full 2e-5.")
-    per_device_train_batch_size: int = Field(8, ge=1)
-    per_device_eval_batch_size: int = Field(32, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    lr_scheduler_type: str = "cosine"
-    max_grad_norm: float = Field(1.0, gt=0)
-    optim: str = "adamw_torch"
+    per_device_train_batch_size: int = Field(8, ge=1, description="Micro-batch per device.")
+    per_device_eval_batch_size: int = Field(32, ge=1, description="Batch for the trial's evaluations.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of max_steps spent warming the rate up.")
+    lr_scheduler_type: str = Field("cosine", description="A transformers scheduler name (linear, cosine, ...).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    optim: str = Field("adamw_torch", description="A transformers optimizer name.")
     seed: int = Field(42, description="Training seed (adapter init, data order); the same for every trial.")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="Recompute activations: less memory, slower steps.")
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop a trial after this many evaluations without improvement; off when unset."
     )
@@ -157,21 +176,24 @@ class TrainConfig(_Section):
 
 
 TRIAL_PARAMETERS = tuple(name for name in TrainConfig.model_fields if name != "seed")
-LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout")
 
 
 class SearchConfig(_Section):
+    """The Optuna study: how many trials, how they are proposed and stopped, where the study lives."""
+
     n_trials: int = Field(20, ge=1, description="Trials the study should hold in the end (finished ones count).")
     timeout: float | None = Field(None, gt=0, description="Seconds after which no new trial starts.")
-    sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
-    sampler_options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments.")
-    pruner: Literal[PRUNERS] = "hyperband"  # type: ignore[valid-type]
-    pruner_options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments.")
+    sampler: Literal[SAMPLERS] = Field("tpe", description="tpe, random, grid, gp, cmaes or qmc.")  # type: ignore[valid-type]
+    sampler_options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the sampler.")
+    pruner: Literal[PRUNERS] = Field(  # type: ignore[valid-type]
+        "hyperband", description="hyperband, successive_halving, median, percentile, wilcoxon or none."
+    )
+    pruner_options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the pruner.")
     seed: int = Field(0, description="Sampler seed.")
     storage: str | None = Field(None, description="Optuna RDB URL or journal file; default sqlite in output.dir.")
     study_name: str | None = Field(None, description="Default: derived from the config, stable across runs.")
-    objective: Objective = Field(default_factory=Objective)
-    budget: Budget = Field(default_factory=Budget)
+    objective: Objective = Field(default_factory=Objective, description="The metric the study optimizes.")
+    budget: Budget = Field(default_factory=Budget, description="Steps per trial and the evaluation cadence.")
     warm_start: bool = Field(True, description="Enqueue the train defaults as the first trial.")
     forgetting_constraint: bool = Field(
         False, description="Score gate.forgetting sets after each trial; trials that forget are infeasible."
@@ -195,68 +217,68 @@ class SearchConfig(_Section):
     oom_retry: bool = Field(
         False, description="After a CUDA OOM, retry once with half the per-device batch and twice the accumulation."
     )
-    space: dict[str, ParamSpec] = Field(default_factory=dict)
+    space: dict[str, ParamSpec] = Field(default_factory=dict, description="The searched (or fixed) parameters.")
 
     @field_validator("space")
     @classmethod
     def _known_parameters(cls, space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
         for name in space:
             if name not in TRIAL_PARAMETERS:
-                raise ValueError(f"unknown parameter {name!r}{_did_you_mean(name, TRIAL_PARAMETERS)}")
+                raise ValueError(f"unknown parameter {name!r}{did_you_mean(name, TRIAL_PARAMETERS)}")
         return space
-
-
-METRICS = ("loss", "exact_match", "choice_accuracy", "perplexity")
-BOOLEAN_METRICS = ("exact_match", "choice_accuracy")
-LOWER_IS_BETTER = ("loss", "perplexity")
-GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "tango", "permutation+bootstrap", "bootstrap", "permutation", "t")
-Direction = Literal["minimize", "maximize"]
-
-
-def metric_direction(metric: str, override: str | None = None) -> str:
-    """Built-in metrics carry their direction (loss and perplexity: lower is better); a setting overrides it."""
-    if override:
-        return override
-    return "minimize" if metric in LOWER_IS_BETTER or "loss" in metric else "maximize"
 
 
 class EvaluateConfig(_Section):
     """How the best trial (and the reference) are scored, once, per example, on the held-out split."""
 
-    metrics: list[Literal[METRICS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["loss"], description="Per-example metrics; the first is the gate's primary metric."
+    metrics: list[str] = Field(
+        default_factory=lambda: ["loss"],
+        description="Per-example metrics (loss, perplexity, exact_match, choice_accuracy, or module:Class); "
+        "the first is the gate's primary metric.",
     )
     max_new_tokens: int = Field(32, ge=1, description="Greedy generation length for exact_match.")
-    normalize: list[Literal["strip", "lower", "collapse_whitespace", "strip_punctuation"]] = Field(
+    normalize: list[Literal[NORMALIZERS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["strip"], description="Applied to output and reference before exact_match."
     )
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="Examples scored per forward pass.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        if not metrics:
+            raise ValueError("name at least one metric, e.g. [loss]")
+        for name in metrics:
+            resolve_metric(name)
+        return metrics
 
 
 class ForgettingBenchmark(_Section):
     """A skill the base model had that the candidate must keep (non-inferiority against the base)."""
 
-    name: str
+    name: str = Field(description="A short, file-name-safe name (letters, digits, '.', '_', '-').")
     kind: Literal["data", "lm_eval"] = Field("data", description="Rows in a local file, or lm-eval-harness tasks.")
-    data: str | None = Field(None, description="kind data: local file with rows of data.format (or `format`).")
-    format: Literal["prompt_completion", "messages", "text"] | None = None
+    data: str | None = Field(None, description="kind data: local file with rows of its own `format`.")
+    format: Format | None = Field(None, description="kind data: the file's row format; default data.format.")
+    columns: Columns | None = Field(None, description="kind data: the file's column names; default data.columns.")
     tasks: list[str] = Field(default_factory=list, description="kind lm_eval: task names.")
     include_path: str | None = Field(None, description="kind lm_eval: a folder of local task YAMLs.")
     limit: int | None = Field(None, ge=1, description="kind lm_eval: examples per task.")
-    metric: str = Field("loss", description="kind data: a built-in metric; kind lm_eval: a task metric (acc).")
+    metric: str = Field("loss", description="kind data: a metric of the registry; kind lm_eval: a task metric (acc).")
     margin: float = Field(
         0.02,
         ge=0,
         description="Largest tolerated loss of the metric, in its own units (0.02: two points of accuracy).",
     )
-    direction: Direction | None = None
+    direction: Direction | None = Field(None, description="Overrides the metric's direction.")
 
     @model_validator(mode="after")
     def _source_for_kind(self) -> ForgettingBenchmark:
+        if not SAFE_NAME.match(self.name):
+            raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-' (it names output files)")
         if self.kind == "data" and not self.data:
             raise ValueError(f"forgetting benchmark {self.name!r} needs 'data' (a local file)")
-        if self.kind == "data" and self.metric not in METRICS:
-            raise ValueError(f"forgetting benchmark {self.name!r}: metric must be one of {', '.join(METRICS)}")
+        if self.kind == "data":
+            resolve_metric(self.metric)
         if self.kind == "lm_eval" and not self.tasks:
             raise ValueError(f"forgetting benchmark {self.name!r} of kind lm_eval needs 'tasks'")
         return self
@@ -285,7 +307,9 @@ class GateConfig(_Section):
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the two-sided interval shown as `ci`.")
     resamples: int = Field(10_000, ge=100, description="Resamples of the bootstrap and permutation tests.")
     seed: int = Field(0, description="Seed of the resampling tests.")
-    forgetting: list[ForgettingBenchmark] = Field(default_factory=list)
+    forgetting: list[ForgettingBenchmark] = Field(
+        default_factory=list, description="Skills to keep: [{name, data or tasks, metric, margin, format, columns}]."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> GateConfig:
@@ -310,24 +334,26 @@ class RegistryConfig(_Section):
 
 
 class OutputConfig(_Section):
+    """The run's output folder."""
+
     dir: str = Field("runs", description="Where study.db, trials.csv, best/ and summary.json go.")
     keep_all_adapters: bool = Field(False, description="Keep every completed trial's adapter, not only the best.")
 
 
 class HpoConfig(_Section):
-    model: ModelConfig
-    data: DataConfig
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
-    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    """A whole hpo-action config (hpo.yaml)."""
+
+    model: ModelConfig = Field(description="The base model and the fine-tuning method.")
+    data: DataConfig = Field(description="Training, validation and test data.")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="The Optuna study.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Trial defaults.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="The output folder.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Per-example scoring.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="The promotion rule.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Where promotions are published.")
 
     @model_validator(mode="after")
-    def _method_defaults(self) -> HpoConfig:
-        if self.train.learning_rate is None:
-            self.train.learning_rate = DEFAULT_LEARNING_RATE[self.model.method]
+    def _metrics_agree(self) -> HpoConfig:
         if self.gate.metric is not None and self.gate.metric not in self.evaluate.metrics:
             raise ValueError(
                 f"gate.metric {self.gate.metric!r} is not among evaluate.metrics {self.evaluate.metrics}; add it there"
@@ -336,7 +362,13 @@ class HpoConfig(_Section):
 
     @property
     def primary_metric(self) -> str:
-        return self.gate.metric or self.evaluate.metrics[0]
+        """The gate's metric: `gate.metric`, else the first of `evaluate.metrics` (by the metric's own name)."""
+        return resolve_metric(self.gate.metric or self.evaluate.metrics[0]).name
+
+    @property
+    def learning_rate(self) -> float:
+        """`train.learning_rate`, else the method's default, resolved whenever it is read, after every override."""
+        return self.train.learning_rate or DEFAULT_LEARNING_RATE[self.model.method]
 
     def active_space(self) -> dict[str, ParamSpec]:
         """The search dimensions that apply to this config's method."""
@@ -355,139 +387,6 @@ class HpoConfig(_Section):
             "space": {k: v.model_dump() for k, v in sorted(self.search.space.items())},
             "objective": self.search.objective.model_dump(),
             "budget": self.search.budget.model_dump(),
-            "train": self.train.model_dump(),
+            "train": {**self.train.model_dump(), "learning_rate": self.learning_rate},
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _did_you_mean(name: str, options: Any) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the key at `loc`, to suggest its real field names."""
-    model: type[BaseModel] | None = HpoConfig
-    for part in loc[:-1]:
-        if model is None or not isinstance(part, str) or part not in model.model_fields:
-            return None
-        annotation = model.model_fields[part].annotation
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    return model
-
-
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        owner = _model_at(loc)
-        hint = _did_you_mean(str(loc[-1]), owner.model_fields) if owner else ""
-        message = f"unknown key{hint}"
-    else:
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] != "missing" and "input" in first and not isinstance(first["input"], dict):
-            message += f" (got {first['input']!r})"
-    more = len(err.errors()) - 1
-    suffix = f" [+{more} more problem{'s' if more > 1 else ''}]" if more else ""
-    return f"{source}: {key}: {message}{suffix}"
-
-
-def parse_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> HpoConfig:
-    """Validate a raw mapping; relative paths resolve against `base_dir` (the config file's folder)."""
-    try:
-        cfg = HpoConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
-    if base_dir is not None:
-        _resolve_paths(cfg, base_dir)
-    _check_numbers(cfg, source)
-    return cfg
-
-
-def load_config(path: str | Path) -> HpoConfig:
-    """Read and validate a YAML config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (pass an existing YAML file with -c)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML: {getattr(err, 'problem', err)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping with model, data and search sections")
-    return parse_config(raw, source=str(path), base_dir=path.resolve().parent)
-
-
-def apply_overrides(cfg: HpoConfig, overrides: dict[str, Any], source: str = "command line") -> HpoConfig:
-    """Return a re-validated copy with dotted keys (e.g. 'search.timeout') replaced; None values are skipped."""
-    raw = cfg.model_dump(exclude_none=False)
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                node[part] = {} if node.get(part) is None else node[part]
-                if not isinstance(node[part], dict):
-                    raise ConfigError(f"{source}: {dotted}: {part!r} is not a section")
-            node = node[part]
-        node[leaf] = value
-    return parse_config(raw, source=source)
-
-
-def parse_set_option(item: str) -> tuple[str, Any]:
-    """Parse one `--set key.path=value` item; the value is read as YAML (numbers, lists, booleans)."""
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.learning_rate=1e-3")
-    try:
-        return key.strip(), yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
-
-
-def _resolve(base_dir: Path, value: str, always: bool = False) -> str:
-    """Resolve a relative path against the config folder, leaving Hub ids ('org/name') alone."""
-    candidate = Path(value).expanduser()
-    if candidate.is_absolute():
-        return str(candidate)
-    local = base_dir / candidate
-    looks_local = always or value.startswith((".", "~")) or value.lower().endswith(DATA_SUFFIXES)
-    return str(local.resolve()) if looks_local or local.exists() else value
-
-
-def _resolve_paths(cfg: HpoConfig, base_dir: Path) -> None:
-    data = cfg.data
-    data.train = _resolve(base_dir, data.train)
-    if data.validation:
-        data.validation = _resolve(base_dir, data.validation)
-    if data.test:
-        data.test = _resolve(base_dir, data.test)
-    for benchmark in cfg.gate.forgetting:
-        if benchmark.data:
-            benchmark.data = _resolve(base_dir, benchmark.data, always=True)
-        if benchmark.include_path:
-            benchmark.include_path = _resolve(base_dir, benchmark.include_path, always=True)
-    if cfg.registry.uri and "://" not in cfg.registry.uri:  # a folder; schemes are the registry's business
-        cfg.registry.uri = _resolve(base_dir, cfg.registry.uri, always=True)
-    if not cfg.model.name.startswith("hpo-action/"):
-        cfg.model.name = _resolve(base_dir, cfg.model.name)
-    cfg.output.dir = _resolve(base_dir, cfg.output.dir, always=True)
-    storage = cfg.search.storage
-    if storage and storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
-        relative = storage.removeprefix("sqlite:///")
-        if relative and relative != ":memory:":
-            cfg.search.storage = "sqlite:///" + _resolve(base_dir, relative, always=True)
-    elif storage and "://" not in storage:
-        cfg.search.storage = _resolve(base_dir, storage, always=True)
-
-
-def _check_numbers(cfg: HpoConfig, source: str) -> None:
-    for name, spec in cfg.search.space.items():
-        for bound in (spec.low, spec.high):
-            if bound is not None and not math.isfinite(bound):
-                raise ConfigError(f"{source}: search.space.{name}: bounds must be finite numbers")

@@ -1,0 +1,57 @@
+"""Typed configuration loaded from YAML; every check on user input lives here.
+
+Errors name the key, the bad value and the fix, because a CI log is often the only thing the user sees.
+"""
+
+from __future__ import annotations
+
+from hpo_action.config._load import apply_overrides, load_config, parse_config, parse_set_option
+from hpo_action.config._sections import (
+    DEFAULT_LEARNING_RATE,
+    GATE_TESTS,
+    LORA_ONLY,
+    PRUNERS,
+    SAMPLERS,
+    TRIAL_PARAMETERS,
+    Budget,
+    Columns,
+    DataConfig,
+    EvaluateConfig,
+    ForgettingBenchmark,
+    GateConfig,
+    HpoConfig,
+    ModelConfig,
+    Objective,
+    OutputConfig,
+    ParamSpec,
+    RegistryConfig,
+    SearchConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "DEFAULT_LEARNING_RATE",
+    "GATE_TESTS",
+    "LORA_ONLY",
+    "PRUNERS",
+    "SAMPLERS",
+    "TRIAL_PARAMETERS",
+    "Budget",
+    "Columns",
+    "DataConfig",
+    "EvaluateConfig",
+    "ForgettingBenchmark",
+    "GateConfig",
+    "HpoConfig",
+    "ModelConfig",
+    "Objective",
+    "OutputConfig",
+    "ParamSpec",
+    "RegistryConfig",
+    "SearchConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_config",
+    "parse_set_option",
+]

@@ -1,0 +1,131 @@
+"""The shape of the code, enforced: imports run down the layers, one door to Optuna's internals, registries own
+their schemes, small modules and functions, and the README's tables generated from the code they describe."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpo_action.config.docs import END, START, table
+from hpo_action.layout import ENTRIES
+
+from .conftest import ROOT
+
+PACKAGE = ROOT / "hpo_action"
+# The shared ground, then the stages in the order of the flow, then the entry points (docs/architecture.md).
+GROUND = {"config", "errors", "layout", "files", "drills", "metrics", "redaction", "sources"}
+STAGES = ["data", "train", "search", "judge", "report", "ship"]
+ENTRY = {"cli", "pipeline", "worker", "session", "init", "__main__", "__init__"}
+OPTUNA_PRIVATE = ("._storage", "._trial_id", "._thread_local", "._stop_flag", "._study_id")
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _room(path: Path) -> str:
+    """The top-level name a module belongs to: a stage folder, or the ground/entry module's own name."""
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def _imported_rooms(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    rooms = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] != "hpo_action" or len(parts) < 2:
+            continue
+        if (PACKAGE / parts[1]).is_dir() or (PACKAGE / f"{parts[1]}.py").is_file():
+            rooms.add(parts[1])
+    return rooms
+
+
+def _allowed(room: str) -> set[str]:
+    if room in ENTRY:
+        return GROUND | set(STAGES) | ENTRY
+    if room in GROUND:
+        return set(GROUND)
+    return GROUND | set(STAGES[: STAGES.index(room) + 1])
+
+
+def test_every_module_belongs_to_a_layer():
+    unknown = {_room(path) for path in _modules()} - GROUND - set(STAGES) - ENTRY
+    assert not unknown, f"add these to a layer in docs/architecture.md and here: {unknown}"
+
+
+def test_imports_only_run_down_the_layers():
+    violations = []
+    for path in _modules():
+        room = _room(path)
+        for target in _imported_rooms(path) - _allowed(room):
+            violations.append(f"{path.relative_to(ROOT)} ({room}) imports {target}")
+    assert not violations, "\n".join(violations)
+
+
+def test_optuna_internals_are_touched_in_one_module_only():
+    offenders = [
+        f"{path.relative_to(ROOT)}: {attr}"
+        for path in _modules()
+        if path.name != "optuna_compat.py"
+        for attr in OPTUNA_PRIVATE
+        if attr in path.read_text()
+    ]
+    assert not offenders, offenders
+
+
+def test_only_registries_know_their_uri_schemes():
+    offenders = []
+    for path in _modules():
+        if "registry" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in ("hf://", "hf"):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_modules_and_functions_stay_small():
+    long_modules = [f"{p.relative_to(ROOT)}: {n}" for p in _modules() if (n := len(p.read_text().splitlines())) > 500]
+    long_functions = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long_modules, long_modules
+    assert not long_functions, long_functions
+
+
+def test_readme_config_table_is_generated_from_the_field_descriptions():
+    readme = (ROOT / "README.md").read_text()
+    assert START in readme and END in readme, "README.md needs the config-table markers"
+    shown = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    assert shown == table(), "regenerate it: python -m hpo_action.config.docs"
+
+
+def test_readme_output_table_lists_the_run_layout():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Output folder", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([^`]+)` \|", section, flags=re.M)
+    assert listed == [name for name, _ in ENTRIES]
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["search"], ["gate"], ["report"], ["init"], ["publish"]])
+def test_help_is_fast_and_never_loads_torch(command: list[str]):
+    code = "import sys\nfrom hpo_action.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    code += "print('torch' in sys.modules)\n"
+    proc = subprocess.run([sys.executable, "-c", code, *command, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: hpo-action" in proc.stdout
+    assert proc.stdout.strip().endswith("False"), "--help imported torch"
