@@ -25,6 +25,7 @@ from hpo_action.config import (
     parse_set_option,
 )
 from hpo_action.errors import ConfigError, HpoActionError
+from hpo_action.redaction import redact_text
 from hpo_action.report import github
 
 # CLI flag → dotted config key; None values (flag not given) leave the config as it is.
@@ -65,7 +66,11 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds after which no trial starts."
         ),
         click.option("--output", help="Output folder (overrides output.dir)."),
-        click.option("--storage", help="Optuna storage URL or journal file (default: sqlite in the output folder)."),
+        click.option(
+            "--storage",
+            help="Optuna storage URL or journal file (default: $HPO_STORAGE, else search.storage, else sqlite in the "
+            "output folder). Prefer HPO_STORAGE for a URL with a password: it never appears in the process list.",
+        ),
         click.option("--study-name", help="Study name (default: derived from the config)."),
         click.option("--seed", type=int, help="Sampler seed."),
         click.option("--sampler", type=click.Choice(SAMPLERS), help="Sampler."),
@@ -93,6 +98,8 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _config_from(config_path: str, set_items: tuple[str, ...], **flags: Any) -> HpoConfig:
     cfg = load_config(config_path)
+    if flags.get("storage") is None and os.environ.get("HPO_STORAGE"):  # a database URL kept off the command line
+        flags["storage"] = os.environ["HPO_STORAGE"]
     overrides = {OVERRIDES[name]: value for name, value in flags.items() if name in OVERRIDES and value is not None}
     overrides.update(parse_set_option(item) for item in set_items)  # `--set key=null` unsets the key
     return apply_overrides(cfg, overrides) if overrides else cfg
@@ -131,6 +138,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     help="Run no trial: evaluate, gate and publish the study's best (the leader after `search` workers).",
 )
 @click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="With --skip-search: gate the study's best even when trials are missing, running or waiting for a retry.",
+)
+@click.option(
     "--comment-pr",
     is_flag=True,
     help="In GitHub Actions, write the summary as one PR comment, updated in place (needs pull-requests: write).",
@@ -142,6 +154,7 @@ def run(
     champion_predictions: str | None,
     fail_on_reject: bool,
     skip_search: bool,
+    allow_partial: bool,
     comment_pr: bool,
     **flags: Any,
 ) -> None:
@@ -162,6 +175,7 @@ def run(
         extra_trials=n_trials,
         champion_predictions=champion_predictions and Path(champion_predictions),
         comment_pr=comment_pr,
+        allow_partial=allow_partial,
     )
     if fail_on_reject and not result.promote:
         sys.exit(3)
@@ -367,16 +381,19 @@ def init(folder: str, force: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console script: HpoActionError → `error: …` on stderr and its exit code; no traceback unless --debug."""
+    """Console script: HpoActionError → `error: …` on stderr and its exit code; no traceback unless --debug. Every
+    message leaves with the secrets of the command line and the environment scrubbed (and, in GitHub Actions,
+    masked before anything is printed)."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     env = github.actions_env()
+    secrets = github.secret_values(dict(os.environ), args)
     if env is not None:  # before anything is printed
-        github.mask(github.secret_values(env, args), env)
+        github.mask(secrets, env)
     try:
         cli.main(args=args, prog_name="hpo-action", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(130)
     except click.ClickException as err:
         err.show()
@@ -384,17 +401,20 @@ def main(argv: list[str] | None = None) -> None:
     except HpoActionError as err:
         if debug:
             raise
-        if env is not None:
-            github.error(f"hpo-action: {type(err).__name__}", str(err))
-        click.echo(f"error: {err}", err=True)
-        sys.exit(err.exit_code)
+        _fail(f"hpo-action: {type(err).__name__}", str(err), err.exit_code, secrets, env)
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(130)
     except Exception as err:
         if debug:
             raise
-        if env is not None:
-            github.error(f"hpo-action: unexpected {type(err).__name__}", str(err))
-        click.echo(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
-        sys.exit(1)
+        message = f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)"
+        _fail(f"hpo-action: unexpected {type(err).__name__}", message, 1, secrets, env)
+
+
+def _fail(title: str, message: str, code: int, secrets: list[str], env: dict[str, str] | None) -> None:
+    message = redact_text(message, secrets)
+    if env is not None:
+        github.error(title, message)
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)

@@ -1,14 +1,18 @@
-"""Fault drills: make chosen trials fail the way real ones do, to prove that a study survives them.
+"""Fault drills: make chosen trials and phases fail the way real ones do, to prove that a run survives them.
+These are the only test hooks in the product (with `LocalRegistry(fail_at=...)`, which crashes a publish at each
+of its steps); unset in normal use.
 
-`HPO_ACTION_FAULTS="exit@1,oom@2,enospc@3"` makes trial 1 call `os._exit(137)` as training starts (a worker
-killed mid-trial), trial 2 raise `torch.cuda.OutOfMemoryError` on its first attempt, and trial 3's adapter save
-fail with ENOSPC (a full disk). Also `segv@N` (the worker dies of SIGSEGV) and `raise@N` (a plain exception).
-Unset in normal use: the tests and failure drills set it.
+`HPO_ACTION_FAULTS="exit@1,oom@2,enospc@3,kill@after-best"`:
+- `exit@N`: trial N calls `os._exit(137)` as training starts (a worker killed mid-trial); `segv@N`: SIGSEGV;
+- `oom@N`: trial N raises `torch.cuda.OutOfMemoryError` on its first attempt; `raise@N`: a plain exception;
+- `enospc@N`: trial N's adapter save fails as a full disk does (safetensors' own error, "No space left on device");
+- `kill@PHASE`: the process SIGKILLs itself at a phase of `run`: after-best (best/ written, nothing gated yet),
+  after-evaluate, after-gate (gate.json written, nothing published), after-publish.
+A typo is a config error before anything starts.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 from collections.abc import Callable
@@ -35,7 +39,11 @@ def _oom() -> None:
 
 
 def _enospc() -> None:
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    from safetensors import SafetensorError  # what a real full disk raises while saving an adapter
+
+    raise SafetensorError(
+        'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+    )
 
 
 def _raise() -> None:
@@ -52,17 +60,35 @@ FAULTS: dict[str, tuple[str, Callable[[], None]]] = {
 }
 
 
+PHASES = ("after-best", "after-evaluate", "after-gate", "after-publish")
+
+
+def planned() -> list[tuple[str, str]]:
+    """The drills asked for, as (name, trial number or phase); a typo is a ConfigError naming the item."""
+    spec = os.environ.get(ENV, "")
+    items = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, where = item.partition("@")
+        valid = (name in FAULTS and where.isdigit()) or (name == "kill" and where in PHASES)
+        if not valid:
+            known = ", ".join([*(f"{n}@N" for n in FAULTS), *(f"kill@{p}" for p in PHASES)])
+            raise ConfigError(f"{ENV}: unknown drill {item!r}; known: {known}")
+        items.append((name, where))
+    return items
+
+
 def fire(point: str, trial_number: int | None) -> None:
     """Trigger the fault planned for this trial at this point, if any."""
-    spec = os.environ.get(ENV)
-    if not spec or trial_number is None:
+    if trial_number is None:
         return
-    for item in spec.split(","):
-        name, _, number = item.strip().partition("@")
-        if name not in FAULTS:
-            raise ConfigError(f"{ENV}: unknown fault {name!r} in {spec!r}; known: {', '.join(FAULTS)}")
-        where, action = FAULTS[name]
-        if where != point or number != str(trial_number) or (name, trial_number) in _fired:
+    for name, where in planned():
+        if name == "kill" or FAULTS[name][0] != point or where != str(trial_number) or (name, trial_number) in _fired:
             continue
         _fired.add((name, trial_number))
-        action()
+        FAULTS[name][1]()
+
+
+def at(phase: str) -> None:
+    """Die here, as a `kill -9` would, when this phase's drill is planned."""
+    if ("kill", phase) in planned():
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.resources
 import os
 import tempfile
@@ -27,3 +28,19 @@ def template(name: str) -> Path:
     if packaged.is_file():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / "templates" / name
+
+
+_NO_SPACE = ("no space left on device", "disk quota exceeded", "os error 28", "os error 122")
+
+
+def is_no_space(err: BaseException) -> bool:
+    """A full disk, however it surfaced: OSError ENOSPC/EDQUOT, or a library's own error that wraps one (safetensors
+    raises SafetensorError with the OS message), anywhere in the cause chain."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(seen).lower() for text in _NO_SPACE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

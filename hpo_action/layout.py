@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+# Written into every folder hpo-action creates where it later deletes or replaces things (trials/<n>/, best/): it
+# only ever deletes or replaces a folder that carries it, never what a person put there.
+MARKER = ".hpo-action"
 
 # (name in the output folder, what it holds): the README's "Output folder" table lists exactly these.
 ENTRIES: tuple[tuple[str, str], ...] = (
@@ -22,6 +27,19 @@ ENTRIES: tuple[tuple[str, str], ...] = (
     ("report.md", "the run as markdown: verdict, gate and forgetting tables, best parameters, trials"),
     ("model_card.md", "the model card of the last publish from this folder"),
 )
+
+
+def mark(folder: Path, kind: str, **details: object) -> None:
+    """Claim a folder hpo-action wrote (before it becomes visible under its final name)."""
+    (folder / MARKER).write_text(json.dumps({"kind": kind, **details}) + "\n", encoding="utf-8")
+
+
+def is_ours(folder: Path, kind: str) -> bool:
+    marker = folder / MARKER
+    try:
+        return marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("kind") == kind
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -93,3 +111,19 @@ class RunLayout:
     @property
     def model_card(self) -> Path:
         return self.root / "model_card.md"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.trials_dir / str(number)
+
+    def foreign_entries(self) -> list[Path]:
+        """What sits where hpo-action deletes or replaces things but was not written by it: anything in trials/
+        other than its marked, numbered trial folders (and their in-progress copies), and an unmarked best/."""
+        foreign = []
+        if self.trials_dir.is_dir():
+            for child in sorted(self.trials_dir.iterdir()):
+                partial = child.name.startswith(".") and child.name.endswith(".partial")
+                if not (partial or (child.name.isdigit() and child.is_dir() and is_ours(child, "trial"))):
+                    foreign.append(child)
+        if self.best_dir.exists() and not (self.best_dir.is_dir() and is_ours(self.best_dir, "trial")):
+            foreign.append(self.best_dir)
+        return foreign

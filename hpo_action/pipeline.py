@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from hpo_action import drills
 from hpo_action.config import GateConfig, HpoConfig
 from hpo_action.data.loading import Splits, load_splits, rows_fingerprint
 from hpo_action.data.tokenize import tokenize_splits
@@ -20,11 +22,11 @@ from hpo_action.files import write_text_atomic
 from hpo_action.judge.assess import evaluate_and_gate
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.evaluate import EvalSettings, evaluate
-from hpo_action.judge.forgetting import load_forgetting_sets
 from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair, too_small_to_pass
 from hpo_action.judge.predictions import read_meta, read_predictions
 from hpo_action.layout import RunLayout
 from hpo_action.metrics import metric_kind
+from hpo_action.preflight import Checked, check_run_inputs
 from hpo_action.redaction import redact_url
 from hpo_action.report import github
 from hpo_action.report.markdown import run_markdown
@@ -32,9 +34,9 @@ from hpo_action.report.plots import write_plots
 from hpo_action.report.tables import best_table, to_rich, trials_table, verdict
 from hpo_action.report.terminal import StudyProgress, make_console
 from hpo_action.search.outputs import publish_best, summarize, write_trials_csv
-from hpo_action.search.slots import finished, target_trials
+from hpo_action.search.slots import check_complete, finished, target_trials
 from hpo_action.search.space import trial_defaults
-from hpo_action.search.storage import check_remote_storage, storage_url
+from hpo_action.search.storage import storage_url
 from hpo_action.search.study import check_not_all_failed, open_study, run_trials
 from hpo_action.search.summary import RunSummary
 from hpo_action.search.supervisor import WorkerPool
@@ -57,7 +59,8 @@ class _Searched:
 
 def search(cfg: HpoConfig, extra_trials: int | None = None, console: Console | None = None) -> RunSummary:
     """Run (or resume) the study and write trials.csv, best/, summary.json and the plots."""
-    return _study(cfg, extra_trials, console or make_console(stderr=True)).summary
+    checked = check_run_inputs(cfg, gating=False)
+    return _study(cfg, extra_trials, console or make_console(stderr=True), checked).summary
 
 
 def run(
@@ -66,21 +69,22 @@ def run(
     champion_predictions: Path | None = None,
     console: Console | None = None,
     comment_pr: bool = False,
+    allow_partial: bool = False,
 ) -> GateDecision:
     """The whole job: study, evaluate the best trial once on the test split, gate it against the champion
     (or the base model), publish it to the registry when it is promoted, and report (report.md; in GitHub
-    Actions also the step outputs, the job summary and, with `comment_pr`, the PR comment)."""
+    Actions also the step outputs, the job summary and, with `comment_pr`, the PR comment). `extra_trials=0` is
+    the leader after search workers: it refuses a study that is not complete unless `allow_partial`."""
     console = console or make_console(stderr=True)
-    if not cfg.data.test:
-        raise ConfigError("data.test: `run` gates on a held-out test split; set data.test, or use `hpo-action search`")
-    sets = load_forgetting_sets(cfg)  # bad forgetting data fails now, before the study writes anything
-    _warn_small_forgetting_sets(cfg, sets, console)
-    if champion_predictions is not None:
-        read_predictions(champion_predictions)
+    checked = check_run_inputs(cfg, champion_predictions)  # nothing is written before this passes
+    _warn(checked.splits.warnings, console)
+    _warn_small_forgetting_sets(cfg, checked.forgetting_sets, console)
     registry = open_registry(cfg.registry.uri, cfg.registry) if cfg.registry.uri else None
     champion = registry.read_champion() if registry else None  # the revision the gate reads: the swap's base
-    searched = _study(cfg, extra_trials, console, sets)
-    decision = _evaluate_and_gate(cfg, searched, sets, champion, champion_predictions, console)
+    searched = _study(cfg, extra_trials, console, checked, allow_partial)
+    drills.at("after-best")
+    decision = _evaluate_and_gate(cfg, searched, checked.forgetting_sets, champion, champion_predictions, console)
+    drills.at("after-gate")
     layout = RunLayout(Path(cfg.output.dir))
     record_gated_champion(layout, champion)
     make_console().print(verdict(decision))
@@ -114,10 +118,13 @@ def _evaluate_and_gate(
     test = searched.splits.test or []
     champion_dir = None
     if champion is not None and champion_predictions is None:
-        reusable = champion.test_fingerprint() == rows_fingerprint(test)
+        settings = cfg.evaluate
+        reusable = champion.reusable_for(
+            rows_fingerprint(test), settings.metrics, settings.normalize, settings.max_new_tokens
+        )
         champion_predictions = champion.test_predictions if reusable else None
         champion_dir = None if reusable else champion.path
-        how = "its stored test predictions match this test set" if reusable else "re-evaluating it on this test set"
+        how = "reusing its stored test predictions" if reusable else "re-evaluating it (other test rows or settings)"
         console.print(f"champion v{champion.version}: {how}")
     console.print(f"evaluating trial #{best.number} on {len(test)} test examples")
     base = searched.base or load_base_model(cfg.model)  # worker processes kept theirs; they have exited
@@ -134,6 +141,7 @@ def _publish(cfg: HpoConfig, registry: Registry | None, decision: GateDecision, 
         console.print(f"not published: the gate decided {decision.decision}")
         return None
     published = publish_run(Path(cfg.output.dir), registry.uri, cfg)
+    drills.at("after-publish")
     assert published.champion is not None
     champion = published.champion
     console.print(f"published v{champion.version} to {registry.uri} (revision {champion.revision[:12]})")
@@ -174,30 +182,41 @@ def report(run_dir: Path, out: Path | None = None) -> Path:
 
 
 def _warn_small_forgetting_sets(cfg: HpoConfig, sets: Sets, console: Console) -> None:
-    for benchmark in cfg.gate.forgetting:
-        if benchmark.name in sets and metric_kind(benchmark.metric) == "boolean":
-            warning = too_small_to_pass(benchmark.name, len(sets[benchmark.name]), benchmark.margin, cfg.gate.alpha)
-            if warning:
-                console.print(f"[yellow]warning:[/yellow] {warning}")
-                if github.actions_env() is not None:
-                    github.warning("hpo-action: forgetting set too small", warning, console.file)
+    warnings = [
+        too_small_to_pass(benchmark.name, len(sets[benchmark.name]), benchmark.margin, cfg.gate.alpha)
+        for benchmark in cfg.gate.forgetting
+        if benchmark.name in sets and metric_kind(benchmark.metric) == "boolean"
+    ]
+    _warn([w for w in warnings if w], console)
 
 
-def _study(cfg: HpoConfig, extra_trials: int | None, console: Console, sets: Sets | None = None) -> _Searched:
+def _warn(warnings: Sequence[str], console: Console) -> None:
+    """Print each warning, and in GitHub Actions also as an annotation on the run."""
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+        if github.actions_env() is not None:
+            github.warning("hpo-action", warning, console.file)
+
+
+def _study(
+    cfg: HpoConfig, extra_trials: int | None, console: Console, checked: Checked, allow_partial: bool = False
+) -> _Searched:
     """Run the study in this process (search.workers 0) or in worker processes, then write its outputs."""
     started = time.monotonic()
     layout = RunLayout(Path(cfg.output.dir))
-    splits = load_splits(cfg.data)  # every data error surfaces before anything is written
     _check_writable(layout.root)
     in_workers = cfg.search.workers > 0 and extra_trials != 0  # the leader (--skip-search) runs no trial
     pool = WorkerPool(cfg.search.workers, layout.workers_dir) if in_workers else None
     try:
-        check_remote_storage(cfg)  # an unreachable database fails before a model is loaded
         quiet_libraries()
-        runner = trial_runner(cfg, splits, sets, console) if cfg.search.workers == 0 else None
+        runner = (
+            trial_runner(cfg, checked.splits, checked.forgetting_sets, console) if cfg.search.workers == 0 else None
+        )
         if runner is None:
-            _prepare_for_workers(cfg, splits, layout, console)
+            _prepare_for_workers(cfg, checked.splits, layout, console)
         study = open_study(cfg)
+        if extra_trials == 0 and not allow_partial:
+            check_complete(study, cfg)
         target = target_trials(study, cfg, extra_trials)
         deadline = time.time() + cfg.search.timeout if cfg.search.timeout else None
         with (
@@ -213,7 +232,7 @@ def _study(cfg: HpoConfig, extra_trials: int | None, console: Console, sets: Set
             pool.close()
     check_not_all_failed(study)
     summary = _write_outputs(cfg, study, layout, time.monotonic() - started, console)
-    return _Searched(summary, splits, runner.base if runner else None)
+    return _Searched(summary, checked.splits, runner.base if runner else None)
 
 
 def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, console: Console) -> None:
@@ -237,7 +256,9 @@ def _write_outputs(cfg: HpoConfig, study: Any, layout: RunLayout, elapsed: float
     summary = summarize(study, cfg, redact_url(storage_url(cfg)), elapsed, best_dir, params)
     write_trials_csv(list(summary.trials), layout.trials_csv)
     summary.write(layout.summary)
-    write_text_atomic(layout.run_config, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    resolved = cfg.model_dump()
+    resolved["search"]["storage"] = redact_url(cfg.search.storage) if cfg.search.storage else None
+    write_text_atomic(layout.run_config, yaml.safe_dump(resolved, sort_keys=False))
     write_plots(study, layout.plots_dir)
     console.print(to_rich(trials_table(summary, errors=False)))
     table = best_table(summary)

@@ -42,6 +42,7 @@ def sample_summary() -> RunSummary:
         total_steps=420,
         trials=trials,
         best=best,
+        n_trials=2,
     )
 
 

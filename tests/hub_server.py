@@ -96,6 +96,7 @@ class HubState:
         # Called with (repo, branch) as a commit arrives, before its parent check: lets a test move main mid-publish.
         self.before_commit: Callable[[Repo, str], None] | None = None
         self.exchanged: list[str] = []  # the resources OIDC tokens were exchanged for
+        self.lose_commit_answers = 0  # apply the next N commits to main, then answer 500 as if the reply was lost
 
     def is_valid(self, token: str | None) -> bool:
         return token is not None and token == self.token
@@ -138,6 +139,7 @@ _ROUTES = [
         ("POST", rf"{_API}/preupload/(?P<rev>[^/]+)$", "_preupload"),
         ("POST", rf"{_API}/commit/(?P<rev>[^/]+)$", "_commit"),
         ("POST", rf"{_API}/branch/(?P<branch>[^/]+)$", "_create_branch"),
+        ("DELETE", rf"{_API}/branch/(?P<branch>[^/]+)$", "_delete_branch"),
         ("POST", rf"{_API}/tag/(?P<rev>[^/]+)$", "_create_tag"),
         ("GET", _RESOLVE, "_resolve"),
         ("HEAD", _RESOLVE, "_resolve"),
@@ -159,6 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -352,6 +357,9 @@ class _Handler(BaseHTTPRequestHandler):
             elif line["key"] != "header":
                 raise HubError(HTTPStatus.NOT_IMPLEMENTED, f"commit operation {line['key']} is not served")
         new = found.commit(rev, header["summary"], files)
+        if rev == "main" and self.server.state.lose_commit_answers > 0:
+            self.server.state.lose_commit_answers -= 1
+            raise HubError(HTTPStatus.INTERNAL_SERVER_ERROR, "upstream timeout (the commit was applied)")
         url = f"{self.server.endpoint}/{repo}/commit/{new.sha}"
         self._send_json(HTTPStatus.OK, {"commitUrl": url, "commitOid": new.sha, "pullRequestUrl": None})
         return HTTPStatus.OK
@@ -363,6 +371,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(HTTPStatus.CONFLICT, f"Reference already exists: refs/heads/{branch}")
         start = self._json_body().get("startingPoint") or "main"
         found.branches[branch] = self._commit_at(found, start).sha
+        self._send_json(HTTPStatus.OK, {})
+        return HTTPStatus.OK
+
+    def _delete_branch(self, repo: str, branch: str) -> int:
+        self._require_write()
+        found = self._repo(repo)
+        if branch == "main" or branch not in found.branches:
+            raise HubError(
+                HTTPStatus.NOT_FOUND if branch != "main" else HTTPStatus.FORBIDDEN, f"cannot delete {branch}"
+            )
+        del found.branches[branch]
         self._send_json(HTTPStatus.OK, {})
         return HTTPStatus.OK
 

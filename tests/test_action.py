@@ -176,7 +176,8 @@ def test_arguments_reach_the_cli_verbatim_and_tokens_only_where_needed(tmp_path:
         fakes,
         "python",
         'json.dump({"argv": sys.argv[1:], "hf": os.environ.get("HF_TOKEN"), "gh": os.environ.get("GITHUB_TOKEN"),'
-        ' "input_token": os.environ.get("INPUT_HF_TOKEN")}, open(os.environ["RECORD"], "w"))',
+        ' "input_token": os.environ.get("INPUT_HF_TOKEN"), "storage": os.environ.get("HPO_STORAGE"),'
+        ' "input_storage": os.environ.get("INPUT_STORAGE")}, open(os.environ["RECORD"], "w"))',
     )
     record = tmp_path / "record.json"
     workspace = tmp_path / "ws"
@@ -185,8 +186,9 @@ def test_arguments_reach_the_cli_verbatim_and_tokens_only_where_needed(tmp_path:
         "config": "my config; echo pwned $(id).yaml",
         "n-trials": "3",
         "registry": "hf://acme/model",
-        "extra-args": "--max-steps 6  --set 'search.seed=1'",
+        "extra-args": "--max-steps 6  --set 'search.seed=1'\n--eval-every 3",  # a multi-line YAML input
         "hf-token": CANARY,
+        "storage": "postgresql+psycopg://u:DBCANARY@db/hpo",
         "working-directory": "sub",
         "fail-on-reject": "true",
     }
@@ -209,8 +211,11 @@ def test_arguments_reach_the_cli_verbatim_and_tokens_only_where_needed(tmp_path:
         "6",
         "--set",
         "'search.seed=1'",  # split on whitespace only: no shell quoting, no expansion
+        "--eval-every",
+        "3",  # every line of a multi-line input
     ]
     assert seen["hf"] == CANARY and seen["input_token"] is None
+    assert seen["storage"] == "postgresql+psycopg://u:DBCANARY@db/hpo" and seen["input_storage"] is None  # not argv
     assert seen["gh"] == ""  # the job token reaches the CLI only with comment-pr
     assert "pwned" not in "".join(result["logs"])
     result = run_action(workspace, {"comment-pr": "true", "working-directory": "sub"}, env)

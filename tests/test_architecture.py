@@ -20,7 +20,7 @@ PACKAGE = ROOT / "hpo_action"
 # The shared ground, then the stages in the order of the flow, then the entry points (docs/architecture.md).
 GROUND = {"config", "errors", "layout", "files", "drills", "metrics", "redaction", "sources"}
 STAGES = ["data", "train", "search", "judge", "report", "ship"]
-ENTRY = {"cli", "pipeline", "worker", "session", "init", "__main__", "__init__"}
+ENTRY = {"cli", "pipeline", "preflight", "worker", "session", "init", "__main__", "__init__"}
 OPTUNA_PRIVATE = ("._storage", "._trial_id", "._thread_local", "._stop_flag", "._study_id")
 
 

@@ -87,7 +87,7 @@ def test_lost_race_uses_the_winners_folder(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(demo_model, "_build", other_process_wins)
     assert ensure_demo_model(tmp_path) == target
     assert sorted(p.name for p in target.iterdir()) == ["winner.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == [target.name], "the staging folder must be removed"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [target.name], "the staging folder must go"
 
 
 def test_crashed_build_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -98,7 +98,34 @@ def test_crashed_build_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(demo_model, "_build", crash)
     with pytest.raises(RuntimeError, match="mid-build"):
         ensure_demo_model(tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == []  # only the builders' lock file remains
+
+
+def test_concurrent_first_uses_build_once_and_a_killed_builders_leftovers_go(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    leftover = tmp_path / f".tiny-demo-v{demo_model._VERSION}.dead1234"  # a builder killed mid-build
+    leftover.mkdir()
+    builds, started = [], threading.Event()
+
+    def slow_build(folder: Path, steps: int) -> None:
+        builds.append(folder)
+        started.set()
+        time.sleep(1.0)
+        (folder / "config.json").write_text("{}")
+
+    monkeypatch.setattr(demo_model, "_build", slow_build)
+    results: list[Path] = []
+    first = threading.Thread(target=lambda: results.append(ensure_demo_model(tmp_path)))
+    first.start()
+    started.wait(10)
+    results.append(ensure_demo_model(tmp_path))  # arrives while the first one builds: waits, then reuses it
+    first.join()
+    assert len(builds) == 1 and len(set(results)) == 1
+    assert not leftover.exists()
+    assert "waiting for another process that is building the demo model" in capfd.readouterr().err
 
 
 @pytest.mark.slow

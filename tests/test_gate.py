@@ -25,7 +25,7 @@ from .conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gate_calibration as calibration
 
-TOP_KEYS = {"decision", "promote", "reasons", "primary", "forgetting", "config"}
+TOP_KEYS = {"decision", "promote", "reasons", "primary", "forgetting", "config", "adapter_sha256", "test_fingerprint"}
 PRIMARY_KEYS = {
     "metric",
     "n",
@@ -401,11 +401,11 @@ def test_a_forgetting_set_too_small_to_ever_pass_is_warned_about_before_the_sear
     config = write_config(tmp_path, raw)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), pytest.raises(SystemExit):
-        main(["run", "-c", str(config), "--champion-predictions", str(tmp_path / "missing.jsonl")])
+        main(["run", "-c", str(config), "--registry", "nosuch://scheme"])  # fails right after the warning
     assert "forgetting set 'copy' has 160 examples: at margin 0.02 it can never pass" not in printed.getvalue()
     lines = (tmp_path / "forget_copy.jsonl").read_text().splitlines()[:40]
     (tmp_path / "forget_copy.jsonl").write_text("\n".join(lines) + "\n")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), pytest.raises(SystemExit):
-        main(["run", "-c", str(config), "--champion-predictions", str(tmp_path / "missing.jsonl")])
+        main(["run", "-c", str(config), "--registry", "nosuch://scheme"])  # fails right after the warning
     assert "forgetting set 'copy' has 40 examples: at margin 0.02 it can never pass" in printed.getvalue()

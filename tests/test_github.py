@@ -175,8 +175,14 @@ class FakeGitHub:
 
     def __init__(self) -> None:
         self.comments: list[dict[str, Any]] = [
-            {"id": i, "body": f"unrelated {i}", "html_url": f"u/{i}"} for i in range(1, 121)
+            {"id": i, "body": f"unrelated {i}", "html_url": f"u/{i}", "user": {"login": "octocat"}}
+            for i in range(1, 121)
         ]
+        # Someone else's comment carrying our marker (copied, or planted): it must never be edited.
+        self.comments.append(
+            {"id": 500, "body": f"{github.MARKER}\nmallory's", "html_url": "u/500", "user": {"login": "mallory"}}
+        )
+        self.login: str | None = None  # GET /user answers 403 (an installation token) unless set
         self.requests: list[tuple[str, str]] = []
         self.status: int | None = None
         self.auth: set[str] = set()
@@ -207,12 +213,23 @@ def api() -> Iterator[tuple[FakeGitHub, str]]:
             length = int(self.headers.get("Content-Length") or 0)
             payload = json.loads(self.rfile.read(length)) if length else None
             path, _, query = self.path.partition("?")
-            if method == "GET" and path == "/repos/acme/tune/issues/5/comments":
+            if method == "GET" and path == "/user":
+                if state.login is None:
+                    self._reply(403, {"message": "Resource not accessible by integration"})
+                else:
+                    self._reply(200, {"login": state.login})
+            elif method == "GET" and path == "/repos/acme/tune/issues/5/comments":
                 params = dict(item.split("=") for item in query.split("&"))
                 page, size = int(params["page"]), int(params["per_page"])
                 self._reply(200, state.comments[(page - 1) * size : page * size])
             elif method == "POST" and path == "/repos/acme/tune/issues/5/comments":
-                comment = {"id": 1000 + len(state.comments), "body": payload["body"], "html_url": "u/new"}
+                author = state.login or "github-actions[bot]"
+                comment = {
+                    "id": 1000 + len(state.comments),
+                    "body": payload["body"],
+                    "html_url": "u/new",
+                    "user": {"login": author},
+                }
                 state.comments.append(comment)
                 self._reply(201, comment)
             elif method == "PATCH" and path.startswith("/repos/acme/tune/issues/comments/"):
@@ -248,16 +265,27 @@ def _env(url: str) -> dict[str, str]:
 def test_sticky_comment_is_created_once_then_updated_in_place(api):
     state, url = api
     github.upsert_comment("first result", _env(url), 5)
-    ours = [c for c in state.comments if github.MARKER in c["body"]]
+    ours = [c for c in state.comments if github.MARKER in c["body"] and c["user"]["login"] != "mallory"]
     assert len(ours) == 1 and "first result" in ours[0]["body"]
     assert ("GET", "/repos/acme/tune/issues/5/comments?per_page=100&page=2") in state.requests  # paged past 100
     state.requests.clear()
     link = github.upsert_comment("second result", _env(url), 5)
-    ours = [c for c in state.comments if github.MARKER in c["body"]]
+    ours = [c for c in state.comments if github.MARKER in c["body"] and c["user"]["login"] != "mallory"]
     assert len(ours) == 1 and "second result" in ours[0]["body"] and "first" not in ours[0]["body"]
-    assert [m for m, _ in state.requests] == ["GET", "GET", "PATCH"]
+    assert [m for m, _ in state.requests] == ["GET", "GET", "GET", "PATCH"]
+    assert next(c for c in state.comments if c["id"] == 500)["body"].endswith("mallory's")  # never touched
     assert link == "u/new"
     assert state.auth == {"Bearer ghs_t"}
+
+
+def test_a_personal_token_finds_its_own_comment_by_its_login(api):
+    state, url = api
+    state.login = "release-bot"
+    github.upsert_comment("one", _env(url), 5)
+    github.upsert_comment("two", _env(url), 5)
+    mine = [c for c in state.comments if c["user"]["login"] == "release-bot"]
+    assert len(mine) == 1 and "two" in mine[0]["body"]
+    assert "mallory's" in next(c for c in state.comments if c["id"] == 500)["body"]
 
 
 def test_forbidden_comment_names_the_missing_permission(api):
@@ -300,7 +328,7 @@ def test_publish_step_writes_outputs_summary_and_the_comment(tmp_path: Path, api
     summary = (tmp_path / "summary.md").read_text()
     assert Path(outputs["report-path"]).read_text() == summary
     assert "**trials**" in summary and "`plots/param_importances.png`" in summary
-    body = next(c["body"] for c in state.comments if github.MARKER in c["body"])
+    body = next(c["body"] for c in state.comments if github.MARKER in c["body"] and c["user"]["login"] != "mallory")
     assert "https://github.com/acme/tune/actions/runs/42" in body
     assert "comment on PR #5" in stream.getvalue()
 

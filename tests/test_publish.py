@@ -96,3 +96,8 @@ def test_a_changed_test_set_re_evaluates_the_champion(tmp_path: Path):
     candidate = read_predictions(tmp_path / "run2" / "predictions" / "test.candidate.jsonl")
     assert champion == candidate  # same seed, same search: the champion is reproduced, with its adapter removed
     assert second.decision != "promote"
+    # The same test rows, but another generation length: stored predictions would no longer be comparable.
+    third = _cfg(tmp_path, registry, "run3", seed=0)
+    third.evaluate.max_new_tokens = 6
+    run(third)
+    assert (tmp_path / "run3" / "predictions" / "test.champion.jsonl").is_file()

@@ -93,9 +93,9 @@ def test_first_publish_creates_a_private_repo_and_promotes_in_one_commit(hub: Hu
     main = repo.history("main")
     assert [c.message.split(" (")[0] for c in main] == ["Promote v1", "initial commit"]
     assert len(hub.state.requests("POST", "/commit/main")) == 1
-    candidates = [name for name in repo.branches if name.startswith("candidates/")]
-    assert len(candidates) == 1
-    assert tree(hub, candidates[0]) == tree(hub)  # the staged tree is what got promoted
+    staged = [log.path for log in hub.state.requests("POST", "/branch/candidates")]
+    assert len(staged) == 1  # staged on a candidates/ branch first...
+    assert not [name for name in repo.branches if name.startswith("candidates/")]  # ...deleted once promoted
     assert repo.tags == {"champion-1": repo.branches["main"]}
     assert json.loads(tree(hub)["registry.json"])["version"] == 1
     assert tree(hub)["versions/1/gate.json"] == tree(hub)[GATE]
@@ -106,7 +106,8 @@ def test_first_publish_creates_a_private_repo_and_promotes_in_one_commit(hub: Hu
     assert (champion.version, champion.revision, champion.uri) == (1, repo.branches["main"], URI)
     assert (champion.path / "adapter_model.safetensors").read_bytes() == b"\x00safetensors\x01v1"
     assert champion.params["tag"] == "v1" and json.loads((champion.path / GATE).read_text())["tag"] == "v1"
-    assert champion.test_predictions is not None and champion.test_fingerprint() == "fp-v1"
+    assert champion.test_predictions is not None
+    assert json.loads((champion.path / TEST_PREDICTIONS_META).read_text())["data_fingerprint"] == "fp-v1"
     assert not (champion.path / "versions").exists()  # the history is not downloaded with the champion
     assert all(r.authorized for r in hub.state.log if r.method == "POST")
 
@@ -181,7 +182,8 @@ def test_second_publish_moves_the_root_keeps_the_history_and_tags(hub: HubServer
     history = registry.history()
     assert [(c.version, c.revision) for c in history] == [(1, v1.revision), (2, v2.revision)]
     assert [json.loads((c.path / GATE).read_text())["tag"] for c in history] == ["v1", "v2"]
-    assert history[0].params["tag"] == "v1" and history[0].test_fingerprint() == "fp-v1"
+    assert history[0].params["tag"] == "v1"
+    assert json.loads((history[0].path / TEST_PREDICTIONS_META).read_text())["data_fingerprint"] == "fp-v1"
 
 
 def test_a_failed_tag_is_a_warning_and_history_falls_back_to_main(
@@ -201,7 +203,7 @@ def test_publishing_without_a_token_fails_with_the_status(
     hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("HF_TOKEN")
-    with pytest.raises(RegistryError, match=r"hf://org/champ: could not publish .*HTTP 401"):
+    with pytest.raises(RegistryError, match=r"hf://org/champ: .*HTTP 401"):
         HubRegistry(URI).publish(version(tmp_path, "v1"), expected=None)
     assert hub.state.log and not any(r.token_sent for r in hub.state.log)
 
@@ -276,9 +278,64 @@ def test_the_token_never_leaks(
     assert any(r.token_sent and r.authorized for r in hub.state.log)  # the canary really was used
     captured = capsys.readouterr()
     texts = [caplog.text, captured.out, captured.err, *(_chain(e) for e in errors)]
-    assert "Authorization" in caplog.text or "authenticated: True" in caplog.text  # debug logging was on
+    assert "send_request_headers" in caplog.text  # debug logging of every request was on
     for text in texts:
         assert "CANARY" not in text
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert b"CANARY" not in path.read_bytes(), path
+
+
+def test_staging_branches_are_kept_on_request_and_unique_per_attempt(hub: HubServer, tmp_path: Path) -> None:
+    registry = HubRegistry(URI, keep_candidates=True)
+    files = version(tmp_path, "v1")
+    first = registry.publish(files, expected=None)
+    kept = [name for name in main_of(hub).branches if name.startswith("candidates/")]
+    assert len(kept) == 1 and tree(hub, kept[0]) == tree(hub)  # the staged tree is what got promoted
+    registry.publish(files, expected=first)  # the very same files again, at once: another branch name
+    names = [name for name in main_of(hub).branches if name.startswith("candidates/")]
+    assert len(names) == 2 and len(set(names)) == 2
+
+
+def test_a_promotion_the_hub_applied_but_answered_500_is_recognized(hub: HubServer, tmp_path: Path) -> None:
+    hub.state.lose_commit_answers = 1
+    published = HubRegistry(URI).publish(version(tmp_path, "v1"), expected=None)
+    assert published.version == 1 and published.revision == main_of(hub).branches["main"]
+    assert json.loads(tree(hub)["registry.json"])["version"] == 1
+    assert len([c for c in main_of(hub).history("main") if c.message.startswith("Promote")]) == 1
+
+
+def test_an_unreadable_champion_is_an_error_never_no_champion(hub: HubServer, tmp_path: Path, monkeypatch) -> None:
+    HubRegistry(URI).publish(version(tmp_path, "v1"), expected=None)  # private by default
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong_token_0000")
+    with pytest.raises(RegistryError, match=r"refused to show this repo \(HTTP 401\)") as info:
+        HubRegistry(URI).read_champion()
+    assert "hf_wrong_token_0000" not in str(info.value)
+
+
+def test_registry_private_false_is_honoured(hub: HubServer, tmp_path: Path) -> None:
+    from hpo_action.config import RegistryConfig
+
+    open_registry(URI, RegistryConfig(uri=URI, private=False)).publish(version(tmp_path, "v1"), expected=None)
+    assert main_of(hub).private is False
+
+
+def test_an_endpoint_that_never_answers_fails_within_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts TCP connections (the kernel does) and never answers them
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RegistryError, match=r"no answer within 2 s \(registry\.timeout\)"):
+            HubRegistry(URI, timeout=2).read_champion()
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 15  # the deadline, plus at most one retry's back-off

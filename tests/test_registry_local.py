@@ -91,3 +91,13 @@ def test_two_concurrent_publishers_exactly_one_wins(tmp_path: Path):
     assert sorted(o for o in outcomes if isinstance(o, int)) == [2]
     assert sum("champion changed" in str(o) for o in outcomes) == 1
     assert LocalRegistry(root).read_champion().version == 2
+
+
+def test_a_kill_9_leftover_staging_folder_is_removed_by_the_next_publish(tmp_path: Path):
+    root = tmp_path / "reg"
+    first = LocalRegistry(root).publish(_files(tmp_path, "a"), expected=None)
+    leftover = root / "versions" / ".staging-dead1234"  # what a publisher killed mid-copy leaves behind
+    (leftover / "nested").mkdir(parents=True)
+    (leftover / "nested" / "adapter_model.safetensors").write_bytes(b"half")
+    LocalRegistry(root).publish(_files(tmp_path, "b"), expected=first)
+    assert not leftover.exists()

@@ -281,3 +281,26 @@ def test_an_unknown_fault_name_is_reported_not_ignored(monkeypatch):
     monkeypatch.setenv(FAULTS, "exlt@1")
     with pytest.raises(ConfigError, match="unknown fault 'exlt'"):
         faults.fire("train", 1)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path: Path, workers: int):
+    raw = _raw(tmp_path, n_trials=4, workers=workers, pruner="none", budget={"max_steps": 60, "eval_every": 30})
+    config = write_config(tmp_path, raw)
+    cfg = parse_config(raw, base_dir=tmp_path)
+    proc = subprocess.Popen(_cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            running = [t for t in _load(cfg).get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+        except (KeyError, ValueError):
+            continue
+        if running:
+            break
+    proc.send_signal(signal.SIGINT)  # Ctrl-C in the terminal
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: run the same command again to resume" in err
+    assert "Traceback" not in err
+    assert "RUNNING" not in _states(_load(cfg))

@@ -144,11 +144,21 @@ class Budget(_Section):
 
     max_steps: int = Field(100, ge=1, description="Optimizer steps per trial: the pruner's max resource.")
     eval_every: int = Field(10, ge=1, description="Evaluate (and report to the pruner) every N steps.")
+    max_steps_limit: int = Field(
+        100_000,
+        ge=1,
+        description="The largest max_steps accepted, a guard against typos (1e9); raise it to go further.",
+    )
 
     @model_validator(mode="after")
     def _eval_within_budget(self) -> Budget:
         if self.eval_every > self.max_steps:
             raise ValueError(f"eval_every ({self.eval_every}) must not exceed max_steps ({self.max_steps})")
+        if self.max_steps > self.max_steps_limit:
+            raise ValueError(
+                f"max_steps ({self.max_steps}) exceeds max_steps_limit ({self.max_steps_limit}); if you mean it, "
+                "raise search.budget.max_steps_limit"
+            )
         return self
 
 
@@ -216,6 +226,12 @@ class SearchConfig(_Section):
     )
     oom_retry: bool = Field(
         False, description="After a CUDA OOM, retry once with half the per-device batch and twice the accumulation."
+    )
+    trial_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a trial may run; past it the trial stops, is recorded FAIL ('trial timeout') and the "
+        "study goes on (a worker stuck inside a step is killed at 1.5× plus 60 s).",
     )
     space: dict[str, ParamSpec] = Field(default_factory=dict, description="The searched (or fixed) parameters.")
 
@@ -331,6 +347,12 @@ class RegistryConfig(_Section):
     uri: str | None = Field(None, description="Folder path or hf://namespace/name; unset: nothing is published.")
     private: bool = Field(True, description="Create Hub repos private.")
     license: str = Field("other", description="License in the model card's metadata.")
+    timeout: float = Field(
+        60.0, gt=0, description="Seconds one registry operation (read the champion, publish) may take on the Hub."
+    )
+    keep_candidates: bool = Field(
+        False, description="Keep the Hub's candidates/<run> staging branches after a promotion (deleted by default)."
+    )
 
 
 class OutputConfig(_Section):
@@ -358,6 +380,17 @@ class HpoConfig(_Section):
             raise ValueError(
                 f"gate.metric {self.gate.metric!r} is not among evaluate.metrics {self.evaluate.metrics}; add it there"
             )
+        if self.data.format == "text":
+            prompted = next((m for m in self.evaluate.metrics if resolve_metric(m).needs_prompt), None)
+            if prompted:
+                raise ValueError(f"evaluate.metrics: {prompted} needs prompts, and data.format text has none; use loss")
+        for benchmark in self.gate.forgetting:
+            text = benchmark.kind == "data" and (benchmark.format or self.data.format) == "text"
+            if text and resolve_metric(benchmark.metric).needs_prompt:
+                raise ValueError(
+                    f"gate.forgetting[{benchmark.name}].metric: {benchmark.metric} needs prompts, and the set's "
+                    "format is text; use loss, or set its format"
+                )
         return self
 
     @property

@@ -33,6 +33,7 @@ class Splits:
     train: list[dict[str, Any]]
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]] | None
+    warnings: tuple[str, ...] = ()  # e.g. test rows whose text also appears in train (under other ids)
 
 
 def load_rows(source: str, cfg: DataConfig, role: str) -> list[dict[str, Any]]:
@@ -91,7 +92,29 @@ def load_splits(cfg: DataConfig) -> Splits:
                     f"data.test: id {overlap!r} is also in {other_role}; the test split must be held out "
                     "(if the ids are per-file row numbers, make them unique across files or drop the id column)"
                 )
-    return Splits(train=train, validation=validation, test=test)
+    warnings = _content_overlaps(test, {"data.train": train, "data.validation": validation}) if test else ()
+    return Splits(train=train, validation=validation, test=test, warnings=warnings)
+
+
+def _content_overlaps(test: list[dict[str, Any]], others: dict[str, list[dict[str, Any]]]) -> tuple[str, ...]:
+    """Test rows whose text (lower-cased, whitespace collapsed) is also in another split under another id: a leak
+    the ids cannot show; a warning, since near-duplicate prompts can be legitimate."""
+    test_hashes = {_text_hash(row): row["id"] for row in test}
+    found = []
+    for role, rows in others.items():
+        shared = [test_hashes[h] for h in {_text_hash(row) for row in rows} if h in test_hashes]
+        if shared:
+            found.append(
+                f"data.test: {len(shared)} of {len(test)} test rows have the same text as rows of {role} "
+                f"(e.g. id {sorted(shared)[0]!r}); the gate's evidence is weaker when the model trained on them"
+            )
+    return tuple(found)
+
+
+def _text_hash(row: dict[str, Any]) -> str:
+    content = {key: row[key] for key in ("prompt", "completion", "messages", "text") if key in row}
+    normalized = " ".join(canonical_json(content).lower().split())
+    return hashlib.sha256(normalized.encode()).hexdigest()
 
 
 def rows_fingerprint(rows: list[dict[str, Any]]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hpo_action import drills
 from hpo_action.config import ForgettingBenchmark, HpoConfig
 from hpo_action.data.loading import Splits, rows_fingerprint
 from hpo_action.errors import ConfigError
@@ -89,6 +90,9 @@ def evaluate_and_gate(
     reference = champion if champion is not None else reference_test
     assert reference is not None
     role = "champion" if champion is not None else "base"
-    decision = gate(pair(candidate_test, reference, cfg.primary_metric, names=("candidate", role)), inputs, cfg.gate)
+    drills.at("after-evaluate")
+    primary = pair(candidate_test, reference, cfg.primary_metric, names=("candidate", role))
+    sha, fingerprint = candidate_meta["adapter_sha256"], rows_fingerprint(scorer.test_rows)
+    decision = gate(primary, inputs, cfg.gate, adapter_sha256=sha, test_fingerprint=fingerprint)
     decision.write(layout.gate)
     return decision

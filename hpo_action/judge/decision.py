@@ -115,6 +115,8 @@ class GateDecision:
     primary: PrimaryResult
     forgetting: tuple[ForgettingResult, ...]
     config: GateSettings
+    adapter_sha256: str | None = None  # the weights this verdict is about; publish refuses any others
+    test_fingerprint: str | None = None  # the test rows it was computed on (hpo_action.data.loading.rows_fingerprint)
 
     @property
     def promote(self) -> bool:
@@ -143,6 +145,8 @@ class GateDecision:
             primary=_build(PrimaryResult, primary),
             forgetting=tuple(_build(ForgettingResult, row) for row in data["forgetting"]),
             config=_build(GateSettings, data["config"]),
+            adapter_sha256=data.get("adapter_sha256"),
+            test_fingerprint=data.get("test_fingerprint"),
         )
 
     def write(self, path: str | Path) -> None:

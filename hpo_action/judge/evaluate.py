@@ -6,7 +6,6 @@ The gate pairs candidate and champion example by example, so every score here is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,12 +21,11 @@ from hpo_action.data.tokenize import tokenize_rows
 from hpo_action.errors import ConfigError, DataError, HpoActionError
 from hpo_action.judge.predictions import write_predictions
 from hpo_action.metrics import NORMALIZERS, Metric, resolve_metric
-from hpo_action.train.models import BaseModel, load_base_model
+from hpo_action.train.models import BaseModel, adapter_sha256, load_base_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 logger = logging.getLogger(__name__)
 
@@ -153,28 +151,6 @@ def _checked(metric: Metric, values: list[Any], n: int) -> list[Any]:
         if metric.kind == "score" and (boolean or not isinstance(value, (int, float)) or not math.isfinite(value)):
             raise HpoActionError(f"evaluate: metric {metric.name!r} must return finite numbers, got {value!r}")
     return values
-
-
-def adapter_sha256(folder: Path) -> str:
-    """Hash of the trained weights (a PEFT adapter, or a fully fine-tuned model): what is being evaluated."""
-    folder = Path(folder)
-    if (folder / "adapter_config.json").is_file():
-        files = [folder / name for name in ADAPTER_FILES]
-    else:
-        files = [folder / "config.json", *sorted(folder.glob("*.safetensors"))]
-    missing = next((path.name for path in files if not path.is_file()), None)
-    if missing or len(files) < 2:
-        raise ConfigError(
-            f"adapter: {folder}: missing {missing or '*.safetensors'} "
-            "(expected a PEFT adapter or a model saved with save_pretrained)"
-        )
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def attach_trained(base: BaseModel, folder: Path) -> tuple[PreTrainedModel, dict[str, Any]]:

@@ -281,7 +281,13 @@ def forgetting_result(item: ForgettingInput, cfg: GateConfig) -> ForgettingResul
     )
 
 
-def decide(primary: PrimaryResult, forgetting: list[ForgettingResult], cfg: GateConfig) -> GateDecision:
+def decide(
+    primary: PrimaryResult,
+    forgetting: list[ForgettingResult],
+    cfg: GateConfig,
+    adapter_sha256: str | None = None,
+    test_fingerprint: str | None = None,
+) -> GateDecision:
     """Reject on any significant failure; promote only when everything passed; otherwise inconclusive. The reason
     that decided comes first."""
     statuses = {row.status for row in forgetting}
@@ -301,15 +307,23 @@ def decide(primary: PrimaryResult, forgetting: list[ForgettingResult], cfg: Gate
         resamples=cfg.resamples,
         seed=cfg.seed,
     )
-    return GateDecision(decision, reasons, primary, tuple(forgetting), settings)
+    return GateDecision(decision, reasons, primary, tuple(forgetting), settings, adapter_sha256, test_fingerprint)
 
 
-def gate(primary: Paired, forgetting: list[ForgettingInput], cfg: GateConfig) -> GateDecision:
-    """The whole gate: the primary test, the forgetting table and the decision."""
+def gate(
+    primary: Paired,
+    forgetting: list[ForgettingInput],
+    cfg: GateConfig,
+    adapter_sha256: str | None = None,
+    test_fingerprint: str | None = None,
+) -> GateDecision:
+    """The whole gate: the primary test, the forgetting table and the decision, bound to the weights
+    (`adapter_sha256`) and the test rows (`test_fingerprint`) it was computed for."""
     if not primary.candidate:
         raise GateError("no paired examples to gate")
     names = [item.name for item in forgetting]
     duplicate = next((name for name in names if names.count(name) > 1), None)
     if duplicate is not None:
         raise GateError(f"forgetting: the name {duplicate!r} is used twice; give each benchmark its own name")
-    return decide(primary_result(primary, cfg), [forgetting_result(item, cfg) for item in forgetting], cfg)
+    rows = [forgetting_result(item, cfg) for item in forgetting]
+    return decide(primary_result(primary, cfg), rows, cfg, adapter_sha256, test_fingerprint)

@@ -22,13 +22,13 @@ from typing import Any, TextIO
 
 from hpo_action.errors import HpoActionError
 from hpo_action.judge.decision import GateDecision
+from hpo_action.redaction import url_secrets
 from hpo_action.search.summary import RunSummary
 
 MARKER = "<!-- hpo-action -->"  # finds our PR comment again, so it is updated instead of piling up
 SUMMARY_LIMIT = 1024 * 1024  # GitHub rejects a step summary over 1 MiB
 COMMENT_LIMIT = 65536  # GitHub's limit on a comment body, in characters
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_ID_TOKEN", "GITHUB_TOKEN", "GH_TOKEN")
-_URL_PASSWORD = re.compile(r"://[^/\s:@]*:([^@\s/]+)@")
 _OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -38,11 +38,12 @@ def actions_env() -> dict[str, str] | None:
 
 
 def secret_values(env: dict[str, str], argv: Iterable[str] = ()) -> list[str]:
-    """Tokens in the environment and database passwords in URLs (arguments, HPO_STORAGE), to mask in logs."""
+    """Tokens in the environment and the secrets of every URL (arguments, HPO_STORAGE): to mask in the log and to
+    scrub from any message."""
     found = [env[name] for name in TOKEN_VARIABLES if env.get(name)]
     for text in (*argv, env.get("HPO_STORAGE", "")):
-        for password in _URL_PASSWORD.findall(text):
-            found.extend({password, urllib.parse.unquote(password)})
+        for word in text.split():
+            found.extend(url_secrets(word.partition("=")[2] if word.startswith("--") and "=" in word else word))
     return found
 
 
@@ -156,11 +157,15 @@ def upsert_comment(body: str, env: dict[str, str], number: int) -> str:
     text = _truncate(
         f"{MARKER}\n{body}", COMMENT_LIMIT, "\n\n_Comment truncated; the full summary is on the run's page._\n"
     )
+    me = _identity(api, token)
     existing = None
     page = 1
     while existing is None:
         comments = _request("GET", f"{api}/repos/{repo}/issues/{number}/comments?per_page=100&page={page}", token)
-        existing = next((c for c in comments if MARKER in (c.get("body") or "")), None)
+        # Ours: the marker AND written by this token's own identity; never another user's comment.
+        existing = next(
+            (c for c in comments if MARKER in (c.get("body") or "") and (c.get("user") or {}).get("login") == me), None
+        )
         if len(comments) < 100:
             break
         page += 1
@@ -169,6 +174,19 @@ def upsert_comment(body: str, env: dict[str, str], number: int) -> str:
     else:
         updated = _request("POST", f"{api}/repos/{repo}/issues/{number}/comments", token, {"body": text})
     return str(updated.get("html_url") or updated.get("url") or "")
+
+
+BOT_LOGIN = "github-actions[bot]"  # who comments with the job's GITHUB_TOKEN
+
+
+def _identity(api: str, token: str) -> str:
+    """The login comments made with this token carry: the user of a personal token, else (an installation token,
+    which may not read /user) the Actions bot."""
+    try:
+        user = _request("GET", f"{api}/user", token)
+    except HpoActionError:
+        return BOT_LOGIN
+    return str((user or {}).get("login") or BOT_LOGIN)
 
 
 def _request(method: str, url: str, token: str, payload: dict[str, Any] | None = None) -> Any:

@@ -114,6 +114,16 @@ def gate_tables(decision: GateDecision) -> list[TableModel]:
     return [table for table in tables if table is not None]
 
 
+def evidence_line(decision: GateDecision) -> str | None:
+    """Which weights and which test rows the verdict is about (publish refuses any others)."""
+    if not decision.adapter_sha256:
+        return None
+    return (
+        f"evidence for weights sha256 {decision.adapter_sha256[:16]} on test set "
+        f"{(decision.test_fingerprint or '?')[:16]}"
+    )
+
+
 def forgetting_line(decision: GateDecision) -> str | None:
     """Said when no forgetting set ran, so that a verdict never implies that nothing was forgotten."""
     return None if decision.forgetting else "forgetting: not checked (no gate.forgetting set was configured)"
@@ -147,6 +157,9 @@ def verdict(decision: GateDecision) -> Group:
     note = forgetting_line(decision)
     if note:
         parts.append(Text(f"  ? {note}"))
+    evidence = evidence_line(decision)
+    if evidence:
+        parts.append(Text(f"  {evidence}", style="dim"))
     parts.extend(to_rich(table) for table in gate_tables(decision))
     return Group(*parts)
 
@@ -157,6 +170,8 @@ def verdict_markdown(decision: GateDecision) -> list[str]:
     lines += [f"- {mark(check)} {_cell(check.text)}" for check in decision.checks()]
     note = forgetting_line(decision)
     lines += [f"- ? {note}"] if note else []
+    evidence = evidence_line(decision)
+    lines += ["", f"_{evidence}_"] if evidence else []
     lines.append("")
     for table in gate_tables(decision):
         lines += to_markdown(table)

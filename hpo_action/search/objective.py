@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
+from hpo_action.files import is_no_space
 from hpo_action.search.orphans import WORKER_ATTR, worker_id
 from hpo_action.search.slots import TrialSlotLock
 from hpo_action.search.space import suggest
@@ -52,10 +52,11 @@ class Objective:
         except Exception as err:
             trial.set_user_attr("error", describe_error(err)[:2000])
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
-            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_no_space(err):
                 self.fatal = OutputError(
-                    f"output.dir: {err.strerror} while saving trial {trial.number} to {self.trials_dir}; "
-                    "free space or set output.dir elsewhere, then run the same command again to resume"
+                    f"output.dir: no space left on the device while saving trial {trial.number} to "
+                    f"{self.trials_dir}; free space or set output.dir elsewhere, then run the same command again "
+                    "to resume"
                 )
             raise
         _record(trial, result)

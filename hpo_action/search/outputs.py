@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig
+from hpo_action.errors import OutputError
 from hpo_action.files import write_text_atomic
-from hpo_action.layout import RunLayout
+from hpo_action.layout import RunLayout, is_ours
+from hpo_action.search.slots import finished
 from hpo_action.search.summary import BestTrial, RunSummary, TrialRecord
+from hpo_action.train.models import adapter_sha256
 
 if TYPE_CHECKING:
     import optuna
@@ -57,17 +60,29 @@ def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
 
 
 def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any]) -> Path | None:
-    """Copy the best trial's saved adapter to best/ with params.json; None when it was not kept."""
+    """Copy the best trial's saved weights to best/ with params.json; None when they were not kept.
+
+    When best/ gets different weights, the gate's verdict on the old ones (gate.json, report.md) is deleted
+    *before* the swap: a crash in between leaves no promote verdict next to weights nobody gated.
+    """
     best = study.best_trial
-    source = layout.trials_dir / str(best.number)
+    source = layout.trial_dir(best.number)
     if not source.is_dir():
         return None
     target, output = layout.best_dir, layout.root
+    if target.exists() and not is_ours(target, "trial"):
+        raise OutputError(f"output.dir: {target} was not written by hpo-action; move it away (it would be replaced)")
     staging = Path(tempfile.mkdtemp(dir=output, prefix=".best-"))
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True)
         info = {"trial": best.number, "value": best.value, "params": params}
         (staging / layout.best_params.name).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        if target.exists() and adapter_sha256(target) == adapter_sha256(staging):
+            os.replace(staging / layout.best_params.name, layout.best_params)  # the same weights: keep the verdict
+            shutil.rmtree(staging, ignore_errors=True)
+            return target
+        for stale in (layout.gate, layout.report):
+            stale.unlink(missing_ok=True)
         if target.exists():
             old = output / f".best-old-{os.getpid()}"
             os.replace(target, old)
@@ -106,6 +121,7 @@ def summarize(
         elapsed_s=round(elapsed, 2),
         total_steps=sum(int(r.steps or 0) for r in records),
         trials=tuple(records),
+        n_trials=finished(study),
         best=None
         if best is None
         else BestTrial(

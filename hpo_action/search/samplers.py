@@ -54,6 +54,9 @@ def make_pruner(cfg: HpoConfig) -> Any:
     elif search.pruner in ("median", "percentile"):
         options.setdefault("n_startup_trials", 3)
         options.setdefault("n_warmup_steps", budget.eval_every)
+    factor = options.get("reduction_factor")
+    if factor is not None and (not isinstance(factor, int) or isinstance(factor, bool) or factor < 2):
+        raise ConfigError(f"search.pruner_options.reduction_factor: must be a whole number >= 2 (got {factor!r})")
     factories: dict[str, Callable[..., Any]] = {
         "hyperband": p.HyperbandPruner,
         "successive_halving": p.SuccessiveHalvingPruner,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig
+from hpo_action.errors import TrialError
 from hpo_action.search.storage import storage_url, study_name
 
 if TYPE_CHECKING:
@@ -99,3 +100,18 @@ def claimed(study: optuna.Study) -> int:
 def target_trials(study: optuna.Study, cfg: HpoConfig, extra_trials: int | None) -> int:
     """How many counted trials the study should hold when this command ends."""
     return finished(study) + extra_trials if extra_trials is not None else cfg.search.n_trials
+
+
+def check_complete(study: optuna.Study, cfg: HpoConfig) -> None:
+    """The leader (`run --skip-search`) gates the study's best only when the study is done: every counted trial
+    finished and no queued retry waiting; otherwise a TrialError (exit 1) with the counts."""
+    import optuna
+
+    done = finished(study)
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    if done < cfg.search.n_trials or waiting or running:
+        raise TrialError(
+            f"the study is not complete: {done} of {cfg.search.n_trials} trials finished, {running} running, "
+            f"{waiting} waiting to be retried; let the workers finish, or pass --allow-partial to gate it as it is"
+        )

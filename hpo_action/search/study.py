@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
-from hpo_action.layout import RunLayout
+from hpo_action.layout import RunLayout, is_ours
 from hpo_action.search.objective import Objective
 from hpo_action.search.orphans import fail_orphans, fail_stale
 from hpo_action.search.samplers import make_pruner, make_sampler
@@ -87,7 +87,7 @@ def run_trials(
 
 
 def keep_only_best(study: optuna.Study, trials_dir: Path) -> None:
-    """Delete every saved trial folder except the best trial's."""
+    """Delete every trial folder this tool saved except the best trial's; nothing else is touched."""
     if not trials_dir.is_dir():
         return
     try:
@@ -95,7 +95,7 @@ def keep_only_best(study: optuna.Study, trials_dir: Path) -> None:
     except ValueError:
         best = None
     for child in trials_dir.iterdir():
-        if child.is_dir() and child.name != best:
+        if child.name.isdigit() and child.name != best and is_ours(child, "trial"):
             shutil.rmtree(child, ignore_errors=True)
 
 

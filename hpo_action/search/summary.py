@@ -56,15 +56,10 @@ class RunSummary:
     total_steps: int
     trials: tuple[TrialRecord, ...]
     best: BestTrial | None
-
-    @property
-    def n_trials(self) -> int:
-        return len(self.trials)
+    n_trials: int  # the trials that count toward search.n_trials: an interrupted trial and its retry count once
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["n_trials"] = self.n_trials
-        return data
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSummary:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from hpo_action import errors
 from hpo_action.config import HpoConfig
 from hpo_action.errors import HpoActionError, TrialError
 from hpo_action.layout import RunLayout
-from hpo_action.search.orphans import fail_worker_trials
+from hpo_action.search.orphans import WORKER_ATTR, fail_worker_trials, worker_id
 from hpo_action.search.slots import claimed
 from hpo_action.search.storage import study_name
 from hpo_action.search.study import keep_only_best
@@ -38,6 +39,7 @@ class _Worker:
     process: subprocess.Popen[bytes]
     log: Path
     error_file: Path
+    overdue: str | None = None  # why the supervisor killed it, when it did
 
 
 class WorkerPool:
@@ -60,6 +62,8 @@ class WorkerPool:
         seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         while self.workers:
             time.sleep(POLL_SECONDS)
+            if cfg.search.trial_timeout:
+                self._stop_overdue(study, cfg.search.trial_timeout)
             for index, worker in list(self.workers.items()):
                 code = worker.process.poll()
                 if code is None:
@@ -71,6 +75,26 @@ class WorkerPool:
             _report_new(study, seen, on_trial)
         if not cfg.output.keep_all_adapters:
             keep_only_best(study, RunLayout(Path(cfg.output.dir)).trials_dir)
+
+    def _stop_overdue(self, study: optuna.Study, timeout: float) -> None:
+        """Kill a worker whose trial is far past search.trial_timeout: stuck inside a step, where the trial's own
+        check never runs. The trial is then failed with that cause, and a fresh worker goes on."""
+        import optuna
+
+        limit = 1.5 * timeout + 60
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for worker in self.workers.values():
+            mine = worker_id(worker.process.pid)
+            for trial in running:
+                started = trial.datetime_start
+                if trial.user_attrs.get(WORKER_ATTR) != mine or started is None or worker.overdue:
+                    continue
+                elapsed = (datetime.now() - started).total_seconds()
+                if elapsed > limit:
+                    worker.overdue = (
+                        f"trial timeout: the worker was stopped after {elapsed:.0f} s (search.trial_timeout)"
+                    )
+                    worker.process.kill()
 
     def close(self) -> None:
         """Stop every worker still running (after an error here, or Ctrl-C)."""
@@ -106,7 +130,8 @@ def _restart_after_crash(study: optuna.Study, worker: _Worker, code: int, target
         kind = getattr(errors, reported["type"], HpoActionError)
         raise kind(reported["message"])
     how = _describe_exit(code)
-    crashed = fail_worker_trials(study, worker.process.pid, f"the worker process {how} during this trial")
+    cause = worker.overdue or f"the worker process {how} during this trial"
+    crashed = fail_worker_trials(study, worker.process.pid, cause)
     if not crashed:
         raise TrialError(f"worker {worker.index} {how} before running a trial; see {worker.log}: {_tail(worker.log)}")
     return claimed(study) < target and (deadline is None or time.time() < deadline)

@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpo_action.config import HpoConfig, load_config
-from hpo_action.errors import RegistryError
+from hpo_action.errors import GateError, RegistryError
 from hpo_action.files import write_text_atomic
 from hpo_action.judge.decision import GateDecision
+from hpo_action.judge.predictions import read_meta
 from hpo_action.layout import RunLayout
 from hpo_action.search.summary import RunSummary
 from hpo_action.ship.card import render_card
 from hpo_action.ship.registry import Champion, Registry, open_registry
 from hpo_action.ship.registry._base import version_files
+from hpo_action.train.models import adapter_sha256
 
 
 @dataclass(frozen=True)
@@ -45,16 +47,42 @@ def gated_champion(layout: RunLayout, registry: Registry) -> Champion | None:
     return current
 
 
+def gated_evidence(layout: RunLayout) -> GateDecision:
+    """The run's promote verdict, checked against what would be published: best/'s weights must hash to the
+    adapter the gate saw, and the stored test predictions must be the ones it was computed from. Anything else
+    (no verdict, a reject, weights replaced after the gate) is refused, exit 2."""
+    if not layout.gate.is_file():
+        raise GateError(f"{layout.root}: no gate.json, so nothing here was gated; run `hpo-action run` first")
+    gate = GateDecision.read(layout.gate)
+    if not gate.promote:
+        raise GateError(f"{layout.root}: the gate decided {gate.decision!r}; only a promoted run is published")
+    if not gate.adapter_sha256 or not gate.test_fingerprint:
+        raise GateError(
+            f"{layout.gate}: no adapter hash or test fingerprint in the verdict; run `hpo-action run` again"
+        )
+    if not layout.best_dir.is_dir():
+        raise GateError(f"{layout.root}: no best/ folder to publish")
+    actual = adapter_sha256(layout.best_dir)
+    if actual != gate.adapter_sha256:
+        raise GateError(
+            f"{layout.best_dir}: these weights (sha256 {actual[:12]}) are not the ones the gate promoted "
+            f"({gate.adapter_sha256[:12]}): best/ changed after the gate; run `hpo-action run` again"
+        )
+    meta = read_meta(layout.predictions("test", "candidate"))
+    if meta.get("adapter_sha256") != gate.adapter_sha256 or meta.get("data_fingerprint") != gate.test_fingerprint:
+        raise GateError(
+            f"{layout.predictions('test', 'candidate')}: these predictions are not the ones the gate used; "
+            "run `hpo-action run` again"
+        )
+    return gate
+
+
 def publish_run(
     run_dir: Path, uri: str, cfg: HpoConfig | None = None, dry_run: bool = False, env: dict[str, str] | None = None
 ) -> Publication:
     """Publish a promoted run as the new champion; with `dry_run`, only render the card and list the files."""
     layout = RunLayout(Path(run_dir))
-    if not layout.gate.is_file():
-        raise RegistryError(f"{layout.root}: no gate.json; run `hpo-action run` first")
-    gate = GateDecision.read(layout.gate)
-    if not gate.promote:
-        raise RegistryError(f"{layout.root}: the gate decided {gate.decision!r}; only a promoted run is published")
+    gate = gated_evidence(layout)
     cfg = cfg or load_config(layout.run_config)
     registry = open_registry(uri, cfg.registry)
     expected = gated_champion(layout, registry)

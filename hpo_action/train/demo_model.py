@@ -8,12 +8,16 @@ quickstart example, which the base model cannot do before tuning.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
 import shutil
 import string
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,28 +65,49 @@ def demo_cache_root() -> Path:
 def ensure_demo_model(cache_root: Path | None = None) -> Path:
     """Return a folder holding the pretrained tiny demo model + tokenizer; build it on first use.
 
-    The build happens in a temporary folder that is renamed into place, so a crash or concurrent
-    builders never leave a half-written model behind; a builder that loses the race uses the winner's.
+    Builders take a lock, so concurrent first uses build it once (the others wait, saying so, then use it); the
+    build happens in a temporary folder renamed into place, so a crash never leaves a half-written model, and the
+    next builder removes what a killed one left behind.
     """
     root = Path(cache_root) if cache_root is not None else demo_cache_root()
     target = root / f"tiny-demo-v{_VERSION}"
     if target.is_dir():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-    try:
-        logger.info("Building the tiny demo model in %s (takes ~30 s, once)", target)
-        _build(staging, _PRETRAIN_STEPS)
+    with _build_lock(root / f".{target.name}.lock"):
+        if target.is_dir():  # built by the process we waited for
+            return target
+        for stale in root.glob(f".{target.name}.*"):  # a killed builder's; none is live while we hold the lock
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+        staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
-            staging.rename(target)
-        except OSError:
-            if not target.is_dir():
-                raise
-            logger.info("Another process built %s first; using its copy", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            logger.info("Building the tiny demo model in %s (takes ~30 s, once)", target)
+            _build(staging, _PRETRAIN_STEPS)
+            try:
+                staging.rename(target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                logger.info("Another process built %s first; using its copy", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is building the demo model ({path.parent})", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build(folder: Path, steps: int) -> None:

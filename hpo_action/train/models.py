@@ -7,12 +7,16 @@ trial's adapter or optimizer state into the next one is its main bug. This modul
 from __future__ import annotations
 
 import gc
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import ModelConfig
 from hpo_action.errors import ConfigError
 from hpo_action.train.demo_model import ensure_demo_model, is_demo_model
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 if TYPE_CHECKING:
     import torch
@@ -172,3 +176,25 @@ def _four_bit_config(dtype: torch.dtype, device: str) -> Any:
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute,
     )
+
+
+def adapter_sha256(folder: Path) -> str:
+    """Hash of the trained weights (a PEFT adapter, or a fully fine-tuned model): what is being evaluated."""
+    folder = Path(folder)
+    if (folder / "adapter_config.json").is_file():
+        files = [folder / name for name in ADAPTER_FILES]
+    else:
+        files = [folder / "config.json", *sorted(folder.glob("*.safetensors"))]
+    missing = next((path.name for path in files if not path.is_file()), None)
+    if missing or len(files) < 2:
+        raise ConfigError(
+            f"adapter: {folder}: missing {missing or '*.safetensors'} "
+            "(expected a PEFT adapter or a model saved with save_pretrained)"
+        )
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -6,6 +6,7 @@ little else; that is the point of hpo-action over `Trainer.hyperparameter_search
 
 from __future__ import annotations
 
+import errno
 import gc
 import math
 import os
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hpo_action import drills
 from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
+from hpo_action.layout import mark
 from hpo_action.train.models import BaseModel
 
 if TYPE_CHECKING:
@@ -114,7 +116,8 @@ class TrialRunner:
         started = time.perf_counter()
         set_seed(self.cfg.train.seed)  # the adapter's random init must not depend on earlier trials
         metric = self.cfg.search.objective.metric
-        tracker = _Tracker(metric, self.cfg.search.objective.direction, report, self.cfg.train)
+        search = self.cfg.search
+        tracker = _Tracker(metric, search.objective.direction, report, self.cfg.train, search.trial_timeout)
         model = self.base.attach(params)
         trainer = None
         try:
@@ -187,12 +190,19 @@ class TrialRunner:
         )
 
     def _save(self, model: Any, target: Path, trial_number: int | None) -> None:
-        """Write beside the target and rename: a full disk leaves no half-written adapter behind."""
+        """Write beside the target and rename: a full disk leaves no half-written adapter behind. A save that
+        cannot fit fails before it starts, as a full disk (ENOSPC), so the study stops with the same message."""
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        needed = int(1.2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)) + (1 << 20)
+        free = shutil.disk_usage(target.parent).free
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"No space left on device: {free} bytes free, the adapter needs ~{needed}")
         try:
             model.save_pretrained(partial)
             self.base.tokenizer.save_pretrained(partial)
+            mark(partial, "trial", trial=trial_number)
             drills.fire("save", trial_number)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(partial, target)
@@ -204,9 +214,12 @@ class TrialRunner:
 class _Tracker:
     """Records the eval curve, reports it to the pruner, stops early and fails on non-finite losses."""
 
-    def __init__(self, metric: str, direction: str, report: Reporter | None, train_cfg: Any) -> None:
+    def __init__(
+        self, metric: str, direction: str, report: Reporter | None, train_cfg: Any, timeout: float | None = None
+    ) -> None:
         self.metric, self.sign = metric, (1.0 if direction == "minimize" else -1.0)
         self.report = report
+        self.timeout, self.started = timeout, time.monotonic()
         self.patience = train_cfg.early_stopping_patience
         self.threshold = train_cfg.early_stopping_threshold
         self.curve: list[tuple[int, float]] = []
@@ -234,12 +247,21 @@ class _Tracker:
             self.bad_evals += 1
         return self.patience is not None and self.bad_evals >= self.patience
 
+    def check_time(self, step: int) -> None:
+        """Stop a trial that ran past search.trial_timeout: it fails, and the study goes on."""
+        elapsed = time.monotonic() - self.started
+        if self.timeout is not None and elapsed > self.timeout:
+            raise TrialError(f"trial timeout: stopped after {elapsed:.0f} s at step {step} (search.trial_timeout)")
+
     def callback(self) -> Any:
         from transformers import TrainerCallback
 
         tracker = self
 
         class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+                tracker.check_time(state.global_step)
+
             def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
                 loss = (logs or {}).get("loss")
                 if loss is not None and not math.isfinite(float(loss)):

@@ -32,7 +32,9 @@ Factory = Callable[[str, RegistryConfig], Registry]
 def _hub(uri: str, settings: RegistryConfig) -> Registry:
     from .hub import HubRegistry  # huggingface_hub loads only for a Hub registry
 
-    return HubRegistry(uri, private=settings.private)
+    return HubRegistry(
+        uri, private=settings.private, timeout=settings.timeout, keep_candidates=settings.keep_candidates
+    )
 
 
 _FACTORIES: dict[str, Factory] = {"hf": _hub}

@@ -37,12 +37,22 @@ class Champion:
         path = self.path / TEST_PREDICTIONS
         return path if path.is_file() else None
 
-    def test_fingerprint(self) -> str | None:
-        """The data fingerprint of the stored test predictions, to decide whether they can be reused."""
-        meta = self.path / TEST_PREDICTIONS_META
-        if not meta.is_file():
-            return None
-        return json.loads(meta.read_text(encoding="utf-8")).get("data_fingerprint")
+    def reusable_for(
+        self, data_fingerprint: str, metrics: list[str], normalize: list[str], max_new_tokens: int
+    ) -> bool:
+        """Whether the stored test predictions can stand in for re-evaluating this champion: the same test rows,
+        scored with the same metrics, normalization and generation length."""
+        path = self.path / TEST_PREDICTIONS_META
+        if not path.is_file():
+            return False
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        settings = meta.get("settings") or {}
+        return (
+            meta.get("data_fingerprint") == data_fingerprint
+            and list(meta.get("metrics") or []) == list(metrics)
+            and list(settings.get("normalize") or []) == list(normalize)
+            and settings.get("max_new_tokens") == max_new_tokens
+        )
 
     def gate(self) -> GateDecision | None:
         """The gate decision this version was promoted on (its gate.json), or None when it has none."""

@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -51,6 +52,7 @@ from huggingface_hub.errors import (
 from hpo_action.errors import ConfigError, RegistryError
 
 from ._base import GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META, Champion, champion_changed
+from ._deadline import deadline
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +62,30 @@ VERSIONS = "versions"
 # Kept under versions/<n>/ too, so every past version can be re-read (and re-gated) after its weights left the root.
 RECORDS = (GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META)
 _RESERVED = (REGISTRY_FILE, ".gitattributes")
-_TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9_]+")
+_TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9_]+|(?i:bearer)\s+[^\s\"',;]+")
+TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_ID_TOKEN")
 
 
 class HubRegistry:
     """Champions in a Hub model repo; the module docstring describes the layout and the promotion protocol."""
 
-    def __init__(self, uri: str, private: bool = True, token: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        private: bool = True,
+        token: str | None = None,
+        timeout: float = 60.0,
+        keep_candidates: bool = False,
+    ) -> None:
         self.uri = uri
+        self.timeout, self.keep_candidates = timeout, keep_candidates
         self.repo_id = _repo_id(uri)
         self.private = private
         # HF_ENDPOINT is read here, not only at huggingface_hub's import, so a later setting (tests, CI) is honoured.
         self.endpoint = (os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT).rstrip("/")
         # None lets huggingface_hub resolve it: OIDC exchange when HF_OIDC_RESOURCE is set, else the stored login.
-        self._api = HfApi(endpoint=self.endpoint, token=token or os.environ.get("HF_TOKEN") or None)
+        self._token = token or os.environ.get("HF_TOKEN") or None
+        self._api = HfApi(endpoint=self.endpoint, token=self._token)
 
     @property
     def name(self) -> str:
@@ -121,15 +133,16 @@ class HubRegistry:
             if (expected.revision if expected else None) != current:
                 raise champion_changed(expected, current[:7] if current else None)
             version = state["version"] + 1 if state else 1
+            run_id = _run_id(files)
             new_state = {
                 "version": version,
                 "history": [*(state["history"] if state else []), version],
                 "files": sorted(files),
+                "run": run_id,  # recognizes this promotion as ours if the Hub applied it but answered an error
             }
             stale = sorted(set(state["files"]) - set(files)) if state else []
-            run_id = _run_id(files)
+            branch = f"candidates/{run_id}"
             with _plain_http_uploads():
-                branch = f"candidates/{run_id}"
                 self._api.create_branch(self.repo_id, branch=branch, revision=head)
                 self._api.create_commit(
                     self.repo_id,
@@ -137,22 +150,51 @@ class HubRegistry:
                     revision=branch,
                     commit_message=f"Stage v{version} (hpo-action run {run_id})",
                 )
-                try:
-                    commit = self._api.create_commit(
-                        self.repo_id,
-                        _operations(files, new_state, stale),
-                        revision=BRANCH,
-                        parent_commit=head,
-                        commit_message=f"Promote v{version} (hpo-action run {run_id})",
-                        commit_description=f"Staged on branch `{branch}`.",
-                    )
-                except HfHubHTTPError as error:
-                    if error.response.status_code != 412:
-                        raise
-                    now = self._head()
-                    raise champion_changed(expected, now[:7] if now else None) from None
-            self._tag(version, commit.oid)
-            return self._champion(version, self._keep_copy(files, commit.oid), commit.oid)
+                oid = self._promote(files, new_state, stale, head, branch, expected)
+            self._tag(version, oid)
+            if not self.keep_candidates:
+                self._drop_branch(branch)
+            return self._champion(version, self._keep_copy(files, oid), oid)
+
+    def _promote(
+        self,
+        files: dict[str, Path],
+        state: dict[str, Any],
+        stale: list[str],
+        head: str,
+        branch: str,
+        expected: Champion | None,
+    ) -> str:
+        """One commit on main whose parent must be `head`; returns its sha. An error answer after the Hub applied
+        the commit (a 5xx, a lost connection) is recognized by the run id now in main's registry.json."""
+        run_id, version = state["run"], state["version"]
+        try:
+            commit = self._api.create_commit(
+                self.repo_id,
+                _operations(files, state, stale),
+                revision=BRANCH,
+                parent_commit=head,
+                commit_message=f"Promote v{version} (hpo-action run {run_id})",
+                commit_description=f"Staged on branch `{branch}`.",
+            )
+            return commit.oid
+        except (HfHubHTTPError, httpx2.TransportError) as error:
+            if isinstance(error, HfHubHTTPError) and error.response.status_code == 412:
+                now = self._head()
+                raise champion_changed(expected, now[:7] if now else None) from None
+            now = self._head()
+            applied = self._state(now) if now else None
+            if applied is not None and applied.get("run") == run_id:
+                logger.warning("%s: the Hub answered an error but applied v%d (%s); continuing", self.uri, version, now)
+                return now
+            raise
+
+    def _drop_branch(self, branch: str) -> None:
+        """The staging branch has served its purpose once main holds the promotion (registry.keep_candidates)."""
+        try:
+            self._api.delete_branch(self.repo_id, branch=branch)
+        except HfHubHTTPError as error:
+            logger.warning("%s: could not delete the staging branch %s: %s", self.uri, branch, _describe(error, []))
 
     def history(self) -> list[Champion]:
         """Each version's records from `versions/<n>/` (not its weights) and its `champion-<n>` commit."""
@@ -173,10 +215,17 @@ class HubRegistry:
             ]
 
     def _head(self) -> str | None:
-        """The commit `main` points at; None when the repo does not exist or this token cannot see it."""
+        """The commit `main` points at; None when the repo does not exist yet. A repo this token may not read
+        (401/403: private, a bad or missing token) is an error, never "no champion yet"."""
         try:
             return self._api.repo_info(self.repo_id, revision=BRANCH).sha
-        except (RepositoryNotFoundError, RevisionNotFoundError):
+        except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+            status = error.response.status_code if error.response is not None else 404
+            if status in (401, 403):
+                raise RegistryError(
+                    f"{self.uri}: the Hub refused to show this repo (HTTP {status}): it is private and the token is "
+                    "missing, invalid or without access; set HF_TOKEN (or trusted publishing)"
+                ) from None
             return None
 
     def _state(self, sha: str) -> dict[str, Any] | None:
@@ -199,7 +248,7 @@ class HubRegistry:
                 version,
                 sha[:7],
                 tag,
-                _describe(error),
+                _describe(error, self._secrets()),
             )
 
     def _folder(self, sha: str) -> Path:
@@ -228,11 +277,20 @@ class HubRegistry:
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
-        """One RegistryError for every way the Hub can fail, naming the repo and the status, never a header."""
+        """One RegistryError for every way the Hub can fail, naming the repo and the status, never a header; the
+        whole operation runs under one deadline (registry.timeout)."""
         try:
-            yield
+            with deadline(self.timeout):
+                yield
         except (HfHubHTTPError, LocalEntryNotFoundError, OIDCError, OfflineModeIsEnabled, httpx2.TransportError) as e:
-            raise RegistryError(f"{self.uri}: could not {action} at {self.endpoint}: {_describe(e)}") from e
+            why = _describe(e, self._secrets())
+            if _timed_out(e):
+                why = f"no answer within {self.timeout:g} s (registry.timeout)"
+            raise RegistryError(f"{self.uri}: could not {action} at {self.endpoint}: {why}") from e
+
+    def _secrets(self) -> list[str]:
+        """Every token this process could send: masked in messages whatever their shape."""
+        return [value for value in (self._token, *(os.environ.get(n) for n in TOKEN_VARIABLES)) if value]
 
 
 SCHEME = "hf"
@@ -256,30 +314,46 @@ def oidc_resource(env: dict[str, str], uri: str) -> str | None:
     return _repo_id(uri)
 
 
-def _describe(error: BaseException) -> str:
-    """The HTTP status and the Hub's own message (token-like strings masked); else the kind of failure."""
+def _describe(error: BaseException, secrets: list[str]) -> str:
+    """The HTTP status and the Hub's own message (tokens masked, any shape); else the kind of failure."""
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, HfHubHTTPError):
         cause = cause.__cause__
     if isinstance(cause, HfHubHTTPError):
-        detail = _TOKEN_LIKE.sub("hf_***", (cause.server_message or "").strip())[:200]
+        detail = _mask((cause.server_message or "").strip(), secrets)[:200]
         return f"HTTP {cause.response.status_code}" + (f" ({detail})" if detail else "")
     if isinstance(error, OIDCError):
-        return f"keyless (OIDC) login failed: {_TOKEN_LIKE.sub('hf_***', str(error))}"
+        return f"keyless (OIDC) login failed: {_mask(str(error), secrets)}"
     if isinstance(error, OfflineModeIsEnabled) or isinstance(error.__cause__, OfflineModeIsEnabled):
         return "HF_HUB_OFFLINE is set"
     return f"unreachable ({type(error.__cause__ or error).__name__})"
 
 
+def _timed_out(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, httpx2.TimeoutException):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _mask(text: str, secrets: list[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _TOKEN_LIKE.sub("***", text)
+
+
 def _run_id(files: dict[str, Path]) -> str:
-    """UTC time (sortable) + a short hash of the version's contents: unique per run, recognisable per candidate."""
+    """UTC time (sortable) + a short hash of the version's contents + a random part: unique per attempt, even for
+    two attempts with the same files within a second."""
     digest = hashlib.sha256()
     for name, source in sorted(files.items()):
         digest.update(name.encode() + b"\0")
         with source.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{digest.hexdigest()[:10]}"
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{digest.hexdigest()[:10]}-{uuid.uuid4().hex[:6]}"
 
 
 def _operations(

@@ -64,6 +64,8 @@ class LocalRegistry:
         except OSError as err:
             raise RegistryError(f"registry {self.root}: cannot create it: {err.strerror}") from None
         with self._locked():
+            for leftover in (self.root / VERSIONS).glob(".staging-*"):  # a crashed publisher's; none is live now
+                shutil.rmtree(leftover, ignore_errors=True)
             pointer = self._read_pointer()
             current = _revision(pointer["version"]) if pointer else None
             if current != (expected.revision if expected else None):

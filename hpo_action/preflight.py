@@ -1,0 +1,68 @@
+"""Everything `run` and `search` check before they write anything (not even the output folder, workers/ or cache/):
+bad input exits 2 with one line, and a run that would fail after an hour of search fails now instead."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpo_action import drills
+from hpo_action.config import HpoConfig
+from hpo_action.data.loading import Splits, load_splits
+from hpo_action.errors import ConfigError, GateError
+from hpo_action.judge.forgetting import load_forgetting_sets
+from hpo_action.judge.predictions import read_predictions
+from hpo_action.layout import RunLayout
+from hpo_action.search.samplers import make_pruner, make_sampler
+from hpo_action.search.storage import check_remote_storage
+from hpo_action.train.models import check_method
+
+# What TRL's SFTTrainer reports at each evaluation (besides timings): the objective must be one of them.
+REPORTED = ("eval_loss", "eval_mean_token_accuracy", "eval_entropy", "eval_num_tokens")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The inputs a run needs, loaded and checked."""
+
+    splits: Splits
+    forgetting_sets: dict[str, list[dict[str, Any]]]
+
+
+def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, gating: bool = True) -> Checked:
+    """Load and check the data, the forgetting sets, the champion's predictions, the study's settings and the
+    output folder; raises ConfigError/DataError/GateError (exit 2) on the first problem."""
+    drills.planned()  # a typo in HPO_ACTION_FAULTS fails now
+    if gating and not cfg.data.test:
+        raise ConfigError("data.test: `run` gates on a held-out test split; set data.test, or use `hpo-action search`")
+    metric = cfg.search.objective.metric
+    if metric not in REPORTED:
+        raise ConfigError(
+            f"search.objective.metric: the trainer never reports {metric!r}; use one of {', '.join(REPORTED)}"
+        )
+    make_sampler(cfg)
+    make_pruner(cfg)
+    check_method(cfg.model)  # QLoRA without CUDA or bitsandbytes fails before any worker starts
+    splits = load_splits(cfg.data)
+    sets = load_forgetting_sets(cfg) if gating else {}
+    if champion_predictions is not None and splits.test is not None:
+        _check_champion_ids(champion_predictions, splits)
+    check_remote_storage(cfg)  # an unreachable database fails before a model is loaded or a folder created
+    foreign = RunLayout(Path(cfg.output.dir)).foreign_entries()
+    if foreign:
+        raise ConfigError(
+            f"output.dir: {foreign[0]} was not written by hpo-action, and hpo-action deletes or replaces what is "
+            "there (numbered trial folders and best/ it marked as its own); move it away or choose another --output"
+        )
+    return Checked(splits, sets)
+
+
+def _check_champion_ids(path: Path, splits: Splits) -> None:
+    champion = read_predictions(path)
+    ids = {str(row["id"]) for row in splits.test or []}
+    missing = next((key for key in ids if key not in champion), None)
+    extra = next((key for key in champion if key not in ids), None)
+    if missing is not None or extra is not None:
+        which = f"test id {missing!r} has no prediction" if missing is not None else f"id {extra!r} is not a test id"
+        raise GateError(f"{path}: these predictions are not for this test split ({which}); re-evaluate the champion")
