@@ -234,7 +234,7 @@ def test_a_full_disk_while_saving_stops_with_a_clear_error_and_corrupts_nothing(
     raw = _raw(tmp_path, n_trials=3, pruner="none", workers=workers, warm_start=False)
     raw["output"]["keep_all_adapters"] = True  # every trial saves, so trial 1 reaches the disk
     cfg = parse_config(raw, base_dir=tmp_path)
-    with pytest.raises(OutputError, match=r"output\.dir: No space left on device while saving trial 1 .* resume"):
+    with pytest.raises(OutputError, match=r"output\.dir: no space left on the device while saving trial 1 .* resume"):
         search(cfg)
     trials_dir = Path(cfg.output.dir) / "trials"
     assert sorted(p.name for p in trials_dir.iterdir()) == ["0"]  # no half-written adapter
@@ -279,7 +279,7 @@ def test_workers_get_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
 
 def test_an_unknown_fault_name_is_reported_not_ignored(monkeypatch):
     monkeypatch.setenv(FAULTS, "exlt@1")
-    with pytest.raises(ConfigError, match="unknown fault 'exlt'"):
+    with pytest.raises(ConfigError, match="unknown drill 'exlt@1'"):
         faults.fire("train", 1)
 
 

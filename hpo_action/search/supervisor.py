@@ -20,9 +20,9 @@ from hpo_action import errors
 from hpo_action.config import HpoConfig
 from hpo_action.errors import HpoActionError, TrialError
 from hpo_action.layout import RunLayout
-from hpo_action.search.orphans import WORKER_ATTR, fail_worker_trials, worker_id
+from hpo_action.search.orphans import WORKER_ATTR, fail_orphans, fail_worker_trials, worker_id
 from hpo_action.search.slots import claimed
-from hpo_action.search.storage import study_name
+from hpo_action.search.storage import retry_callback, study_name
 from hpo_action.search.study import keep_only_best
 
 if TYPE_CHECKING:
@@ -51,12 +51,14 @@ class WorkerPool:
         folder.mkdir(parents=True, exist_ok=True)
         self.count, self.folder, self.launches = count, folder, 0
         self.workers = {i: self._spawn(i) for i in range(count)}
+        self._running: tuple[HpoConfig, optuna.Study] | None = None
 
     def run(self, cfg: HpoConfig, study: optuna.Study, target: int, deadline: float | None, on_trial: OnTrial) -> None:
         """Run the study's missing trials in the workers until it holds `target` trials."""
         raw = cfg.model_dump(mode="json")
         raw["search"]["study_name"] = study_name(cfg)  # the workers open exactly this study
         assignment = {"config": raw, "target": target, "deadline": deadline}
+        self._running = (cfg, study)
         for worker in self.workers.values():
             self._assign(worker, assignment, cfg.search.seed)
         seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -97,9 +99,13 @@ class WorkerPool:
                     worker.process.kill()
 
     def close(self) -> None:
-        """Stop every worker still running (after an error here, or Ctrl-C)."""
+        """Stop every worker still running (after an error here, or Ctrl-C). The trials they were running are
+        failed as interrupted and queued again, as a restart would, so that no trial stays RUNNING."""
         _stop(list(self.workers.values()))
         self.workers = {}
+        if self._running is not None:
+            cfg, study = self._running
+            fail_orphans(study, retry_callback(cfg.search))
 
     def _spawn(self, index: int) -> _Worker:
         log = self.folder / f"worker-{index}.log"
