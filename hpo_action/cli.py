@@ -25,6 +25,7 @@ from hpo_action.config import (
     parse_set_option,
 )
 from hpo_action.errors import ConfigError, HpoActionError
+from hpo_action.notices import say
 from hpo_action.redaction import redact_text
 from hpo_action.report import github
 
@@ -84,7 +85,6 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=0),
             help="Worker processes on this machine (one GPU each when present); 0 runs trials in this process.",
         ),
-        click.option("--registry", help="Publish a promoted model here: a folder or hf://namespace/name."),
         click.option(
             "--set",
             "set_items",
@@ -103,6 +103,11 @@ def _config_from(config_path: str, set_items: tuple[str, ...], **flags: Any) -> 
     overrides = {OVERRIDES[name]: value for name, value in flags.items() if name in OVERRIDES and value is not None}
     overrides.update(parse_set_option(item) for item in set_items)  # `--set key=null` unsets the key
     return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def _starting(command: str, config_path: str, cfg: HpoConfig) -> None:
+    """The first line, printed before the slow imports (torch, transformers) so a run is never silent."""
+    say(f"hpo-action {command} {config_path}: {cfg.model.name} ({cfg.model.method}); loading torch and transformers")
 
 
 def _trusted_publishing(uri: str | None) -> None:
@@ -131,6 +136,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     type=click.Path(dir_okay=False),
     help="The champion's test predictions JSONL; the candidate is gated against it instead of the base model.",
 )
+@click.option("--registry", help="Publish a promoted model here: a folder or hf://namespace/name.")
 @click.option("--fail-on-reject", is_flag=True, help="Exit 3 unless the gate promotes.")
 @click.option(
     "--skip-search",
@@ -163,12 +169,13 @@ def run(
 
     Example: hpo-action run -c examples/quickstart/hpo.yaml --workers 2
     """
-    from hpo_action.pipeline import run as run_job
-
     if skip_search and n_trials:
         raise ConfigError("--skip-search runs no trial: drop --n-trials")
     n_trials = 0 if skip_search else n_trials
     cfg = _config_from(config_path, set_items, **flags)
+    _starting("run", config_path, cfg)
+    from hpo_action.pipeline import run as run_job
+
     _trusted_publishing(cfg.registry.uri)
     result = run_job(
         cfg,
@@ -188,9 +195,10 @@ def search(config_path: str, n_trials: int | None, set_items: tuple[str, ...], *
 
     Example: hpo-action search -c hpo.yaml --n-trials 4 --storage postgresql+psycopg://user@db/hpo
     """
+    cfg = _config_from(config_path, set_items, **flags)
+    _starting("search", config_path, cfg)
     from hpo_action.pipeline import search as run_search
 
-    cfg = _config_from(config_path, set_items, **flags)
     run_search(cfg, extra_trials=n_trials)
 
 

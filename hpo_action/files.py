@@ -8,12 +8,18 @@ import os
 import tempfile
 from pathlib import Path
 
+# One permission policy for what a run writes: outputs are read by artifact uploaders, the registry and the
+# other users of a shared runner (0644); what may hold a secret is the owner's alone (0600).
+PUBLIC_MODE = 0o644
+PRIVATE_MODE = 0o600
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write beside the target and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, PUBLIC_MODE)  # mkstemp makes every file private
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
         os.replace(tmp, path)

@@ -34,10 +34,10 @@ from hpo_action.report.plots import write_plots
 from hpo_action.report.tables import best_table, to_rich, trials_table, verdict
 from hpo_action.report.terminal import StudyProgress, make_console
 from hpo_action.search.outputs import publish_best, summarize, write_trials_csv
-from hpo_action.search.slots import check_complete, finished, target_trials
+from hpo_action.search.slots import check_complete, finished, target_trials, timeout_stop
 from hpo_action.search.space import trial_defaults
-from hpo_action.search.storage import storage_url
-from hpo_action.search.study import check_not_all_failed, open_study, run_trials
+from hpo_action.search.storage import storage_url, study_name
+from hpo_action.search.study import check_not_all_failed, open_study, run_trials, study_exists
 from hpo_action.search.summary import RunSummary
 from hpo_action.search.supervisor import WorkerPool
 from hpo_action.session import banner, quiet_libraries, trial_runner
@@ -204,8 +204,15 @@ def _study(
     """Run the study in this process (search.workers 0) or in worker processes, then write its outputs."""
     started = time.monotonic()
     layout = RunLayout(Path(cfg.output.dir))
+    if extra_trials == 0 and not study_exists(cfg):
+        raise ConfigError(
+            f"--n-trials 0: no trial to run, and study {study_name(cfg)!r} does not exist yet in this storage; "
+            "drop --n-trials 0 (and --skip-search) to run search.n_trials trials"
+        )
     _check_writable(layout.root)
     in_workers = cfg.search.workers > 0 and extra_trials != 0  # the leader (--skip-search) runs no trial
+    if in_workers:
+        console.print(f"starting {cfg.search.workers} worker process(es); each loads the model once")
     pool = WorkerPool(cfg.search.workers, layout.workers_dir) if in_workers else None
     try:
         quiet_libraries()
@@ -231,7 +238,8 @@ def _study(
         if pool is not None:
             pool.close()
     check_not_all_failed(study)
-    summary = _write_outputs(cfg, study, layout, time.monotonic() - started, console)
+    stopped_early = timeout_stop(finished(study), target, deadline)
+    summary = _write_outputs(cfg, study, layout, time.monotonic() - started, console, stopped_early)
     return _Searched(summary, checked.splits, runner.base if runner else None)
 
 
@@ -244,7 +252,9 @@ def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, cons
     console.print(banner(cfg, cfg.model.method, len(train), len(validation), cache_hit) + f" · {workers}")
 
 
-def _write_outputs(cfg: HpoConfig, study: Any, layout: RunLayout, elapsed: float, console: Console) -> RunSummary:
+def _write_outputs(
+    cfg: HpoConfig, study: Any, layout: RunLayout, elapsed: float, console: Console, stopped_early: str | None
+) -> RunSummary:
     best_dir, params = None, {}
     try:
         best = study.best_trial
@@ -253,18 +263,21 @@ def _write_outputs(cfg: HpoConfig, study: Any, layout: RunLayout, elapsed: float
     if best is not None:
         params = {**trial_defaults(cfg), **best.params, **best.user_attrs.get("batch_override", {})}
         best_dir = publish_best(study, layout, params)
-    summary = summarize(study, cfg, redact_url(storage_url(cfg)), elapsed, best_dir, params)
+    summary = summarize(study, cfg, redact_url(storage_url(cfg)), elapsed, best_dir, params, stopped_early)
     write_trials_csv(list(summary.trials), layout.trials_csv)
     summary.write(layout.summary)
     resolved = cfg.model_dump()
     resolved["search"]["storage"] = redact_url(cfg.search.storage) if cfg.search.storage else None
     write_text_atomic(layout.run_config, yaml.safe_dump(resolved, sort_keys=False))
+    console.print(f"writing plots to {layout.plots_dir}")
     write_plots(study, layout.plots_dir)
     console.print(to_rich(trials_table(summary, errors=False)))
     table = best_table(summary)
     if table is not None:
         console.print(to_rich(table))
     console.print(f"outputs in {layout.root}")
+    if stopped_early:
+        console.print(f"[yellow]{stopped_early}[/yellow]")
     return summary
 
 

@@ -16,6 +16,7 @@ from hpo_action.judge.predictions import read_predictions
 from hpo_action.layout import RunLayout
 from hpo_action.search.samplers import make_pruner, make_sampler
 from hpo_action.search.storage import check_remote_storage
+from hpo_action.train.model_source import check_model_source
 from hpo_action.train.models import check_method
 
 # What TRL's SFTTrainer reports at each evaluation (besides timings): the objective must be one of them.
@@ -44,6 +45,7 @@ def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, g
     make_sampler(cfg)
     make_pruner(cfg)
     check_method(cfg.model)  # QLoRA without CUDA or bitsandbytes fails before any worker starts
+    check_model_source(cfg.model)  # a missing folder or an unreachable Hub: one line, before any worker starts
     splits = load_splits(cfg.data)
     sets = load_forgetting_sets(cfg) if gating else {}
     if champion_predictions is not None and splits.test is not None:

@@ -46,6 +46,15 @@ def sample_summary() -> RunSummary:
     )
 
 
+def error_line(err: str) -> str:
+    """The one line a failed command printed as its error, checked to be the last line and to follow nothing but
+    the line `run` and `search` print before their slow imports (no traceback, no second error)."""
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith("error: "), err
+    assert len(lines) == 1 or (len(lines) == 2 and lines[0].startswith("hpo-action ")), err
+    return lines[-1]
+
+
 def promoted_decision() -> GateDecision:
     """A real gate decision that promotes: exact match 0.5 → 0.9 on 200 examples (85 gained, 5 lost), and a
     forgetting set `copy` of 300 examples kept exactly."""

@@ -23,7 +23,7 @@ def test_card_parses_and_carries_the_evidence(tmp_path: Path):
         "GITHUB_RUN_ID": "42",
     }
     plots = ["optimization_history.png"]
-    text = render_card(cfg, sample_summary(), GATE, plots, "me/adapter", champion_version=None, env=env)
+    text = render_card(cfg, sample_summary(), GATE, plots, "adapter", None, env=env, load_from="me/adapter")
     (tmp_path / "README.md").write_text(text)
     card = ModelCard.load(tmp_path / "README.md")
     data = card.data

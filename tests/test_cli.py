@@ -11,7 +11,7 @@ import pytest
 
 from hpo_action.cli import main
 
-from .conftest import small_config, write_config
+from .conftest import error_line, small_config, write_config
 
 
 def _run(capsys, *args: str) -> tuple[int, str]:
@@ -53,7 +53,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_no_study(tmp_path: Path, cap
     code, err = _run(capsys, "run", "-c", str(config))
     assert code == 2
     assert expected in err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    error_line(err)
     assert "Traceback" not in err
     assert not (tmp_path / "out" / "study.db").exists()
 
@@ -97,7 +97,7 @@ def test_an_output_folder_that_cannot_be_created_is_bad_input(tmp_path: Path, ca
     config = write_config(tmp_path, small_config(tmp_path))
     code, err = _run(capsys, "search", "-c", str(config), "--output", str(tmp_path / "taken" / "runs"))
     assert code == 2
-    assert err.startswith("error: output.dir: cannot create") and "--output" in err and err.count("\n") == 1
+    assert error_line(err).startswith("error: output.dir: cannot create") and "--output" in err
     assert (tmp_path / "taken").read_text() == "a file, not a folder"
 
 
@@ -107,5 +107,5 @@ def test_an_unreachable_storage_is_bad_input_and_its_password_stays_hidden(tmp_p
     code, err = _run(capsys, "search", "-c", str(config), "--storage", url, "--workers", "0")
     assert code == 2
     assert "search.storage: cannot open postgresql+psycopg://hpo:***@127.0.0.1:9/hpo" in err
-    assert "s3cret-pw" not in err and err.count("\n") == 1
+    assert "s3cret-pw" not in err and error_line(err)
     assert not list((tmp_path / "out").glob("*.db")) and not (tmp_path / "out" / "trials").exists()

@@ -233,7 +233,8 @@ def test_missing_field_names_format_and_fix(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "t.jsonl", [PAIRS[0], PAIRS[1], {"prompt": "x"}])
     assert error_of(source, cfg()) == (
         f"data.train: {source} line 3: missing 'completion' "
-        "(format prompt_completion needs 'prompt' and 'completion'; rename with data.columns)"
+        "(format prompt_completion needs 'prompt' and 'completion'; "
+        "set data.format to the file's format, or map its fields with data.columns)"
     )
 
 

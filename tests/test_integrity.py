@@ -17,7 +17,7 @@ import pytest
 from hpo_action.layout import RunLayout, mark
 from hpo_action.search.study import keep_only_best
 
-from .conftest import small_config, write_config
+from .conftest import error_line, small_config, write_config
 
 
 def _hpo(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -160,7 +160,7 @@ def test_bad_input_exits_2_before_the_search_with_nothing_written(tmp_path: Path
     _bad(raw, mutation, tmp_path)
     proc = _hpo("run", "-c", str(write_config(tmp_path, raw)))
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert MUTATIONS[mutation] in proc.stderr and proc.stderr.count("\n") == 1
+    assert MUTATIONS[mutation] in error_line(proc.stderr)
     assert not (tmp_path / "out").exists()
 
 

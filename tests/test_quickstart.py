@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
+import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,16 +25,65 @@ from .conftest import QUICKSTART
 pytestmark = pytest.mark.slow
 
 
+COLUMNS = 120
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def _command(output: Path) -> list[str]:
+    return [sys.executable, "-m", "hpo_action", "run", "-c", str(QUICKSTART / "hpo.yaml"), "--output", str(output)]
+
+
 def _run(output: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "hpo_action", "run", "-c", str(QUICKSTART / "hpo.yaml"), "--output", str(output)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+    return subprocess.run(_command(output), capture_output=True, text=True, timeout=900)
 
 
-def test_quickstart_finishes_with_pruned_trials_and_resumes_without_new_ones(tmp_path: Path):
+def _run_in_terminal(command: list[str], env: dict[str, str]) -> tuple[int, list[tuple[float, str]]]:
+    """Run `command` in a pseudo-terminal COLUMNS wide, as a person sees it: (exit code, timestamped output)."""
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, COLUMNS, 0, 0))
     started = time.monotonic()
-    first = _run(tmp_path)
-    print(f"quickstart took {time.monotonic() - started:.0f} s")
-    assert first.returncode == 0, first.stderr[-3000:]
+    proc = subprocess.Popen(command, stdin=child, stdout=child, stderr=child, env=env, close_fds=True)
+    os.close(child)
+    chunks: list[tuple[float, str]] = []
+    try:
+        while time.monotonic() - started < 1800:
+            ready, _, _ = select.select([main], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(main, 65536)
+                except OSError:  # the terminal closes when the process exits
+                    break
+                if not data:
+                    break
+                chunks.append((time.monotonic() - started, data.decode(errors="replace")))
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(main)
+        if proc.poll() is None:  # past the limit: stop it rather than leave it running
+            proc.kill()
+    return proc.wait(), chunks
+
+
+def test_quickstart_explains_itself_finishes_with_pruned_trials_and_resumes_without_new_ones(tmp_path: Path):
+    """The quickstart as a new user sees it, in a terminal 120 columns wide and with the demo model built from
+    scratch: a first line within 5 s, never 30 s without a line or a moving bar, everything (progress and tables)
+    within 120 columns; then a real study with pruned trials, a gate, and a rerun that adds no trial."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(TERM="xterm-256color", HPO_ACTION_CACHE=str(tmp_path / "cold-cache"))
+    code, chunks = _run_in_terminal(_command(tmp_path), env)
+    text = ANSI.sub("", "".join(chunk for _, chunk in chunks))
+    assert code == 0, text[-3000:]
+    times = [at for at, _ in chunks]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    print(f"quickstart took {times[-1]:.0f} s; first output at {times[0]:.1f} s; longest silence {max(gaps):.1f} s")
+    assert times[0] < 5, f"the first line came after {times[0]:.1f} s"
+    assert max(gaps) < 30, f"{max(gaps):.0f} s passed without output"
+    assert "building the tiny demo model" in text and "pretraining the demo model" in text
+    assert "evaluating candidate on test" in text and "writing plots" in text
+    wide = [line for line in re.split(r"\r\n|\n|\r", text) if len(line) > COLUMNS]
+    assert not wide, f"{len(wide)} lines wider than {COLUMNS} columns, e.g. {wide[0]!r}"
+
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
@@ -41,7 +98,7 @@ def test_quickstart_finishes_with_pruned_trials_and_resumes_without_new_ones(tmp
     assert gate["decision"] in ("promote", "reject", "inconclusive")
     assert gate["primary"]["metric"] == "exact_match" and gate["primary"]["n"] == 200
     assert [row["name"] for row in gate["forgetting"]] == ["copy"]
-    assert f"gate: {gate['decision'].upper()}" in first.stdout
+    assert f"gate: {gate['decision'].upper()}" in text
 
     again = _run(tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -45,6 +45,11 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(False, description="Run model code from the repo; off unless you trust it.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the base model.")
     target_modules: str | list[str] = Field("all-linear", description="LoRA target modules.")
+    card_base_model: str | None = Field(
+        None,
+        description="Hub id the model card credits as the base when model.name is a local folder "
+        "(unset: the card names no base; a local path is never published).",
+    )
 
 
 class Columns(_Section):
@@ -347,6 +352,10 @@ class RegistryConfig(_Section):
     uri: str | None = Field(None, description="Folder path or hf://namespace/name; unset: nothing is published.")
     private: bool = Field(True, description="Create Hub repos private.")
     license: str = Field("other", description="License in the model card's metadata.")
+    title: str | None = Field(
+        None,
+        description="The model card's title (unset: the Hub repo's name, or '<base model>-<method>' for a folder).",
+    )
     timeout: float = Field(
         60.0, gt=0, description="Seconds one registry operation (read the champion, publish) may take on the Hub."
     )

@@ -36,8 +36,9 @@ class Splits:
     warnings: tuple[str, ...] = ()  # e.g. test rows whose text also appears in train (under other ids)
 
 
-def load_rows(source: str, cfg: DataConfig, role: str) -> list[dict[str, Any]]:
-    """Read a local file or Hub dataset and normalize each row to `id` + the format's canonical keys."""
+def load_rows(source: str, cfg: DataConfig, role: str, settings_key: str = "data") -> list[dict[str, Any]]:
+    """Read a local file or Hub dataset and normalize each row to `id` + the format's canonical keys.
+    `settings_key` is the config entry whose `format` and `columns` describe the rows (a shape error names it)."""
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if suffix in DATA_SUFFIXES or path.exists() or source.startswith(("/", ".", "~")):
@@ -60,7 +61,7 @@ def load_rows(source: str, cfg: DataConfig, role: str) -> list[dict[str, Any]]:
     seen: dict[str, str] = {}
     for where, raw in located:
         prefix = f"{role}: {origin} {where}"
-        row, given = _normalize(raw, cfg, prefix)
+        row, given = _normalize(raw, cfg, prefix, settings_key)
         if row["id"] in seen:
             if given:
                 raise DataError(
@@ -191,7 +192,7 @@ def _read_hub(source: str, role: str) -> list[tuple[str, Any]]:
     return [(f"row {i}", row) for i, row in enumerate(dataset.to_list(), start=1)]
 
 
-def _normalize(raw: Any, cfg: DataConfig, prefix: str) -> tuple[dict[str, Any], bool]:
+def _normalize(raw: Any, cfg: DataConfig, prefix: str, settings_key: str) -> tuple[dict[str, Any], bool]:
     """The row with canonical keys and its id; True when the id came from the data rather than a content hash."""
     if not isinstance(raw, dict):
         raise DataError(f"{prefix}: expected an object with named fields, got {_type_name(raw)}")
@@ -204,7 +205,8 @@ def _normalize(raw: Any, cfg: DataConfig, prefix: str) -> tuple[dict[str, Any], 
         if value is None:
             needs = " and ".join(repr(s) for s in sources)
             raise DataError(
-                f"{prefix}: missing {source!r} (format {cfg.format} needs {needs}; rename with data.columns)"
+                f"{prefix}: missing {source!r} (format {cfg.format} needs {needs}; "
+                f"set {settings_key}.format to the file's format, or map its fields with {settings_key}.columns)"
             )
         if name == "messages":
             value = _check_messages(value, source, prefix)

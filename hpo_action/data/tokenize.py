@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hpo_action.config import DataConfig
 from hpo_action.data.loading import Splits, first_line, rows_fingerprint
 from hpo_action.errors import DataError
+from hpo_action.notices import say
 
 if TYPE_CHECKING:
     import datasets
@@ -113,6 +114,7 @@ def tokenize_splits(
             logger.warning("tokenized cache %s is unreadable (%s); rebuilding it", target, err)
             shutil.rmtree(target, ignore_errors=True)
 
+    say(f"tokenizing {len(splits.train)} train and {len(splits.validation)} validation examples (once, cached)")
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
     try:

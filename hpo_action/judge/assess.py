@@ -35,7 +35,8 @@ class _Scorer:
 
     def test(self, model: Any, role: str, meta: dict[str, Any]) -> Scores:
         settings = EvalSettings.from_config(self.cfg.evaluate)
-        return self._score(model, self.test_rows, self.cfg.data, settings, self.layout.predictions("test", role), meta)
+        out = self.layout.predictions("test", role)
+        return self._score(model, self.test_rows, self.cfg.data, settings, out, meta, f"evaluating {role} on test")
 
     def forgetting(self, model: Any, benchmark: ForgettingBenchmark, role: str, meta: dict[str, Any]) -> Scores:
         out = self.layout.predictions(benchmark.name, role)
@@ -46,11 +47,14 @@ class _Scorer:
             write_predictions(list(records.values()), out, {**meta, "tasks": benchmark.tasks})
             return records
         settings, data_cfg = benchmark_settings(self.cfg, benchmark)
-        return self._score(model, self.sets[benchmark.name], data_cfg, settings, out, meta)
+        label = f"evaluating {role} on {benchmark.name}"
+        return self._score(model, self.sets[benchmark.name], data_cfg, settings, out, meta, label)
 
-    def _score(self, model: Any, rows: Rows, data_cfg: Any, settings: EvalSettings, out: Path, meta: Any) -> Scores:
-        tokenizer = self.base.tokenizer
-        records = score_and_write(model, tokenizer, rows, data_cfg, settings, out, meta, rows_fingerprint(rows))
+    def _score(
+        self, model: Any, rows: Rows, data_cfg: Any, settings: EvalSettings, out: Path, meta: Any, label: str
+    ) -> Scores:
+        fingerprint = rows_fingerprint(rows)
+        records = score_and_write(model, self.base.tokenizer, rows, data_cfg, settings, out, meta, fingerprint, label)
         return {str(r["id"]): r for r in records}
 
 

@@ -21,6 +21,7 @@ from hpo_action.data.tokenize import tokenize_rows
 from hpo_action.errors import ConfigError, DataError, HpoActionError
 from hpo_action.judge.predictions import write_predictions
 from hpo_action.metrics import NORMALIZERS, Metric, resolve_metric
+from hpo_action.notices import progress
 from hpo_action.train.models import BaseModel, adapter_sha256, load_base_model
 
 if TYPE_CHECKING:
@@ -193,7 +194,8 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Load, score and (when `out` is given) write predictions plus the meta that makes them reproducible."""
     model, tokenizer, meta = load_for_eval(model_cfg, adapter)
-    return score_and_write(model, tokenizer, rows, data_cfg, settings, out, meta, data_fingerprint)
+    label = f"evaluating {'the base model' if adapter is None else adapter}"
+    return score_and_write(model, tokenizer, rows, data_cfg, settings, out, meta, data_fingerprint, label)
 
 
 def score_and_write(
@@ -205,9 +207,16 @@ def score_and_write(
     out: Path | None,
     meta: dict[str, Any],
     data_fingerprint: str,
+    label: str = "evaluating",
 ) -> list[dict[str, Any]]:
-    """Score an already loaded model; with `out`, write the predictions and their meta.json."""
-    records = score_rows(model, tokenizer, rows, data_cfg, settings)
+    """Score an already loaded model, with a progress bar over the examples; with `out`, write the predictions
+    and their meta.json. Chunks are whole batches, so the scores equal those of one `score_rows` call."""
+    records: list[dict[str, Any]] = []
+    chunk = settings.batch_size * math.ceil(math.ceil(len(rows) / 20) / settings.batch_size) or 1
+    with progress(label, len(rows), " examples") as advance:
+        for start in range(0, len(rows), chunk):
+            records += score_rows(model, tokenizer, rows[start : start + chunk], data_cfg, settings)
+            advance(len(rows[start : start + chunk]))
     if out is not None:
         meta = {
             **meta,

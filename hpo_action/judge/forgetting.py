@@ -25,7 +25,9 @@ def benchmark_settings(cfg: HpoConfig, benchmark: ForgettingBenchmark) -> tuple[
 def load_forgetting_sets(cfg: HpoConfig) -> dict[str, Rows]:
     """Each data forgetting benchmark's rows, loaded (and checked) before anything is scored or written."""
     return {
-        b.name: load_rows(b.data, benchmark_settings(cfg, b)[1], f"gate.forgetting[{b.name}].data")
+        b.name: load_rows(
+            b.data, benchmark_settings(cfg, b)[1], f"gate.forgetting[{b.name}].data", f"gate.forgetting[{b.name}]"
+        )
         for b in cfg.gate.forgetting
         if b.kind == "data" and b.data
     }

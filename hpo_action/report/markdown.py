@@ -25,6 +25,8 @@ def run_markdown(
         f"{fmt(summary.elapsed_s)} s",
         "",
     ]
+    if summary.stopped_early:
+        lines += [f"> **Note:** {summary.stopped_early}.", ""]
     if decision:
         lines += verdict_markdown(decision)
     if registry_line:

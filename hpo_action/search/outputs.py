@@ -97,7 +97,13 @@ def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any])
 
 
 def summarize(
-    study: optuna.Study, cfg: HpoConfig, storage: str, elapsed: float, best_dir: Path | None, params: dict[str, Any]
+    study: optuna.Study,
+    cfg: HpoConfig,
+    storage: str,
+    elapsed: float,
+    best_dir: Path | None,
+    params: dict[str, Any],
+    stopped_early: str | None = None,
 ) -> RunSummary:
     """What the run found, for every later step (gate, card, report, the GitHub Action)."""
     records = trial_records(study)
@@ -122,6 +128,7 @@ def summarize(
         total_steps=sum(int(r.steps or 0) for r in records),
         trials=tuple(records),
         n_trials=finished(study),
+        stopped_early=stopped_early,
         best=None
         if best is None
         else BestTrial(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,3 +116,10 @@ def check_complete(study: optuna.Study, cfg: HpoConfig) -> None:
             f"the study is not complete: {done} of {cfg.search.n_trials} trials finished, {running} running, "
             f"{waiting} waiting to be retried; let the workers finish, or pass --allow-partial to gate it as it is"
         )
+
+
+def timeout_stop(done: int, target: int, deadline: float | None) -> str | None:
+    """The sentence a run prints, stores and publishes when search.timeout ended the study short of its target."""
+    if deadline is None or done >= target or time.time() < deadline:
+        return None
+    return f"stopped by timeout after {done} of {target} trials; the same command continues"

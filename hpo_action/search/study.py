@@ -47,6 +47,16 @@ def open_study(cfg: HpoConfig, seed: int | None = None) -> optuna.Study:
     return study
 
 
+def study_exists(cfg: HpoConfig) -> bool:
+    """Whether the study is already in its storage; asks without creating it."""
+    import optuna
+
+    url = storage_url(cfg)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return False  # do not create an empty database just to look into it
+    return study_name(cfg) in optuna.study.get_all_study_names(open_storage(url, cfg.search))
+
+
 def run_trials(
     study: optuna.Study,
     cfg: HpoConfig,

@@ -57,6 +57,7 @@ class RunSummary:
     trials: tuple[TrialRecord, ...]
     best: BestTrial | None
     n_trials: int  # the trials that count toward search.n_trials: an interrupted trial and its retry count once
+    stopped_early: str | None = None  # why the study ended short of its target, e.g. search.timeout
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

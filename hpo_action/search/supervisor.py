@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 from hpo_action import errors
 from hpo_action.config import HpoConfig
 from hpo_action.errors import HpoActionError, TrialError
+from hpo_action.files import PRIVATE_MODE
 from hpo_action.layout import RunLayout
 from hpo_action.search.orphans import WORKER_ATTR, fail_orphans, fail_worker_trials, worker_id
 from hpo_action.search.slots import claimed
 from hpo_action.search.storage import retry_callback, study_name
 from hpo_action.search.study import keep_only_best
+from hpo_action.train.threads import SHARE_ENV, process_threads, worker_share
 
 if TYPE_CHECKING:
     import optuna
@@ -113,7 +115,9 @@ class WorkerPool:
         error_file.unlink(missing_ok=True)
         command = [sys.executable, "-m", "hpo_action.worker", str(os.getpid()), str(error_file)]
         env = _worker_env(index, self.count)
-        with log.open("ab") as sink:
+        # A worker's log holds what libraries print, tracebacks included, which may echo a secret: owner only.
+        sink_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_MODE)
+        with os.fdopen(sink_fd, "ab") as sink:
             process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=sink, stderr=subprocess.STDOUT, env=env)
         return _Worker(index, process, log, error_file)
 
@@ -144,13 +148,14 @@ def _restart_after_crash(study: optuna.Study, worker: _Worker, code: int, target
 
 
 def _worker_env(index: int, count: int) -> dict[str, str]:
-    """One GPU per worker (round robin); without GPUs, an even share of the CPU cores."""
+    """One GPU per worker (round robin), and an even share of the available CPU cores for each."""
     env = dict(os.environ)
     gpus = _visible_gpus()
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-    elif count > 1 and "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // count))
+    share = worker_share(count)
+    env[SHARE_ENV] = str(share)
+    env["OMP_NUM_THREADS"] = str(min(share, process_threads()))  # other OpenMP users in the worker, too
     return env
 
 

@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hpo_action.config import HpoConfig
+from hpo_action.config import HpoConfig, ModelConfig
 from hpo_action.files import template
 from hpo_action.judge.decision import GateDecision
 from hpo_action.report.github import github_run_url
 from hpo_action.report.tables import verdict_markdown
 from hpo_action.search.summary import RunSummary
+from hpo_action.sources import is_hub_id
+from hpo_action.train.demo_model import is_demo_model
 
 PLOT_TITLES = {
     "optimization_history.png": "Optimization history",
@@ -28,7 +30,7 @@ def render_card(
     summary: RunSummary,
     gate: GateDecision,
     plots: list[str],
-    repo_id: str,
+    title: str,
     champion_version: int | None,
     env: dict[str, str] | None = None,
     load_from: str | None = None,
@@ -36,17 +38,17 @@ def render_card(
     """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence.
 
     `plots` are the names of the PNG files in plots/; `load_from` is what `from_pretrained` takes to load this
-    version: the Hub repo id by default.
+    version (the registry says: a Hub repo id, a folder).
     """
     from huggingface_hub import ModelCard
 
     if summary.best is None:
         raise ValueError("a model card needs the study's best trial")
     card = ModelCard.from_template(
-        _card_data(cfg, gate, repo_id),
+        _card_data(cfg, gate, title),
         template_path=str(template("model_card.md")),
-        model_name=repo_id.split("/")[-1],
-        load_from=load_from or repo_id,
+        model_name=title,
+        load_from=load_from or title,
         method_name=METHOD_NAMES[cfg.model.method],
         reference_name=f"the champion v{champion_version}" if champion_version else "the base model",
         params=summary.best.params,
@@ -61,12 +63,26 @@ def render_card(
     return str(card)
 
 
-def _card_data(cfg: HpoConfig, gate: GateDecision, repo_id: str) -> Any:
+def default_title(cfg: HpoConfig) -> str:
+    """The card's title when neither registry.title nor the registry gives one: the base model and method."""
+    return f"{Path(cfg.model.name).name}-{cfg.model.method}"
+
+
+def card_base_model(model: ModelConfig) -> str | None:
+    """The Hub id to credit as the base: model.card_base_model, else model.name when it is a Hub id. A local
+    folder (or the demo model, built locally) is never named: a path means nothing on the Hub and leaks a
+    machine's layout."""
+    if model.card_base_model:
+        return model.card_base_model
+    return model.name if is_hub_id(model.name) and not is_demo_model(model.name) else None
+
+
+def _card_data(cfg: HpoConfig, gate: GateDecision, title: str) -> Any:
     """The card's YAML header: what the Hub indexes (base model, library, tags, datasets, the gated metrics)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     adapter = cfg.model.method in ("lora", "qlora")
-    base = cfg.model.name
+    base = card_base_model(cfg.model)
     test_name = _dataset_name(cfg.data.test or "test")
     results = [
         EvalResult(
@@ -89,13 +105,13 @@ def _card_data(cfg: HpoConfig, gate: GateDecision, repo_id: str) -> Any:
         for row in gate.forgetting
     ]
     tags = [cfg.model.method if adapter else "full-fine-tune", "trl", "sft", "hpo-action"]
-    if adapter:
+    if adapter and base:
         tags.append(f"base_model:adapter:{base}")
-    datasets = [d for d in (cfg.data.train, cfg.data.test) if d and _is_hub_id(d)]
+    datasets = [d.partition(":")[0] for d in (cfg.data.train, cfg.data.test) if d and is_hub_id(d)]
     return ModelCardData(
-        model_name=repo_id.split("/")[-1],
+        model_name=title,
         base_model=base,
-        base_model_relation="adapter" if adapter else "finetune",
+        base_model_relation=("adapter" if adapter else "finetune") if base else None,
         library_name="peft" if adapter else "transformers",
         pipeline_tag="text-generation",
         tags=tags,
@@ -115,9 +131,5 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _is_hub_id(value: str) -> bool:
-    return not Path(value).is_absolute() and value.count("/") == 1 and not Path(value).exists()
-
-
 def _dataset_name(source: str) -> str:
-    return source.split(":")[0] if _is_hub_id(source.split(":")[0]) else Path(source).stem
+    return source.split(":")[0] if is_hub_id(source) else Path(source).stem

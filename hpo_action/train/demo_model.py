@@ -14,12 +14,14 @@ import os
 import random
 import shutil
 import string
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from hpo_action.notices import progress, say
+from hpo_action.train.threads import limit_torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +85,7 @@ def ensure_demo_model(cache_root: Path | None = None) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
         staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
-            logger.info("Building the tiny demo model in %s (takes ~30 s, once)", target)
+            say(f"building the tiny demo model once, cached in {target} (about 30 s on an idle machine)")
             _build(staging, _PRETRAIN_STEPS)
             try:
                 staging.rename(target)
@@ -102,7 +104,7 @@ def _build_lock(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another process that is building the demo model ({path.parent})", file=sys.stderr)
+            say(f"waiting for another process that is building the demo model ({path.parent})")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -113,6 +115,8 @@ def _build_lock(path: Path) -> Iterator[None]:
 def _build(folder: Path, steps: int) -> None:
     """Build tokenizer and model, pretrain for ``steps`` steps and save both into ``folder``."""
     import torch
+
+    limit_torch_threads()
 
     tokenizer = _build_tokenizer()
     # fork_rng keeps the caller's global torch RNG untouched while making the build reproducible.
@@ -197,17 +201,31 @@ def _pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, steps
         optimizer, lambda step: min(1.0, (step + 1) / _WARMUP_STEPS) * (1.0 - step / steps)
     )
     model.train()
-    for _ in range(steps):
-        pairs = [_corpus_line(rng) for _ in range(_BATCH_SIZE)]
-        input_ids, labels = _collate(tokenizer, pairs)
-        attention_mask = (input_ids != tokenizer.pad_token_id).long()
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+    with progress("pretraining the demo model", steps, " steps") as advance:
+        for _ in range(steps):
+            _pretrain_step(model, tokenizer, optimizer, schedule, rng)
+            advance()
     model.eval()
+
+
+def _pretrain_step(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    rng: random.Random,
+) -> None:
+    import torch
+
+    pairs = [_corpus_line(rng) for _ in range(_BATCH_SIZE)]
+    input_ids, labels = _collate(tokenizer, pairs)
+    attention_mask = (input_ids != tokenizer.pad_token_id).long()
+    loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _collate(tokenizer: PreTrainedTokenizerFast, pairs: list[_Pair]) -> tuple[torch.Tensor, torch.Tensor]:

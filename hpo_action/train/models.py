@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import ModelConfig
 from hpo_action.errors import ConfigError
+from hpo_action.notices import say
 from hpo_action.train.demo_model import ensure_demo_model, is_demo_model
+from hpo_action.train.threads import limit_torch_threads
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -99,9 +101,11 @@ def load_base_model(cfg: ModelConfig) -> BaseModel:
     import torch
     from transformers import AutoModelForCausalLM
 
+    limit_torch_threads()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = pick_dtype(cfg.dtype, device)
     source = _source(cfg)
+    say(f"loading model {cfg.name} ({cfg.method}, {str(dtype).removeprefix('torch.')} on {device})")
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
     if cfg.revision:
         kwargs["revision"] = cfg.revision

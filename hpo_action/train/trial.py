@@ -117,7 +117,9 @@ class TrialRunner:
         set_seed(self.cfg.train.seed)  # the adapter's random init must not depend on earlier trials
         metric = self.cfg.search.objective.metric
         search = self.cfg.search
-        tracker = _Tracker(metric, search.objective.direction, report, self.cfg.train, search.trial_timeout)
+        tracker = _Tracker(
+            metric, search.objective.direction, report, self.cfg.train, search.budget.max_steps, search.trial_timeout
+        )
         model = self.base.attach(params)
         trainer = None
         try:
@@ -215,9 +217,16 @@ class _Tracker:
     """Records the eval curve, reports it to the pruner, stops early and fails on non-finite losses."""
 
     def __init__(
-        self, metric: str, direction: str, report: Reporter | None, train_cfg: Any, timeout: float | None = None
+        self,
+        metric: str,
+        direction: str,
+        report: Reporter | None,
+        train_cfg: Any,
+        max_steps: int,
+        timeout: float | None = None,
     ) -> None:
         self.metric, self.sign = metric, (1.0 if direction == "minimize" else -1.0)
+        self.max_steps = max_steps
         self.report = report
         self.timeout, self.started = timeout, time.monotonic()
         self.patience = train_cfg.early_stopping_patience
@@ -238,7 +247,9 @@ class _Tracker:
             raise TrialError(f"non-finite {self.metric} ({value}) at step {step}: learning rate too high?")
         self.curve.append((step, value))
         self.last_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        if self.report is not None and self.report(value, step):
+        # The last evaluation is reported too, but a trial that ran all its steps is complete: nothing is saved
+        # by stopping it there, and a pruner's verdict at that point would hide a finished result.
+        if self.report is not None and self.report(value, step) and step < self.max_steps:
             raise Pruned(step, value)
         score = self.sign * value
         if score < self.best - self.threshold:

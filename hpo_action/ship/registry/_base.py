@@ -92,7 +92,13 @@ class Registry(Protocol):
 
     @property
     def name(self) -> str:
-        """The registry's own name (a Hub repo id, a folder's name): the card's title and model name."""
+        """The registry's own name (a Hub repo id, a folder's name), as messages show it."""
+        ...
+
+    @property
+    def title(self) -> str | None:
+        """A model card title from the registry itself: a Hub repo's name; None for a folder, whose name
+        ('registry', 'models') says nothing about the model."""
         ...
 
     def read_champion(self) -> Champion | None:

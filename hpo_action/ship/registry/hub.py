@@ -91,6 +91,10 @@ class HubRegistry:
     def name(self) -> str:
         return self.repo_id
 
+    @property
+    def title(self) -> str | None:
+        return self.repo_id.split("/")[-1]
+
     def url(self, champion: Champion) -> str:
         return f"{self.endpoint}/{self.repo_id}/tree/{champion.revision}"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_action.errors import RegistryError
+from hpo_action.files import PUBLIC_MODE
 
 from ._base import PARAMS, Champion, champion_changed
 
@@ -39,6 +40,10 @@ class LocalRegistry:
     @property
     def name(self) -> str:
         return self.root.name
+
+    @property
+    def title(self) -> None:
+        return None
 
     def read_champion(self) -> Champion | None:
         pointer = self._read_pointer()
@@ -130,6 +135,7 @@ def _revision(version: int) -> str:
 def _write_atomic(path: Path, text: str, fail_at: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, PUBLIC_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
