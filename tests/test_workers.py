@@ -268,13 +268,15 @@ def test_search_machines_then_one_leader_evaluates_gates_and_publishes(tmp_path:
 
 def test_workers_get_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
     from hpo_action.search.supervisor import _worker_env
+    from hpo_action.train.threads import available_cores
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
     assert [_worker_env(i, 3)["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["2", "5", "2"]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: split the CPU threads instead
-    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible: each worker still gets its share of the cores
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     env = _worker_env(0, 2)
-    assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2)) and env["CUDA_VISIBLE_DEVICES"] == ""
+    share = str(max(1, available_cores() // 2))
+    assert env["OMP_NUM_THREADS"] == env["HPO_ACTION_THREADS"] == share and env["CUDA_VISIBLE_DEVICES"] == ""
 
 
 def test_an_unknown_fault_name_is_reported_not_ignored(monkeypatch):
