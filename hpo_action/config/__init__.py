@@ -8,6 +8,7 @@ from __future__ import annotations
 from hpo_action.config._load import apply_overrides, load_config, parse_config, parse_set_option
 from hpo_action.config._sections import (
     DEFAULT_LEARNING_RATE,
+    FULL_ONLY,
     GATE_TESTS,
     LORA_ONLY,
     PRUNERS,
@@ -28,14 +29,26 @@ from hpo_action.config._sections import (
     SearchConfig,
     TrainConfig,
 )
+from hpo_action.config._variants import (
+    DECODING_PARAMETERS,
+    LORA_INITS,
+    TARGET_PRESETS,
+    VALIDATION_STRATEGIES,
+    mutates_base,
+)
 
 __all__ = [
+    "DECODING_PARAMETERS",
     "DEFAULT_LEARNING_RATE",
+    "FULL_ONLY",
     "GATE_TESTS",
+    "LORA_INITS",
     "LORA_ONLY",
     "PRUNERS",
     "SAMPLERS",
+    "TARGET_PRESETS",
     "TRIAL_PARAMETERS",
+    "VALIDATION_STRATEGIES",
     "Budget",
     "Columns",
     "DataConfig",
@@ -52,6 +65,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "load_config",
+    "mutates_base",
     "parse_config",
     "parse_set_option",
 ]
