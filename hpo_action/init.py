@@ -24,6 +24,12 @@ HEADER = """\
 # (a shift-cipher task the model cannot do yet), on a CPU in a few minutes, with no download.
 # For real work: set model.name, point data.* at your files, and widen search.budget and search.space.
 """
+SIZED_HEADER = """\
+# Written by `hpo-action init` for {size} data ({counted}): the method, train defaults, step budget and
+# search space follow the dataset-size guidance in templates/starting_points.yaml.
+# It points at the bundled tiny demo model and the demo data in data/ (method qlora needs a CUDA GPU; on a CPU
+# add --set model.method=lora). For real work: set model.name and point data.* at your files.
+"""
 # Dotted key → (value or None to keep it, comment or None to keep the template's).
 DEMO_VALUES: dict[str, Change] = {
     "model.name": ("hpo-action/tiny-demo", "built in code on first use; for real work a Hub id or a local folder"),
@@ -81,11 +87,14 @@ def write_starter(folder: Path, force: bool = False, size: str | None = None, ro
 
 def starter_config() -> str:
     """The packaged hpo.yaml with DEMO_VALUES applied line by line, keeping its layout and comments."""
+    return HEADER + _demo_text()
+
+
+def _demo_text() -> str:
     try:
-        text = set_values(template("hpo.yaml").read_text("utf-8"), DEMO_VALUES, strict=True)
+        return set_values(template("hpo.yaml").read_text("utf-8"), DEMO_VALUES, strict=True)
     except ConfigError as err:
         raise RuntimeError(f"templates/hpo.yaml: {err}: update hpo_action.init.DEMO_VALUES") from None
-    return HEADER + text
 
 
 def sized_config(size: str | None, rows: int | None) -> str:
@@ -102,6 +111,7 @@ def sized_config(size: str | None, rows: int | None) -> str:
     changes: dict[str, Change] = {
         "model.method": (tier.method, "qlora needs CUDA and bitsandbytes; on a CPU: --set model.method=lora"),
         "search.n_trials": (str(trials), f"{guide.trials_per_parameter} per searched parameter"),
+        "search.timeout": ("7200", None),
         "search.budget": (
             _flow({"max_steps": steps, "eval_every": max(1, steps // guide.evaluations_per_trial)}),
             f"{tier.epochs} epochs over {counted}",
@@ -111,8 +121,8 @@ def sized_config(size: str | None, rows: int | None) -> str:
         **{f"train.{key}": (_scalar(getattr(tier, key)), None) for key in SIZED_TRAIN_KEYS},
     }
     removed = [f"search.space.{name}" for name in ("lora_r", "lora_alpha", "lora_dropout") if name not in space]
-    text = set_values(starter_config(), changes, remove=removed)
-    return f"# Dataset size: {tier.name} ({counted}); the search space follows the dataset-size guidance.\n" + text
+    header = SIZED_HEADER.format(size=tier.name, counted=counted)
+    return header + set_values(_demo_text(), changes, remove=removed)
 
 
 def _flow(mapping: dict[str, object]) -> str:
