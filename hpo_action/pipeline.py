@@ -421,8 +421,8 @@ def plan(cfg: HpoConfig, config_path: Path | None = None, limit: int = 256) -> B
     make_console().print(found.describe())
     if config_path is not None and found.largest:
         changes = {
-            "train.per_device_train_batch_size": (str(found.micro), "hpo-action plan"),
-            "train.gradient_accumulation_steps": (str(found.accumulation), "hpo-action plan"),
+            "train.per_device_train_batch_size": (str(found.micro), None),
+            "train.gradient_accumulation_steps": (str(found.accumulation), None),
         }
         write_text_atomic(config_path, set_values(config_path.read_text(encoding="utf-8"), changes))
         make_console(stderr=True).print(f"wrote the pair into {config_path}")
