@@ -175,3 +175,12 @@ def test_doctor_on_a_folder_without_a_run_exits_2(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["doctor", str(tmp_path)])
     assert exit_info.value.code == 2 and "no summary.json" in capsys.readouterr().err
+
+
+def test_kfold_curves_restarting_at_each_fold_are_not_spikes():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    cfg = parse_config({**cfg.model_dump(), "data": {"train": "t.jsonl", "validation_strategy": "kfold", "k": 3}})
+    cfg.search.budget.max_steps, cfg.search.budget.eval_every = 30, 10
+    folds = [5.0, 3.0, 2.0] * 3  # every fold starts again from a fresh adapter: 2.0 -> 5.0 is no spike
+    trials = [_trial(lr, folds, [(4.0 + v) / 2 for v in folds]) for lr in (5e-4, 1e-3, 2e-3, 3e-3, 4e-3)]
+    assert diagnose(_summary(cfg, trials), cfg) == []

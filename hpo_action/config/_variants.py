@@ -55,11 +55,17 @@ def check_strategy(data: Any) -> None:
 
 def check_variants(cfg: Any) -> None:
     """Combinations of an HpoConfig that no trial could run."""
-    if cfg.train.max_length is not None and cfg.train.max_length > cfg.data.max_length:
-        raise ValueError(
-            f"train.max_length ({cfg.train.max_length}) exceeds data.max_length ({cfg.data.max_length}), "
-            "the length the data is tokenized to; raise data.max_length"
-        )
+    lengths = [("train.max_length", cfg.train.max_length)]
+    spec = cfg.search.space.get("max_length")
+    if spec is not None:
+        values = {"categorical": spec.choices, "fixed": [spec.value]}.get(spec.type, [spec.high])
+        lengths += [("search.space.max_length", value) for value in values]
+    for key, value in lengths:
+        if isinstance(value, (int, float)) and value > cfg.data.max_length:
+            raise ValueError(
+                f"{key} ({value}) exceeds data.max_length ({cfg.data.max_length}), the length the data is "
+                "tokenized to; raise data.max_length"
+            )
     inits = [cfg.train.init_lora_weights]
     spec = cfg.search.space.get("init_lora_weights")
     if spec is not None:

@@ -55,6 +55,8 @@ class _Trial:
     record: TrialRecord
     learning_rate: float
     loss: list[tuple[float, float]]  # the training loss curve, else the objective's when it is a loss
+    evals: list[tuple[float, float]]  # the objective at each evaluation
+    train: list[tuple[float, float]]  # the training loss at each log
 
     @property
     def non_finite(self) -> bool:
@@ -105,11 +107,15 @@ class _Run:
 def diagnose(summary: RunSummary, cfg: HpoConfig, decision: GateDecision | None = None) -> list[Finding]:
     """Every finding, the most severe first (in the order of the checks within a severity)."""
     loss_objective = summary.objective_direction == "minimize" and "loss" in summary.objective_metric
+    # Under kfold the curves restart at every fold (a fresh adapter): read the first fold's, which every trial has.
+    last_step = cfg.search.budget.max_steps if cfg.folds > 1 else math.inf
     trials = []
     for record in summary.trials:
-        curve = record.train_curve or (record.curve if loss_objective else [])
+        evals, train = (
+            [(float(s), float(v)) for s, v in c if s <= last_step] for c in (record.curve, record.train_curve)
+        )
         lr = float(record.params.get("learning_rate", cfg.learning_rate))
-        trials.append(_Trial(record, lr, [(float(s), float(v)) for s, v in curve]))
+        trials.append(_Trial(record, lr, train or (evals if loss_objective else []), evals, train))
     run = _Run(summary, cfg, decision, trials)
     checks: list[Callable[[_Run], list[Finding]]] = [
         _learning_rate_too_high,
@@ -124,6 +130,10 @@ def diagnose(summary: RunSummary, cfg: HpoConfig, decision: GateDecision | None 
     ]
     found = [finding for check in checks for finding in check(run)]
     return sorted(found, key=lambda finding: -finding.severity)
+
+
+def _points(curve: list[list[float]], last_step: float) -> list[tuple[float, float]]:
+    return [(float(step), float(value)) for step, value in curve if step <= last_step]
 
 
 def _describe(trial: _Trial) -> str:
@@ -187,14 +197,14 @@ def _learning_rate_too_low(run: _Run) -> list[Finding]:
 
 def _overfit(trial: _Trial, curve: list[tuple[float, float]]) -> str | None:
     """Evidence that validation loss rose from its minimum while the training loss kept falling, else None."""
-    if len(curve) < 3:
+    if len(curve) < 3 or not trial.train:
         return None
     low_step, low = min(curve, key=lambda point: point[1])
     end_step, end = curve[-1]
     if low_step == end_step or low <= 0 or end < low * (1 + OVERFIT):
         return None
-    train_then = [v for s, v in trial.record.train_curve if s <= low_step]
-    train_end = trial.record.train_curve[-1][1] if trial.record.train_curve else None
+    train_then = [v for s, v in trial.train if s <= low_step]
+    train_end = trial.train[-1][1] if trial.train else None
     if not train_then or train_end is None or train_end >= train_then[-1]:
         return None
     return (
@@ -207,7 +217,7 @@ def _overfitting(run: _Run) -> list[Finding]:
     if not (run.summary.objective_direction == "minimize" and "loss" in run.summary.objective_metric):
         return []
     completed = [t for t in run.trials if t.record.state == "COMPLETE"]
-    evidence = [e for t in completed if (e := _overfit(t, [(float(s), float(v)) for s, v in t.record.curve]))]
+    evidence = [e for t in completed if (e := _overfit(t, t.evals))]
     best = run.summary.best
     best_overfit = best is not None and any(e.startswith(f"#{best.number}:") for e in evidence)
     if not evidence or not (best_overfit or len(evidence) * 2 > len(completed)):
