@@ -30,6 +30,7 @@ ROSE = 0.02  # a loss that ends 2 % above where it started went the wrong way
 SPIKE = 1.5  # a logged loss 1.5 × the one before it is a spike
 OVERFIT = 0.05  # validation loss 5 % above its minimum, at the end, while training loss still fell
 EDGE = 0.05  # the outer 5 % of a range (on the log scale for log ranges)
+EDGE_MIN_TRIALS = 3  # completed trials before the best one's place in a range means anything
 FIRST_RUNG_SHARE = 0.75
 _SEVERITY = {3: "high", 2: "medium", 1: "low"}
 
@@ -330,7 +331,8 @@ def _widened(spec: ParamSpec, side: str) -> Any:
 
 def _best_at_edge(run: _Run) -> list[Finding]:
     best = run.summary.best
-    if best is None:
+    completed = sum(1 for t in run.trials if t.record.state == "COMPLETE")
+    if best is None or completed < EDGE_MIN_TRIALS:  # one or two trials have explored nothing yet
         return []
     findings = []
     for name, spec in run.cfg.active_space().items():
