@@ -405,9 +405,7 @@ def plan(config_path: str, write: bool, limit: int, set_items: tuple[str, ...]) 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the findings as JSON: code, severity, title, evidence, remedy."
-)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON (code, severity, evidence, remedy).")
 def doctor(run_dir: str, as_json: bool) -> None:
     """Diagnose a finished run from its trial curves, search space and gate: each finding with its evidence and
     the remedy (learning rate too high or too low, overfitting, spikes, OOM, too few trials, an over-eager pruner,
@@ -426,10 +424,7 @@ def doctor(run_dir: str, as_json: bool) -> None:
     if not findings:
         click.echo(f"{run_dir}: no findings: nothing in the curves, the space or the gate looks wrong")
     for finding in findings:
-        click.echo(
-            f"[{finding.to_json()['severity']}] {finding.title}\n  evidence: {finding.evidence}\n"
-            f"  try: {finding.remedy}"
-        )
+        click.echo(finding.text())
 
 
 @cli.command()

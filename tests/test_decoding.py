@@ -44,23 +44,36 @@ def test_generation_config_round_trips_and_is_a_transformers_generation_config(t
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    """The quickstart task learned well enough that generation length matters (answers are 3 to 8 letters)."""
+    """An adapter (one training step: the search tunes generation, not weights) and a validation split labelled
+    with the adapter's own 8-token greedy continuations, so that the configured 4 tokens cut every answer short
+    and the longer setting is measurably right: a task whose best decoding is known without minutes of training."""
     from hpo_action.data.loading import load_splits
     from hpo_action.data.tokenize import tokenize_splits
+    from hpo_action.judge.evaluate import EvalSettings, attach_trained, score_rows
     from hpo_action.search.space import trial_defaults
     from hpo_action.train.models import load_base_model
     from hpo_action.train.trial import TrialRunner
 
     tmp = tmp_path_factory.mktemp("decoding")
-    raw = small_config(tmp, search={"budget": {"max_steps": 60, "eval_every": 60}}, gate={"forgetting": []})
+    raw = small_config(tmp, search={"budget": {"max_steps": 1, "eval_every": 1}}, gate={"forgetting": []})
     raw["evaluate"].update(max_new_tokens=4, decoding_trials=6, batch_size=40)
     cfg = parse_config(raw, base_dir=tmp)
     base = load_base_model(cfg.model)
     splits = load_splits(cfg.data)
     train, validation, _ = tokenize_splits(splits, base.tokenizer, cfg.data, tmp / "cache")
-    params = {**trial_defaults(cfg), "learning_rate": 1.5e-2}
-    TrialRunner(cfg, base, train, validation).run(params, save_to=lambda _: tmp / "adapter")
-    return cfg, base, splits, tmp
+    TrialRunner(cfg, base, train, validation).run(trial_defaults(cfg), save_to=lambda _: tmp / "adapter")
+    model, _ = attach_trained(base, tmp / "adapter")
+    try:
+        settings = EvalSettings(("exact_match",), max_new_tokens=8, batch_size=40)
+        records = score_rows(model, base.tokenizer, splits.validation, cfg.data, settings)
+        outputs = [record["output"].strip() for record in records]
+    finally:
+        base.model = model.unload()
+    labelled = [{**row, "completion": out} for row, out in zip(splits.validation, outputs, strict=True) if out]
+    assert len(labelled) >= 40
+    (tmp / "validation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in labelled))
+    cfg = parse_config(raw, base_dir=tmp)
+    return cfg, base, load_splits(cfg.data), tmp
 
 
 @pytest.mark.slow
@@ -86,32 +99,40 @@ def test_search_beats_greedy_when_greedy_is_cut_short_and_says_so_otherwise(trai
     from hpo_action.judge.evaluate import attach_trained
 
     cfg, base, splits, tmp = trained
+    length_only = {
+        "do_sample": {"value": False},
+        "repetition_penalty": {"value": 1.0},
+        "max_new_tokens": {"low": 4, "high": 8, "step": 4},
+    }
+    short_cfg = apply_overrides(cfg, {"evaluate.decoding_space": length_only})
+    roomy_cfg = apply_overrides(cfg, {"evaluate.max_new_tokens": 8, "evaluate.decoding_trials": 4})
     model, _ = attach_trained(base, tmp / "adapter")
     try:
-        short = search_decoding(model, base.tokenizer, splits.validation, cfg)
-        roomy_cfg = apply_overrides(cfg, {"evaluate.max_new_tokens": 12})
-        roomy = search_decoding(model, base.tokenizer, splits.validation, roomy_cfg)
+        short = search_decoding(model, base.tokenizer, splits.validation, short_cfg)
+        roomy = search_decoding(model, base.tokenizer, splits.validation, roomy_cfg)  # sampling searched too
     finally:
         base.model = model.unload()
     assert short.trials[0].decoding == Decoding(max_new_tokens=4) and short.metric == "exact_match"
-    assert short.improved and short.best.value > short.greedy.value  # 4 tokens cut 5- to 8-letter answers
-    assert short.best.decoding.max_new_tokens > 4
+    assert short.improved and short.best.value > short.greedy.value + 0.5  # 4 tokens cut the 8-token answers
+    assert short.best.decoding.max_new_tokens >= 8 and not short.best.decoding.do_sample
     assert f"{short.greedy.value:.4g} greedy -> {short.best.value:.4g}" in short.verdict()
-    assert roomy.best.value >= roomy.greedy.value
-    if not roomy.improved:
-        assert roomy.best.number == 0 and "greedy is best" in roomy.verdict()
+    assert roomy.greedy.value == 1.0 and len(roomy.trials) == 4  # nothing can beat greedy here
+    assert not roomy.improved and roomy.best.number == 0 and "greedy is best" in roomy.verdict()
     print(short.verdict(), roomy.verdict(), sep="\n")
 
 
 @pytest.mark.slow
 def test_tune_decoding_writes_the_settings_that_evaluate_then_uses(trained, capsys):
+    from hpo_action.data.loading import load_splits
+
     cfg, _, _, tmp = trained
     config = tmp / "hpo.yaml"
     config.write_text(json.dumps(cfg.model_dump(mode="json")))
     adapter = tmp / "adapter"
     main(["tune-decoding", "-c", str(config), "--adapter", str(adapter), "--n-trials", "3"])
     chosen = read_decoding(adapter)
-    assert chosen is not None and "decoding search on 80 validation examples, 3 trials" in capsys.readouterr().err
+    n = len(load_splits(cfg.data).validation)
+    assert chosen is not None and f"decoding search on {n} validation examples, 3 trials" in capsys.readouterr().err
     out = tmp / "validation.jsonl"
     main(["evaluate", "-c", str(config), "--adapter", str(adapter), "--split", "validation", "--out", str(out)])
     meta = json.loads(out.with_suffix(".meta.json").read_text())
@@ -124,7 +145,7 @@ def test_run_with_decoding_search_gates_publishes_and_shows_the_chosen_settings(
 
     raw = small_config(
         tmp_path,
-        search={"n_trials": 1, "pruner": "none", "budget": {"max_steps": 40, "eval_every": 20}},
+        search={"n_trials": 1, "pruner": "none", "budget": {"max_steps": 6, "eval_every": 3}},
         train={"learning_rate": 1.5e-2},
         gate={"forgetting": []},
         registry={"uri": str(tmp_path / "registry")},

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from hpo_action.config._spec import Method, ParamSpec, _Section, did_you_mean
 from hpo_action.config._variants import (
     DECODING_PARAMETERS,
     LORA_VARIANTS,
@@ -23,7 +23,6 @@ from hpo_action.config._variants import (
 )
 from hpo_action.metrics import NORMALIZERS, metric_direction, resolve_metric
 
-Method = Literal["lora", "qlora", "full"]
 Format = Literal["prompt_completion", "messages", "text"]
 Direction = Literal["minimize", "maximize"]
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
@@ -34,15 +33,6 @@ DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 2e-4, "qlora": 1e-4, "full": 
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", *LORA_VARIANTS)
 FULL_ONLY = ("layerwise_lr_decay",)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def did_you_mean(name: str, options: Any) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelConfig(_Section):
@@ -94,58 +84,6 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _strategy_inputs(self) -> DataConfig:
         check_strategy(self)
-        return self
-
-
-class ParamSpec(_Section):
-    """One search dimension: float/int range, categorical choices, or a fixed value."""
-
-    type: Literal["float", "int", "categorical", "fixed"] | None = Field(
-        None, description="Inferred from the keys: low/high (int when both are ints), choices, or a bare value."
-    )
-    low: float | None = Field(None, description="Lower end of a range.")
-    high: float | None = Field(None, description="Upper end of a range.")
-    log: bool = Field(False, description="Sample the range on a log scale (needs low > 0).")
-    step: float | None = Field(None, description="Grid step of a range (a whole number for an int parameter).")
-    choices: list[Any] | None = Field(None, description="The values of a categorical parameter.")
-    value: Any = Field(None, description="A fixed value (the same in every trial).")
-    methods: list[Method] | None = Field(None, description="Methods this parameter applies to; all when unset.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _infer_type(cls, data: Any) -> Any:
-        """A bare scalar is a fixed value; otherwise infer the type from the keys given (ints stay ints)."""
-        if not isinstance(data, dict):
-            return {"type": "fixed", "value": data}
-        if data.get("type") is None:
-            bounds = [data.get("low"), data.get("high")]
-            if "choices" in data:
-                kind = "categorical"
-            elif any(b is not None for b in bounds):
-                ints = all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
-                kind = "int" if ints and not data.get("log") else "float"
-            else:
-                kind = "fixed"
-            data = {**data, "type": kind}
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> ParamSpec:
-        if self.type in ("float", "int"):
-            if self.low is None or self.high is None:
-                raise ValueError(f"a {self.type} parameter needs both low and high")
-            if not (math.isfinite(self.low) and math.isfinite(self.high)):
-                raise ValueError("bounds must be finite numbers")
-            if self.low > self.high:
-                raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-            if self.log and self.low <= 0:
-                raise ValueError("log: true needs low > 0")
-            if self.log and self.step is not None:
-                raise ValueError("log and step cannot be combined")
-            if self.step is not None and (self.step <= 0 or (self.type == "int" and self.step != int(self.step))):
-                raise ValueError(f"step must be {'a whole number ' if self.type == 'int' else ''}> 0 (got {self.step})")
-        if self.type == "categorical" and not self.choices:
-            raise ValueError("a categorical parameter needs a non-empty 'choices' list")
         return self
 
 

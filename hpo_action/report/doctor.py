@@ -48,6 +48,10 @@ class Finding:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "severity": _SEVERITY[self.severity]}
 
+    def text(self) -> str:
+        """The finding for a terminal: severity and title, then its evidence and the remedy."""
+        return f"[{_SEVERITY[self.severity]}] {self.title}\n  evidence: {self.evidence}\n  try: {self.remedy}"
+
 
 @dataclass(frozen=True)
 class _Trial:
