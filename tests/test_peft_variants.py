@@ -152,8 +152,8 @@ def test_published_variant_loads_on_the_original_base_and_reproduces_its_predict
 
     raw = small_config(
         tmp_path,
-        search={"n_trials": 1, "pruner": "none", "budget": {"max_steps": 20, "eval_every": 10}, "space": {}},
-        train={**variant, "learning_rate": 8e-3},
+        search={"n_trials": 1, "pruner": "none", "budget": {"max_steps": 8, "eval_every": 4}, "space": {}},
+        train={**variant, "learning_rate": 1.5e-2},
         evaluate={"metrics": ["loss", "exact_match"]},
         gate={"forgetting": []},
         registry={"uri": str(tmp_path / "registry")},
