@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -17,11 +16,11 @@ from hpo_action.config import (
     GATE_TESTS,
     PRUNERS,
     SAMPLERS,
-    ForgettingBenchmark,
     GateConfig,
     HpoConfig,
     apply_overrides,
     load_config,
+    parse_forgetting_option,
     parse_set_option,
 )
 from hpo_action.errors import ConfigError, HpoActionError
@@ -224,6 +223,26 @@ def evaluate_command(
     evaluate_split(cfg, adapter and Path(adapter), split, Path(out))
 
 
+@cli.command("tune-decoding")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config.")
+@click.option("--adapter", required=True, type=click.Path(file_okay=False), help="Trained adapter folder (runs/best).")
+@click.option(
+    "--n-trials", type=click.IntRange(min=1), help="Decoding trials, greedy included (evaluate.decoding_trials)."
+)
+@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+def tune_decoding(config_path: str, adapter: str, n_trials: int | None, set_items: tuple[str, ...]) -> None:
+    """Tune temperature, top_p, top_k, repetition_penalty and max_new_tokens of a trained adapter on the validation
+    split (greedy is trial 0 and is kept unless beaten); writes ADAPTER/generation_config.json, which every later
+    evaluation and publication of the adapter uses.
+
+    Example: hpo-action tune-decoding -c hpo.yaml --adapter runs/best --n-trials 24
+    """
+    from hpo_action.pipeline import tune_decoding as run_tuning
+
+    cfg = _config_from(config_path, set_items)
+    run_tuning(cfg, Path(adapter), n_trials)
+
+
 @cli.command()
 @click.option("--registry", "uri", required=True, help="A folder or hf://namespace/name.")
 @click.option("--from", "run_dir", required=True, type=click.Path(file_okay=False), help="A gated run folder.")
@@ -265,29 +284,6 @@ def champion(uri: str, as_json: bool) -> None:
         click.echo(f"{uri}: no champion yet")
     else:
         click.echo(f"v{current.version} at {current.path} (revision {current.revision[:12]})")
-
-
-def _parse_forgetting(items: tuple[str, ...]) -> list[tuple[str, Path, Path, float, str | None]]:
-    """NAME=CAND.jsonl,REF.jsonl[,MARGIN[,METRIC]]; an empty MARGIN keeps the default, e.g. copy=c,r,,loss."""
-    parsed = []
-    for item in items:
-        name, sep, rest = item.partition("=")
-        parts = rest.split(",")
-        if not sep or not name or len(parts) not in (2, 3, 4):
-            raise ConfigError(f"--forgetting {item!r}: expected NAME=CANDIDATE.jsonl,REFERENCE.jsonl[,MARGIN[,METRIC]]")
-        margin_text = parts[2] if len(parts) > 2 and parts[2] else None
-        try:
-            margin = float(margin_text) if margin_text else ForgettingBenchmark.model_fields["margin"].default
-        except ValueError:
-            raise ConfigError(f"--forgetting {item!r}: the margin {margin_text!r} is not a number") from None
-        if not (math.isfinite(margin) and margin >= 0):
-            raise ConfigError(f"--forgetting {item!r}: the margin must be a finite number >= 0, got {margin_text}")
-        parsed.append((name, Path(parts[0]), Path(parts[1]), margin, parts[3] if len(parts) == 4 else None))
-    names = [entry[0] for entry in parsed]
-    duplicate = next((name for name in names if names.count(name) > 1), None)
-    if duplicate is not None:
-        raise ConfigError(f"--forgetting: the name {duplicate!r} is given twice; give each benchmark its own name")
-    return parsed
 
 
 def _gate_default(name: str) -> str:
@@ -354,7 +350,7 @@ def gate_command(
         first = err.errors()[0]
         where = "-".join(map(str, first["loc"])).replace("_", "-") or "gate"
         raise ConfigError(f"--{where}: {first['msg'].removeprefix('Value error, ')}") from None
-    files = _parse_forgetting(forgetting)
+    files = parse_forgetting_option(forgetting)
     result = gate_files(Path(candidate), Path(reference), cfg, metric, files, out and Path(out))
     if fail_on_reject and not result.promote:
         sys.exit(3)
@@ -374,17 +370,76 @@ def report(run_dir: str, out: str | None) -> None:
 
 
 @cli.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config.")
+@click.option("--write", is_flag=True, help="Write the micro-batch and accumulation pair into the config file.")
+@click.option("--limit", type=click.IntRange(min=1), default=256, show_default=True, help="Largest batch to try.")
+@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+def plan(config_path: str, write: bool, limit: int, set_items: tuple[str, ...]) -> None:
+    """Find the largest per-device batch that fits on this CUDA GPU for the configured model, method and
+    max_length (trial steps that catch out-of-memory), and print the micro-batch x accumulation pair for the
+    configured effective batch. CUDA only.
+
+    Example: hpo-action plan -c hpo.yaml --write
+    """
+    from hpo_action.pipeline import plan as plan_batch
+
+    cfg = _config_from(config_path, set_items)
+    plan_batch(cfg, Path(config_path) if write else None, limit)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON (code, severity, evidence, remedy).")
+def doctor(run_dir: str, as_json: bool) -> None:
+    """Diagnose a finished run from its trial curves, search space and gate: each finding with its evidence and
+    the remedy (learning rate too high or too low, overfitting, spikes, OOM, too few trials, an over-eager pruner,
+    the best trial at a range's edge, a test set too small for the target effect).
+
+    Example: hpo-action doctor runs --json
+    """
+    import json
+
+    from hpo_action.pipeline import doctor as diagnose_run
+
+    findings = diagnose_run(Path(run_dir))
+    if as_json:
+        click.echo(json.dumps([finding.to_json() for finding in findings], indent=2))
+        return
+    if not findings:
+        click.echo(f"{run_dir}: no findings: nothing in the curves, the space or the gate looks wrong")
+    for finding in findings:
+        click.echo(finding.text())
+
+
+@cli.command()
 @click.argument("folder", default=".", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite files that are already there.")
-def init(folder: str, force: bool) -> None:
+@click.option(
+    "--size",
+    type=click.Choice(["small", "medium", "large"]),
+    help="Dataset size (<1k, 1k-10k, >10k rows): method, train defaults, budget and space from its guidance.",
+)
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Your training file: its row count picks the size and the step budget.",
+)
+def init(folder: str, force: bool, size: str | None, data_file: str | None) -> None:
     """Start a project: a commented hpo.yaml that runs as is on the tiny demo model and data/, a GitHub workflow
-    (.github/workflows/hpo.yml) and .gitignore lines. Refuses to overwrite without --force.
+    (.github/workflows/hpo.yml) and .gitignore lines. With --size or --data, the search space, method and
+    defaults follow the dataset-size guidance (templates/starting_points.yaml). Refuses to overwrite without
+    --force.
 
     Example: hpo-action init my-project && cd my-project && hpo-action run -c hpo.yaml
     """
+    from hpo_action.data.loading import count_rows
     from hpo_action.init import write_starter
 
-    for path in write_starter(Path(folder), force=force):
+    rows = count_rows(Path(data_file)) if data_file else None
+    if size is not None and rows is not None:
+        raise ConfigError("init: pass --size or --data, not both (--data infers the size from its rows)")
+    for path in write_starter(Path(folder), force=force, size=size, rows=rows):
         click.echo(f"wrote {path}")
 
 
@@ -400,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         github.mask(secrets, env)
     try:
         cli.main(args=args, prog_name="hpo-action", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(130)
     except click.ClickException as err:
@@ -410,9 +465,6 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(f"hpo-action: {type(err).__name__}", str(err), err.exit_code, secrets, env)
-    except KeyboardInterrupt:
-        click.echo("interrupted: run the same command again to resume", err=True)
-        sys.exit(130)
     except Exception as err:
         if debug:
             raise

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import string
 from pathlib import Path
 
+from hpo_action.config.edit import Change, set_values
+from hpo_action.config.starting import starting_points
 from hpo_action.errors import ConfigError
 from hpo_action.files import template
 
@@ -23,8 +24,14 @@ HEADER = """\
 # (a shift-cipher task the model cannot do yet), on a CPU in a few minutes, with no download.
 # For real work: set model.name, point data.* at your files, and widen search.budget and search.space.
 """
+SIZED_HEADER = """\
+# Written by `hpo-action init` for {size} data ({counted}): the method, train defaults, step budget and
+# search space follow the dataset-size guidance in templates/starting_points.yaml.
+# It points at the bundled tiny demo model and the demo data in data/ (method qlora needs a CUDA GPU; on a CPU
+# add --set model.method=lora). For real work: set model.name and point data.* at your files.
+"""
 # Dotted key → (value or None to keep it, comment or None to keep the template's).
-DEMO_VALUES: dict[str, tuple[str | None, str | None]] = {
+DEMO_VALUES: dict[str, Change] = {
     "model.name": ("hpo-action/tiny-demo", "built in code on first use; for real work a Hub id or a local folder"),
     "data.max_length": ("64", None),
     "search.n_trials": ("12", None),
@@ -41,17 +48,29 @@ DEMO_VALUES: dict[str, tuple[str | None, str | None]] = {
         "the demo model's pretraining skill must survive",
     ),
 }
+# The train defaults a dataset size sets (templates/starting_points.yaml).
+SIZED_TRAIN_KEYS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+)
 # The demo task; examples/quickstart/make_data.py writes the quickstart files with this same generator.
 DEMO_SEED = 20240607
 DEMO_SPLITS = {"train": 640, "validation": 80, "test": 200, "forget_copy": 160}
-_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<value>[^#]*?)(?P<gap> *)(?P<comment>#.*)?$")
 
 
-def write_starter(folder: Path, force: bool = False) -> list[Path]:
+def write_starter(folder: Path, force: bool = False, size: str | None = None, rows: int | None = None) -> list[Path]:
     """Write hpo.yaml, data/*.jsonl and the workflow, and add .gitignore lines; returns the files written.
-    Refuses (ConfigError, naming the files) to overwrite any of them unless `force`."""
+    With `size` (or `rows`, the training rows the size is inferred from), the search space, method and train
+    defaults follow the dataset-size guidance (templates/starting_points.yaml). Refuses (ConfigError, naming
+    the files) to overwrite any of them unless `force`."""
     folder = Path(folder)
-    files = {folder / CONFIG: starter_config(), folder / WORKFLOW: template("workflows/hpo.yml").read_text("utf-8")}
+    config = starter_config() if size is None and rows is None else sized_config(size, rows)
+    files = {folder / CONFIG: config, folder / WORKFLOW: template("workflows/hpo.yml").read_text("utf-8")}
     files.update({folder / "data" / f"{split}.jsonl": text for split, text in demo_data().items()})
     existing = [str(path) for path in files if path.exists()]
     if existing and not force:
@@ -68,32 +87,57 @@ def write_starter(folder: Path, force: bool = False) -> list[Path]:
 
 def starter_config() -> str:
     """The packaged hpo.yaml with DEMO_VALUES applied line by line, keeping its layout and comments."""
-    todo = dict(DEMO_VALUES)
-    path: list[tuple[int, str]] = []
-    lines = []
-    for line in template("hpo.yaml").read_text("utf-8").splitlines():
-        match = _KEY_LINE.match(line)
-        if match:
-            indent = len(match["indent"])
-            while path and path[-1][0] >= indent:
-                path.pop()
-            path.append((indent, match["key"]))
-            dotted = ".".join(key for _, key in path)
-            if dotted in todo:
-                line = _replace(match, *todo.pop(dotted))
-        lines.append(line)
-    if todo:
-        raise RuntimeError(f"templates/hpo.yaml lacks {', '.join(sorted(todo))}: update hpo_action.init.DEMO_VALUES")
-    return HEADER + "\n".join(lines) + "\n"
+    return HEADER + _demo_text()
 
 
-def _replace(match: re.Match[str], value: str | None, comment: str | None) -> str:
-    line = f"{match['indent']}{match['key']}:" + (f" {value}" if value is not None else match["value"].rstrip())
-    comment = f"# {comment}" if comment else match["comment"]
-    if not comment:
-        return line
-    column = match.start("comment") if match["comment"] else 0  # keep the template's comment column
-    return (line.ljust(column) if len(line) < column else line + " ") + comment
+def _demo_text() -> str:
+    try:
+        return set_values(template("hpo.yaml").read_text("utf-8"), DEMO_VALUES, strict=True)
+    except ConfigError as err:
+        raise RuntimeError(f"templates/hpo.yaml: {err}: update hpo_action.init.DEMO_VALUES") from None
+
+
+def sized_config(size: str | None, rows: int | None) -> str:
+    """The demo starter with the method, train defaults, step budget and search space of a dataset size (given,
+    or the one `rows` training rows fall in), as templates/starting_points.yaml says."""
+    guide = starting_points()
+    tier = guide.tier(size) if size is not None else guide.tier_for_rows(rows or 0)
+    low, high = tier.learning_rate_range
+    space = {"learning_rate": _flow({"low": low, "high": high, "log": True})}
+    space.update({name: _flow(spec) for name, spec in guide.method_space[tier.method].items()})
+    steps = tier.max_steps(rows)
+    counted = f"{rows} training rows" if rows is not None else f"about {tier.typical_rows} rows assumed"
+    trials = guide.trials_per_parameter * len(space)
+    changes: dict[str, Change] = {
+        "model.method": (tier.method, "qlora needs CUDA and bitsandbytes; on a CPU: --set model.method=lora"),
+        "search.n_trials": (str(trials), f"{guide.trials_per_parameter} per searched parameter"),
+        "search.timeout": ("7200", None),
+        "search.budget": (
+            _flow({"max_steps": steps, "eval_every": max(1, steps // guide.evaluations_per_trial)}),
+            f"{tier.epochs} epochs over {counted}",
+        ),
+        "search.space": (None, f"the {tier.name}-data ranges of templates/starting_points.yaml"),
+        **{f"search.space.{name}": (value, None) for name, value in space.items()},
+        **{f"train.{key}": (_scalar(getattr(tier, key)), None) for key in SIZED_TRAIN_KEYS},
+    }
+    removed = [f"search.space.{name}" for name in ("lora_r", "lora_alpha", "lora_dropout") if name not in space]
+    header = SIZED_HEADER.format(size=tier.name, counted=counted)
+    return header + set_values(_demo_text(), changes, remove=removed)
+
+
+def _flow(mapping: dict[str, object]) -> str:
+    return "{" + ", ".join(f"{key}: {_scalar(value)}" for key, value in mapping.items()) + "}"
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    if not isinstance(value, float):
+        return str(value)
+    mantissa, e, exponent = f"{value:g}".partition("e")
+    return f"{mantissa}{'' if '.' in mantissa or not e else '.0'}{e}{exponent}"  # YAML reads 2e-05 as text
 
 
 def demo_data() -> dict[str, str]:

@@ -24,7 +24,8 @@ ENTRIES: tuple[tuple[str, str], ...] = (
     ("workers/", "one log per worker process"),
     ("config.yaml", "the resolved config the run used"),
     ("gated_against.json", "the champion the gate compared against (the base of publish's compare-and-swap)"),
-    ("report.md", "the run as markdown: verdict, gate and forgetting tables, best parameters, trials"),
+    ("decoding.json", "the decoding search (evaluate.decoding_search): greedy's score, every trial, the choice"),
+    ("report.md", "the run as markdown: verdict, gate and forgetting tables, best parameters, trials, doctor"),
     ("model_card.md", "the model card of the last publish from this folder"),
 )
 
@@ -103,6 +104,10 @@ class RunLayout:
     @property
     def gated_against(self) -> Path:
         return self.root / "gated_against.json"
+
+    @property
+    def decoding(self) -> Path:
+        return self.root / "decoding.json"
 
     @property
     def report(self) -> Path:

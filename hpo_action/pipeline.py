@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -14,24 +15,28 @@ import yaml
 from rich.console import Console
 
 from hpo_action import drills
-from hpo_action.config import GateConfig, HpoConfig
+from hpo_action.config import GateConfig, HpoConfig, apply_overrides, load_config
+from hpo_action.config.edit import set_values
 from hpo_action.data.loading import Splits, load_splits, rows_fingerprint
-from hpo_action.data.tokenize import tokenize_splits
-from hpo_action.errors import ConfigError, TrialError
+from hpo_action.data.tokenize import tokenize_for_study
+from hpo_action.errors import ConfigError, HpoActionError, TrialError
 from hpo_action.files import write_text_atomic
 from hpo_action.judge.assess import evaluate_and_gate
 from hpo_action.judge.decision import GateDecision
-from hpo_action.judge.evaluate import EvalSettings, evaluate
+from hpo_action.judge.decoding import DecodingSearch, search_decoding
+from hpo_action.judge.evaluate import EvalSettings, attach_trained, evaluate
 from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair, too_small_to_pass
+from hpo_action.judge.generation import write_generation_config
 from hpo_action.judge.predictions import read_meta, read_predictions
 from hpo_action.layout import RunLayout
 from hpo_action.metrics import metric_kind
 from hpo_action.preflight import Checked, check_run_inputs
 from hpo_action.redaction import redact_url
 from hpo_action.report import github
-from hpo_action.report.markdown import run_markdown
+from hpo_action.report.doctor import Finding, diagnose, findings_table
+from hpo_action.report.markdown import TOP_FINDINGS, run_markdown
 from hpo_action.report.plots import write_plots
-from hpo_action.report.tables import best_table, to_rich, trials_table, verdict
+from hpo_action.report.tables import best_table, decoding_table, to_rich, trials_table, verdict
 from hpo_action.report.terminal import StudyProgress, make_console
 from hpo_action.search.outputs import publish_best, summarize, write_trials_csv
 from hpo_action.search.slots import check_complete, finished, target_trials, timeout_stop
@@ -43,7 +48,8 @@ from hpo_action.search.supervisor import WorkerPool
 from hpo_action.session import banner, quiet_libraries, trial_runner
 from hpo_action.ship.publish import Publication, publish_run, record_gated_champion
 from hpo_action.ship.registry import Champion, Registry, open_registry
-from hpo_action.train.models import BaseModel, check_method, load_base_model, load_tokenizer
+from hpo_action.train.batch_planner import BatchPlan, plan_batch
+from hpo_action.train.models import BaseModel, adapter_sha256, check_method, load_base_model, load_tokenizer
 
 Sets = dict[str, list[dict[str, Any]]]
 
@@ -88,13 +94,15 @@ def run(
     layout = RunLayout(Path(cfg.output.dir))
     record_gated_champion(layout, champion)
     make_console().print(verdict(decision))
+    findings = diagnose(searched.summary, cfg, decision)
+    _print_findings(findings[:TOP_FINDINGS], console)
     published = _publish(cfg, registry, decision, console)
     shown = published.champion if published else champion
     registry_line = None
     if registry is not None and shown is not None:
         what = "published as the new champion" if published else "champion unchanged"
         registry_line = f"{what}: v{shown.version} at {registry.url(shown)}"
-    _report(layout, searched.summary, decision, registry_line, comment_pr, registry, shown)
+    _report(layout, searched.summary, decision, registry_line, comment_pr, registry, shown, findings)
     console.print(f"gate.json and report.md in {layout.root}")
     return decision
 
@@ -126,12 +134,51 @@ def _evaluate_and_gate(
         champion_dir = None if reusable else champion.path
         how = "reusing its stored test predictions" if reusable else "re-evaluating it (other test rows or settings)"
         console.print(f"champion v{champion.version}: {how}")
-    console.print(f"evaluating trial #{best.number} on {len(test)} test examples")
     base = searched.base or load_base_model(cfg.model)  # worker processes kept theirs; they have exited
+    if cfg.evaluate.decoding_search:
+        with _log_group("decoding search", console):
+            _search_decoding(cfg, base, Path(best.adapter), searched.splits.validation, console)
+    console.print(f"evaluating trial #{best.number} on {len(test)} test examples")
     with _log_group("evaluate and gate", console):
         return evaluate_and_gate(
             cfg, base, searched.splits, Path(best.adapter), sets, champion_predictions, champion_dir
         )
+
+
+def _search_decoding(
+    cfg: HpoConfig, base: BaseModel, adapter: Path, validation: list[dict[str, Any]], console: Console
+) -> DecodingSearch:
+    """Tune the adapter's generation settings on the validation split; save them beside it (and decoding.json)."""
+    model, _ = attach_trained(base, adapter)
+    try:
+        result = search_decoding(model, base.tokenizer, validation, cfg)
+    finally:
+        if hasattr(model, "unload"):
+            base.model = model.unload()  # the bare base again, for whatever is scored next
+    write_generation_config(adapter, result.best.decoding, base.model.generation_config.to_dict())
+    write_text_atomic(RunLayout(Path(cfg.output.dir)).decoding, json.dumps(result.to_json(), indent=2) + "\n")
+    console.print(to_rich(decoding_table(result)))
+    console.print(result.verdict())
+    return result
+
+
+def tune_decoding(cfg: HpoConfig, adapter: Path, n_trials: int | None = None) -> DecodingSearch:
+    """`hpo-action tune-decoding`: the decoding search alone, on a trained adapter; generation_config.json is
+    written beside it, so every later evaluation of it (and its publication) uses the chosen settings."""
+    adapter_sha256(adapter)  # not an adapter: fail before the model loads
+    splits = load_splits(cfg.data)
+    if n_trials is not None:
+        cfg = apply_overrides(cfg, {"evaluate.decoding_trials": n_trials})
+    quiet_libraries()
+    console = make_console(stderr=True)
+    base = load_base_model(cfg.model)
+    model, _ = attach_trained(base, adapter)
+    result = search_decoding(model, base.tokenizer, splits.validation, cfg)
+    path = write_generation_config(adapter, result.best.decoding, base.model.generation_config.to_dict())
+    make_console().print(to_rich(decoding_table(result)))
+    console.print(result.verdict())
+    console.print(f"wrote {path}")
+    return result
 
 
 def _publish(cfg: HpoConfig, registry: Registry | None, decision: GateDecision, console: Console) -> Publication | None:
@@ -156,10 +203,11 @@ def _report(
     comment_pr: bool,
     registry: Registry | None,
     champion: Champion | None,
+    findings: list[Finding],
 ) -> None:
     """report.md always; in GitHub Actions also the step outputs, the job summary and the PR comment."""
     plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
-    markdown = run_markdown(summary, decision, registry_line, plots)
+    markdown = run_markdown(summary, decision, registry_line, plots, findings)
     write_text_atomic(layout.report, markdown)
     env = github.actions_env()
     if env is None:
@@ -172,13 +220,35 @@ def _report(
 def report(run_dir: Path, out: Path | None = None) -> Path:
     """Write a finished run's report.md (or `out`) from its summary.json and gate.json, anywhere."""
     layout = RunLayout(Path(run_dir))
-    if not layout.summary.is_file():
-        raise ConfigError(f"{layout.root}: no summary.json here; pass a run's output folder")
-    decision = GateDecision.read(layout.gate) if layout.gate.is_file() else None
+    summary, cfg, decision = _finished_run(layout)
     plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
     target = out or layout.report
-    write_text_atomic(target, run_markdown(RunSummary.read(layout.summary), decision, None, plots))
+    findings = diagnose(summary, cfg, decision) if cfg is not None else []
+    write_text_atomic(target, run_markdown(summary, decision, None, plots, findings))
     return target
+
+
+def doctor(run_dir: Path) -> list[Finding]:
+    """Read a finished run (summary.json with the trial curves, config.yaml, gate.json) and diagnose it."""
+    layout = RunLayout(Path(run_dir))
+    summary, cfg, decision = _finished_run(layout)
+    if cfg is None:
+        raise ConfigError(f"{layout.root}: no config.yaml here (the run's resolved config); run it again to write it")
+    return diagnose(summary, cfg, decision)
+
+
+def _finished_run(layout: RunLayout) -> tuple[RunSummary, HpoConfig | None, GateDecision | None]:
+    if not layout.summary.is_file():
+        raise ConfigError(f"{layout.root}: no summary.json here; pass a run's output folder")
+    cfg = load_config(layout.run_config) if layout.run_config.is_file() else None
+    decision = GateDecision.read(layout.gate) if layout.gate.is_file() else None
+    return RunSummary.read(layout.summary), cfg, decision
+
+
+def _print_findings(findings: list[Finding], console: Console) -> None:
+    if findings:
+        console.print(to_rich(findings_table(findings)))
+        console.print("hpo-action doctor RUN_DIR lists every finding (--json for machines)")
 
 
 def _warn_small_forgetting_sets(cfg: HpoConfig, sets: Sets, console: Console) -> None:
@@ -247,7 +317,8 @@ def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, cons
     """What a worker would fail on fails here, before the study exists; the workers reuse the token cache."""
     check_method(cfg.model)
     tokenizer = load_tokenizer(cfg.model)
-    train, validation, cache_hit = tokenize_splits(splits, tokenizer, cfg.data, layout.cache_dir)
+    folds, cache_hit = tokenize_for_study(splits, tokenizer, cfg.data, layout.cache_dir)
+    train, validation = folds[-1]
     workers = f"{cfg.search.workers} worker process(es), logs in {layout.workers_dir}"
     console.print(banner(cfg, cfg.model.method, len(train), len(validation), cache_hit) + f" · {workers}")
 
@@ -345,3 +416,27 @@ def evaluate_split(cfg: HpoConfig, adapter: Path | None, split: str, out: Path) 
     records = evaluate(cfg.model, cfg.data, rows, settings, adapter, out, rows_fingerprint(rows))
     make_console(stderr=True).print(f"{len(records)} predictions in {out}")
     return records
+
+
+def plan(cfg: HpoConfig, config_path: Path | None = None, limit: int = 256) -> BatchPlan:
+    """`hpo-action plan`: measure the largest micro-batch that fits on this machine's CUDA device and propose the
+    micro-batch x accumulation pair for the configured effective batch; with `config_path`, write it there."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise HpoActionError(
+            "plan: the batch planner measures GPU memory and plans for CUDA only; this machine has no CUDA device "
+            "(on a CPU, memory is rarely the limit: keep train.per_device_train_batch_size as configured)"
+        )
+    quiet_libraries()
+    base = load_base_model(cfg.model)
+    found = plan_batch(cfg, base, trial_defaults(cfg), limit)
+    make_console().print(found.describe())
+    if config_path is not None and found.largest:
+        changes = {
+            "train.per_device_train_batch_size": (str(found.micro), None),
+            "train.gradient_accumulation_steps": (str(found.accumulation), None),
+        }
+        write_text_atomic(config_path, set_values(config_path.read_text(encoding="utf-8"), changes))
+        make_console(stderr=True).print(f"wrote the pair into {config_path}")
+    return found

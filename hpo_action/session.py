@@ -12,9 +12,10 @@ from rich.console import Console
 
 from hpo_action.config import HpoConfig
 from hpo_action.data.loading import Splits
-from hpo_action.data.tokenize import tokenize_splits
+from hpo_action.data.tokenize import tokenize_for_study
 from hpo_action.judge.forgetting import build_probes, load_forgetting_sets
 from hpo_action.layout import RunLayout
+from hpo_action.train.cross_validation import CrossValidatedRunner
 from hpo_action.train.models import load_base_model
 from hpo_action.train.trial import TrialRunner
 
@@ -35,16 +36,19 @@ def quiet_libraries() -> None:
 
 def banner(cfg: HpoConfig, setup: str, n_train: int, n_validation: int, cache_hit: bool) -> str:
     data = f"{n_train} train / {n_validation} validation examples{' (tokenized cache)' if cache_hit else ''}"
+    if cfg.folds > 1:
+        data += f" per fold · {cfg.folds}-fold: every trial trains {cfg.folds} times, the mean is its objective"
     return f"[bold]hpo-action[/bold] {cfg.model.name} ({setup}) · {data}"
 
 
 def trial_runner(
     cfg: HpoConfig, splits: Splits, forgetting: dict[str, list[dict[str, Any]]] | None, console: Console
-) -> TrialRunner:
+) -> TrialRunner | CrossValidatedRunner:
     """Load the base model, tokenize (or reuse the cache) and score the forgetting probes: once per process."""
     base = load_base_model(cfg.model)
     layout = RunLayout(Path(cfg.output.dir))
-    train, validation, cache_hit = tokenize_splits(splits, base.tokenizer, cfg.data, layout.cache_dir)
+    folds, cache_hit = tokenize_for_study(splits, base.tokenizer, cfg.data, layout.cache_dir)
+    train, validation = folds[-1]
     setup = f"{cfg.model.method}, {base.device}, {str(base.dtype)[6:]}"
     console.print(banner(cfg, setup, len(train), len(validation), cache_hit))
     probes = ()
@@ -52,4 +56,5 @@ def trial_runner(
         sets = forgetting if forgetting is not None else load_forgetting_sets(cfg)
         probes = build_probes(cfg, base, sets)
         console.print("forgetting constraint: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
-    return TrialRunner(cfg, base, train, validation, probes)
+    runner = TrialRunner(cfg, base, train, validation, probes)
+    return CrossValidatedRunner(runner, folds) if len(folds) > 1 else runner

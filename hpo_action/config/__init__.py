@@ -5,9 +5,16 @@ Errors name the key, the bad value and the fix, because a CI log is often the on
 
 from __future__ import annotations
 
-from hpo_action.config._load import apply_overrides, load_config, parse_config, parse_set_option
+from hpo_action.config._load import (
+    apply_overrides,
+    load_config,
+    parse_config,
+    parse_forgetting_option,
+    parse_set_option,
+)
 from hpo_action.config._sections import (
     DEFAULT_LEARNING_RATE,
+    FULL_ONLY,
     GATE_TESTS,
     LORA_ONLY,
     PRUNERS,
@@ -28,14 +35,26 @@ from hpo_action.config._sections import (
     SearchConfig,
     TrainConfig,
 )
+from hpo_action.config._variants import (
+    DECODING_PARAMETERS,
+    LORA_INITS,
+    TARGET_PRESETS,
+    VALIDATION_STRATEGIES,
+    mutates_base,
+)
 
 __all__ = [
+    "DECODING_PARAMETERS",
     "DEFAULT_LEARNING_RATE",
+    "FULL_ONLY",
     "GATE_TESTS",
+    "LORA_INITS",
     "LORA_ONLY",
     "PRUNERS",
     "SAMPLERS",
+    "TARGET_PRESETS",
     "TRIAL_PARAMETERS",
+    "VALIDATION_STRATEGIES",
     "Budget",
     "Columns",
     "DataConfig",
@@ -52,6 +71,8 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "load_config",
+    "mutates_base",
     "parse_config",
+    "parse_forgetting_option",
     "parse_set_option",
 ]

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from hpo_action.config._spec import Method, ParamSpec, _Section, did_you_mean
+from hpo_action.config._variants import (
+    DECODING_PARAMETERS,
+    LORA_VARIANTS,
+    TARGET_PRESETS,
+    VALIDATION_STRATEGIES,
+    check_init_name,
+    check_space_values,
+    check_strategy,
+    check_variants,
+)
 from hpo_action.metrics import NORMALIZERS, metric_direction, resolve_metric
 
-Method = Literal["lora", "qlora", "full"]
 Format = Literal["prompt_completion", "messages", "text"]
 Direction = Literal["minimize", "maximize"]
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
@@ -21,17 +30,9 @@ PRUNERS = ("hyperband", "successive_halving", "median", "percentile", "wilcoxon"
 GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "tango", "permutation+bootstrap", "bootstrap", "permutation", "t")
 # Starting learning rate by method (shared/DOMAIN.md): the warm-start trial uses it when the config sets none.
 DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 2e-4, "qlora": 1e-4, "full": 2e-5}
-LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout")
+LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", *LORA_VARIANTS)
+FULL_ONLY = ("layerwise_lr_decay",)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def did_you_mean(name: str, options: Any) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelConfig(_Section):
@@ -75,57 +76,19 @@ class DataConfig(_Section):
     max_length: int = Field(512, ge=8, description="Tokens per example; longer ones are truncated.")
     seed: int = Field(0, description="Seed of the train/validation split.")
     columns: Columns = Field(default_factory=Columns, description="Column names in the source files.")
-
-
-class ParamSpec(_Section):
-    """One search dimension: float/int range, categorical choices, or a fixed value."""
-
-    type: Literal["float", "int", "categorical", "fixed"] | None = Field(
-        None, description="Inferred from the keys: low/high (int when both are ints), choices, or a bare value."
+    validation_strategy: Literal[VALIDATION_STRATEGIES] = Field(  # type: ignore[valid-type]
+        "holdout",
+        description="holdout (one validation split), kfold (every trial trains k times; the mean is the "
+        "objective), or time (the latest rows by time_field validate).",
     )
-    low: float | None = Field(None, description="Lower end of a range.")
-    high: float | None = Field(None, description="Upper end of a range.")
-    log: bool = Field(False, description="Sample the range on a log scale (needs low > 0).")
-    step: float | None = Field(None, description="Grid step of a range (a whole number for an int parameter).")
-    choices: list[Any] | None = Field(None, description="The values of a categorical parameter.")
-    value: Any = Field(None, description="A fixed value (the same in every trial).")
-    methods: list[Method] | None = Field(None, description="Methods this parameter applies to; all when unset.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _infer_type(cls, data: Any) -> Any:
-        """A bare scalar is a fixed value; otherwise infer the type from the keys given (ints stay ints)."""
-        if not isinstance(data, dict):
-            return {"type": "fixed", "value": data}
-        if data.get("type") is None:
-            bounds = [data.get("low"), data.get("high")]
-            if "choices" in data:
-                kind = "categorical"
-            elif any(b is not None for b in bounds):
-                ints = all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
-                kind = "int" if ints and not data.get("log") else "float"
-            else:
-                kind = "fixed"
-            data = {**data, "type": kind}
-        return data
+    k: int = Field(5, ge=2, le=20, description="kfold: number of folds (train and validation pooled, then split).")
+    time_field: str | None = Field(
+        None, description="time: the column with each row's time (ISO 8601 text or epoch seconds)."
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> ParamSpec:
-        if self.type in ("float", "int"):
-            if self.low is None or self.high is None:
-                raise ValueError(f"a {self.type} parameter needs both low and high")
-            if not (math.isfinite(self.low) and math.isfinite(self.high)):
-                raise ValueError("bounds must be finite numbers")
-            if self.low > self.high:
-                raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-            if self.log and self.low <= 0:
-                raise ValueError("log: true needs low > 0")
-            if self.log and self.step is not None:
-                raise ValueError("log and step cannot be combined")
-            if self.step is not None and (self.step <= 0 or (self.type == "int" and self.step != int(self.step))):
-                raise ValueError(f"step must be {'a whole number ' if self.type == 'int' else ''}> 0 (got {self.step})")
-        if self.type == "categorical" and not self.choices:
-            raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+    def _strategy_inputs(self) -> DataConfig:
+        check_strategy(self)
         return self
 
 
@@ -188,6 +151,36 @@ class TrainConfig(_Section):
         None, ge=1, description="Stop a trial after this many evaluations without improvement; off when unset."
     )
     early_stopping_threshold: float = Field(0.0, ge=0, description="Minimum improvement that resets patience.")
+    min_lr_rate: float = Field(
+        0.1, ge=0, lt=1, description="cosine_with_min_lr: the floor of the schedule, as a share of the peak rate."
+    )
+    use_rslora: bool = Field(False, description="LoRA: rank-stabilized scaling alpha/sqrt(r) instead of alpha/r.")
+    use_dora: bool = Field(False, description="LoRA: DoRA, weight-decomposed (magnitude and direction) adapters.")
+    init_lora_weights: str = Field(
+        "default",
+        description="LoRA init: default, gaussian, pissa, pissa_niter_N or olora (pissa and olora are saved "
+        "converted, so the adapter loads on the original base model).",
+    )
+    loraplus_lr_ratio: float = Field(
+        1.0, ge=1, description="LoRA+: learning rate of B over A (PEFT's optimizer helper); 1 is plain LoRA."
+    )
+    target_modules: Literal[TARGET_PRESETS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="LoRA target preset: attention, attention_mlp or all_linear; unset: model.target_modules.",
+    )
+    layerwise_lr_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Full fine-tuning: each layer below the top trains at this factor of the one above; 1 is off.",
+    )
+    neftune_noise_alpha: float = Field(0.0, ge=0, description="NEFTune embedding noise (e.g. 5); 0 is off.")
+    max_length: int | None = Field(
+        None, ge=8, description="Training tokens per example, at most data.max_length (the default)."
+    )
+    packing: bool = Field(False, description="Pack training examples into max_length rows (TRL's BFD packing).")
+
+    _known_init = field_validator("init_lora_weights")(check_init_name)
 
 
 TRIAL_PARAMETERS = tuple(name for name in TrainConfig.model_fields if name != "seed")
@@ -243,9 +236,10 @@ class SearchConfig(_Section):
     @field_validator("space")
     @classmethod
     def _known_parameters(cls, space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
-        for name in space:
+        for name, spec in space.items():
             if name not in TRIAL_PARAMETERS:
                 raise ValueError(f"unknown parameter {name!r}{did_you_mean(name, TRIAL_PARAMETERS)}")
+            check_space_values(TrainConfig, name, spec)
         return space
 
 
@@ -262,6 +256,26 @@ class EvaluateConfig(_Section):
         default_factory=lambda: ["strip"], description="Applied to output and reference before exact_match."
     )
     batch_size: int = Field(32, ge=1, description="Examples scored per forward pass.")
+    decoding_search: bool = Field(
+        False,
+        description="In run: tune temperature, top_p, top_k, repetition_penalty and max_new_tokens on the "
+        "validation split (greedy is trial 0) and evaluate the test split with the best.",
+    )
+    decoding_trials: int = Field(16, ge=1, description="Trials of the decoding search, greedy included.")
+    decoding_seed: int = Field(0, description="Seed of the decoding search's sampler and of sampled generation.")
+    decoding_space: dict[str, ParamSpec] = Field(
+        default_factory=dict,
+        description="Overrides of the decoding search's ranges (do_sample, temperature, top_p, top_k, "
+        "repetition_penalty, max_new_tokens).",
+    )
+
+    @field_validator("decoding_space")
+    @classmethod
+    def _known_decoding(cls, space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        for name in space:
+            if name not in DECODING_PARAMETERS:
+                raise ValueError(f"unknown decoding parameter {name!r}{did_you_mean(name, DECODING_PARAMETERS)}")
+        return space
 
     @field_validator("metrics")
     @classmethod
@@ -402,6 +416,11 @@ class HpoConfig(_Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _variants_fit(self) -> HpoConfig:
+        check_variants(self)
+        return self
+
     @property
     def primary_metric(self) -> str:
         """The gate's metric: `gate.metric`, else the first of `evaluate.metrics` (by the metric's own name)."""
@@ -418,8 +437,23 @@ class HpoConfig(_Section):
         return {
             name: spec
             for name, spec in self.search.space.items()
-            if (spec.methods is None or method in spec.methods) and not (method == "full" and name in LORA_ONLY)
+            if (spec.methods is None or method in spec.methods)
+            and not (method == "full" and name in LORA_ONLY)
+            and not (method != "full" and name in FULL_ONLY)
         }
+
+    def resolved_train(self) -> dict[str, Any]:
+        """The train section with the defaults that depend on other keys filled in (learning rate, max_length)."""
+        return {
+            **self.train.model_dump(),
+            "learning_rate": self.learning_rate,
+            "max_length": self.train.max_length or self.data.max_length,
+        }
+
+    @property
+    def folds(self) -> int:
+        """How many times one trial trains: k under kfold validation, else once."""
+        return self.data.k if self.data.validation_strategy == "kfold" else 1
 
     def fingerprint(self) -> str:
         """Hash of what defines the study's objective; sampler, counts and paths do not change it."""

@@ -43,7 +43,7 @@ def rows(model: type[BaseModel] = HpoConfig, prefix: str = "") -> list[tuple[str
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         section = _section(field.annotation)
-        if section is not None and section is not model and name not in ("space",):
+        if section is not None and section is not model and name not in ("space", "decoding_space"):
             suffix = "[]." if typing.get_origin(field.annotation) in (list, types.GenericAlias) else "."
             if prefix:  # a nested section: its own row, then its fields
                 out.append((key, _default(field), field.description or ""))

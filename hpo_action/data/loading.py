@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import DataConfig
+from hpo_action.data.splits import Folds, holdout_share, make_folds, time_splits
 from hpo_action.errors import DataError
 from hpo_action.sources import DATA_SUFFIXES
 
@@ -28,12 +29,14 @@ _CANONICAL = {"prompt_completion": ("prompt", "completion"), "messages": ("messa
 
 @dataclass(frozen=True)
 class Splits:
-    """Normalized rows per split; test is kept apart because the study must never see it."""
+    """Normalized rows per split; test is kept apart because the study must never see it. Under kfold, `folds`
+    holds the k folds and train/validation are the last fold's (the one whose model is kept)."""
 
     train: list[dict[str, Any]]
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]] | None
     warnings: tuple[str, ...] = ()  # e.g. test rows whose text also appears in train (under other ids)
+    folds: Folds | None = None
 
 
 def load_rows(source: str, cfg: DataConfig, role: str, settings_key: str = "data") -> list[dict[str, Any]]:
@@ -76,14 +79,29 @@ def load_rows(source: str, cfg: DataConfig, role: str, settings_key: str = "data
     return rows
 
 
+def count_rows(path: Path) -> int:
+    """The rows of a local data file, whatever their columns (init infers the dataset size from it)."""
+    path = Path(path).expanduser().resolve()
+    if path.suffix.lower() not in DATA_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use {', '.join(DATA_SUFFIXES)}")
+    return len(_read_file(path, str(path)))
+
+
 def load_splits(cfg: DataConfig) -> Splits:
-    """Load train, validation (given, or a seeded share of train) and test, and check that test is held out."""
+    """Load train, validation and test by data.validation_strategy (see data/splits.py), and check that test is
+    held out."""
     train = load_rows(cfg.train, cfg, "data.train")
-    if cfg.validation:
+    test = load_rows(cfg.test, cfg, "data.test") if cfg.test else None
+    folds = None
+    if cfg.validation_strategy == "time":
+        train, validation, test = time_splits(train, test, cfg)
+    elif cfg.validation:
         validation = load_rows(cfg.validation, cfg, "data.validation")
     else:
-        train, validation = _split_off_validation(train, cfg)
-    test = load_rows(cfg.test, cfg, "data.test") if cfg.test else None
+        train, validation = holdout_share(train, cfg.validation_fraction, cfg.seed)
+    if cfg.validation_strategy == "kfold":
+        folds = make_folds(train + validation, cfg.k, cfg.seed)
+        train, validation = folds.split(cfg.k - 1)
     if test is not None:
         for other_role, other in (("data.train", train), ("data.validation", validation)):
             other_ids = {row["id"] for row in other}
@@ -94,7 +112,7 @@ def load_splits(cfg: DataConfig) -> Splits:
                     "(if the ids are per-file row numbers, make them unique across files or drop the id column)"
                 )
     warnings = _content_overlaps(test, {"data.train": train, "data.validation": validation}) if test else ()
-    return Splits(train=train, validation=validation, test=test, warnings=warnings)
+    return Splits(train=train, validation=validation, test=test, warnings=warnings, folds=folds)
 
 
 def _content_overlaps(test: list[dict[str, Any]], others: dict[str, list[dict[str, Any]]]) -> tuple[str, ...]:
@@ -243,21 +261,6 @@ def _check_messages(value: Any, source: str, prefix: str) -> list[dict[str, Any]
     if len(value) < 2:
         raise DataError(f"{prefix}: {source!r} needs at least one message before the final assistant turn")
     return list(value)
-
-
-def _split_off_validation(
-    rows: list[dict[str, Any]], cfg: DataConfig
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Hold out a seeded share of train, chosen by hashing (seed, id): the same rows whatever the file order."""
-    if len(rows) < 2:
-        raise DataError(
-            f"data.train: needs at least 2 rows to hold out a validation split (got {len(rows)}); "
-            "add rows or set data.validation"
-        )
-    n_validation = min(max(1, round(len(rows) * cfg.validation_fraction)), len(rows) - 1)
-    ranked = sorted(rows, key=lambda row: hashlib.sha256(f"{cfg.seed}:{row['id']}".encode()).digest())
-    held_out = {row["id"] for row in ranked[:n_validation]}
-    return [r for r in rows if r["id"] not in held_out], [r for r in rows if r["id"] in held_out]
 
 
 def _content_id(content: dict[str, Any]) -> str:

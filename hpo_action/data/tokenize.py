@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import DataConfig
 from hpo_action.data.loading import Splits, first_line, rows_fingerprint
+from hpo_action.data.splits import Folds
 from hpo_action.errors import DataError
 from hpo_action.notices import say
 
@@ -92,36 +93,76 @@ def tokenize_rows(
 def tokenize_splits(
     splits: Splits, tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, cache_dir: Path
 ) -> tuple[datasets.Dataset, datasets.Dataset, bool]:
-    """Tokenized (train, validation, cache_hit); test is never tokenized here because the study never sees it.
+    """Tokenized (train, validation, cache_hit); test is never tokenized here because the study never sees it."""
+    parts, hit = _cached(
+        {"train": (splits.train, "data.train"), "validation": (splits.validation, "data.validation")},
+        tokenizer,
+        cfg,
+        cache_dir,
+    )
+    return parts["train"], parts["validation"], hit
+
+
+def tokenize_for_study(
+    splits: Splits, tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, cache_dir: Path
+) -> tuple[list[tuple[datasets.Dataset, datasets.Dataset]], bool]:
+    """The (train, validation) pairs a trial trains on: one, or one per fold under kfold; and the cache hit."""
+    if splits.folds is not None:
+        return tokenize_folds(splits.folds, tokenizer, cfg, cache_dir)
+    train, validation, hit = tokenize_splits(splits, tokenizer, cfg, cache_dir)
+    return [(train, validation)], hit
+
+
+def tokenize_folds(
+    folds: Folds, tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, cache_dir: Path
+) -> tuple[list[tuple[datasets.Dataset, datasets.Dataset]], bool]:
+    """Each fold's tokenized (train, validation), with the pool tokenized once; and whether the cache had it."""
+    parts, hit = _cached({"pool": (list(folds.pool), "data.train")}, tokenizer, cfg, cache_dir)
+    pool = parts["pool"]
+    fold_of = [folds.assignment[row_id] for row_id in pool["id"]]
+    split = []
+    for fold in range(folds.k):
+        train = [i for i, f in enumerate(fold_of) if f != fold]
+        validation = [i for i, f in enumerate(fold_of) if f == fold]
+        if not validation:
+            raise DataError(f"data.k: fold {fold} keeps no row within data.max_length={cfg.max_length}")
+        split.append((pool.select(train), pool.select(validation)))
+    return split, hit
+
+
+def _cached(
+    parts: dict[str, tuple[list[dict[str, Any]], str]],
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: DataConfig,
+    cache_dir: Path,
+) -> tuple[dict[str, datasets.Dataset], bool]:
+    """Tokenized datasets by name (each from its rows, `role` naming it in errors), and whether they were cached.
 
     The cache folder is keyed by data, tokenizer, format and max_length, and appears atomically (written to a
     temp folder, then renamed), so a crash never leaves half a cache and concurrent writers agree.
     """
     import datasets
 
-    fingerprints = [
-        rows_fingerprint(splits.train),
-        rows_fingerprint(splits.validation),
-        tokenizer_fingerprint(tokenizer),
-    ]
-    key = hashlib.sha256(json.dumps([_CACHE_VERSION, *fingerprints, cfg.format, cfg.max_length]).encode()).hexdigest()
+    fingerprints = [rows_fingerprint(rows) for rows, _ in parts.values()] + [tokenizer_fingerprint(tokenizer)]
+    names = list(parts) if list(parts) != ["train", "validation"] else []  # holdout keeps its old cache key
+    key = hashlib.sha256(
+        json.dumps([_CACHE_VERSION, *fingerprints, cfg.format, cfg.max_length, *names]).encode()
+    ).hexdigest()
     cache_dir = Path(cache_dir)
     target = cache_dir / f"tokenized-{key[:16]}"
     if target.is_dir():
         try:
-            return datasets.load_from_disk(target / "train"), datasets.load_from_disk(target / "validation"), True
+            return {name: datasets.load_from_disk(target / name) for name in parts}, True
         except (OSError, ValueError) as err:  # damaged by hand: rebuild rather than fail every run
             logger.warning("tokenized cache %s is unreadable (%s); rebuilding it", target, err)
             shutil.rmtree(target, ignore_errors=True)
 
-    say(f"tokenizing {len(splits.train)} train and {len(splits.validation)} validation examples (once, cached)")
+    counts = " and ".join(f"{len(rows)} {name}" for name, (rows, _) in parts.items())
+    say(f"tokenizing {counts} examples (once, cached)")
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
     try:
-        for name, rows, role in (
-            ("train", splits.train, "data.train"),
-            ("validation", splits.validation, "data.validation"),
-        ):
+        for name, (rows, role) in parts.items():
             columns = tokenize_rows(rows, tokenizer, cfg, role=role)
             if not columns["id"]:
                 raise DataError(
@@ -137,7 +178,7 @@ def tokenize_splits(
             # Another process finished the same cache first; its copy is identical.
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return datasets.load_from_disk(target / "train"), datasets.load_from_disk(target / "validation"), False
+    return {name: datasets.load_from_disk(target / name) for name in parts}, False
 
 
 def _render_chats(

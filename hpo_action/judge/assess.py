@@ -6,6 +6,7 @@ written as a predictions file, so a later run, or `hpo-action gate`, can re-gate
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.evaluate import EvalSettings, attach_trained, score_and_write
 from hpo_action.judge.forgetting import Rows, benchmark_settings
 from hpo_action.judge.gate import ForgettingInput, gate, pair
+from hpo_action.judge.generation import Decoding, read_decoding
 from hpo_action.judge.predictions import read_predictions, write_predictions
 from hpo_action.layout import RunLayout
 from hpo_action.train.models import BaseModel
@@ -33,12 +35,14 @@ class _Scorer:
             raise ConfigError("data.test: set a held-out test split to evaluate and gate (or run `hpo-action search`)")
         self.cfg, self.base, self.test_rows, self.sets, self.layout = cfg, base, splits.test, sets, layout
 
-    def test(self, model: Any, role: str, meta: dict[str, Any]) -> Scores:
-        settings = EvalSettings.from_config(self.cfg.evaluate)
+    def test(self, model: Any, role: str, meta: dict[str, Any], decoding: Decoding | None = None) -> Scores:
+        settings = EvalSettings.from_config(self.cfg.evaluate, decoding)
         out = self.layout.predictions("test", role)
         return self._score(model, self.test_rows, self.cfg.data, settings, out, meta, f"evaluating {role} on test")
 
-    def forgetting(self, model: Any, benchmark: ForgettingBenchmark, role: str, meta: dict[str, Any]) -> Scores:
+    def forgetting(
+        self, model: Any, benchmark: ForgettingBenchmark, role: str, meta: dict[str, Any], decoding: Decoding | None
+    ) -> Scores:
         out = self.layout.predictions(benchmark.name, role)
         if benchmark.kind == "lm_eval":
             from hpo_action.judge.lm_eval_tasks import score_lm_eval
@@ -47,6 +51,7 @@ class _Scorer:
             write_predictions(list(records.values()), out, {**meta, "tasks": benchmark.tasks})
             return records
         settings, data_cfg = benchmark_settings(self.cfg, benchmark)
+        settings = replace(settings, decoding=decoding)
         label = f"evaluating {role} on {benchmark.name}"
         return self._score(model, self.sets[benchmark.name], data_cfg, settings, out, meta, label)
 
@@ -71,23 +76,26 @@ def evaluate_and_gate(
 
     The reference on the test split is, in order: stored champion predictions, the champion's weights in
     `champion_dir` (re-evaluated here), or the base model. Forgetting sets are always against the base model.
+    A trained model generates with the settings saved beside its weights (generation_config.json from the
+    decoding search), on the test split and the forgetting sets alike: what a user of the published model gets.
     """
     layout = RunLayout(Path(cfg.output.dir))
     scorer = _Scorer(cfg, base, splits, sets, layout)
     base_meta = {"model": cfg.model.name, **BASE_META}
     champion = read_predictions(champion_predictions) if champion_predictions else None
     reference_test = scorer.test(base.model, "base", base_meta) if champion is None and champion_dir is None else None
-    base_scores = {b.name: scorer.forgetting(base.model, b, "base", base_meta) for b in cfg.gate.forgetting}
+    base_scores = {b.name: scorer.forgetting(base.model, b, "base", base_meta, None) for b in cfg.gate.forgetting}
     if champion is None and champion_dir is not None:
         champion_model, champion_meta = attach_trained(base, champion_dir)
-        champion = scorer.test(champion_model, "champion", champion_meta)
+        champion = scorer.test(champion_model, "champion", champion_meta, read_decoding(champion_dir))
         if hasattr(champion_model, "unload"):
             base.model = champion_model.unload()  # back to the bare base before the candidate's adapter
     candidate_model, candidate_meta = attach_trained(base, candidate_dir)
-    candidate_test = scorer.test(candidate_model, "candidate", candidate_meta)
+    decoding = read_decoding(candidate_dir)
+    candidate_test = scorer.test(candidate_model, "candidate", candidate_meta, decoding)
     inputs = []
     for benchmark in cfg.gate.forgetting:
-        scores = scorer.forgetting(candidate_model, benchmark, "candidate", candidate_meta)
+        scores = scorer.forgetting(candidate_model, benchmark, "candidate", candidate_meta, decoding)
         names = (f"{benchmark.name} candidate", f"{benchmark.name} base")
         paired = pair(scores, base_scores[benchmark.name], benchmark.metric, names=names)
         inputs.append(ForgettingInput(benchmark.name, paired, benchmark.margin, benchmark.direction))
@@ -98,5 +106,7 @@ def evaluate_and_gate(
     primary = pair(candidate_test, reference, cfg.primary_metric, names=("candidate", role))
     sha, fingerprint = candidate_meta["adapter_sha256"], rows_fingerprint(scorer.test_rows)
     decision = gate(primary, inputs, cfg.gate, adapter_sha256=sha, test_fingerprint=fingerprint)
+    if decoding is not None:
+        decision = replace(decision, config=replace(decision.config, decoding=decoding.to_json()))
     decision.write(layout.gate)
     return decision

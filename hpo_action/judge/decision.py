@@ -90,6 +90,7 @@ class GateSettings:
     confidence: float
     resamples: int
     seed: int
+    decoding: dict[str, Any] | None = None  # the candidate's generation settings (decoding search), else greedy
 
 
 @dataclass(frozen=True)

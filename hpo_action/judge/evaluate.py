@@ -2,6 +2,8 @@
 
 The gate pairs candidate and champion example by example, so every score here is per row, deterministic
 (greedy decoding, eval mode, no dropout) and independent of the batch size: padding never changes a value.
+Sampled decoding (settings the decoding search chose, judge/generation.py) is seeded per batch, so it is
+reproducible for the same batch size.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hpo_action.config import DataConfig, EvaluateConfig, ModelConfig
 from hpo_action.data.tokenize import tokenize_rows
 from hpo_action.errors import ConfigError, DataError, HpoActionError
+from hpo_action.judge.generation import Decoding, read_decoding
 from hpo_action.judge.predictions import write_predictions
 from hpo_action.metrics import NORMALIZERS, Metric, resolve_metric
 from hpo_action.notices import progress
@@ -39,10 +42,15 @@ class EvalSettings:
     max_new_tokens: int = 32
     normalize: tuple[str, ...] = ("strip",)
     batch_size: int = 32
+    decoding: Decoding | None = None  # None: greedy with max_new_tokens
 
     @classmethod
-    def from_config(cls, cfg: EvaluateConfig) -> EvalSettings:
-        return cls(tuple(cfg.metrics), cfg.max_new_tokens, tuple(cfg.normalize), cfg.batch_size)
+    def from_config(cls, cfg: EvaluateConfig, decoding: Decoding | None = None) -> EvalSettings:
+        return cls(tuple(cfg.metrics), cfg.max_new_tokens, tuple(cfg.normalize), cfg.batch_size, decoding)
+
+    @property
+    def generation(self) -> Decoding:
+        return self.decoding or Decoding(max_new_tokens=self.max_new_tokens)
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -194,6 +202,8 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Load, score and (when `out` is given) write predictions plus the meta that makes them reproducible."""
     model, tokenizer, meta = load_for_eval(model_cfg, adapter)
+    if settings.decoding is None:
+        settings = replace(settings, decoding=read_decoding(adapter))  # the adapter's own settings, if it has some
     label = f"evaluating {'the base model' if adapter is None else adapter}"
     return score_and_write(model, tokenizer, rows, data_cfg, settings, out, meta, data_fingerprint, label)
 
@@ -305,26 +315,26 @@ def _label_nll(
 def _generate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], settings: EvalSettings
 ) -> list[str]:
-    """Greedy continuations, left-padded by hand (the tokenizer is left as it is), cut at the first EOS."""
+    """Continuations (greedy unless the settings sample), left-padded by hand (the tokenizer is left as it is),
+    cut at the first EOS. Sampling draws from a generator seeded with (seed + the batch's first row), inside a
+    forked RNG, so a decoding trial is reproducible and nothing else's randomness moves."""
     import torch
 
     pad = _pad_id(tokenizer)
     stop = _eos_ids(model, tokenizer)
+    decoding = settings.generation
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
     outputs: list[str] = []
     for start in range(0, len(prompts), settings.batch_size):
         batch = prompts[start : start + settings.batch_size]
         width = max(len(p) for p in batch)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=model.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
-        generated = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=settings.max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=stop,
-        )
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(decoding.seed + start)
+            generated = model.generate(
+                input_ids=ids, attention_mask=mask, pad_token_id=pad, eos_token_id=stop, **decoding.generate_kwargs()
+            )
         for new in generated[:, width:].tolist():
             end = next((i for i, t in enumerate(new) if t in stop), len(new))
             outputs.append(tokenizer.decode(new[:end], skip_special_tokens=True))

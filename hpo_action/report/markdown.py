@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from hpo_action.judge.decision import GateDecision
+from hpo_action.report.doctor import Finding
 from hpo_action.report.tables import best_table, fmt, to_markdown, trials_table, verdict_markdown
 from hpo_action.search.summary import RunSummary
+
+TOP_FINDINGS = 3  # the doctor's findings a run shows; `hpo-action doctor` shows them all
 
 
 def run_markdown(
@@ -14,9 +17,10 @@ def run_markdown(
     decision: GateDecision | None,
     registry_line: str | None = None,
     plots: Iterable[str] = (),
+    findings: Sequence[Finding] = (),
 ) -> str:
-    """Verdict, gate and forgetting tables, the registry's outcome, best parameters, every trial, and where the
-    plots are (file names, not images: nothing is sent to a public host)."""
+    """Verdict, gate and forgetting tables, the registry's outcome, the doctor's top findings, best parameters,
+    every trial, and where the plots are (file names, not images: nothing is sent to a public host)."""
     lines = [f"## hpo-action: {decision.decision.upper()}" if decision else "## hpo-action: search", ""]
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items()))
     lines += [
@@ -31,6 +35,10 @@ def run_markdown(
         lines += verdict_markdown(decision)
     if registry_line:
         lines += [f"**Registry:** {registry_line}", ""]
+    if findings:
+        lines += ["**Doctor** (`hpo-action doctor` for all findings)", ""]
+        lines += [f"- **{f.title}**: {f.evidence}. Try: {f.remedy}." for f in findings[:TOP_FINDINGS]]
+        lines.append("")
     best = best_table(summary)
     if best:
         lines += to_markdown(best)

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpo_action.judge.decision import Check, ForgettingResult, GateDecision, PrimaryResult
+from hpo_action.judge.decoding import DecodingSearch
 from hpo_action.search.summary import RunSummary
 
 _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold yellow"}
@@ -205,3 +206,21 @@ def best_table(summary: RunSummary) -> TableModel | None:
     title = f"best trial #{summary.best.number}: {summary.objective_metric} = {fmt(summary.best.value)}"
     rows = tuple((name, fmt(value)) for name, value in sorted(summary.best.params.items()))
     return TableModel(title, ("parameter", "value"), rows)
+
+
+def decoding_table(result: DecodingSearch) -> TableModel:
+    """Every decoding trial on the validation split; the chosen one starred (greedy, trial 0, unless beaten)."""
+    rows = tuple(
+        (
+            f"{t.number} *" if t.number == result.best.number else str(t.number),
+            "sample" if t.decoding.do_sample else "greedy",
+            *(fmt(v) if t.decoding.do_sample else "-" for v in (t.decoding.temperature, t.decoding.top_p)),
+            fmt(t.decoding.top_k) if t.decoding.do_sample else "-",
+            fmt(t.decoding.repetition_penalty),
+            fmt(t.decoding.max_new_tokens),
+            fmt(t.value),
+        )
+        for t in result.trials
+    )
+    columns = ("#", "decoding", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", result.metric)
+    return TableModel(f"decoding search on {result.n} validation examples", columns, rows, left=2)

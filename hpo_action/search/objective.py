@@ -44,6 +44,7 @@ class Objective:
             result = self._run_with_oom_retry(trial, params)
         except Pruned as pruned:
             trial.set_user_attr("steps", pruned.step)
+            trial.set_user_attr("train_curve", [[s, v] for s, v in pruned.train_curve])
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             raise optuna.TrialPruned(str(pruned)) from None
         except KeyboardInterrupt:
@@ -108,3 +109,6 @@ def _record(trial: optuna.Trial, result: TrialResult) -> None:
     trial.set_user_attr("steps", result.steps)
     trial.set_user_attr("seconds", round(result.seconds, 3))
     trial.set_user_attr("stopped_early", result.stopped_early)
+    trial.set_user_attr("train_curve", [[s, v] for s, v in result.train_curve])
+    if result.fold_values:
+        trial.set_user_attr("fold_values", result.fold_values)

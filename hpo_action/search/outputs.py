@@ -36,6 +36,9 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
             params=dict(sorted(t.params.items())),
             forgetting=dict(t.user_attrs.get("forgetting_excess", {})),
             error=t.user_attrs.get("error", ""),
+            curve=t.user_attrs.get("curve") or [[step, value] for step, value in sorted(t.intermediate_values.items())],
+            train_curve=list(t.user_attrs.get("train_curve", [])),
+            fold_values=list(t.user_attrs.get("fold_values", [])),
         )
         for t in study.get_trials(deepcopy=False)
     ]

@@ -43,10 +43,11 @@ def make_pruner(cfg: HpoConfig) -> Any:
 
     search, budget = cfg.search, cfg.search.budget
     options = dict(search.pruner_options)
-    # Resources are training steps: the first rung is the first evaluation, the last is the full budget.
+    # Resources are training steps: the first rung is the first evaluation, the last is the full budget
+    # (of every fold under kfold validation: steps count across folds).
     if search.pruner == "hyperband":
         options.setdefault("min_resource", budget.eval_every)
-        options.setdefault("max_resource", budget.max_steps)
+        options.setdefault("max_resource", budget.max_steps * cfg.folds)
         options.setdefault("reduction_factor", 3)
     elif search.pruner == "successive_halving":
         options.setdefault("min_resource", budget.eval_every)

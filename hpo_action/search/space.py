@@ -21,7 +21,7 @@ def suggest(trial: optuna.Trial, cfg: HpoConfig) -> dict[str, Any]:
 
 def trial_defaults(cfg: HpoConfig) -> dict[str, Any]:
     """The train section as trial parameters, with the space's fixed values applied."""
-    params = {**cfg.train.model_dump(exclude={"seed"}), "learning_rate": cfg.learning_rate}
+    params = {name: value for name, value in cfg.resolved_train().items() if name != "seed"}
     for name, spec in cfg.active_space().items():
         if spec.type == "fixed":
             params[name] = spec.value
@@ -46,7 +46,7 @@ def searched(cfg: HpoConfig) -> dict[str, ParamSpec]:
 
 def warm_start_params(cfg: HpoConfig) -> dict[str, Any]:
     """The train defaults, moved into the space, so the study's best is never worse than the defaults."""
-    defaults = {**cfg.train.model_dump(), "learning_rate": cfg.learning_rate}
+    defaults = cfg.resolved_train()
     return {name: _into_range(defaults[name], spec) for name, spec in searched(cfg).items()}
 
 

@@ -27,6 +27,9 @@ class TrialRecord:
     params: dict[str, Any] = field(default_factory=dict)  # the searched parameters the sampler chose
     forgetting: dict[str, float] = field(default_factory=dict)  # drop beyond the margin per set (> 0: forgot)
     error: str = ""
+    curve: list[list[float]] = field(default_factory=list)  # [step, objective] at each evaluation
+    train_curve: list[list[float]] = field(default_factory=list)  # [step, training loss] at each log
+    fold_values: list[float] = field(default_factory=list)  # kfold: each fold's objective
 
 
 @dataclass(frozen=True)

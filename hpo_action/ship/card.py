@@ -10,6 +10,7 @@ from typing import Any
 from hpo_action.config import HpoConfig, ModelConfig
 from hpo_action.files import template
 from hpo_action.judge.decision import GateDecision
+from hpo_action.judge.generation import Decoding
 from hpo_action.report.github import github_run_url
 from hpo_action.report.tables import verdict_markdown
 from hpo_action.search.summary import RunSummary
@@ -56,6 +57,7 @@ def render_card(
         budget=cfg.search.budget.model_dump(),
         gate=gate,
         gate_markdown="\n".join(verdict_markdown(gate)),
+        decoding=Decoding.from_json(gate.config.decoding).describe() if gate.config.decoding else None,
         plots=[{"title": title, "path": f"plots/{name}"} for name, title in PLOT_TITLES.items() if name in plots],
         versions=_versions(),
         run_url=github_run_url(dict(os.environ) if env is None else env),

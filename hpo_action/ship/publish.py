@@ -10,6 +10,7 @@ from hpo_action.config import HpoConfig, load_config
 from hpo_action.errors import GateError, RegistryError
 from hpo_action.files import write_text_atomic
 from hpo_action.judge.decision import GateDecision
+from hpo_action.judge.generation import read_decoding
 from hpo_action.judge.predictions import read_meta
 from hpo_action.layout import RunLayout
 from hpo_action.search.summary import RunSummary
@@ -49,8 +50,9 @@ def gated_champion(layout: RunLayout, registry: Registry) -> Champion | None:
 
 def gated_evidence(layout: RunLayout) -> GateDecision:
     """The run's promote verdict, checked against what would be published: best/'s weights must hash to the
-    adapter the gate saw, and the stored test predictions must be the ones it was computed from. Anything else
-    (no verdict, a reject, weights replaced after the gate) is refused, exit 2."""
+    adapter the gate saw, its generation settings must be the ones the gate evaluated with, and the stored test
+    predictions must be the ones it was computed from. Anything else (no verdict, a reject, weights or settings
+    replaced after the gate) is refused, exit 2."""
     if not layout.gate.is_file():
         raise GateError(f"{layout.root}: no gate.json, so nothing here was gated; run `hpo-action run` first")
     gate = GateDecision.read(layout.gate)
@@ -67,6 +69,12 @@ def gated_evidence(layout: RunLayout) -> GateDecision:
         raise GateError(
             f"{layout.best_dir}: these weights (sha256 {actual[:12]}) are not the ones the gate promoted "
             f"({gate.adapter_sha256[:12]}): best/ changed after the gate; run `hpo-action run` again"
+        )
+    decoding = read_decoding(layout.best_dir)
+    if (decoding.to_json() if decoding else None) != gate.config.decoding:
+        raise GateError(
+            f"{layout.best_dir}: its generation settings (generation_config.json) are not the ones the gate "
+            "evaluated with: they changed after the gate; run `hpo-action run` again"
         )
     meta = read_meta(layout.predictions("test", "candidate"))
     if meta.get("adapter_sha256") != gate.adapter_sha256 or meta.get("data_fingerprint") != gate.test_fingerprint:

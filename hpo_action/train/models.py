@@ -16,6 +16,7 @@ from hpo_action.config import ModelConfig
 from hpo_action.errors import ConfigError
 from hpo_action.notices import say
 from hpo_action.train.demo_model import ensure_demo_model, is_demo_model
+from hpo_action.train.peft_variants import KeptBase, keep_base, lora_config, save_adapter, save_initial
 from hpo_action.train.threads import limit_torch_threads
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -36,6 +37,7 @@ class BaseModel:
     dtype: torch.dtype
     source: str
     _snapshot: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    _kept: KeptBase | None = field(default=None, repr=False)  # base weights a PiSSA/OLoRA trial rewrites
 
     @property
     def bf16(self) -> bool:
@@ -56,16 +58,18 @@ class BaseModel:
                 self._snapshot = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             self.model.requires_grad_(True)
             return self.model
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = LoraConfig(
-            r=int(params["lora_r"]),
-            lora_alpha=int(params["lora_alpha"]),
-            lora_dropout=float(params["lora_dropout"]),
-            target_modules=self.config.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        return get_peft_model(self.model, lora)
+        lora = lora_config(params, self.config, self.model)
+        self._kept = keep_base(self.model, lora)
+        trained = get_peft_model(self.model, lora)
+        if self._kept is not None:
+            save_initial(trained, self._kept)
+        return trained
+
+    def save(self, trained: Any, folder: Path) -> None:
+        """Save the trained weights so they load on the original base model (see train/peft_variants.py)."""
+        save_adapter(trained, folder, self._kept)
 
     def detach(self, trained: Any) -> None:
         """Remove the trial's adapter (or restore the kept weights) so the next trial starts from the base."""
@@ -74,6 +78,9 @@ class BaseModel:
             self.model.load_state_dict(self._snapshot)
         else:
             self.model = trained.unload()
+            if self._kept is not None:
+                self._kept.restore(self.model)
+                self._kept = None
         self.model.zero_grad(set_to_none=True)
         free_memory()
 

@@ -23,6 +23,7 @@ from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
 from hpo_action.layout import mark
 from hpo_action.train.models import BaseModel
+from hpo_action.train.optimizers import build_optimizer, sft_arguments, trial_train_dataset
 
 if TYPE_CHECKING:
     import datasets
@@ -55,9 +56,10 @@ def describe_error(err: BaseException) -> str:
 class Pruned(Exception):
     """Raised inside training when the reporter says stop; the caller turns it into optuna.TrialPruned."""
 
-    def __init__(self, step: int, value: float) -> None:
+    def __init__(self, step: int, value: float, train_curve: list[tuple[int, float]] | None = None) -> None:
         super().__init__(f"pruned at step {step} (value {value:.6g})")
         self.step, self.value = step, value
+        self.train_curve = train_curve or []
 
 
 @dataclass
@@ -71,6 +73,8 @@ class TrialResult:
     seconds: float = 0.0
     stopped_early: bool = False
     forgetting: dict[str, float] = field(default_factory=dict)  # drop against the base, beyond the margin if > 0
+    train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss) at each log
+    fold_values: list[float] = field(default_factory=list)  # kfold: each fold's objective (value is their mean)
 
 
 class Probe(Protocol):
@@ -124,13 +128,15 @@ class TrialRunner:
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix="hpo-trial-") as scratch:
+                args = self._sft_config(params, scratch)
                 trainer = SFTTrainer(
                     model=model,
-                    args=self._sft_config(params, scratch),
-                    train_dataset=self.train_dataset,
+                    args=args,
+                    train_dataset=trial_train_dataset(self.train_dataset, params, self.cfg.data.max_length),
                     eval_dataset=self.eval_dataset,
                     processing_class=self.base.tokenizer,
                     callbacks=[tracker.callback()],
+                    optimizers=(build_optimizer(model, params, args), None),
                 )
                 _quiet(trainer)
                 try:
@@ -149,6 +155,7 @@ class TrialRunner:
                 seconds=time.perf_counter() - started,
                 stopped_early=tracker.stopped_early,
                 forgetting={p.name: p.excess_drop(model, self.base.tokenizer) for p in self.probes},
+                train_curve=tracker.train_curve,
             )
             target = save_to(result) if save_to else None
             if target is not None:
@@ -162,7 +169,7 @@ class TrialRunner:
         from trl import SFTConfig
 
         budget = self.cfg.search.budget
-        return SFTConfig(
+        arguments = dict(
             output_dir=scratch,
             max_steps=budget.max_steps,
             eval_strategy="steps",
@@ -190,6 +197,7 @@ class TrialRunner:
             dataset_kwargs={"skip_prepare_dataset": True},
             dataloader_num_workers=0,
         )
+        return SFTConfig(**{**arguments, **sft_arguments(params, self.cfg.data.max_length)})
 
     def _save(self, model: Any, target: Path, trial_number: int | None) -> None:
         """Write beside the target and rename: a full disk leaves no half-written adapter behind. A save that
@@ -202,7 +210,7 @@ class TrialRunner:
         if free < needed:
             raise OSError(errno.ENOSPC, f"No space left on device: {free} bytes free, the adapter needs ~{needed}")
         try:
-            model.save_pretrained(partial)
+            self.base.save(model, partial)
             self.base.tokenizer.save_pretrained(partial)
             mark(partial, "trial", trial=trial_number)
             drills.fire("save", trial_number)
@@ -232,6 +240,7 @@ class _Tracker:
         self.patience = train_cfg.early_stopping_patience
         self.threshold = train_cfg.early_stopping_threshold
         self.curve: list[tuple[int, float]] = []
+        self.train_curve: list[tuple[int, float]] = []
         self.last_metrics: dict[str, float] = {}
         self.best = math.inf
         self.bad_evals = 0
@@ -250,7 +259,7 @@ class _Tracker:
         # The last evaluation is reported too, but a trial that ran all its steps is complete: nothing is saved
         # by stopping it there, and a pruner's verdict at that point would hide a finished result.
         if self.report is not None and self.report(value, step) and step < self.max_steps:
-            raise Pruned(step, value)
+            raise Pruned(step, value, self.train_curve)
         score = self.sign * value
         if score < self.best - self.threshold:
             self.best, self.bad_evals = score, 0
@@ -277,6 +286,8 @@ class _Tracker:
                 loss = (logs or {}).get("loss")
                 if loss is not None and not math.isfinite(float(loss)):
                     raise TrialError(f"non-finite training loss ({loss}) at step {state.global_step}")
+                if loss is not None:
+                    tracker.train_curve.append((state.global_step, float(loss)))
 
             def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
                 if tracker.record(metrics or {}, state.global_step):

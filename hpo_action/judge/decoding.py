@@ -1,0 +1,173 @@
+"""Decoding search: tune how a trained model generates, without retraining it.
+
+An Optuna study over do_sample, temperature, top_p, top_k, repetition_penalty and max_new_tokens, scored on the
+VALIDATION split (never the test split, which judges the choice afterwards) with the configured generation
+metric. Trial 0 is greedy decoding with the configured max_new_tokens, and a setting replaces greedy only when
+it scores strictly better, so "greedy is best" is a possible, and honest, answer. Every trial samples with the
+same seed (common random numbers), so a trial's score can be reproduced from its settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from hpo_action.config import HpoConfig, ParamSpec
+from hpo_action.errors import ConfigError
+from hpo_action.judge.evaluate import EvalSettings, score_rows
+from hpo_action.judge.generation import Decoding
+from hpo_action.metrics import metric_direction, resolve_metric
+
+if TYPE_CHECKING:
+    import optuna
+
+Rows = list[dict[str, Any]]
+_SAMPLING = ("temperature", "top_p", "top_k")
+
+
+def default_space(max_new_tokens: int) -> dict[str, ParamSpec]:
+    """The ranges searched unless evaluate.decoding_space overrides them."""
+    return {
+        "do_sample": ParamSpec.model_validate({"choices": [False, True]}),
+        "temperature": ParamSpec.model_validate({"low": 0.1, "high": 1.5}),
+        "top_p": ParamSpec.model_validate({"low": 0.5, "high": 1.0}),
+        "top_k": ParamSpec.model_validate({"low": 0, "high": 100, "step": 10}),
+        "repetition_penalty": ParamSpec.model_validate({"low": 1.0, "high": 1.5}),
+        "max_new_tokens": ParamSpec.model_validate({"low": max(1, max_new_tokens // 2), "high": 2 * max_new_tokens}),
+    }
+
+
+@dataclass(frozen=True)
+class DecodingTrial:
+    number: int
+    decoding: Decoding
+    value: float
+
+
+@dataclass(frozen=True)
+class DecodingSearch:
+    """What the search found: greedy's score, the chosen settings (greedy unless strictly better) and every trial."""
+
+    metric: str
+    direction: str
+    n: int  # validation rows scored
+    greedy: DecodingTrial
+    best: DecodingTrial
+    trials: tuple[DecodingTrial, ...]
+
+    @property
+    def improved(self) -> bool:
+        return self.best.number != self.greedy.number
+
+    def verdict(self) -> str:
+        head = f"decoding search on {self.n} validation examples, {len(self.trials)} trials, {self.metric}"
+        if not self.improved:
+            return f"{head}: greedy is best ({self.greedy.value:.4g}); no setting beat it, so greedy is kept"
+        return (
+            f"{head}: {self.greedy.value:.4g} greedy -> {self.best.value:.4g} with trial #{self.best.number} "
+            f"({self.best.decoding.describe()})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        def trial(t: DecodingTrial) -> dict[str, Any]:
+            return {"number": t.number, "value": t.value, "decoding": t.decoding.to_json()}
+
+        return {
+            "metric": self.metric,
+            "direction": self.direction,
+            "n": self.n,
+            "improved": self.improved,
+            "greedy": trial(self.greedy),
+            "best": trial(self.best),
+            "trials": [trial(t) for t in self.trials],
+        }
+
+
+def generation_metric(cfg: HpoConfig, score: Any) -> str:
+    """The first of the gate's metric and evaluate.metrics that generates text (built in: exact_match; a metric of
+    your own that reads batch.outputs()), found by scoring greedy once with each prompt-based candidate."""
+    names = [cfg.primary_metric, *(resolve_metric(name).name for name in cfg.evaluate.metrics)]
+    for name in dict.fromkeys(names):
+        if resolve_metric(name).needs_prompt and score((name,)):
+            return name
+    raise ConfigError(
+        "evaluate.decoding_search: needs a metric scored on generated text (exact_match, or a metric of yours that "
+        f"reads batch.outputs()); evaluate.metrics has {', '.join(cfg.evaluate.metrics)}"
+    )
+
+
+def search_decoding(
+    model: Any, tokenizer: Any, rows: Rows, cfg: HpoConfig, n_trials: int | None = None
+) -> DecodingSearch:
+    """Run the decoding study on `rows` (the validation split) and return its trials and choice."""
+    import optuna
+
+    base_settings = EvalSettings.from_config(cfg.evaluate)
+    greedy = Decoding(max_new_tokens=cfg.evaluate.max_new_tokens, seed=cfg.evaluate.decoding_seed)
+    scored: dict[Decoding, float] = {}
+
+    def mean_score(decoding: Decoding, metrics: tuple[str, ...]) -> tuple[float, bool]:
+        settings = replace(base_settings, metrics=metrics, decoding=decoding)
+        records = score_rows(model, tokenizer, rows, cfg.data, settings)
+        values = [float(record[metrics[0]]) for record in records]
+        return sum(values) / max(len(values), 1), bool(records) and "output" in records[0]
+
+    def probe(metrics: tuple[str, ...]) -> bool:
+        value, generated = mean_score(greedy, metrics)
+        if generated:
+            scored[greedy] = value  # trial 0 reuses it
+        return generated
+
+    metric = generation_metric(cfg, probe)
+    direction = metric_direction(metric)
+    space = {**default_space(cfg.evaluate.max_new_tokens), **cfg.evaluate.decoding_space}
+
+    def objective(trial: optuna.Trial) -> float:
+        decoding = _suggest(trial, space, greedy)
+        if decoding not in scored:
+            scored[decoding] = mean_score(decoding, (metric,))[0]
+        trial.set_user_attr("decoding", decoding.to_json())
+        return scored[decoding]
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    sampler = optuna.samplers.TPESampler(seed=cfg.evaluate.decoding_seed, n_startup_trials=4)
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    study.enqueue_trial(_greedy_params(space, greedy))
+    study.optimize(objective, n_trials=n_trials or cfg.evaluate.decoding_trials)
+    trials = tuple(
+        DecodingTrial(t.number, Decoding.from_json(t.user_attrs["decoding"]), float(t.value))
+        for t in study.trials
+        if t.value is not None
+    )
+    sign = 1.0 if direction == "maximize" else -1.0
+    best = trials[0]
+    for trial in trials[1:]:
+        if sign * trial.value > sign * best.value:  # strictly better: a tie keeps the earlier (greedy first)
+            best = trial
+    return DecodingSearch(metric, direction, len(rows), trials[0], best, trials)
+
+
+def _greedy_params(space: dict[str, ParamSpec], greedy: Decoding) -> dict[str, Any]:
+    """Trial 0: greedy, with the configured max_new_tokens and no repetition penalty."""
+    wanted = {"do_sample": False, "repetition_penalty": 1.0, "max_new_tokens": greedy.max_new_tokens}
+    return {name: value for name, value in wanted.items() if name in space and space[name].type != "fixed"}
+
+
+def _suggest(trial: optuna.Trial, space: dict[str, ParamSpec], greedy: Decoding) -> Decoding:
+    """One trial's settings; temperature, top_p and top_k only when it samples."""
+    values: dict[str, Any] = {}
+    for name in ("do_sample", "repetition_penalty", "max_new_tokens"):
+        values[name] = _value(trial, name, space[name])
+    if values["do_sample"]:
+        values.update({name: _value(trial, name, space[name]) for name in _SAMPLING})
+    return replace(greedy, **values)
+
+
+def _value(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
+    if spec.type == "float":
+        return trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)
+    if spec.type == "int":
+        return trial.suggest_int(name, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log)
+    if spec.type == "categorical":
+        return trial.suggest_categorical(name, spec.choices)
+    return spec.value

@@ -1,0 +1,186 @@
+"""The run doctor on constructed studies: real Optuna trials with the curves a trial records, summarized the way
+a run summarizes them, and diagnosed; each finding names its cause, evidence and remedy."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from hpo_action.cli import main
+from hpo_action.config import GateConfig, HpoConfig, parse_config
+from hpo_action.judge.gate import Paired, gate
+from hpo_action.report.doctor import diagnose
+from hpo_action.report.markdown import run_markdown
+from hpo_action.search.outputs import summarize
+from hpo_action.search.space import trial_defaults
+from hpo_action.search.summary import RunSummary
+
+LOG_LR = optuna.distributions.FloatDistribution(1e-8, 10.0, log=True)
+
+
+def _config(space: dict[str, Any]) -> HpoConfig:
+    return parse_config(
+        {"model": {"name": "hpo-action/tiny-demo"}, "data": {"train": "t.jsonl"}, "search": {"space": space}}
+    )
+
+
+def _curve(values: list[float], every: int = 10) -> list[list[float]]:
+    return [[every * (i + 1), v] for i, v in enumerate(values)]
+
+
+def _trial(lr: float, train: list[float], evals: list[float] | None = None, state: str = "COMPLETE", **extra: Any):
+    evals = evals if evals is not None else train
+    attrs = {"curve": _curve(evals), "train_curve": _curve(train), "steps": 10 * len(train), **extra.pop("attrs", {})}
+    params = {"learning_rate": lr, **extra.pop("params", {})}
+    distributions = {"learning_rate": LOG_LR, **extra.pop("distributions", {})}
+    finite = [v for v in evals if math.isfinite(v)]
+    return optuna.trial.create_trial(
+        state=getattr(optuna.trial.TrialState, state),
+        value=finite[-1] if state == "COMPLETE" else None,
+        params=params,
+        distributions=distributions,
+        intermediate_values={10 * (i + 1): v for i, v in enumerate(finite)},
+        user_attrs=attrs,
+    )
+
+
+def _summary(cfg: HpoConfig, trials: list[optuna.trial.FrozenTrial]) -> RunSummary:
+    study = optuna.create_study(direction="minimize")
+    for trial in trials:
+        study.add_trial(trial)
+    params = {**trial_defaults(cfg), **study.best_trial.params}
+    return summarize(study, cfg, "sqlite:///study.db", 12.0, None, params)
+
+
+def _codes(cfg: HpoConfig, trials: list[optuna.trial.FrozenTrial], decision: Any = None) -> list[str]:
+    return [finding.code for finding in diagnose(_summary(cfg, trials), cfg, decision)]
+
+
+def test_too_high_learning_rate_is_named_first():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1.0, "log": True}})
+    trials = [
+        _trial(1.1e-4, [5.0, 3.1, 2.0]),
+        _trial(3e-4, [5.0, 3.5, 2.6]),
+        _trial(0.1, [5.0, 6.5, 9.0]),
+        _trial(0.3, [5.0, 7.0], state="FAIL", attrs={"error": "non-finite training loss (nan) at step 20"}),
+        _trial(0.9, [5.0, 3.0, 8.0]),
+    ]
+    findings = diagnose(_summary(cfg, trials), cfg)
+    assert findings[0].code == "lr_too_high"
+    assert "3 of 5 trials" in findings[0].evidence and "LR >= 0.1" in findings[0].evidence
+    assert "below 0.1" in findings[0].remedy and "max_grad_norm" in findings[0].remedy
+    codes = [f.code for f in findings]
+    assert "lr_too_low" not in codes and "spikes_or_nan" in codes
+
+
+def test_too_low_learning_rate_is_named_first():
+    cfg = _config({"learning_rate": {"low": 1e-8, "high": 1e-6, "log": True}})
+    trials = [_trial(lr, [5.0, 4.995, 4.99, 4.985]) for lr in (1e-8, 5e-8, 2e-7, 9e-7)]
+    codes = _codes(cfg, trials)
+    assert codes[0] == "lr_too_low"
+    assert "lr_too_high" not in codes and "overfitting" not in codes
+
+
+def test_overfitting_is_named_first():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    falling = [3.0, 2.0, 1.4, 0.9, 0.5]
+    trials = [
+        _trial(1e-3, falling, [3.0, 2.0, 1.5, 1.8, 2.1]),
+        _trial(2e-3, falling, [3.0, 1.9, 1.6, 1.9, 2.3]),
+        _trial(5e-4, falling, [3.0, 2.2, 1.7, 1.9, 2.0]),
+    ]
+    findings = diagnose(_summary(cfg, trials), cfg)
+    assert findings[0].code == "overfitting"
+    assert "fell to 1.5 at step 30, then rose to 2.1 at step 50" in findings[0].evidence
+    assert "early_stopping_patience" in findings[0].remedy
+    assert not {"lr_too_high", "lr_too_low"} & {f.code for f in findings}
+
+
+def test_best_trial_at_the_edge_of_its_range_is_named_first():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "lora_r": {"choices": [4, 8, 16]}})
+    rank = optuna.distributions.CategoricalDistribution([4, 8, 16])
+    trials = [
+        _trial(lr, [5.0, 3.0, end], params={"lora_r": 8}, distributions={"lora_r": rank})
+        for lr, end in ((2e-4, 2.5), (1e-3, 2.0), (3e-3, 1.6), (9.5e-3, 1.2))
+    ]
+    findings = diagnose(_summary(cfg, trials), cfg)
+    assert findings[0].code == "best_at_edge" and findings[0].title == "best trial at the high edge of learning_rate"
+    assert "learning_rate.high to include about 0.03" in findings[0].remedy
+    assert not {"lr_too_high", "lr_too_low", "overfitting"} & {f.code for f in findings}
+    assert len([f for f in findings if f.code == "best_at_edge"]) == 1  # lora_r 8 is inside its choices
+
+
+def test_out_of_memory_few_trials_and_a_first_rung_pruner():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "lora_r": {"choices": [4, 8, 16]}})
+    rank = optuna.distributions.CategoricalDistribution([4, 8, 16])
+    extra = {"params": {"lora_r": 8}, "distributions": {"lora_r": rank}}
+    trials = [_trial(1e-3, [5.0, 3.0, 2.0], **extra)]
+    trials += [_trial(3e-3, [5.0], state="PRUNED", attrs={"steps": 10}, **extra) for _ in range(4)]
+    oom = {"error": "OOM at per-device batch 16 (gradient accumulation 1)"}
+    trials.append(_trial(2e-3, [], state="FAIL", attrs=oom, **extra))
+    findings = {f.code: f for f in diagnose(_summary(cfg, trials), cfg)}
+    assert (
+        "batch 16" in findings["out_of_memory"].evidence
+        and "gradient_checkpointing" in findings["out_of_memory"].remedy
+    )
+    assert "4 of 5 finished trials were pruned, every one at step 10" in findings["pruned_at_first_rung"].evidence
+    assert "5 finished trials for 2 searched parameters" in findings["too_few_trials"].evidence
+    assert "at least 10" in findings["too_few_trials"].remedy
+
+
+def test_a_test_set_too_small_for_the_target_effect_gives_the_n_needed():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    outcomes = [(True, True)] * 14 + [(True, False)] * 4 + [(False, True)] * 2  # 20 examples, 6 disagreements
+    paired = Paired("exact_match", [float(c) for c, _ in outcomes], [float(r) for _, r in outcomes], True)
+    decision = gate(paired, [], GateConfig(target_effect=0.05, resamples=1000))
+    assert decision.decision == "inconclusive"
+    trials = [_trial(lr, [5.0, 3.0, 2.0 + lr]) for lr in (5e-4, 1e-3, 2e-3, 3e-3, 4e-3)]
+    (finding,) = [f for f in diagnose(_summary(cfg, trials), cfg, decision) if f.code == "test_too_small"]
+    assert f"about {decision.primary.needed_n} test examples are needed" in finding.remedy
+    assert decision.primary.needed_n > 20 and "n = 20 test examples" in finding.evidence
+
+
+def test_a_healthy_study_has_no_findings_and_markdown_shows_the_top_ones(tmp_path: Path):
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    trials = [
+        _trial(lr, [5.0, 3.0, end]) for lr, end in ((3e-4, 2.2), (1e-3, 1.6), (2e-3, 1.9), (4e-3, 2.1), (6e-3, 2.4))
+    ]
+    summary = _summary(cfg, trials)
+    assert diagnose(summary, cfg) == []
+    low = _config({"learning_rate": {"low": 1e-8, "high": 1e-6, "log": True}})
+    stalled = _summary(low, [_trial(lr, [5.0, 4.99]) for lr in (1e-8, 1e-7)])
+    text = run_markdown(stalled, None, findings=diagnose(stalled, low))
+    assert "**Doctor**" in text and "loss not decreasing: learning rate too low" in text
+
+
+def test_doctor_command_reads_a_run_folder_and_prints_json(tmp_path: Path, capsys):
+    cfg = _config({"learning_rate": {"low": 1e-8, "high": 1e-6, "log": True}})
+    _summary(cfg, [_trial(lr, [5.0, 4.99, 4.985]) for lr in (1e-8, 3e-8, 1e-7)]).write(tmp_path / "summary.json")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump()))
+    main(["doctor", str(tmp_path), "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed[0]["code"] == "lr_too_low" and printed[0]["severity"] == "high"
+    assert {"title", "evidence", "remedy"} <= set(printed[0])
+    main(["doctor", str(tmp_path)])
+    assert "[high] loss not decreasing: learning rate too low" in capsys.readouterr().out
+
+
+def test_doctor_on_a_folder_without_a_run_exits_2(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["doctor", str(tmp_path)])
+    assert exit_info.value.code == 2 and "no summary.json" in capsys.readouterr().err
+
+
+def test_kfold_curves_restarting_at_each_fold_are_not_spikes():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    cfg = parse_config({**cfg.model_dump(), "data": {"train": "t.jsonl", "validation_strategy": "kfold", "k": 3}})
+    cfg.search.budget.max_steps, cfg.search.budget.eval_every = 30, 10
+    folds = [5.0, 3.0, 2.0] * 3  # every fold starts again from a fresh adapter: 2.0 -> 5.0 is no spike
+    trials = [_trial(lr, folds, [(4.0 + v) / 2 for v in folds]) for lr in (5e-4, 1e-3, 2e-3, 3e-3, 4e-3)]
+    assert diagnose(_summary(cfg, trials), cfg) == []
