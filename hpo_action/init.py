@@ -43,7 +43,7 @@ DEMO_VALUES: dict[str, tuple[str | None, str | None]] = {
 }
 # The demo task; examples/quickstart/make_data.py writes the quickstart files with this same generator.
 DEMO_SEED = 20240607
-DEMO_SPLITS = {"train": 640, "validation": 80, "test": 200, "forget_copy": 160}
+DEMO_SPLITS = {"train": 640, "validation": 80, "test": 200, "forget_copy": 160, "replay_copy": 240}
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<value>[^#]*?)(?P<gap> *)(?P<comment>#.*)?$")
 
 
@@ -97,7 +97,8 @@ def _replace(match: re.Match[str], value: str | None, comment: str | None) -> st
 
 
 def demo_data() -> dict[str, str]:
-    """The quickstart's splits as JSONL text: a Caesar shift by one letter, and the copy task for forgetting."""
+    """The quickstart's splits as JSONL text: a Caesar shift by one letter, and the copy task the base model can do:
+    `forget_copy` measures forgetting, `replay_copy` (other words) is replayed in training to prevent it."""
     rng = random.Random(DEMO_SEED)
     words: dict[str, None] = {}  # insertion-ordered set: distinct words, deterministic order
     while len(words) < sum(DEMO_SPLITS.values()):
@@ -105,7 +106,7 @@ def demo_data() -> dict[str, str]:
     ordered = list(words)
     texts, start = {}, 0
     for split, count in DEMO_SPLITS.items():
-        task = "copy" if split == "forget_copy" else "shift"
+        task = "copy" if split in ("forget_copy", "replay_copy") else "shift"
         rows = [
             {"id": f"{split}-{i:04d}", "prompt": f"{task}: {word} = ", "completion": _answer(task, word)}
             for i, word in enumerate(ordered[start : start + count])

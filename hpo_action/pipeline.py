@@ -16,7 +16,7 @@ from rich.console import Console
 from hpo_action import drills
 from hpo_action.config import GateConfig, HpoConfig
 from hpo_action.data.loading import Splits, load_splits, rows_fingerprint
-from hpo_action.data.tokenize import tokenize_splits
+from hpo_action.data.tokenize import tokenize_replay, tokenize_splits
 from hpo_action.errors import ConfigError, TrialError
 from hpo_action.files import write_text_atomic
 from hpo_action.judge.assess import evaluate_and_gate
@@ -31,8 +31,9 @@ from hpo_action.redaction import redact_url
 from hpo_action.report import github
 from hpo_action.report.markdown import run_markdown
 from hpo_action.report.plots import write_plots
-from hpo_action.report.tables import best_table, to_rich, trials_table, verdict
+from hpo_action.report.tables import best_table, pareto_table, to_rich, tradeoff_line, trials_table, verdict
 from hpo_action.report.terminal import StudyProgress, make_console
+from hpo_action.search.finalist import chosen_trial
 from hpo_action.search.outputs import publish_best, summarize, write_trials_csv
 from hpo_action.search.slots import check_complete, finished, target_trials
 from hpo_action.search.space import trial_defaults
@@ -239,6 +240,7 @@ def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, cons
     """What a worker would fail on fails here, before the study exists; the workers reuse the token cache."""
     check_method(cfg.model)
     tokenizer = load_tokenizer(cfg.model)
+    tokenize_replay(splits.replay, tokenizer, cfg.data, layout.cache_dir)
     train, validation, cache_hit = tokenize_splits(splits, tokenizer, cfg.data, layout.cache_dir)
     workers = f"{cfg.search.workers} worker process(es), logs in {layout.workers_dir}"
     console.print(banner(cfg, cfg.model.method, len(train), len(validation), cache_hit) + f" · {workers}")
@@ -246,10 +248,7 @@ def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, cons
 
 def _write_outputs(cfg: HpoConfig, study: Any, layout: RunLayout, elapsed: float, console: Console) -> RunSummary:
     best_dir, params = None, {}
-    try:
-        best = study.best_trial
-    except ValueError:
-        best = None
+    best = chosen_trial(study)
     if best is not None:
         params = {**trial_defaults(cfg), **best.params, **best.user_attrs.get("batch_override", {})}
         best_dir = publish_best(study, layout, params)
@@ -259,11 +258,14 @@ def _write_outputs(cfg: HpoConfig, study: Any, layout: RunLayout, elapsed: float
     resolved = cfg.model_dump()
     resolved["search"]["storage"] = redact_url(cfg.search.storage) if cfg.search.storage else None
     write_text_atomic(layout.run_config, yaml.safe_dump(resolved, sort_keys=False))
-    write_plots(study, layout.plots_dir)
+    write_plots(study, layout.plots_dir, tuple(o.metric for o in cfg.search.objectives))
     console.print(to_rich(trials_table(summary, errors=False)))
-    table = best_table(summary)
-    if table is not None:
-        console.print(to_rich(table))
+    for table in (pareto_table(summary), best_table(summary)):
+        if table is not None:
+            console.print(to_rich(table))
+    tradeoff = tradeoff_line(summary)
+    if tradeoff:
+        console.print(tradeoff)
     console.print(f"outputs in {layout.root}")
     return summary
 

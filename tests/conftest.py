@@ -79,7 +79,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def small_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     """The quickstart config shrunk to seconds: its data copied into tmp_path, a tiny budget."""
-    for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "forget_copy.jsonl"):
+    for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "forget_copy.jsonl", "replay_copy.jsonl"):
         shutil.copy(QUICKSTART / name, tmp_path / name)
     raw = yaml.safe_load((QUICKSTART / "hpo.yaml").read_text())
     raw["search"].update(n_trials=3, timeout=None, budget={"max_steps": 6, "eval_every": 3})

@@ -8,6 +8,7 @@ from __future__ import annotations
 from hpo_action.config._load import apply_overrides, load_config, parse_config, parse_set_option
 from hpo_action.config._sections import (
     DEFAULT_LEARNING_RATE,
+    FORGETTING,
     GATE_TESTS,
     LORA_ONLY,
     PRUNERS,
@@ -25,12 +26,15 @@ from hpo_action.config._sections import (
     OutputConfig,
     ParamSpec,
     RegistryConfig,
+    ReplaySource,
     SearchConfig,
     TrainConfig,
+    is_forgetting_objective,
 )
 
 __all__ = [
     "DEFAULT_LEARNING_RATE",
+    "FORGETTING",
     "GATE_TESTS",
     "LORA_ONLY",
     "PRUNERS",
@@ -48,9 +52,11 @@ __all__ = [
     "OutputConfig",
     "ParamSpec",
     "RegistryConfig",
+    "ReplaySource",
     "SearchConfig",
     "TrainConfig",
     "apply_overrides",
+    "is_forgetting_objective",
     "load_config",
     "parse_config",
     "parse_set_option",

@@ -23,6 +23,7 @@ GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "tango", "permutation+bootstrap",
 DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 2e-4, "qlora": 1e-4, "full": 2e-5}
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FORGETTING = "forgetting"  # the objective: the largest drop on the forgetting probes ('forgetting:NAME': one set)
 
 
 def did_you_mean(name: str, options: Any) -> str:
@@ -57,6 +58,18 @@ class Columns(_Section):
     text: str = Field("text", description="text: the whole text (the loss is on all of it).")
 
 
+class ReplaySource(_Section):
+    """Rows of a skill to keep, mixed into the training batches (replay); read like data.train."""
+
+    data: str = Field(description="Local .jsonl/.csv/.parquet file, or a Hub dataset id, in data.format.")
+    weight: float = Field(1.0, gt=0, description="This source's share of the replay rows, relative to the others.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_source(cls, data: Any) -> Any:
+        return {"data": data} if isinstance(data, str) else data
+
+
 class DataConfig(_Section):
     """Training, validation and test data."""
 
@@ -70,6 +83,10 @@ class DataConfig(_Section):
     max_length: int = Field(512, ge=8, description="Tokens per example; longer ones are truncated.")
     seed: int = Field(0, description="Seed of the train/validation split.")
     columns: Columns = Field(default_factory=Columns, description="Column names in the source files.")
+    replay: list[ReplaySource] = Field(
+        default_factory=list,
+        description="Replay sources mixed into each training batch at train.replay_ratio; never the forgetting sets.",
+    )
 
 
 class ParamSpec(_Section):
@@ -124,10 +141,18 @@ class ParamSpec(_Section):
         return self
 
 
+def is_forgetting_objective(metric: str) -> bool:
+    return metric == FORGETTING or metric.startswith(f"{FORGETTING}:")
+
+
 class Objective(_Section):
     """What the study optimizes: a metric the trainer reports at each evaluation."""
 
-    metric: str = Field("eval_loss", description="Metric from the trainer's evaluation, e.g. eval_loss.")
+    metric: str = Field(
+        "eval_loss",
+        description="Metric from the trainer's evaluation, e.g. eval_loss; in search.objectives also 'forgetting' "
+        "(the largest drop on the forgetting probes) or 'forgetting:NAME' (one set's drop).",
+    )
     direction: Direction | None = Field(
         None, description="Inferred from the metric when unset (the metric registry; loss, perplexity: minimize)."
     )
@@ -135,7 +160,8 @@ class Objective(_Section):
     @model_validator(mode="after")
     def _infer_direction(self) -> Objective:
         if self.direction is None:
-            object.__setattr__(self, "direction", metric_direction(self.metric))
+            inferred = "minimize" if is_forgetting_objective(self.metric) else metric_direction(self.metric)
+            object.__setattr__(self, "direction", inferred)
         return self
 
 
@@ -183,6 +209,13 @@ class TrainConfig(_Section):
         None, ge=1, description="Stop a trial after this many evaluations without improvement; off when unset."
     )
     early_stopping_threshold: float = Field(0.0, ge=0, description="Minimum improvement that resets patience.")
+    replay_ratio: float = Field(0.0, ge=0, lt=1, description="Share of each training batch drawn from data.replay.")
+    kl_to_base: float = Field(
+        0.0,
+        ge=0,
+        description="λ of λ·KL(p_base‖p_θ) added to the loss on the completion tokens of replay rows (of all rows "
+        "without replay); 0 is plain SFT.",
+    )
 
 
 TRIAL_PARAMETERS = tuple(name for name in TrainConfig.model_fields if name != "seed")
@@ -203,6 +236,11 @@ class SearchConfig(_Section):
     storage: str | None = Field(None, description="Optuna RDB URL or journal file; default sqlite in output.dir.")
     study_name: str | None = Field(None, description="Default: derived from the config, stable across runs.")
     objective: Objective = Field(default_factory=Objective, description="The metric the study optimizes.")
+    objectives: list[Objective] = Field(
+        default_factory=list,
+        description="Two or more objectives for a multi-objective (Pareto) search, e.g. eval_loss and forgetting. "
+        "The first is pruned on and picks the finalist among the trials that forget within every margin.",
+    )
     budget: Budget = Field(default_factory=Budget, description="Steps per trial and the evaluation cadence.")
     warm_start: bool = Field(True, description="Enqueue the train defaults as the first trial.")
     forgetting_constraint: bool = Field(
@@ -242,6 +280,27 @@ class SearchConfig(_Section):
             if name not in TRIAL_PARAMETERS:
                 raise ValueError(f"unknown parameter {name!r}{did_you_mean(name, TRIAL_PARAMETERS)}")
         return space
+
+    @model_validator(mode="after")
+    def _first_objective(self) -> SearchConfig:
+        """With `objectives`, `objective` is their first: the one the pruner and the finalist rule read."""
+        if not self.objectives:
+            return self
+        first, metrics = self.objectives[0], [o.metric for o in self.objectives]
+        if len(metrics) < 2:
+            raise ValueError("objectives: name two or more (one objective is search.objective)")
+        if len(set(metrics)) < len(metrics):
+            raise ValueError(f"objectives: each metric once (got {metrics})")
+        if is_forgetting_objective(first.metric):
+            raise ValueError("objectives: the first must be a trainer metric (e.g. eval_loss): it is pruned on")
+        if "objective" in self.model_fields_set and self.objective != first:
+            raise ValueError("objective and objectives[0] differ; drop search.objective when objectives is set")
+        object.__setattr__(self, "objective", first)
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
 
 class EvaluateConfig(_Section):
@@ -391,7 +450,28 @@ class HpoConfig(_Section):
                     f"gate.forgetting[{benchmark.name}].metric: {benchmark.metric} needs prompts, and the set's "
                     "format is text; use loss, or set its format"
                 )
+        self._check_remedies()
         return self
+
+    def _check_remedies(self) -> None:
+        """Replay needs replay data; a forgetting objective needs a forgetting set the probes can score."""
+        if self.may_be_nonzero("replay_ratio") and not self.data.replay:
+            raise ValueError("train.replay_ratio: a share of replay rows needs data.replay (the rows to replay)")
+        scored = [b.name for b in self.gate.forgetting if b.kind == "data"]
+        for objective in self.search.objectives:
+            if not is_forgetting_objective(objective.metric):
+                continue
+            name = objective.metric.partition(":")[2]
+            if not scored or (name and name not in scored):
+                wanted = f"a gate.forgetting set named {name!r}" if name else "a gate.forgetting set of kind data"
+                raise ValueError(f"search.objectives: {objective.metric!r} needs {wanted} (the per-trial probes)")
+
+    def may_be_nonzero(self, parameter: str) -> bool:
+        """Whether some trial can run with this numeric trial parameter above zero (its default, or the space)."""
+        spec = self.active_space().get(parameter)
+        if spec is None:
+            return bool(getattr(self.train, parameter))
+        return any(bool(v) for v in (spec.high, spec.value, *(spec.choices or ())) if v is not None)
 
     @property
     def primary_metric(self) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import DataConfig
-from hpo_action.data.loading import Splits, first_line, rows_fingerprint
+from hpo_action.data.loading import ReplaySet, Splits, first_line, rows_fingerprint
 from hpo_action.errors import DataError
 
 if TYPE_CHECKING:
@@ -96,19 +96,34 @@ def tokenize_splits(
     The cache folder is keyed by data, tokenizer, format and max_length, and appears atomically (written to a
     temp folder, then renamed), so a crash never leaves half a cache and concurrent writers agree.
     """
+    parts = {"train": (splits.train, "data.train"), "validation": (splits.validation, "data.validation")}
+    (train, validation), hit = _cached(parts, tokenizer, cfg, Path(cache_dir) / "tokenized")
+    return train, validation, hit
+
+
+def tokenize_replay(
+    replay: tuple[ReplaySet, ...], tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, cache_dir: Path
+) -> tuple[list[datasets.Dataset], bool]:
+    """Each data.replay source tokenized like train, in a cache of its own (the same key rules): once per study."""
+    if not replay:
+        return [], True
+    parts = {f"replay-{i}": (r.rows, f"data.replay[{i}]") for i, r in enumerate(replay)}
+    return _cached(parts, tokenizer, cfg, Path(cache_dir) / "replay")
+
+
+def _cached(
+    parts: dict[str, tuple[list[dict[str, Any]], str]], tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, stem: Path
+) -> tuple[list[datasets.Dataset], bool]:
+    """The tokenized parts (name → rows, role) from `<stem>-<key>/<name>`, written once, atomically."""
     import datasets
 
-    fingerprints = [
-        rows_fingerprint(splits.train),
-        rows_fingerprint(splits.validation),
-        tokenizer_fingerprint(tokenizer),
-    ]
+    fingerprints = [rows_fingerprint(rows) for rows, _ in parts.values()] + [tokenizer_fingerprint(tokenizer)]
     key = hashlib.sha256(json.dumps([_CACHE_VERSION, *fingerprints, cfg.format, cfg.max_length]).encode()).hexdigest()
-    cache_dir = Path(cache_dir)
-    target = cache_dir / f"tokenized-{key[:16]}"
+    cache_dir = stem.parent
+    target = cache_dir / f"{stem.name}-{key[:16]}"
     if target.is_dir():
         try:
-            return datasets.load_from_disk(target / "train"), datasets.load_from_disk(target / "validation"), True
+            return [datasets.load_from_disk(target / name) for name in parts], True
         except (OSError, ValueError) as err:  # damaged by hand: rebuild rather than fail every run
             logger.warning("tokenized cache %s is unreadable (%s); rebuilding it", target, err)
             shutil.rmtree(target, ignore_errors=True)
@@ -116,10 +131,7 @@ def tokenize_splits(
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
     try:
-        for name, rows, role in (
-            ("train", splits.train, "data.train"),
-            ("validation", splits.validation, "data.validation"),
-        ):
+        for name, (rows, role) in parts.items():
             columns = tokenize_rows(rows, tokenizer, cfg, role=role)
             if not columns["id"]:
                 raise DataError(
@@ -135,7 +147,7 @@ def tokenize_splits(
             # Another process finished the same cache first; its copy is identical.
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return datasets.load_from_disk(target / "train"), datasets.load_from_disk(target / "validation"), False
+    return [datasets.load_from_disk(target / name) for name in parts], False
 
 
 def _render_chats(

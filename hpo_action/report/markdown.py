@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from hpo_action.judge.decision import GateDecision
-from hpo_action.report.tables import best_table, fmt, to_markdown, trials_table, verdict_markdown
+from hpo_action.report.tables import (
+    best_table,
+    fmt,
+    pareto_table,
+    to_markdown,
+    tradeoff_line,
+    trials_table,
+    verdict_markdown,
+)
 from hpo_action.search.summary import RunSummary
 
 
@@ -29,9 +37,12 @@ def run_markdown(
         lines += verdict_markdown(decision)
     if registry_line:
         lines += [f"**Registry:** {registry_line}", ""]
-    best = best_table(summary)
-    if best:
-        lines += to_markdown(best)
+    tradeoff = tradeoff_line(summary)
+    if tradeoff:
+        lines += [f"**{tradeoff}** (delta against the base model; the gate's own test is above)", ""]
+    for table in (pareto_table(summary), best_table(summary)):
+        if table:
+            lines += to_markdown(table)
     if summary.trials:
         lines += to_markdown(trials_table(summary))
     names = ", ".join(f"`plots/{name}`" for name in plots)

@@ -27,6 +27,8 @@ class TrialRecord:
     params: dict[str, Any] = field(default_factory=dict)  # the searched parameters the sampler chose
     forgetting: dict[str, float] = field(default_factory=dict)  # drop beyond the margin per set (> 0: forgot)
     error: str = ""
+    values: list[float] = field(default_factory=list)  # one per objective (multi-objective studies)
+    forgetting_drop: dict[str, float] = field(default_factory=dict)  # the probes' drop against the base per set
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,17 @@ class BestTrial:
     metrics: dict[str, float]
     forgetting_excess: dict[str, float]
     adapter: str | None  # best/ when its weights were kept
+    forgetting_drop: dict[str, float] = field(default_factory=dict)  # the probes' drop against the base per set
+    values: list[float] = field(default_factory=list)  # one per objective (multi-objective studies)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How the finalist was chosen: the objectives, the rule in words, and the Pareto front (multi-objective)."""
+
+    objectives: list[dict[str, str]]  # [{"metric", "direction"}], the first pruned on and deciding
+    rule: str
+    pareto_front: list[int] = field(default_factory=list)  # trial numbers, non-dominated
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,11 @@ class RunSummary:
     trials: tuple[TrialRecord, ...]
     best: BestTrial | None
     n_trials: int  # the trials that count toward search.n_trials: an interrupted trial and its retry count once
+    selection: Selection | None = None
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.selection is not None and len(self.selection.objectives) > 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +85,7 @@ class RunSummary:
         values = {k: v for k, v in data.items() if k in names}
         values["trials"] = tuple(TrialRecord(**t) for t in data.get("trials", ()))
         values["best"] = BestTrial(**data["best"]) if data.get("best") else None
+        values["selection"] = Selection(**data["selection"]) if data.get("selection") else None
         return cls(**values)
 
     def write(self, path: Path) -> None:

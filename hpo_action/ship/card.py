@@ -11,13 +11,14 @@ from hpo_action.config import HpoConfig
 from hpo_action.files import template
 from hpo_action.judge.decision import GateDecision
 from hpo_action.report.github import github_run_url
-from hpo_action.report.tables import verdict_markdown
+from hpo_action.report.tables import pareto_table, to_markdown, tradeoff_line, verdict_markdown
 from hpo_action.search.summary import RunSummary
 
 PLOT_TITLES = {
     "optimization_history.png": "Optimization history",
     "param_importances.png": "Parameter importances",
     "intermediate_values.png": "Intermediate values (what the pruner saw)",
+    "pareto_front.png": "Pareto front (quality against forgetting)",
 }
 VERSIONED = ("torch", "transformers", "peft", "trl", "optuna", "huggingface_hub", "hpo-action")
 METHOD_NAMES = {"lora": "LoRA adapter", "qlora": "QLoRA adapter", "full": "fully fine-tuned model"}
@@ -54,6 +55,8 @@ def render_card(
         budget=cfg.search.budget.model_dump(),
         gate=gate,
         gate_markdown="\n".join(verdict_markdown(gate)),
+        tradeoff=tradeoff_line(summary),
+        pareto_markdown="\n".join(to_markdown(pareto)) if (pareto := pareto_table(summary)) else "",
         plots=[{"title": title, "path": f"plots/{name}"} for name, title in PLOT_TITLES.items() if name in plots],
         versions=_versions(),
         run_url=github_run_url(dict(os.environ) if env is None else env),

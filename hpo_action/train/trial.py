@@ -71,6 +71,7 @@ class TrialResult:
     seconds: float = 0.0
     stopped_early: bool = False
     forgetting: dict[str, float] = field(default_factory=dict)  # drop against the base, beyond the margin if > 0
+    forgetting_drop: dict[str, float] = field(default_factory=dict)  # drop against the base (> 0: worse)
 
 
 class Probe(Protocol):
@@ -78,6 +79,7 @@ class Probe(Protocol):
     the trial is feasible when every probe returns ≤ 0."""
 
     name: str
+    margin: float
 
     def excess_drop(self, model: Any, tokenizer: Any) -> float: ...
 
@@ -92,10 +94,14 @@ class TrialRunner:
         train: datasets.Dataset,
         validation: datasets.Dataset,
         probes: tuple[Probe, ...] = (),
+        replay: list[datasets.Dataset] | None = None,
+        reference: Any = None,
     ):
         self.cfg, self.base, self.probes = cfg, base, probes
         self.train_dataset = train.select_columns(["input_ids", "labels"])
         self.eval_dataset = validation.select_columns(["input_ids", "labels"])
+        self.replay = replay or []
+        self.reference = reference  # full fine-tuning with kl_to_base: the frozen base the KL is taken against
         # Everything alive now (libraries, base model, data) lives as long as the worker: freezing it keeps
         # the per-trial garbage collections (ours and accelerate's) from walking ~500k long-lived objects.
         gc.collect()
@@ -111,7 +117,8 @@ class TrialRunner:
         """Train with `params`; `save_to(result)` names a folder for the weights or None to discard them."""
         import torch
         from transformers import set_seed
-        from trl import SFTTrainer
+
+        from hpo_action.train.remedies import RemedyTrainer
 
         started = time.perf_counter()
         set_seed(self.cfg.train.seed)  # the adapter's random init must not depend on earlier trials
@@ -122,13 +129,16 @@ class TrialRunner:
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix="hpo-trial-") as scratch:
-                trainer = SFTTrainer(
+                train_dataset = self._train_rows(params)
+                trainer = RemedyTrainer(
                     model=model,
-                    args=self._sft_config(params, scratch),
-                    train_dataset=self.train_dataset,
+                    args=self._sft_config(params, scratch, sequential=train_dataset is not self.train_dataset),
+                    train_dataset=train_dataset,
                     eval_dataset=self.eval_dataset,
                     processing_class=self.base.tokenizer,
                     callbacks=[tracker.callback()],
+                    kl_to_base=float(params.get("kl_to_base", 0.0)),
+                    reference=self.reference,
                 )
                 _quiet(trainer)
                 try:
@@ -139,6 +149,7 @@ class TrialRunner:
                 if not tracker.curve or tracker.curve[-1][0] != trainer.state.global_step:
                     tracker.record(trainer.evaluate(), trainer.state.global_step)
             value = tracker.curve[-1][1]
+            excess = {p.name: p.excess_drop(model, self.base.tokenizer) for p in self.probes}
             result = TrialResult(
                 value=value,
                 metrics=tracker.last_metrics,
@@ -146,7 +157,8 @@ class TrialRunner:
                 steps=trainer.state.global_step,
                 seconds=time.perf_counter() - started,
                 stopped_early=tracker.stopped_early,
-                forgetting={p.name: p.excess_drop(model, self.base.tokenizer) for p in self.probes},
+                forgetting=excess,
+                forgetting_drop={p.name: excess[p.name] + p.margin for p in self.probes},
             )
             target = save_to(result) if save_to else None
             if target is not None:
@@ -156,7 +168,19 @@ class TrialRunner:
             del trainer
             self.base.detach(model)
 
-    def _sft_config(self, params: dict[str, Any], scratch: str) -> Any:
+    def _train_rows(self, params: dict[str, Any]) -> datasets.Dataset:
+        """The train split, or, with replay, this trial's mixed rows in training order (the replay share drawn)."""
+        ratio = float(params.get("replay_ratio", 0.0))
+        if not self.replay or ratio <= 0:
+            return self.train_dataset
+        from hpo_action.data.replay import mix
+
+        batch = int(params["per_device_train_batch_size"]) * int(params["gradient_accumulation_steps"])
+        weights = [source.weight for source in self.cfg.data.replay]
+        rows = self.cfg.search.budget.max_steps * batch
+        return mix(self.train_dataset, self.replay, weights, ratio, rows, self.cfg.train.seed)
+
+    def _sft_config(self, params: dict[str, Any], scratch: str, sequential: bool = False) -> Any:
         from trl import SFTConfig
 
         budget = self.cfg.search.budget
@@ -187,6 +211,7 @@ class TrialRunner:
             max_length=None,
             dataset_kwargs={"skip_prepare_dataset": True},
             dataloader_num_workers=0,
+            train_sampling_strategy="sequential" if sequential else "random",  # a mixed order is already shuffled
         )
 
     def _save(self, model: Any, target: Path, trial_number: int | None) -> None:
