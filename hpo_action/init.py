@@ -43,7 +43,7 @@ DEMO_VALUES: dict[str, tuple[str | None, str | None]] = {
 }
 # The demo task; examples/quickstart/make_data.py writes the quickstart files with this same generator.
 DEMO_SEED = 20240607
-DEMO_SPLITS = {"train": 640, "validation": 80, "test": 200, "forget_copy": 160, "replay_copy": 240}
+DEMO_SPLITS = {"train": 640, "validation": 80, "test": 200, "forget_copy": 400, "replay_copy": 240}
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<value>[^#]*?)(?P<gap> *)(?P<comment>#.*)?$")
 
 

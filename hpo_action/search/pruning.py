@@ -4,6 +4,7 @@ companion single-objective study in the same storage, whose pruner decides; it r
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 from hpo_action.config import HpoConfig
@@ -44,9 +45,11 @@ class FirstObjectivePruning:
     """One trial's link to the pruner: `report(value, step)` says whether to stop; `finish` closes the mirror."""
 
     def __init__(self, trial: optuna.Trial, companion: optuna.Study | None) -> None:
-        self.trial, self.companion = trial, companion
-        self.mirror = companion.ask() if companion is not None else None
-        if self.mirror is not None:
+        self.trial, self.companion, self.mirror = trial, companion, None
+        if companion is not None:
+            with warnings.catch_warnings():  # the mirror needs no heartbeat: the main trial beats for both
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                self.mirror = companion.ask()
             trial.set_user_attr(COMPANION_ATTR, self.mirror.number)
 
     def report(self, value: float, step: int) -> bool:
