@@ -17,6 +17,7 @@ from hpo_action.report.tables import pareto_table
 from hpo_action.search.pruning import COMPANION_SUFFIX
 from hpo_action.search.storage import storage_url, study_name
 from hpo_action.search.summary import RunSummary, Selection
+from hpo_action.ship.card import render_card
 
 from .conftest import promoted_decision, sample_summary, small_config
 
@@ -85,23 +86,27 @@ def test_bad_remedy_settings_are_config_errors(tmp_path: Path, search_section: d
         parse_config(raw, base_dir=tmp_path)
 
 
-def test_pareto_table_and_tradeoff_reach_the_job_summary():
+def _two_objective_summary() -> RunSummary:
+    """sample_summary() as a two-objective study: trial 1 kept copy (chosen), trial 2 fit better and forgot."""
     base = sample_summary()
+    kept, forgot = {"copy": 0.0}, {"copy": 0.6}
     trials = (
+        dataclasses.replace(base.trials[1], values=[0.45, 0.0], forgetting={"copy": -0.05}, forgetting_drop=kept),
         dataclasses.replace(
-            base.trials[1], values=[0.45, 0.0], forgetting={"copy": -0.05}, forgetting_drop={"copy": 0.0}
-        ),
-        dataclasses.replace(
-            base.trials[1], number=2, values=[0.2, 0.6], forgetting={"copy": 0.55}, forgetting_drop={"copy": 0.6}
+            base.trials[1], number=2, values=[0.2, 0.6], forgetting={"copy": 0.55}, forgetting_drop=forgot
         ),
     )
-    best = dataclasses.replace(base.best, forgetting_drop={"copy": 0.0}, values=[0.45, 0.0])
+    best = dataclasses.replace(base.best, forgetting_drop=kept, values=[0.45, 0.0])
     selection = Selection(
         [{"metric": "eval_loss", "direction": "minimize"}, {"metric": "forgetting", "direction": "minimize"}],
         "the best eval_loss (minimize) among completed trials whose forgetting on every probe set is within its margin",
         [1, 2],
     )
-    summary = dataclasses.replace(base, trials=trials, best=best, selection=selection)
+    return dataclasses.replace(base, trials=trials, best=best, selection=selection)
+
+
+def test_pareto_table_and_tradeoff_reach_the_job_summary():
+    summary = _two_objective_summary()
     assert RunSummary.from_json(json.loads(json.dumps(summary.to_json()))) == summary
     table = pareto_table(summary)
     assert table is not None and table.columns[:5] == ("#", "eval_loss", "forgetting", "copy delta", "within margin")
@@ -110,4 +115,14 @@ def test_pareto_table_and_tradeoff_reach_the_job_summary():
     markdown = run_markdown(summary, promoted_decision())
     assert "Pareto front (2 trials)" in markdown
     assert "trade-off: trial #1, eval_loss 0.4568; forgetting probes: copy +0" in markdown
-    assert pareto_table(base) is None  # one objective: no Pareto table
+    assert pareto_table(sample_summary()) is None  # one objective: no Pareto table
+
+
+def test_model_card_shows_the_tradeoff_and_the_pareto_front():
+    cfg = parse_config({"model": {"name": "org/base-model"}, "data": {"train": "t.jsonl", "test": "org/ds"}})
+    plots = ["pareto_front.png"]
+    text = render_card(cfg, _two_objective_summary(), promoted_decision(), plots, "me/adapter", champion_version=None)
+    assert "chosen as the best eval_loss (minimize) among completed trials whose forgetting" in text
+    assert "trade-off: trial #1, eval_loss 0.4568; forgetting probes: copy +0" in text
+    assert "| 2 | 0.2 | 0.6 | -0.6 | ✗ |" in text
+    assert "![Pareto front (quality against forgetting)](plots/pareto_front.png)" in text
