@@ -218,21 +218,30 @@ def main() -> None:
     started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="forgetting-tradeoff-"))
     base = load_base_model(cfg.model)
-    rows = []
-    for task_name in args.tasks:
-        task = Task(task_name, cfg, folder / task_name, base)
-        for seed in range(args.seeds):
+    tasks = {name: Task(name, cfg, folder / name, base) for name in args.tasks}
+    rows: list[dict[str, Any]] = []
+    for seed in range(args.seeds):  # seed-major: an interrupted run still covers every task and strategy evenly
+        for task in tasks.values():
             for strategy in args.strategies:
-                row = task.run(strategy, seed, trials)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    by_task = {t: summarize([r for r in rows if r["task"] == t], args.strategies, args.seeds) for t in args.tasks}
-    result = {**by_task[args.tasks[0]], "by_task": by_task, "trials_per_study": trials, "runs": rows}
-    result["wall_s"] = round(time.monotonic() - started, 1)
-    args.out.write_text(json.dumps(result, indent=2, default=_finite) + "\n")
-    _print_table(by_task, args.strategies)
+                rows.append(task.run(strategy, seed, trials))
+                print(json.dumps(rows[-1]), flush=True)
+                _write(args, rows, trials, time.monotonic() - started, complete=False)
+    result = _write(args, rows, trials, time.monotonic() - started, complete=True)
+    _print_table(result["by_task"], args.strategies)
     print(f"wrote {args.out} in {result['wall_s']} s")
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write(args: Any, rows: list[dict[str, Any]], trials: int, elapsed: float, complete: bool) -> dict[str, Any]:
+    """The results so far (after every run, so that a stopped benchmark keeps what it measured)."""
+    by_task = {}
+    for name in args.tasks:
+        own = [r for r in rows if r["task"] == name]
+        by_task[name] = summarize(own, args.strategies, len({r["seed"] for r in own}))
+    result = {**by_task[args.tasks[0]], "by_task": by_task, "trials_per_study": trials, "complete": complete}
+    result.update(runs=rows, wall_s=round(elapsed, 1))
+    args.out.write_text(json.dumps(result, indent=2, default=_finite) + "\n")
+    return result
 
 
 def _finite(value: Any) -> Any:

@@ -5,10 +5,10 @@ Errors name the key, the bad value and the fix, because a CI log is often the on
 
 from __future__ import annotations
 
+from hpo_action.config._checks import FORGETTING, is_forgetting_objective
 from hpo_action.config._load import apply_overrides, load_config, parse_config, parse_set_option
 from hpo_action.config._sections import (
     DEFAULT_LEARNING_RATE,
-    FORGETTING,
     GATE_TESTS,
     LORA_ONLY,
     PRUNERS,
@@ -29,7 +29,6 @@ from hpo_action.config._sections import (
     ReplaySource,
     SearchConfig,
     TrainConfig,
-    is_forgetting_objective,
 )
 
 __all__ = [

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hpo_action.config._checks import check_remedies, is_forgetting_objective
 from hpo_action.metrics import NORMALIZERS, metric_direction, resolve_metric
 
 Method = Literal["lora", "qlora", "full"]
@@ -23,7 +24,6 @@ GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "tango", "permutation+bootstrap",
 DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 2e-4, "qlora": 1e-4, "full": 2e-5}
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-FORGETTING = "forgetting"  # the objective: the largest drop on the forgetting probes ('forgetting:NAME': one set)
 
 
 def did_you_mean(name: str, options: Any) -> str:
@@ -139,10 +139,6 @@ class ParamSpec(_Section):
         if self.type == "categorical" and not self.choices:
             raise ValueError("a categorical parameter needs a non-empty 'choices' list")
         return self
-
-
-def is_forgetting_objective(metric: str) -> bool:
-    return metric == FORGETTING or metric.startswith(f"{FORGETTING}:")
 
 
 class Objective(_Section):
@@ -450,28 +446,8 @@ class HpoConfig(_Section):
                     f"gate.forgetting[{benchmark.name}].metric: {benchmark.metric} needs prompts, and the set's "
                     "format is text; use loss, or set its format"
                 )
-        self._check_remedies()
+        check_remedies(self)
         return self
-
-    def _check_remedies(self) -> None:
-        """Replay needs replay data; a forgetting objective needs a forgetting set the probes can score."""
-        if self.may_be_nonzero("replay_ratio") and not self.data.replay:
-            raise ValueError("train.replay_ratio: a share of replay rows needs data.replay (the rows to replay)")
-        scored = [b.name for b in self.gate.forgetting if b.kind == "data"]
-        for objective in self.search.objectives:
-            if not is_forgetting_objective(objective.metric):
-                continue
-            name = objective.metric.partition(":")[2]
-            if not scored or (name and name not in scored):
-                wanted = f"a gate.forgetting set named {name!r}" if name else "a gate.forgetting set of kind data"
-                raise ValueError(f"search.objectives: {objective.metric!r} needs {wanted} (the per-trial probes)")
-
-    def may_be_nonzero(self, parameter: str) -> bool:
-        """Whether some trial can run with this numeric trial parameter above zero (its default, or the space)."""
-        spec = self.active_space().get(parameter)
-        if spec is None:
-            return bool(getattr(self.train, parameter))
-        return any(bool(v) for v in (spec.high, spec.value, *(spec.choices or ())) if v is not None)
 
     @property
     def primary_metric(self) -> str:
