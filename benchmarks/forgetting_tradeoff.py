@@ -190,7 +190,9 @@ def summarize(rows: list[dict[str, Any]], strategies: list[str], seeds: int) -> 
 
     by = {s: [r for r in rows if r["strategy"] == s] for s in strategies}
     return {
-        "promote_rate": {s: round(sum(r["decision"] == "promote" for r in by[s]) / max(len(by[s]), 1), 3) for s in by},
+        "promote_rate": {
+            s: round(sum(r["decision"] == "promote" for r in by[s]) / len(by[s]), 3) if by[s] else None for s in by
+        },
         "median_test_metric": {s: median([r["test_metric"] for r in by[s]]) for s in by},
         "median_forgetting_delta": {s: median([r["forgetting_delta"] for r in by[s]]) for s in by},
         "seeds": seeds,
@@ -253,8 +255,10 @@ def _print_table(by_task: dict[str, dict[str, Any]], strategies: list[str]) -> N
     for task, result in by_task.items():
         for s in strategies:
             metric, delta = result["median_test_metric"][s], result["median_forgetting_delta"][s]
+            rate = result["promote_rate"][s]
             print(
-                f"{task:12}{s:>9}{result['promote_rate'][s]:>9.2f}{'-' if metric is None else f'{metric:.3f}':>13}"
+                f"{task:12}{s:>9}{'-' if rate is None else f'{rate:.2f}':>9}"
+                f"{'-' if metric is None else f'{metric:.3f}':>13}"
                 f"{'-' if delta is None else f'{delta:+.3f}':>18}"
             )
 
