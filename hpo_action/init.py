@@ -35,7 +35,7 @@ DEMO_VALUES: dict[str, Change] = {
     "model.name": ("hpo-action/tiny-demo", "built in code on first use; for real work a Hub id or a local folder"),
     "data.max_length": ("64", None),
     "search.n_trials": ("12", None),
-    "search.timeout": ("300", None),
+    "search.timeout": ("3600", None),
     "search.budget": ("{max_steps: 60, eval_every: 10}", "steps per trial; real models: e.g. 300 and 50"),
     "search.space": (None, "the demo's ranges; for real LoRA: LR 1e-5..3e-4 (start 2e-4), rank 8-64"),
     "search.space.learning_rate": ("{low: 1.0e-4, high: 1.0e-1, log: true}", None),
@@ -60,7 +60,7 @@ SIZED_TRAIN_KEYS = (
 )
 # The demo task; examples/quickstart/make_data.py writes the quickstart files with this same generator.
 DEMO_SEED = 20240607
-DEMO_SPLITS = {"train": 640, "validation": 80, "test": 200, "forget_copy": 160}
+DEMO_SPLITS = {"train": 640, "validation": 80, "test": 200, "forget_copy": 400, "replay_copy": 240}
 
 
 def write_starter(folder: Path, force: bool = False, size: str | None = None, rows: int | None = None) -> list[Path]:
@@ -141,7 +141,8 @@ def _scalar(value: object) -> str:
 
 
 def demo_data() -> dict[str, str]:
-    """The quickstart's splits as JSONL text: a Caesar shift by one letter, and the copy task for forgetting."""
+    """The quickstart's splits as JSONL text: a Caesar shift by one letter, and the copy task the base model can do:
+    `forget_copy` measures forgetting, `replay_copy` (other words) is replayed in training to prevent it."""
     rng = random.Random(DEMO_SEED)
     words: dict[str, None] = {}  # insertion-ordered set: distinct words, deterministic order
     while len(words) < sum(DEMO_SPLITS.values()):
@@ -149,7 +150,7 @@ def demo_data() -> dict[str, str]:
     ordered = list(words)
     texts, start = {}, 0
     for split, count in DEMO_SPLITS.items():
-        task = "copy" if split == "forget_copy" else "shift"
+        task = "copy" if split in ("forget_copy", "replay_copy") else "shift"
         rows = [
             {"id": f"{split}-{i:04d}", "prompt": f"{task}: {word} = ", "completion": _answer(task, word)}
             for i, word in enumerate(ordered[start : start + count])

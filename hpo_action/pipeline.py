@@ -18,7 +18,7 @@ from hpo_action import drills
 from hpo_action.config import GateConfig, HpoConfig, apply_overrides, load_config
 from hpo_action.config.edit import set_values
 from hpo_action.data.loading import Splits, load_splits, rows_fingerprint
-from hpo_action.data.tokenize import tokenize_for_study
+from hpo_action.data.tokenize import tokenize_for_study, tokenize_replay
 from hpo_action.errors import ConfigError, HpoActionError, TrialError
 from hpo_action.files import write_text_atomic
 from hpo_action.judge.assess import evaluate_and_gate
@@ -36,8 +36,17 @@ from hpo_action.report import github
 from hpo_action.report.doctor import Finding, diagnose, findings_table
 from hpo_action.report.markdown import TOP_FINDINGS, run_markdown
 from hpo_action.report.plots import write_plots
-from hpo_action.report.tables import best_table, decoding_table, to_rich, trials_table, verdict
+from hpo_action.report.tables import (
+    best_table,
+    decoding_table,
+    pareto_table,
+    to_rich,
+    tradeoff_line,
+    trials_table,
+    verdict,
+)
 from hpo_action.report.terminal import StudyProgress, make_console
+from hpo_action.search.finalist import chosen_trial
 from hpo_action.search.outputs import publish_best, summarize, write_trials_csv
 from hpo_action.search.slots import check_complete, finished, target_trials, timeout_stop
 from hpo_action.search.space import trial_defaults
@@ -317,6 +326,7 @@ def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, cons
     """What a worker would fail on fails here, before the study exists; the workers reuse the token cache."""
     check_method(cfg.model)
     tokenizer = load_tokenizer(cfg.model)
+    tokenize_replay(splits.replay, tokenizer, cfg.data, layout.cache_dir)
     folds, cache_hit = tokenize_for_study(splits, tokenizer, cfg.data, layout.cache_dir)
     train, validation = folds[-1]
     workers = f"{cfg.search.workers} worker process(es), logs in {layout.workers_dir}"
@@ -327,10 +337,7 @@ def _write_outputs(
     cfg: HpoConfig, study: Any, layout: RunLayout, elapsed: float, console: Console, stopped_early: str | None
 ) -> RunSummary:
     best_dir, params = None, {}
-    try:
-        best = study.best_trial
-    except ValueError:
-        best = None
+    best = chosen_trial(study)
     if best is not None:
         params = {**trial_defaults(cfg), **best.params, **best.user_attrs.get("batch_override", {})}
         best_dir = publish_best(study, layout, params)
@@ -341,11 +348,14 @@ def _write_outputs(
     resolved["search"]["storage"] = redact_url(cfg.search.storage) if cfg.search.storage else None
     write_text_atomic(layout.run_config, yaml.safe_dump(resolved, sort_keys=False))
     console.print(f"writing plots to {layout.plots_dir}")
-    write_plots(study, layout.plots_dir)
+    write_plots(study, layout.plots_dir, tuple(o.metric for o in cfg.search.objectives))
     console.print(to_rich(trials_table(summary, errors=False)))
-    table = best_table(summary)
-    if table is not None:
-        console.print(to_rich(table))
+    for table in (pareto_table(summary), best_table(summary)):
+        if table is not None:
+            console.print(to_rich(table))
+    tradeoff = tradeoff_line(summary)
+    if tradeoff:
+        console.print(tradeoff)
     console.print(f"outputs in {layout.root}")
     if stopped_early:
         console.print(f"[yellow]{stopped_early}[/yellow]")

@@ -10,6 +10,7 @@ from typing import Any
 from hpo_action import drills
 from hpo_action.config import HpoConfig
 from hpo_action.data.loading import Splits, load_splits
+from hpo_action.data.replay import check_held_out
 from hpo_action.errors import ConfigError, GateError
 from hpo_action.judge.forgetting import load_forgetting_sets
 from hpo_action.judge.predictions import read_predictions
@@ -48,6 +49,8 @@ def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, g
     check_model_source(cfg.model)  # a missing folder or an unreachable Hub: one line, before any worker starts
     splits = load_splits(cfg.data)
     sets = load_forgetting_sets(cfg) if gating else {}
+    if splits.replay:
+        _check_replay_held_out(cfg, splits, sets if gating else load_forgetting_sets(cfg))
     if champion_predictions is not None and splits.test is not None:
         _check_champion_ids(champion_predictions, splits)
     check_remote_storage(cfg)  # an unreachable database fails before a model is loaded or a folder created
@@ -58,6 +61,15 @@ def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, g
             "there (numbered trial folders and best/ it marked as its own); move it away or choose another --output"
         )
     return Checked(splits, sets)
+
+
+def _check_replay_held_out(cfg: HpoConfig, splits: Splits, sets: dict[str, list[dict[str, Any]]]) -> None:
+    """Replay rows must not be forgetting or test rows: trained on, they would leak into the gate (exit 2)."""
+    files = {benchmark.name: str(benchmark.data) for benchmark in cfg.gate.forgetting}
+    held_out = {f"gate.forgetting[{name}]": (files[name], rows) for name, rows in sets.items()}
+    if splits.test is not None:
+        held_out["data.test"] = (str(cfg.data.test), splits.test)
+    check_held_out(splits.replay, held_out)
 
 
 def _check_champion_ids(path: Path, splits: Splits) -> None:

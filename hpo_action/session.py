@@ -10,9 +10,9 @@ from typing import Any
 
 from rich.console import Console
 
-from hpo_action.config import HpoConfig
+from hpo_action.config import HpoConfig, is_forgetting_objective
 from hpo_action.data.loading import Splits
-from hpo_action.data.tokenize import tokenize_for_study
+from hpo_action.data.tokenize import tokenize_for_study, tokenize_replay
 from hpo_action.judge.forgetting import build_probes, load_forgetting_sets
 from hpo_action.layout import RunLayout
 from hpo_action.train.cross_validation import CrossValidatedRunner
@@ -49,12 +49,28 @@ def trial_runner(
     layout = RunLayout(Path(cfg.output.dir))
     folds, cache_hit = tokenize_for_study(splits, base.tokenizer, cfg.data, layout.cache_dir)
     train, validation = folds[-1]
+    replay, _ = tokenize_replay(splits.replay, base.tokenizer, cfg.data, layout.cache_dir)
     setup = f"{cfg.model.method}, {base.device}, {str(base.dtype)[6:]}"
     console.print(banner(cfg, setup, len(train), len(validation), cache_hit))
+    if replay:
+        sources = zip(replay, splits.replay, strict=True)
+        console.print("replay: " + ", ".join(f"{len(rows)} rows of {Path(r.source).name}" for rows, r in sources))
     probes = ()
-    if cfg.search.forgetting_constraint and cfg.gate.forgetting:
+    if probes_needed(cfg):
         sets = forgetting if forgetting is not None else load_forgetting_sets(cfg)
         probes = build_probes(cfg, base, sets)
-        console.print("forgetting constraint: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
-    runner = TrialRunner(cfg, base, train, validation, probes)
+        console.print("forgetting probes: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
+    reference = None
+    if cfg.model.method == "full" and cfg.may_be_nonzero("kl_to_base"):
+        reference, size = base.frozen_copy()
+        console.print(
+            f"kl_to_base with full fine-tuning: a frozen reference copy of the base model ({size / 2**20:.1f} MiB)"
+        )
+    runner = TrialRunner(cfg, base, train, validation, probes, replay, reference)
     return CrossValidatedRunner(runner, folds) if len(folds) > 1 else runner
+
+
+def probes_needed(cfg: HpoConfig) -> bool:
+    """Forgetting probes run after each trial for the constraint or for a forgetting objective."""
+    wanted = cfg.search.forgetting_constraint or any(is_forgetting_objective(o.metric) for o in cfg.search.objectives)
+    return wanted and bool(cfg.gate.forgetting)

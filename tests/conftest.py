@@ -88,11 +88,17 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def small_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     """The quickstart config shrunk to seconds: its data copied into tmp_path, a tiny budget."""
-    for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "forget_copy.jsonl"):
+    for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "forget_copy.jsonl", "replay_copy.jsonl"):
         shutil.copy(QUICKSTART / name, tmp_path / name)
     raw = yaml.safe_load((QUICKSTART / "hpo.yaml").read_text())
     raw["search"].update(n_trials=3, timeout=None, budget={"max_steps": 6, "eval_every": 3})
     raw["search"]["workers"] = 0  # in-process trials: seconds saved per study; worker tests set it
+    # The quickstart's forgetting remedies cost a probe and a second forward per step: tests that want them add them.
+    raw["data"].pop("replay", None)
+    raw["search"]["forgetting_constraint"] = False
+    for name in ("replay_ratio", "kl_to_base"):
+        raw["search"]["space"].pop(name, None)
+        raw["train"].pop(name, None)
     raw["output"] = {"dir": "out"}
     for section, values in sections.items():
         if isinstance(values, dict) and isinstance(raw.get(section), dict):

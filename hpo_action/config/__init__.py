@@ -5,6 +5,7 @@ Errors name the key, the bad value and the fix, because a CI log is often the on
 
 from __future__ import annotations
 
+from hpo_action.config._checks import FORGETTING, is_forgetting_objective
 from hpo_action.config._load import (
     apply_overrides,
     load_config,
@@ -32,6 +33,7 @@ from hpo_action.config._sections import (
     OutputConfig,
     ParamSpec,
     RegistryConfig,
+    ReplaySource,
     SearchConfig,
     TrainConfig,
 )
@@ -46,6 +48,7 @@ from hpo_action.config._variants import (
 __all__ = [
     "DECODING_PARAMETERS",
     "DEFAULT_LEARNING_RATE",
+    "FORGETTING",
     "FULL_ONLY",
     "GATE_TESTS",
     "LORA_INITS",
@@ -67,9 +70,11 @@ __all__ = [
     "OutputConfig",
     "ParamSpec",
     "RegistryConfig",
+    "ReplaySource",
     "SearchConfig",
     "TrainConfig",
     "apply_overrides",
+    "is_forgetting_objective",
     "load_config",
     "mutates_base",
     "parse_config",

@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from hpo_action.config._checks import check_remedies, is_forgetting_objective
+from hpo_action.config._evaluate import EvaluateConfig
 from hpo_action.config._spec import Method, ParamSpec, _Section, did_you_mean
 from hpo_action.config._variants import (
-    DECODING_PARAMETERS,
     LORA_VARIANTS,
     TARGET_PRESETS,
     VALIDATION_STRATEGIES,
@@ -21,7 +22,7 @@ from hpo_action.config._variants import (
     check_strategy,
     check_variants,
 )
-from hpo_action.metrics import NORMALIZERS, metric_direction, resolve_metric
+from hpo_action.metrics import metric_direction, resolve_metric
 
 Format = Literal["prompt_completion", "messages", "text"]
 Direction = Literal["minimize", "maximize"]
@@ -63,6 +64,18 @@ class Columns(_Section):
     text: str = Field("text", description="text: the whole text (the loss is on all of it).")
 
 
+class ReplaySource(_Section):
+    """Rows of a skill to keep, mixed into the training batches (replay); read like data.train."""
+
+    data: str = Field(description="Local .jsonl/.csv/.parquet file, or a Hub dataset id, in data.format.")
+    weight: float = Field(1.0, gt=0, description="This source's share of the replay rows, relative to the others.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_source(cls, data: Any) -> Any:
+        return {"data": data} if isinstance(data, str) else data
+
+
 class DataConfig(_Section):
     """Training, validation and test data."""
 
@@ -85,6 +98,10 @@ class DataConfig(_Section):
     time_field: str | None = Field(
         None, description="time: the column with each row's time (ISO 8601 text or epoch seconds)."
     )
+    replay: list[ReplaySource] = Field(
+        default_factory=list,
+        description="Replay sources mixed into each training batch at train.replay_ratio; never the forgetting sets.",
+    )
 
     @model_validator(mode="after")
     def _strategy_inputs(self) -> DataConfig:
@@ -95,7 +112,11 @@ class DataConfig(_Section):
 class Objective(_Section):
     """What the study optimizes: a metric the trainer reports at each evaluation."""
 
-    metric: str = Field("eval_loss", description="Metric from the trainer's evaluation, e.g. eval_loss.")
+    metric: str = Field(
+        "eval_loss",
+        description="Metric from the trainer's evaluation, e.g. eval_loss; in search.objectives also 'forgetting' "
+        "(the largest drop on the forgetting probes) or 'forgetting:NAME' (one set's drop).",
+    )
     direction: Direction | None = Field(
         None, description="Inferred from the metric when unset (the metric registry; loss, perplexity: minimize)."
     )
@@ -103,7 +124,8 @@ class Objective(_Section):
     @model_validator(mode="after")
     def _infer_direction(self) -> Objective:
         if self.direction is None:
-            object.__setattr__(self, "direction", metric_direction(self.metric))
+            inferred = "minimize" if is_forgetting_objective(self.metric) else metric_direction(self.metric)
+            object.__setattr__(self, "direction", inferred)
         return self
 
 
@@ -179,6 +201,13 @@ class TrainConfig(_Section):
         None, ge=8, description="Training tokens per example, at most data.max_length (the default)."
     )
     packing: bool = Field(False, description="Pack training examples into max_length rows (TRL's BFD packing).")
+    replay_ratio: float = Field(0.0, ge=0, lt=1, description="Share of each training batch drawn from data.replay.")
+    kl_to_base: float = Field(
+        0.0,
+        ge=0,
+        description="λ of λ·KL(p_base‖p_θ) added to the loss on the completion tokens of replay rows (of all rows "
+        "without replay); 0 is plain SFT.",
+    )
 
     _known_init = field_validator("init_lora_weights")(check_init_name)
 
@@ -201,6 +230,11 @@ class SearchConfig(_Section):
     storage: str | None = Field(None, description="Optuna RDB URL or journal file; default sqlite in output.dir.")
     study_name: str | None = Field(None, description="Default: derived from the config, stable across runs.")
     objective: Objective = Field(default_factory=Objective, description="The metric the study optimizes.")
+    objectives: list[Objective] = Field(
+        default_factory=list,
+        description="Two or more objectives for a multi-objective (Pareto) search, e.g. eval_loss and forgetting. "
+        "The first is pruned on and picks the finalist among the trials that forget within every margin.",
+    )
     budget: Budget = Field(default_factory=Budget, description="Steps per trial and the evaluation cadence.")
     warm_start: bool = Field(True, description="Enqueue the train defaults as the first trial.")
     forgetting_constraint: bool = Field(
@@ -242,49 +276,26 @@ class SearchConfig(_Section):
             check_space_values(TrainConfig, name, spec)
         return space
 
+    @model_validator(mode="after")
+    def _first_objective(self) -> SearchConfig:
+        """With `objectives`, `objective` is their first: the one the pruner and the finalist rule read."""
+        if not self.objectives:
+            return self
+        first, metrics = self.objectives[0], [o.metric for o in self.objectives]
+        if len(metrics) < 2:
+            raise ValueError("objectives: name two or more (one objective is search.objective)")
+        if len(set(metrics)) < len(metrics):
+            raise ValueError(f"objectives: each metric once (got {metrics})")
+        if is_forgetting_objective(first.metric):
+            raise ValueError("objectives: the first must be a trainer metric (e.g. eval_loss): it is pruned on")
+        if "objective" in self.model_fields_set and self.objective != first:
+            raise ValueError("objective and objectives[0] differ; drop search.objective when objectives is set")
+        object.__setattr__(self, "objective", first)
+        return self
 
-class EvaluateConfig(_Section):
-    """How the best trial (and the reference) are scored, once, per example, on the held-out split."""
-
-    metrics: list[str] = Field(
-        default_factory=lambda: ["loss"],
-        description="Per-example metrics (loss, perplexity, exact_match, choice_accuracy, or module:Class); "
-        "the first is the gate's primary metric.",
-    )
-    max_new_tokens: int = Field(32, ge=1, description="Greedy generation length for exact_match.")
-    normalize: list[Literal[NORMALIZERS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["strip"], description="Applied to output and reference before exact_match."
-    )
-    batch_size: int = Field(32, ge=1, description="Examples scored per forward pass.")
-    decoding_search: bool = Field(
-        False,
-        description="In run: tune temperature, top_p, top_k, repetition_penalty and max_new_tokens on the "
-        "validation split (greedy is trial 0) and evaluate the test split with the best.",
-    )
-    decoding_trials: int = Field(16, ge=1, description="Trials of the decoding search, greedy included.")
-    decoding_seed: int = Field(0, description="Seed of the decoding search's sampler and of sampled generation.")
-    decoding_space: dict[str, ParamSpec] = Field(
-        default_factory=dict,
-        description="Overrides of the decoding search's ranges (do_sample, temperature, top_p, top_k, "
-        "repetition_penalty, max_new_tokens).",
-    )
-
-    @field_validator("decoding_space")
-    @classmethod
-    def _known_decoding(cls, space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
-        for name in space:
-            if name not in DECODING_PARAMETERS:
-                raise ValueError(f"unknown decoding parameter {name!r}{did_you_mean(name, DECODING_PARAMETERS)}")
-        return space
-
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, metrics: list[str]) -> list[str]:
-        if not metrics:
-            raise ValueError("name at least one metric, e.g. [loss]")
-        for name in metrics:
-            resolve_metric(name)
-        return metrics
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
 
 class ForgettingBenchmark(_Section):
@@ -414,6 +425,7 @@ class HpoConfig(_Section):
                     f"gate.forgetting[{benchmark.name}].metric: {benchmark.metric} needs prompts, and the set's "
                     "format is text; use loss, or set its format"
                 )
+        check_remedies(self)
         return self
 
     @model_validator(mode="after")

@@ -12,19 +12,25 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hpo_action.config import DataConfig
 from hpo_action.data.splits import Folds, holdout_share, make_folds, time_splits
 from hpo_action.errors import DataError
 from hpo_action.sources import DATA_SUFFIXES
 
-if TYPE_CHECKING:
-    pass
-
 logger = logging.getLogger(__name__)
 
 _CANONICAL = {"prompt_completion": ("prompt", "completion"), "messages": ("messages",), "text": ("text",)}
+
+
+@dataclass(frozen=True)
+class ReplaySet:
+    """One data.replay source's rows, with its weight among the replay sources."""
+
+    source: str
+    weight: float
+    rows: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class Splits:
     test: list[dict[str, Any]] | None
     warnings: tuple[str, ...] = ()  # e.g. test rows whose text also appears in train (under other ids)
     folds: Folds | None = None
+    replay: tuple[ReplaySet, ...] = ()
 
 
 def load_rows(source: str, cfg: DataConfig, role: str, settings_key: str = "data") -> list[dict[str, Any]]:
@@ -112,7 +119,11 @@ def load_splits(cfg: DataConfig) -> Splits:
                     "(if the ids are per-file row numbers, make them unique across files or drop the id column)"
                 )
     warnings = _content_overlaps(test, {"data.train": train, "data.validation": validation}) if test else ()
-    return Splits(train=train, validation=validation, test=test, warnings=warnings, folds=folds)
+    replay = tuple(
+        ReplaySet(source.data, source.weight, load_rows(source.data, cfg, f"data.replay[{index}]"))
+        for index, source in enumerate(cfg.replay)
+    )
+    return Splits(train=train, validation=validation, test=test, warnings=warnings, folds=folds, replay=replay)
 
 
 def _content_overlaps(test: list[dict[str, Any]], others: dict[str, list[dict[str, Any]]]) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import DataConfig
-from hpo_action.data.loading import Splits, first_line, rows_fingerprint
+from hpo_action.data.loading import ReplaySet, Splits, first_line, rows_fingerprint
 from hpo_action.data.splits import Folds
 from hpo_action.errors import DataError
 from hpo_action.notices import say
@@ -128,6 +128,18 @@ def tokenize_folds(
             raise DataError(f"data.k: fold {fold} keeps no row within data.max_length={cfg.max_length}")
         split.append((pool.select(train), pool.select(validation)))
     return split, hit
+
+
+def tokenize_replay(
+    replay: tuple[ReplaySet, ...], tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, cache_dir: Path
+) -> tuple[list[datasets.Dataset], bool]:
+    """Each data.replay source tokenized like train, in the same cache (its own key): once per study."""
+    if not replay:
+        return [], True
+    parts, hit = _cached(
+        {f"replay-{i}": (r.rows, f"data.replay[{i}]") for i, r in enumerate(replay)}, tokenizer, cfg, cache_dir
+    )
+    return list(parts.values()), hit
 
 
 def _cached(

@@ -6,7 +6,15 @@ from collections.abc import Iterable, Sequence
 
 from hpo_action.judge.decision import GateDecision
 from hpo_action.report.doctor import Finding
-from hpo_action.report.tables import best_table, fmt, to_markdown, trials_table, verdict_markdown
+from hpo_action.report.tables import (
+    best_table,
+    fmt,
+    pareto_table,
+    to_markdown,
+    tradeoff_line,
+    trials_table,
+    verdict_markdown,
+)
 from hpo_action.search.summary import RunSummary
 
 TOP_FINDINGS = 3  # the doctor's findings a run shows; `hpo-action doctor` shows them all
@@ -39,9 +47,12 @@ def run_markdown(
         lines += ["**Doctor** (`hpo-action doctor` for all findings)", ""]
         lines += [f"- **{f.title}**: {f.evidence}. Try: {f.remedy}." for f in findings[:TOP_FINDINGS]]
         lines.append("")
-    best = best_table(summary)
-    if best:
-        lines += to_markdown(best)
+    tradeoff = tradeoff_line(summary)
+    if tradeoff:
+        lines += [f"**{tradeoff}** (delta against the base model; the gate's own test is above)", ""]
+    for table in (pareto_table(summary), best_table(summary)):
+        if table:
+            lines += to_markdown(table)
     if summary.trials:
         lines += to_markdown(trials_table(summary))
     names = ", ".join(f"`plots/{name}`" for name in plots)

@@ -224,3 +224,38 @@ def decoding_table(result: DecodingSearch) -> TableModel:
     )
     columns = ("#", "decoding", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", result.metric)
     return TableModel(f"decoding search on {result.n} validation examples", columns, rows, left=2)
+
+
+def pareto_table(summary: RunSummary) -> TableModel | None:
+    """The non-dominated trials of a multi-objective study: each objective, the forgetting drop per probe set,
+    whether it is within every margin, and the searched parameters; the chosen trial starred."""
+    if not summary.multi_objective or summary.selection is None:
+        return None
+    front = set(summary.selection.pareto_front)
+    records = [record for record in summary.trials if record.number in front]
+    sets = sorted({name for record in records for name in record.forgetting_drop})
+    names = sorted({name for record in records for name in record.params})
+    metrics = [objective["metric"] for objective in summary.selection.objectives]
+    chosen = summary.best.number if summary.best else None
+    rows = tuple(
+        (
+            f"{record.number} *" if record.number == chosen else str(record.number),
+            *(fmt(value) for value in record.values),
+            *(signed(0.0 - record.forgetting_drop[name]) if name in record.forgetting_drop else "-" for name in sets),
+            MARKS[all(excess <= 0 for excess in record.forgetting.values())],
+            *(fmt(record.params.get(name)) for name in names),
+        )
+        for record in records
+    )
+    columns = ("#", *metrics, *(f"{name} delta" for name in sets), "within margin", *names)
+    title = f"Pareto front ({len(records)} trials); * chosen: {summary.selection.rule}"
+    return TableModel(title, columns, rows)
+
+
+def tradeoff_line(summary: RunSummary) -> str | None:
+    """The chosen trial's forgetting on the per-trial probes (delta against the base), when probes ran."""
+    best = summary.best
+    if best is None or not best.forgetting_drop:
+        return None
+    deltas = ", ".join(f"{name} {signed(0.0 - drop)}" for name, drop in sorted(best.forgetting_drop.items()))
+    return f"trade-off: trial #{best.number}, {summary.objective_metric} {fmt(best.value)}; forgetting probes: {deltas}"

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from hpo_action.search.finalist import chosen_trial, first_value
+
 if TYPE_CHECKING:
     import optuna
 
@@ -48,13 +50,11 @@ class StudyProgress:
             counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
         done = sum(v for k, v in counts.items() if k in ("complete", "pruned", "fail"))
         states = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        try:
-            best = f"best {study.best_value:.4g} (#{study.best_trial.number})"
-        except ValueError:
-            best = "best -"
+        finalist = chosen_trial(study)
+        best = "best -" if finalist is None else f"best {first_value(finalist):.4g} (#{finalist.number})"
         self._progress.update(self._task, completed=done, description=f"{states} · {best}")
         if not self.console.is_terminal:  # CI logs get one line per trial instead of a live bar
-            value = "-" if trial.value is None else f"{trial.value:.4g}"
+            value = "-" if trial.values is None else "/".join(f"{v:.4g}" for v in trial.values)
             elapsed = time.monotonic() - self.started
             line = f"trial {trial.number} {trial.state.name.lower()} {value}"
             self.console.print(f"{line} · {states} · {best} · {elapsed:.0f}s")

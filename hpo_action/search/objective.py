@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
 from hpo_action.files import is_no_space
+from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, beats_finalist, objective_values
 from hpo_action.search.orphans import WORKER_ATTR, worker_id
+from hpo_action.search.pruning import FirstObjectivePruning, companion_study
 from hpo_action.search.slots import TrialSlotLock
 from hpo_action.search.space import suggest
 from hpo_action.train.trial import (
@@ -31,26 +33,31 @@ class Objective:
 
     def __init__(self, study: optuna.Study, cfg: HpoConfig, runner: TrialRunner, trials_dir: Path, lock: TrialSlotLock):
         self.study, self.cfg, self.runner, self.trials_dir, self.lock = study, cfg, runner, trials_dir, lock
+        self.companion = companion_study(study, cfg)  # the pruner's study when there are several objectives
         self.fatal: OutputError | None = None  # set when no later trial can succeed either (a full disk)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         import optuna
 
         self.lock.release()  # the trial exists and holds its slot; other workers may ask for theirs
         trial.set_user_attr(WORKER_ATTR, worker_id())
         params = suggest(trial, self.cfg)
         started = time.perf_counter()
+        pruning = FirstObjectivePruning(trial, self.companion)
         try:
-            result = self._run_with_oom_retry(trial, params)
+            result = self._run_with_oom_retry(trial, params, pruning)
         except Pruned as pruned:
             trial.set_user_attr("steps", pruned.step)
             trial.set_user_attr("train_curve", [[s, v] for s, v in pruned.train_curve])
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+            pruning.finish("PRUNED")
             raise optuna.TrialPruned(str(pruned)) from None
         except KeyboardInterrupt:
             trial.set_user_attr("error", "interrupted")
+            pruning.finish("FAIL")
             raise
         except Exception as err:
+            pruning.finish("FAIL")
             trial.set_user_attr("error", describe_error(err)[:2000])
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             if is_no_space(err):
@@ -61,16 +68,20 @@ class Objective:
                 )
             raise
         _record(trial, result)
-        return result.value
+        pruning.finish("COMPLETE", result.value)
+        if not self.cfg.search.multi_objective:
+            return result.value
+        return objective_values(self.cfg, result.metrics, result.forgetting_drop)
 
-    def _run_with_oom_retry(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialResult:
-        def report(value: float, step: int) -> bool:
-            trial.report(value, step)
-            return trial.should_prune()
-
+    def _run_with_oom_retry(
+        self, trial: optuna.Trial, params: dict[str, Any], pruning: FirstObjectivePruning
+    ) -> TrialResult:
         def run(chosen: dict[str, Any]) -> TrialResult:
             return self.runner.run(
-                chosen, report=report, save_to=lambda result: self._save_dir(trial, result), trial_number=trial.number
+                chosen,
+                report=pruning.report,
+                save_to=lambda result: self._save_dir(trial, result),
+                trial_number=trial.number,
             )
 
         try:
@@ -84,23 +95,18 @@ class Objective:
             return run(smaller)
 
     def _save_dir(self, trial: optuna.Trial, result: TrialResult) -> Path | None:
-        """Save a trial's weights only if it is feasible and beats every completed trial so far (or all are kept)."""
-        for name, excess in result.forgetting.items():
-            trial.set_constraint(f"forgetting:{name}", excess)  # Optuna: feasible when ≤ 0
+        """Save a trial's weights only if it may be chosen (within every forgetting margin, when probes ran) and
+        beats the finalist so far on the first objective (or all are kept)."""
+        if self.cfg.search.forgetting_constraint:
+            for name, excess in result.forgetting.items():
+                trial.set_constraint(f"forgetting:{name}", excess)  # Optuna: feasible when ≤ 0
         if result.forgetting:
-            trial.set_user_attr("forgetting_excess", result.forgetting)
-        feasible = all(excess <= 0 for excess in result.forgetting.values())
-        if not self.cfg.output.keep_all_adapters and not (feasible and _improves(self.study, result.value)):
+            trial.set_user_attr(EXCESS_ATTR, result.forgetting)
+            trial.set_user_attr(DROP_ATTR, result.forgetting_drop)
+        qualifies = all(excess <= 0 for excess in result.forgetting.values())
+        if not self.cfg.output.keep_all_adapters and not (qualifies and beats_finalist(self.study, result.value)):
             return None
         return self.trials_dir / str(trial.number)
-
-
-def _improves(study: optuna.Study, value: float) -> bool:
-    try:
-        best = study.best_value  # the best feasible trial under constraints
-    except ValueError:  # no completed (feasible) trial yet
-        return True
-    return value < best if study.direction.name == "MINIMIZE" else value > best
 
 
 def _record(trial: optuna.Trial, result: TrialResult) -> None:

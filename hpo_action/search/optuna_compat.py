@@ -20,3 +20,12 @@ def annotate_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, key: st
     keyed by the trial's storage id, is the only way.
     """
     study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage object a study lives in, to open its companion study (search/pruning.py) beside it.
+
+    `Study` has no public accessor for its storage, and reopening the storage from its URL would not reach the same
+    database for an in-memory storage, nor share the heartbeat and retry settings the study was opened with.
+    """
+    return study._storage

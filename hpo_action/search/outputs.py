@@ -16,8 +16,9 @@ from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
 from hpo_action.files import write_text_atomic
 from hpo_action.layout import RunLayout, is_ours
+from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, chosen_trial, first_value, pareto_front, selection_rule
 from hpo_action.search.slots import finished
-from hpo_action.search.summary import BestTrial, RunSummary, TrialRecord
+from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
 from hpo_action.train.models import adapter_sha256
 
 if TYPE_CHECKING:
@@ -30,15 +31,17 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
         TrialRecord(
             number=t.number,
             state=t.state.name,
-            value=t.value,
+            value=first_value(t),
             steps=t.user_attrs.get("steps", max(t.intermediate_values, default=None)),
             seconds=t.user_attrs.get("seconds"),
             params=dict(sorted(t.params.items())),
-            forgetting=dict(t.user_attrs.get("forgetting_excess", {})),
+            forgetting=dict(t.user_attrs.get(EXCESS_ATTR, {})),
             error=t.user_attrs.get("error", ""),
             curve=t.user_attrs.get("curve") or [[step, value] for step, value in sorted(t.intermediate_values.items())],
             train_curve=list(t.user_attrs.get("train_curve", [])),
             fold_values=list(t.user_attrs.get("fold_values", [])),
+            values=list(t.values or []) if len(t.values or []) > 1 else [],
+            forgetting_drop=dict(t.user_attrs.get(DROP_ATTR, {})),
         )
         for t in study.get_trials(deepcopy=False)
     ]
@@ -63,12 +66,13 @@ def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
 
 
 def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any]) -> Path | None:
-    """Copy the best trial's saved weights to best/ with params.json; None when they were not kept.
+    """Copy the chosen trial's saved weights to best/ with params.json; None when they were not kept.
 
     When best/ gets different weights, the gate's verdict on the old ones (gate.json, report.md) is deleted
     *before* the swap: a crash in between leaves no promote verdict next to weights nobody gated.
     """
-    best = study.best_trial
+    best = chosen_trial(study)
+    assert best is not None
     source = layout.trial_dir(best.number)
     if not source.is_dir():
         return None
@@ -78,7 +82,7 @@ def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any])
     staging = Path(tempfile.mkdtemp(dir=output, prefix=".best-"))
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True)
-        info = {"trial": best.number, "value": best.value, "params": params}
+        info = {"trial": best.number, "value": first_value(best), "params": params}
         (staging / layout.best_params.name).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
         if target.exists() and adapter_sha256(target) == adapter_sha256(staging):
             os.replace(staging / layout.best_params.name, layout.best_params)  # the same weights: keep the verdict
@@ -113,10 +117,13 @@ def summarize(
     counts: dict[str, int] = {}
     for record in records:
         counts[record.state] = counts.get(record.state, 0) + 1
-    try:
-        best = study.best_trial
-    except ValueError:
-        best = None
+    best = chosen_trial(study)
+    objectives = cfg.search.objectives or [cfg.search.objective]
+    selection = Selection(
+        objectives=[{"metric": o.metric, "direction": str(o.direction)} for o in objectives],
+        rule=selection_rule(cfg),
+        pareto_front=[t.number for t in pareto_front(study)],
+    )
     return RunSummary(
         study_name=study.study_name,
         storage=storage,
@@ -136,10 +143,13 @@ def summarize(
         if best is None
         else BestTrial(
             number=best.number,
-            value=float(best.value),
+            value=float(best.values[0]),
             params=params,
             metrics=best.user_attrs.get("metrics", {}),
-            forgetting_excess=best.user_attrs.get("forgetting_excess", {}),
+            forgetting_excess=best.user_attrs.get(EXCESS_ATTR, {}),
             adapter=str(best_dir) if best_dir else None,
+            forgetting_drop=best.user_attrs.get(DROP_ATTR, {}),
+            values=list(best.values) if len(best.values) > 1 else [],
         ),
+        selection=selection,
     )

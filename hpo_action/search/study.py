@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
 from hpo_action.layout import RunLayout, is_ours
+from hpo_action.search.finalist import chosen_trial
 from hpo_action.search.objective import Objective
 from hpo_action.search.orphans import fail_orphans, fail_stale
 from hpo_action.search.samplers import make_pruner, make_sampler
@@ -32,12 +33,13 @@ def open_study(cfg: HpoConfig, seed: int | None = None) -> optuna.Study:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by us, without tracebacks
     sampler, pruner = make_sampler(cfg, seed), make_pruner(cfg)  # bad options fail before a storage is created
+    objectives = cfg.search.objectives or [cfg.search.objective]
     study = optuna.create_study(
         study_name=study_name(cfg),
         storage=open_storage(storage_url(cfg), cfg.search),
         sampler=sampler,
-        pruner=pruner,
-        direction=cfg.search.objective.direction,
+        pruner=pruner,  # a multi-objective study prunes through its companion study (search/pruning.py)
+        directions=[str(objective.direction) for objective in objectives],
         load_if_exists=True,
     )
     fail_orphans(study, retry_callback(cfg.search))
@@ -100,10 +102,8 @@ def keep_only_best(study: optuna.Study, trials_dir: Path) -> None:
     """Delete every trial folder this tool saved except the best trial's; nothing else is touched."""
     if not trials_dir.is_dir():
         return
-    try:
-        best = str(study.best_trial.number)
-    except ValueError:
-        best = None
+    finalist = chosen_trial(study)
+    best = str(finalist.number) if finalist is not None else None
     for child in trials_dir.iterdir():
         if child.name.isdigit() and child.name != best and is_ours(child, "trial"):
             shutil.rmtree(child, ignore_errors=True)

@@ -30,6 +30,8 @@ class TrialRecord:
     curve: list[list[float]] = field(default_factory=list)  # [step, objective] at each evaluation
     train_curve: list[list[float]] = field(default_factory=list)  # [step, training loss] at each log
     fold_values: list[float] = field(default_factory=list)  # kfold: each fold's objective
+    values: list[float] = field(default_factory=list)  # one per objective (multi-objective studies)
+    forgetting_drop: dict[str, float] = field(default_factory=dict)  # the probes' drop against the base per set
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,17 @@ class BestTrial:
     metrics: dict[str, float]
     forgetting_excess: dict[str, float]
     adapter: str | None  # best/ when its weights were kept
+    forgetting_drop: dict[str, float] = field(default_factory=dict)  # the probes' drop against the base per set
+    values: list[float] = field(default_factory=list)  # one per objective (multi-objective studies)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How the finalist was chosen: the objectives, the rule in words, and the Pareto front (multi-objective)."""
+
+    objectives: list[dict[str, str]]  # [{"metric", "direction"}], the first pruned on and deciding
+    rule: str
+    pareto_front: list[int] = field(default_factory=list)  # trial numbers, non-dominated
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,11 @@ class RunSummary:
     best: BestTrial | None
     n_trials: int  # the trials that count toward search.n_trials: an interrupted trial and its retry count once
     stopped_early: str | None = None  # why the study ended short of its target, e.g. search.timeout
+    selection: Selection | None = None
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.selection is not None and len(self.selection.objectives) > 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +89,7 @@ class RunSummary:
         values = {k: v for k, v in data.items() if k in names}
         values["trials"] = tuple(TrialRecord(**t) for t in data.get("trials", ()))
         values["best"] = BestTrial(**data["best"]) if data.get("best") else None
+        values["selection"] = Selection(**data["selection"]) if data.get("selection") else None
         return cls(**values)
 
     def write(self, path: Path) -> None:

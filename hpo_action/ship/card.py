@@ -12,7 +12,7 @@ from hpo_action.files import template
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.generation import Decoding
 from hpo_action.report.github import github_run_url
-from hpo_action.report.tables import verdict_markdown
+from hpo_action.report.tables import pareto_table, to_markdown, tradeoff_line, verdict_markdown
 from hpo_action.search.summary import RunSummary
 from hpo_action.sources import is_hub_id
 from hpo_action.train.demo_model import is_demo_model
@@ -21,6 +21,7 @@ PLOT_TITLES = {
     "optimization_history.png": "Optimization history",
     "param_importances.png": "Parameter importances",
     "intermediate_values.png": "Intermediate values (what the pruner saw)",
+    "pareto_front.png": "Pareto front (quality against forgetting)",
 }
 VERSIONED = ("torch", "transformers", "peft", "trl", "optuna", "huggingface_hub", "hpo-action")
 METHOD_NAMES = {"lora": "LoRA adapter", "qlora": "QLoRA adapter", "full": "fully fine-tuned model"}
@@ -58,6 +59,8 @@ def render_card(
         gate=gate,
         gate_markdown="\n".join(verdict_markdown(gate)),
         decoding=Decoding.from_json(gate.config.decoding).describe() if gate.config.decoding else None,
+        tradeoff=tradeoff_line(summary),
+        pareto_markdown="\n".join(to_markdown(pareto)) if (pareto := pareto_table(summary)) else "",
         plots=[{"title": title, "path": f"plots/{name}"} for name, title in PLOT_TITLES.items() if name in plots],
         versions=_versions(),
         run_url=github_run_url(dict(os.environ) if env is None else env),

@@ -71,6 +71,15 @@ class BaseModel:
         """Save the trained weights so they load on the original base model (see train/peft_variants.py)."""
         save_adapter(trained, folder, self._kept)
 
+    def frozen_copy(self) -> tuple[Any, int]:
+        """A frozen copy of the base for the KL term of full fine-tuning (LoRA disables its adapter instead), and
+        the bytes it holds: full fine-tuning with kl_to_base keeps the model twice."""
+        import copy
+
+        reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        size = sum(t.numel() * t.element_size() for t in (*reference.parameters(), *reference.buffers()))
+        return reference, size
+
     def detach(self, trained: Any) -> None:
         """Remove the trial's adapter (or restore the kept weights) so the next trial starts from the base."""
         if self.config.method == "full":

@@ -75,6 +75,7 @@ class TrialResult:
     forgetting: dict[str, float] = field(default_factory=dict)  # drop against the base, beyond the margin if > 0
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss) at each log
     fold_values: list[float] = field(default_factory=list)  # kfold: each fold's objective (value is their mean)
+    forgetting_drop: dict[str, float] = field(default_factory=dict)  # drop against the base (> 0: worse)
 
 
 class Probe(Protocol):
@@ -82,6 +83,7 @@ class Probe(Protocol):
     the trial is feasible when every probe returns ≤ 0."""
 
     name: str
+    margin: float
 
     def excess_drop(self, model: Any, tokenizer: Any) -> float: ...
 
@@ -96,10 +98,14 @@ class TrialRunner:
         train: datasets.Dataset,
         validation: datasets.Dataset,
         probes: tuple[Probe, ...] = (),
+        replay: list[datasets.Dataset] | None = None,
+        reference: Any = None,
     ):
         self.cfg, self.base, self.probes = cfg, base, probes
         self.train_dataset = train.select_columns(["input_ids", "labels"])
         self.eval_dataset = validation.select_columns(["input_ids", "labels"])
+        self.replay = replay or []
+        self.reference = reference  # full fine-tuning with kl_to_base: the frozen base the KL is taken against
         # Everything alive now (libraries, base model, data) lives as long as the worker: freezing it keeps
         # the per-trial garbage collections (ours and accelerate's) from walking ~500k long-lived objects.
         gc.collect()
@@ -115,7 +121,6 @@ class TrialRunner:
         """Train with `params`; `save_to(result)` names a folder for the weights or None to discard them."""
         import torch
         from transformers import set_seed
-        from trl import SFTTrainer
 
         started = time.perf_counter()
         set_seed(self.cfg.train.seed)  # the adapter's random init must not depend on earlier trials
@@ -128,17 +133,7 @@ class TrialRunner:
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix="hpo-trial-") as scratch:
-                args = self._sft_config(params, scratch)
-                trainer = SFTTrainer(
-                    model=model,
-                    args=args,
-                    train_dataset=trial_train_dataset(self.train_dataset, params, self.cfg.data.max_length),
-                    eval_dataset=self.eval_dataset,
-                    processing_class=self.base.tokenizer,
-                    callbacks=[tracker.callback()],
-                    optimizers=(build_optimizer(model, params, args), None),
-                )
-                _quiet(trainer)
+                trainer = self._trainer(model, params, scratch, tracker)
                 try:
                     drills.fire("train", trial_number)
                     trainer.train()
@@ -147,6 +142,7 @@ class TrialRunner:
                 if not tracker.curve or tracker.curve[-1][0] != trainer.state.global_step:
                     tracker.record(trainer.evaluate(), trainer.state.global_step)
             value = tracker.curve[-1][1]
+            excess = {p.name: p.excess_drop(model, self.base.tokenizer) for p in self.probes}
             result = TrialResult(
                 value=value,
                 metrics=tracker.last_metrics,
@@ -154,7 +150,8 @@ class TrialRunner:
                 steps=trainer.state.global_step,
                 seconds=time.perf_counter() - started,
                 stopped_early=tracker.stopped_early,
-                forgetting={p.name: p.excess_drop(model, self.base.tokenizer) for p in self.probes},
+                forgetting=excess,
+                forgetting_drop={p.name: excess[p.name] + p.margin for p in self.probes},
                 train_curve=tracker.train_curve,
             )
             target = save_to(result) if save_to else None
@@ -165,7 +162,40 @@ class TrialRunner:
             del trainer
             self.base.detach(model)
 
-    def _sft_config(self, params: dict[str, Any], scratch: str) -> Any:
+    def _trainer(self, model: Any, params: dict[str, Any], scratch: str, tracker: _Tracker) -> Any:
+        """TRL's SFTTrainer with the forgetting remedies (replay flags, KL to the base) and this trial's
+        optimizer, rows (replay mixed in, cut or packed to its max_length) and quiet logging."""
+        from hpo_action.train.remedies import RemedyTrainer
+
+        mixed = self._train_rows(params)
+        args = self._sft_config(params, scratch, sequential=mixed is not self.train_dataset)
+        trainer = RemedyTrainer(
+            model=model,
+            args=args,
+            train_dataset=trial_train_dataset(mixed, params, self.cfg.data.max_length),
+            eval_dataset=self.eval_dataset,
+            processing_class=self.base.tokenizer,
+            callbacks=[tracker.callback()],
+            optimizers=(build_optimizer(model, params, args), None),
+            kl_to_base=float(params.get("kl_to_base", 0.0)),
+            reference=self.reference,
+        )
+        _quiet(trainer)
+        return trainer
+
+    def _train_rows(self, params: dict[str, Any]) -> datasets.Dataset:
+        """The train split, or, with replay, this trial's mixed rows in training order (the replay share drawn)."""
+        ratio = float(params.get("replay_ratio", 0.0))
+        if not self.replay or ratio <= 0:
+            return self.train_dataset
+        from hpo_action.data.replay import mix
+
+        batch = int(params["per_device_train_batch_size"]) * int(params["gradient_accumulation_steps"])
+        weights = [source.weight for source in self.cfg.data.replay]
+        rows = self.cfg.search.budget.max_steps * batch
+        return mix(self.train_dataset, self.replay, weights, ratio, rows, self.cfg.train.seed)
+
+    def _sft_config(self, params: dict[str, Any], scratch: str, sequential: bool = False) -> Any:
         from trl import SFTConfig
 
         budget = self.cfg.search.budget
@@ -196,6 +226,7 @@ class TrialRunner:
             max_length=None,
             dataset_kwargs={"skip_prepare_dataset": True},
             dataloader_num_workers=0,
+            train_sampling_strategy="sequential" if sequential else "random",  # a mixed order is already shuffled
         )
         return SFTConfig(**{**arguments, **sft_arguments(params, self.cfg.data.max_length)})
 

@@ -1,0 +1,88 @@
+"""Which trial the study hands to the gate, by one explicit rule, and the Pareto front of a multi-objective study.
+
+Single objective: Optuna's best trial (the best feasible one under the forgetting constraint). Multi-objective:
+the best trial on the first objective among the completed trials that forgot within every set's margin on the
+probes; the Pareto front is shown beside it so the trade-off is visible, but the rule, not a person, picks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hpo_action.config import HpoConfig, is_forgetting_objective
+
+if TYPE_CHECKING:
+    import optuna
+
+EXCESS_ATTR = "forgetting_excess"  # per set: the probe's drop beyond its margin (≤ 0: within the margin)
+DROP_ATTR = "forgetting_drop"  # per set: the probe's drop against the base model (> 0: worse)
+
+
+def selection_rule(cfg: HpoConfig) -> str:
+    """The rule in words, as summary.json records it."""
+    first = cfg.search.objective
+    best = f"the best {first.metric} ({first.direction})"
+    if cfg.search.multi_objective:
+        return f"{best} among completed trials whose forgetting on every probe set is within its margin"
+    if cfg.search.forgetting_constraint and cfg.gate.forgetting:
+        return f"{best} among feasible trials (forgetting within every margin: search.forgetting_constraint)"
+    return f"{best} among completed trials"
+
+
+def within_margins(trial: optuna.trial.FrozenTrial) -> bool:
+    """Every forgetting probe of the trial stayed within its margin (true when no probe ran)."""
+    return all(excess <= 0 for excess in trial.user_attrs.get(EXCESS_ATTR, {}).values())
+
+
+def first_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The trial's value on the first objective (its only one in a single-objective study)."""
+    return trial.values[0] if trial.values else None
+
+
+def chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The finalist by the rule above; None when no trial qualifies."""
+    import optuna
+
+    if len(study.directions) == 1:
+        try:
+            return study.best_trial
+        except ValueError:
+            return None
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if within_margins(t)
+    ]
+    if not done:
+        return None
+    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return min(done, key=lambda t: (sign * t.values[0], t.number))
+
+
+def beats_finalist(study: optuna.Study, value: float) -> bool:
+    """Whether a qualifying trial with this first-objective value would become the finalist."""
+    import optuna
+
+    finalist = chosen_trial(study)
+    if finalist is None:
+        return True
+    best = first_value(finalist)
+    assert best is not None
+    return value < best if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else value > best
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The non-dominated completed trials of a multi-objective study (empty for a single objective)."""
+    if len(study.directions) == 1:
+        return []
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def objective_values(cfg: HpoConfig, metrics: dict[str, float], drops: dict[str, float]) -> list[float]:
+    """The trial's value on each objective: a trainer metric from its last evaluation, or a forgetting drop."""
+    values = []
+    for objective in cfg.search.objectives or [cfg.search.objective]:
+        if is_forgetting_objective(objective.metric):
+            name = objective.metric.partition(":")[2]
+            values.append(drops[name] if name else max(drops.values()))
+        else:
+            values.append(metrics[objective.metric])
+    return values
