@@ -26,6 +26,7 @@ ENTRIES: tuple[tuple[str, str], ...] = (
     ("gated_against.json", "the champion the gate compared against (the base of publish's compare-and-swap)"),
     ("report.md", "the run as markdown: verdict, gate and forgetting tables, best parameters, trials"),
     ("model_card.md", "the model card of the last publish from this folder"),
+    ("lr_find/", "the learning-rate range test (`lr-find`, `search.lr_bounds: auto`): lr_find.json and lr_find.png"),
 )
 
 
@@ -95,6 +96,10 @@ class RunLayout:
     @property
     def workers_dir(self) -> Path:
         return self.root / "workers"
+
+    @property
+    def lr_find_dir(self) -> Path:
+        return self.root / "lr_find"
 
     @property
     def run_config(self) -> Path:

@@ -83,6 +83,7 @@ def test_three_processes_on_postgresql_end_with_exactly_n_trials(tmp_path: Path,
     study = _load(parse_config(raw, base_dir=tmp_path))
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 12  # none duplicated: no process started a trial beyond n_trials
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 12  # and no configuration twice
     assert sorted(t.number for t in trials) == list(range(12))
     assert "RUNNING" not in _states(study) and "WAITING" not in _states(study)
     assert len({t.user_attrs["worker"] for t in trials}) >= 2  # the work was really shared
