@@ -5,6 +5,7 @@ storage and the real study loop; the trial itself is a stub (what is tested is w
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ from .conftest import small_config
 class StubRunner:
     """Records the parameters it was asked to train; the loss is a smooth function of the learning rate."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 0.0) -> None:
         self.trained: list[dict[str, Any]] = []
+        self.seconds = seconds  # how long a trial takes: concurrent commands overlap only while trials run
 
     def run(self, params: dict[str, Any], report=None, save_to=None, trial_number=None) -> TrialResult:
         self.trained.append(params)
+        time.sleep(self.seconds)
         value = abs(float(params["learning_rate"]) - 1e-3) + 0.01 * int(params.get("lora_r", 0))
         if report is not None:
             report(value, 1)
@@ -67,17 +70,17 @@ def test_the_first_invocation_keeps_search_seed_and_resumes_are_reproducible(tmp
 
 def test_two_concurrent_commands_on_one_storage_train_distinct_configurations(tmp_path: Path):
     cfg = _cfg(tmp_path, sampler="random", n_trials=12, warm_start=False)
-    open_study(cfg)  # both open an existing, empty study: the same trial count, the same seed
-    runners = [StubRunner(), StubRunner()]
+    studies = [open_study(cfg), open_study(cfg)]  # the same trial count (none), the same sampler seed
+    runners = [StubRunner(0.2), StubRunner(0.2)]
     errors: list[BaseException] = []
 
-    def command(runner: StubRunner) -> None:
+    def command(study: optuna.Study, runner: StubRunner) -> None:
         try:
-            run_trials(open_study(cfg), cfg, runner, target=12)
+            run_trials(study, cfg, runner, target=12)
         except BaseException as err:  # surfaced below
             errors.append(err)
 
-    threads = [threading.Thread(target=command, args=(r,)) for r in runners]
+    threads = [threading.Thread(target=command, args=pair) for pair in zip(studies, runners, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
@@ -86,7 +89,9 @@ def test_two_concurrent_commands_on_one_storage_train_distinct_configurations(tm
     study = open_study(cfg)
     configs = _searched(study)
     assert len(configs) == 12 and len(set(configs)) == 12
-    assert all(runners)  # both really ran trials
+    assert all(r.trained for r in runners)  # both really ran trials
+    # Equal seeds made the later command's first draw repeat the earlier one's: it was asked again.
+    assert any(is_discarded(t) for t in study.get_trials(deepcopy=False))
     trained = [tuple(sorted(p.items())) for r in runners for p in r.trained]
     assert len(trained) == len(set(trained)) == 12
 
