@@ -11,9 +11,11 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 
 from hpo_action.config import parse_config
 from hpo_action.errors import ConfigError
+from hpo_action.files import template
 from hpo_action.search.duplicates import STREAM_ENV, derive_seed, is_discarded, space_size
 from hpo_action.search.slots import finished
 from hpo_action.search.study import open_study, run_trials
@@ -107,6 +109,12 @@ def test_matrix_jobs_get_distinct_seeds_from_the_stream(tmp_path: Path, monkeypa
     monkeypatch.setenv(STREAM_ENV, "job-one")
     with pytest.raises(ConfigError, match=STREAM_ENV):
         open_study(cfg)
+
+
+def test_the_workflow_template_gives_each_matrix_job_its_own_stream():
+    jobs = yaml.safe_load(template("workflows/hpo.yml").read_text())["jobs"]
+    search = next(step for step in jobs["search"]["steps"] if "hpo-action search" in step.get("run", ""))
+    assert search["env"][STREAM_ENV] == "${{ strategy.job-index }}"
 
 
 def test_a_repeated_proposal_is_asked_again_and_a_small_space_stops_when_exhausted(tmp_path: Path):
