@@ -17,6 +17,8 @@ equal compute (training steps), and the steps needed to reach a true regret ≤ 
 standard deviation of the table's best configuration. The ratios compare (a) against (b), (c) and (e).
 
     python benchmarks/hpo_efficiency.py                  # both tables, 100 study seeds × 3 training seeds
+    python benchmarks/hpo_efficiency.py --cycle-seeds --gp-seeds 10 --random-trials 160   # RESULTS.md's run:
+                                                         # training seed = study seed mod 3, (b) 160 trials
     python benchmarks/hpo_efficiency.py --quick          # CI: the shipped quickstart table, a few replays
     python benchmarks/hpo_efficiency.py --variants       # the before/after table of candidate defaults
 
@@ -117,10 +119,12 @@ def run_replays(
     pairs: dict[str, list[tuple[int, int]]],
     trials: int,
     jobs: int,
+    trials_of: dict[str, int] | None = None,
 ) -> dict[str, dict[str, list[Replay]]]:
-    """Every (task, strategy, (study seed, training seed)) replay, on `jobs` processes; in the order of pairs."""
+    """Every (task, strategy, (study seed, training seed)) replay, on `jobs` processes; in the order of pairs.
+    `trials_of` gives some strategies a longer study than `trials`."""
     work = [
-        (task, key, overrides, trials, seed, train_seed)
+        (task, key, overrides, (trials_of or {}).get(key, trials), seed, train_seed)
         for task in tasks
         for key, overrides in strategies.items()
         for seed, train_seed in pairs[key]
@@ -175,6 +179,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--tasks", default="quickstart,flat")
     parser.add_argument("--strategies", default="".join(STRATEGIES))
+    parser.add_argument(
+        "--cycle-seeds", action="store_true", help="One training seed per study seed (seed mod n), not each."
+    )
+    parser.add_argument(
+        "--random-trials", type=int, help="Trials of (b), so that its median replay reaches ε (default: --trials)."
+    )
+    parser.add_argument("--out", default="hpo_efficiency", help="Name of the result files in benchmarks/results.")
+    parser.add_argument("--gp-seeds", type=int, help="Study seeds of (f), whose sampler is slow (default: --seeds).")
     parser.add_argument("--variants", action="store_true", help="The candidate defaults (one training seed each).")
     parser.add_argument("--tables", default=str(RESULTS), help="Folder of the curves_<task> tables.")
     args = parser.parse_args()
@@ -193,16 +205,19 @@ def main() -> None:
     train_seeds = tables[tasks[0]].seeds[:1] if args.quick else tables[tasks[0]].seeds
     strategies = {key: STRATEGIES[key][1] for key in keys}
     every = [(seed, train_seed) for seed in range(seeds) for train_seed in train_seeds]
-    # GPSampler costs ~6 s of CPU per 40-trial study here (vs ~0.2 s for TPE): one training seed per study seed.
+    # GPSampler costs ~6 s of CPU per 40-trial study here (vs ~0.5 s for TPE): one training seed per study seed.
     cycled = [(seed, train_seeds[seed % len(train_seeds)]) for seed in range(seeds)]
-    pairs = {key: cycled if key == "f" else every for key in strategies}
-    replays = run_replays(tasks, strategies, pairs, trials, 1 if args.quick else args.jobs)
+    gp_pairs = cycled[: args.gp_seeds or seeds]
+    pairs = {key: gp_pairs if key == "f" else cycled if args.cycle_seeds else every for key in strategies}
+    longer = {"b": args.random_trials} if args.random_trials else None
+    replays = run_replays(tasks, strategies, pairs, trials, 1 if args.quick else args.jobs, longer)
     labels = {key: STRATEGIES[key][0] for key in keys}
     per_task = {task: task_summary(tables[task], replays[task], labels) for task in tasks}
-    result = headline(per_task, seeds, len(train_seeds), trials, args.quick)
+    result = headline(per_task, seeds, 1 if args.cycle_seeds else len(train_seeds), trials, args.quick)
+    result["random_trials"] = args.random_trials or trials
     result["wall_s"] = round(time.monotonic() - started, 1)
     print_summary(per_task)
-    name = "hpo_efficiency_quick" if args.quick else "hpo_efficiency"
+    name = "hpo_efficiency_quick" if args.quick else args.out
     (RESULTS / f"{name}.json").write_text(json.dumps(finite(result), indent=2) + "\n")
     from efficiency_plot import plot
 
