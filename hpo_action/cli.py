@@ -176,13 +176,8 @@ def run(
     from hpo_action.pipeline import run as run_job
 
     _trusted_publishing(cfg.registry.uri)
-    result = run_job(
-        cfg,
-        extra_trials=n_trials,
-        champion_predictions=champion_predictions and Path(champion_predictions),
-        comment_pr=comment_pr,
-        allow_partial=allow_partial,
-    )
+    champion = Path(champion_predictions) if champion_predictions else None
+    result = run_job(cfg, n_trials, champion, comment_pr=comment_pr, allow_partial=allow_partial)
     if fail_on_reject and not result.promote:
         sys.exit(3)
 
@@ -199,6 +194,28 @@ def search(config_path: str, n_trials: int | None, set_items: tuple[str, ...], *
     from hpo_action.pipeline import search as run_search
 
     run_search(cfg, extra_trials=n_trials)
+
+
+@cli.command("lr-find")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config.")
+@click.option("--steps", type=click.IntRange(min=10), default=100, show_default=True, help="Steps of the test.")
+@click.option("--start-lr", type=click.FloatRange(min=0, min_open=True), default=1e-6, show_default=True)
+@click.option("--end-lr", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--output", help="Output folder (overrides output.dir); writes lr_find/ there.")
+@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+def lr_find_command(
+    config_path: str, steps: int, start_lr: float, end_lr: float, output: str | None, set_items: tuple[str, ...]
+) -> None:
+    """Learning-rate range test: train the defaults with a rate growing exponentially from --start-lr to
+    --end-lr, smooth the loss, suggest a rate and plot the curve (`search.lr_bounds: auto` runs it before a study).
+
+    Example: hpo-action lr-find -c examples/quickstart/hpo.yaml
+    """
+    from hpo_action.pipeline import lr_find
+
+    cfg = _config_from(config_path, set_items, output=output)
+    result = lr_find(cfg, steps, start_lr, end_lr)
+    click.echo(f"suggested learning rate: {result.suggestion:.3g} (smoothed loss minimum at {result.minimum:.3g})")
 
 
 @cli.command("evaluate")

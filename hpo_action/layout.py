@@ -30,6 +30,7 @@ ENTRIES: tuple[tuple[str, str], ...] = (
     ("decoding.json", "the decoding search (evaluate.decoding_search): greedy's score, every trial, the choice"),
     ("report.md", "the run as markdown: verdict, gate and forgetting tables, best parameters, trials, doctor"),
     ("model_card.md", "the model card of the last publish from this folder"),
+    ("lr_find/", "the learning-rate range test (`lr-find`, `search.lr_bounds: auto`): lr_find.json and lr_find.png"),
 )
 
 
@@ -99,6 +100,10 @@ class RunLayout:
     @property
     def workers_dir(self) -> Path:
         return self.root / "workers"
+
+    @property
+    def lr_find_dir(self) -> Path:
+        return self.root / "lr_find"
 
     @property
     def run_config(self) -> Path:

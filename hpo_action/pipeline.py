@@ -34,6 +34,7 @@ from hpo_action.preflight import Checked, check_run_inputs
 from hpo_action.redaction import redact_url
 from hpo_action.report import github
 from hpo_action.report.doctor import Finding, diagnose, findings_table
+from hpo_action.report.lr_find_plot import write_lr_find_plot
 from hpo_action.report.markdown import TOP_FINDINGS, run_markdown
 from hpo_action.report.plots import write_plots
 from hpo_action.report.tables import (
@@ -46,6 +47,7 @@ from hpo_action.report.tables import (
     verdict,
 )
 from hpo_action.report.terminal import StudyProgress, make_console
+from hpo_action.search import lr_bounds
 from hpo_action.search.finalist import chosen_trial
 from hpo_action.search.outputs import publish_best, summarize, write_trials_csv
 from hpo_action.search.slots import check_complete, finished, target_trials, timeout_stop
@@ -58,7 +60,9 @@ from hpo_action.session import banner, quiet_libraries, trial_runner
 from hpo_action.ship.publish import Publication, publish_run, record_gated_champion
 from hpo_action.ship.registry import Champion, Registry, open_registry
 from hpo_action.train.batch_planner import BatchPlan, plan_batch
+from hpo_action.train.lr_find import LrFindResult, lr_range_test
 from hpo_action.train.models import BaseModel, adapter_sha256, check_method, load_base_model, load_tokenizer
+from hpo_action.train.trial import TrialRunner
 
 Sets = dict[str, list[dict[str, Any]]]
 
@@ -300,7 +304,11 @@ def _study(
         )
         if runner is None:
             _prepare_for_workers(cfg, checked.splits, layout, console)
+        cfg = lr_bounds.resolve(
+            cfg, lambda: _find_lr(cfg, checked.splits, runner, layout, console, lr_bounds.AUTO_STEPS).suggestion
+        )
         study = open_study(cfg)
+        lr_bounds.record(study, cfg)
         if extra_trials == 0 and not allow_partial:
             check_complete(study, cfg)
         target = target_trials(study, cfg, extra_trials)
@@ -320,6 +328,43 @@ def _study(
     stopped_early = timeout_stop(finished(study), target, deadline)
     summary = _write_outputs(cfg, study, layout, time.monotonic() - started, console, stopped_early)
     return _Searched(summary, checked.splits, runner.base if runner else None)
+
+
+def lr_find(
+    cfg: HpoConfig, steps: int = 100, start: float = 1e-6, end: float = 1.0, console: Console | None = None
+) -> LrFindResult:
+    """The learning-rate range test on the train defaults; writes lr_find/lr_find.json and lr_find.png."""
+    console = console or make_console(stderr=True)
+    layout = RunLayout(Path(cfg.output.dir))
+    splits = load_splits(cfg.data)
+    _check_writable(layout.root)
+    quiet_libraries()
+    return _find_lr(cfg, splits, None, layout, console, steps, start, end)
+
+
+def _find_lr(
+    cfg: HpoConfig,
+    splits: Splits,
+    runner: TrialRunner | None,
+    layout: RunLayout,
+    console: Console,
+    steps: int = 100,
+    start: float = 1e-6,
+    end: float = 1.0,
+) -> LrFindResult:
+    """Run the range test (loading the base model here when worker processes run the trials)."""
+    runner = runner or trial_runner(cfg, splits, None, console)
+    result = lr_range_test(runner, trial_defaults(cfg), start, end, steps)
+    layout.lr_find_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(layout.lr_find_dir / "lr_find.json", json.dumps(result.to_json(), indent=2) + "\n")
+    spec = cfg.search.space.get("learning_rate")
+    narrowed = lr_bounds.window(result.suggestion, spec.low, spec.high) if spec and spec.type == "float" else None
+    write_lr_find_plot(result, narrowed, layout.lr_find_dir / "lr_find.png")
+    console.print(
+        f"lr-find: suggested learning rate {result.suggestion:.3g} (loss minimum at {result.minimum:.3g}; "
+        f"{result.steps} steps, {result.seconds:.1f} s); plot in {layout.lr_find_dir / 'lr_find.png'}"
+    )
+    return result
 
 
 def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, console: Console) -> None:

@@ -256,6 +256,11 @@ class SearchConfig(_Section):
     retry_interrupted: int = Field(
         1, ge=0, description="Times a trial whose worker vanished (killed, preempted) is retried with its parameters."
     )
+    lr_bounds: Literal["configured", "auto"] = Field(
+        "configured",
+        description="auto: before a new study, run the learning-rate range test (`hpo-action lr-find`) and narrow "
+        "the learning_rate range to a decade either side of its suggestion.",
+    )
     oom_retry: bool = Field(
         False, description="After a CUDA OOM, retry once with half the per-device batch and twice the accumulation."
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from hpo_action.search.duplicates import is_discarded
 from hpo_action.search.finalist import chosen_trial, first_value
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class StudyProgress:
     def update(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         counts: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
+            if is_discarded(t):  # a repeated proposal, asked again: no trial
+                continue
             counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
         done = sum(v for k, v in counts.items() if k in ("complete", "pruned", "fail"))
         states = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
 from hpo_action.files import is_no_space
+from hpo_action.search.duplicates import DUPLICATE_ATTR, MAX_REASKS, DuplicateTrial, duplicate_of
 from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, beats_finalist, objective_values
 from hpo_action.search.orphans import WORKER_ATTR, worker_id
 from hpo_action.search.pruning import FirstObjectivePruning, companion_study
@@ -35,13 +36,17 @@ class Objective:
         self.study, self.cfg, self.runner, self.trials_dir, self.lock = study, cfg, runner, trials_dir, lock
         self.companion = companion_study(study, cfg)  # the pruner's study when there are several objectives
         self.fatal: OutputError | None = None  # set when no later trial can succeed either (a full disk)
+        self.reasked = 0  # proposals discarded as repeats, in a row
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         import optuna
 
-        self.lock.release()  # the trial exists and holds its slot; other workers may ask for theirs
-        trial.set_user_attr(WORKER_ATTR, worker_id())
-        params = suggest(trial, self.cfg)
+        try:
+            trial.set_user_attr(WORKER_ATTR, worker_id())
+            params = suggest(trial, self.cfg)
+            self._refuse_repeat(trial)  # under the slot lock: every other worker's trial has its parameters
+        finally:
+            self.lock.release()  # the trial exists and holds its slot; other workers may ask for theirs
         started = time.perf_counter()
         pruning = FirstObjectivePruning(trial, self.companion)
         try:
@@ -72,6 +77,17 @@ class Objective:
         if not self.cfg.search.multi_objective:
             return result.value
         return objective_values(self.cfg, result.metrics, result.forgetting_drop)
+
+    def _refuse_repeat(self, trial: optuna.Trial) -> None:
+        """Discard a proposal that repeats a configuration the study holds, so the loop asks again; a retry of
+        an interrupted trial repeats on purpose, and after MAX_REASKS repeats in a row (a tiny space) one runs."""
+        other = duplicate_of(self.study, trial.number, trial.params)
+        if other is None or self.reasked >= MAX_REASKS:
+            self.reasked = 0
+            return
+        self.reasked += 1
+        trial.set_user_attr(DUPLICATE_ATTR, other)
+        raise DuplicateTrial(f"trial {trial.number} repeats trial {other}'s parameters; asked again")
 
     def _run_with_oom_retry(
         self, trial: optuna.Trial, params: dict[str, Any], pruning: FirstObjectivePruning

@@ -16,6 +16,7 @@ from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
 from hpo_action.files import write_text_atomic
 from hpo_action.layout import RunLayout, is_ours
+from hpo_action.search.duplicates import is_discarded
 from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, chosen_trial, first_value, pareto_front, selection_rule
 from hpo_action.search.slots import finished
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
@@ -44,6 +45,7 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
             forgetting_drop=dict(t.user_attrs.get(DROP_ATTR, {})),
         )
         for t in study.get_trials(deepcopy=False)
+        if not is_discarded(t)  # a repeated proposal that was asked again is no trial of the study
     ]
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
+from hpo_action.search.duplicates import is_discarded
 from hpo_action.search.storage import storage_url, study_name
 
 if TYPE_CHECKING:
@@ -84,10 +85,11 @@ def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 
 def finished(study: optuna.Study) -> int:
-    """Trials that count toward n_trials: complete, pruned or failed, each retried trial once."""
+    """Trials that count toward n_trials: complete, pruned or failed, each retried trial once, no discarded
+    repeat (search/duplicates.py)."""
     trials = study.get_trials(deepcopy=False)
     superseded = retried(trials)
-    return sum(1 for t in trials if t.state.is_finished() and t.number not in superseded)
+    return sum(1 for t in trials if t.state.is_finished() and t.number not in superseded and not is_discarded(t))
 
 
 def claimed(study: optuna.Study) -> int:

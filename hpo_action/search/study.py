@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
 from hpo_action.layout import RunLayout, is_ours
+from hpo_action.search.duplicates import derive_seed, exhausted, is_discarded, seed_stream
 from hpo_action.search.finalist import chosen_trial
 from hpo_action.search.objective import Objective
 from hpo_action.search.orphans import fail_orphans, fail_stale
@@ -28,11 +29,15 @@ OnTrial = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 
 
 def open_study(cfg: HpoConfig, seed: int | None = None) -> optuna.Study:
-    """Create the study or reopen it: the same command again resumes. `seed` overrides the sampler's."""
+    """Create the study or reopen it: the same command again resumes. The sampler's seed is `seed` (default
+    search.seed) mixed with the trials the study holds and the seed stream (search/duplicates.py), so that a
+    resume, a second command or a matrix job never re-draws the same parameters."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by us, without tracebacks
-    sampler, pruner = make_sampler(cfg, seed), make_pruner(cfg)  # bad options fail before a storage is created
+    base = cfg.search.seed if seed is None else seed
+    stream = seed_stream()
+    sampler, pruner = make_sampler(cfg, base), make_pruner(cfg)  # bad options fail before a storage is created
     objectives = cfg.search.objectives or [cfg.search.objective]
     study = optuna.create_study(
         study_name=study_name(cfg),
@@ -44,6 +49,9 @@ def open_study(cfg: HpoConfig, seed: int | None = None) -> optuna.Study:
     )
     fail_orphans(study, retry_callback(cfg.search))
     fail_stale(study)
+    held = len(study.get_trials(deepcopy=False))
+    if held or stream:
+        study.sampler = make_sampler(cfg, derive_seed(base, held, stream))
     if cfg.search.warm_start and cfg.search.sampler != "grid" and not study.trials and searched(cfg):
         study.enqueue_trial(warm_start_params(cfg), user_attrs={"warm_start": True})
     return study
@@ -76,19 +84,20 @@ def run_trials(
     trials_dir = RunLayout(Path(cfg.output.dir)).trials_dir
     lock = slot_lock(cfg)
     objective = Objective(study, cfg, runner, trials_dir, lock)
-    exhausted = getattr(study.sampler, "is_exhausted", None)  # the grid sampler, once every point has run
+    grid_done = getattr(study.sampler, "is_exhausted", None)  # the grid sampler, once every point has run
+    callbacks = [_reported(on_trial)] if on_trial else None
     ran = 0
     try:
-        while (deadline is None or time.time() < deadline) and not (exhausted and exhausted(study)):
+        while (deadline is None or time.time() < deadline) and not (grid_done and grid_done(study)):
             lock.acquire()
             try:
                 fail_stale(study)
-                if claimed(study) >= target:
+                if claimed(study) >= target or exhausted(study, cfg):
                     break
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[on_trial] if on_trial else None)
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
             finally:
                 lock.release()
-            ran += 1
+            ran += 0 if objective.reasked else 1
             if objective.fatal is not None:
                 raise objective.fatal
     finally:
@@ -96,6 +105,16 @@ def run_trials(
         if prune_adapters and not cfg.output.keep_all_adapters:
             keep_only_best(study, trials_dir)
     return ran
+
+
+def _reported(on_trial: OnTrial) -> OnTrial:
+    """The caller hears of every trial but a discarded repeat (asked again at once)."""
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not is_discarded(trial):
+            on_trial(study, trial)
+
+    return report
 
 
 def keep_only_best(study: optuna.Study, trials_dir: Path) -> None:

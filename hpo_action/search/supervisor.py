@@ -21,6 +21,7 @@ from hpo_action.config import HpoConfig
 from hpo_action.errors import HpoActionError, TrialError
 from hpo_action.files import PRIVATE_MODE
 from hpo_action.layout import RunLayout
+from hpo_action.search.duplicates import derive_seed, is_discarded
 from hpo_action.search.orphans import WORKER_ATTR, fail_orphans, fail_worker_trials, worker_id
 from hpo_action.search.slots import claimed
 from hpo_action.search.storage import retry_callback, study_name
@@ -123,10 +124,11 @@ class WorkerPool:
 
     def _assign(self, worker: _Worker, assignment: dict[str, Any], seed: int) -> None:
         # Each launch samples with its own seed: equal seeds would make concurrent workers propose the same
-        # parameters. The first launch keeps search.seed, so one worker reproduces an in-process study.
+        # parameters. The first launch keeps search.seed, so one worker reproduces an in-process study; the
+        # worker mixes in the study's trial count at its start (search/duplicates.py).
         assert worker.process.stdin is not None
         try:
-            worker.process.stdin.write(json.dumps({**assignment, "seed": seed + self.launches}).encode())
+            worker.process.stdin.write(json.dumps({**assignment, "seed": derive_seed(seed, self.launches)}).encode())
             worker.process.stdin.close()
         except BrokenPipeError:  # it died while importing; the loop records that
             pass
@@ -169,7 +171,11 @@ def _visible_gpus() -> list[str]:
 
 
 def _report_new(study: optuna.Study, seen: set[int], on_trial: OnTrial) -> None:
-    done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in seen]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and t.number not in seen and not is_discarded(t)
+    ]
     for trial in sorted(done, key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number)):
         seen.add(trial.number)
         on_trial(study, trial)

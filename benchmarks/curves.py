@@ -1,0 +1,239 @@
+"""Tabular learning-curve benchmark: train every configuration of a grid, for several training seeds, with
+hpo-action's own trial loop (one loaded model, one tokenized dataset, `TrialRunner.run`), and record the whole
+validation curve at every `eval_every` step plus the seconds per step.
+
+The table lets `benchmarks/hpo_efficiency.py` replay any search strategy thousands of times in seconds and score
+it by the *true* quality of the configuration it picks (the mean over training seeds, not the one noisy run it
+saw). Two tasks:
+
+    quickstart  the quickstart (LoRA on the letter-shift task): LR × rank × alpha, a sharp optimum at a cliff
+    flat        the same data with cosine decay and warmup searched: LR × rank × warmup × scheduler, where
+                warmup and decay make high learning rates usable, so the optimum is flatter
+
+    python benchmarks/curves.py --task quickstart      # resumable: rerun the same command after an interruption
+    python benchmarks/curves.py --task all
+
+Writes benchmarks/results/curves_<task>.parquet and curves_<task>.json (the manifest: library versions, the
+config, the grid, the machine, the wall time). Progress is kept in curves_<task>.partial.jsonl until the table
+is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+QUICKSTART = ROOT / "examples" / "quickstart" / "hpo.yaml"
+TRAINING_SEEDS = (0, 1, 2)
+
+
+def log_grid(low: float, high: float, points: int) -> list[float]:
+    """`points` log-spaced values from low to high, rounded to 3 significant digits."""
+    ratio = math.log(high / low) / (points - 1)
+    return [float(f"{low * math.exp(i * ratio):.3g}") for i in range(points)]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task of the table: the config's overrides and the grid of searched parameters."""
+
+    name: str
+    overrides: dict[str, Any]
+    grid: dict[str, list[Any]]
+
+    def configurations(self) -> list[dict[str, Any]]:
+        names = list(self.grid)
+        return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.grid.values())]
+
+
+TASKS = {
+    "quickstart": Task(
+        "quickstart",
+        {},
+        {
+            "learning_rate": log_grid(1e-5, 1e-1, 12),
+            "lora_r": [2, 4, 8, 16],
+            "lora_alpha": [8, 16, 32],
+        },
+    ),
+    "flat": Task(
+        "flat",
+        {
+            "train.lr_scheduler_type": "cosine",
+            "search.space": {
+                "learning_rate": {"low": 1e-4, "high": 1e-1, "log": True},
+                "lora_r": {"choices": [2, 8, 32]},
+                "warmup_ratio": {"choices": [0.0, 0.2]},
+                "lr_scheduler_type": {"choices": ["constant_with_warmup", "cosine"]},
+            },
+        },
+        {
+            "learning_rate": log_grid(1e-4, 1e-1, 10),
+            "lora_r": [2, 8, 32],
+            "warmup_ratio": [0.0, 0.2],
+            "lr_scheduler_type": ["constant_with_warmup", "cosine"],
+        },
+    ),
+}
+
+
+def task_config(task: Task) -> Any:
+    """The quickstart config with the task's overrides; the space of the task is what strategies search."""
+    from hpo_action.config import apply_overrides, load_config
+
+    cfg = load_config(QUICKSTART)
+    return apply_overrides(cfg, task.overrides, source=f"curves:{task.name}") if task.overrides else cfg
+
+
+def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One training run of the table: the whole curve (also when it diverges), steps and seconds."""
+    from hpo_action.search.space import trial_defaults
+    from hpo_action.train.trial import TrialError
+
+    curve: list[tuple[int, float]] = []
+
+    def record(value: float, step: int) -> bool:
+        curve.append((step, value))
+        return False  # never pruned: the table holds every curve in full
+
+    runner.cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
+    started = time.perf_counter()
+    error = None
+    try:
+        result = runner.run({**trial_defaults(cfg), **params}, report=record)
+        steps = result.steps
+    except TrialError as err:  # diverged (non-finite loss): the curve so far, and where it stopped
+        error = str(err)[:200]
+        steps = (curve[-1][0] if curve else 0) + cfg.search.budget.eval_every
+    seconds = time.perf_counter() - started
+    return {
+        **params,
+        "train_seed": seed,
+        "steps": [s for s, _ in curve],
+        "values": [v for _, v in curve],
+        "final": curve[-1][1] if curve and error is None else math.nan,
+        "status": "ok" if error is None else "fail",
+        "error": error,
+        "run_steps": steps,
+        "seconds": round(seconds, 3),
+        "seconds_per_step": round(seconds / max(steps, 1), 5),
+    }
+
+
+def build(task: Task, limit: int | None = None) -> Path:
+    """Train the missing rows of the table (resuming from the partial file), then write parquet + manifest."""
+    from hpo_action.data.loading import load_splits
+    from hpo_action.data.tokenize import tokenize_splits
+    from hpo_action.session import quiet_libraries
+    from hpo_action.train.models import load_base_model
+    from hpo_action.train.trial import TrialRunner
+
+    quiet_libraries()
+    cfg = task_config(task)
+    partial = RESULTS / f"curves_{task.name}.partial.jsonl"
+    rows = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
+    done = {_key(row, task) for row in rows}
+    todo = [
+        (seed, config)
+        for seed in TRAINING_SEEDS
+        for config in task.configurations()
+        if _key({**config, "train_seed": seed}, task) not in done
+    ]
+    print(f"{task.name}: {len(done)} rows done, {len(todo)} to train", flush=True)
+    started = time.monotonic()
+    base = load_base_model(cfg.model)
+    folder = Path(tempfile.mkdtemp(prefix="hpo-curves-"))
+    train, validation, _ = tokenize_splits(load_splits(cfg.data), base.tokenizer, cfg.data, folder / "cache")
+    runner = TrialRunner(cfg, base, train, validation)
+    with partial.open("a") as sink:
+        for seed, params in todo[:limit] if limit else todo:
+            row = run_one(runner, cfg, params, seed)
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            rows.append(row)
+            final, seconds = row["final"], row["seconds"]
+            print(f"{task.name} {len(rows)}: {params} seed {seed}: {final:.4f} in {seconds:.1f} s", flush=True)
+    wall = time.monotonic() - started
+    if len(rows) < len(task.configurations()) * len(TRAINING_SEEDS):
+        print(f"{task.name}: {len(rows)} rows so far; run again to continue")
+        return partial
+    return write_table(task, cfg, rows, wall)
+
+
+def write_table(task: Task, cfg: Any, rows: list[dict[str, Any]], wall: float) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = sorted(rows, key=lambda r: (r["train_seed"], *(str(r[k]) for k in task.grid)))
+    table = pa.Table.from_pylist(rows)
+    path = RESULTS / f"curves_{task.name}.parquet"
+    pq.write_table(table, path, compression="zstd")
+    manifest = {
+        "task": task.name,
+        "grid": task.grid,
+        "training_seeds": list(TRAINING_SEEDS),
+        "configurations": len(task.configurations()),
+        "rows": len(rows),
+        "config": cfg.model_dump(mode="json"),
+        "versions": _versions(),
+        "machine": _machine(),
+        "train_seconds_total": round(sum(r["seconds"] for r in rows), 1),
+        "wall_s_last_session": round(wall, 1),
+    }
+    (RESULTS / f"curves_{task.name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (RESULTS / f"curves_{task.name}.partial.jsonl").unlink(missing_ok=True)
+    print(f"wrote {path} ({path.stat().st_size} bytes) and its manifest")
+    return path
+
+
+def _key(row: dict[str, Any], task: Task) -> tuple[Any, ...]:
+    return (row["train_seed"], *(row[k] for k in task.grid))
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("hpo-action", "torch", "transformers", "trl", "peft", "optuna")}
+
+
+def _machine() -> dict[str, Any]:
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "torch_threads": _torch_threads(),
+    }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=[*TASKS, "all"], default="all")
+    parser.add_argument("--limit", type=int, help="Train at most this many rows now (timing probes).")
+    args = parser.parse_args()
+    for name in TASKS if args.task == "all" else [args.task]:
+        build(TASKS[name], args.limit)
+
+
+if __name__ == "__main__":
+    main()
