@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from hpo_action.config import HpoConfig, is_forgetting_objective
+from hpo_action.config import HpoConfig, is_forgetting_objective, may_be_nonzero
 from hpo_action.data.loading import Splits
 from hpo_action.data.tokenize import tokenize_for_study, tokenize_replay
 from hpo_action.judge.forgetting import build_probes, load_forgetting_sets
@@ -61,7 +61,7 @@ def trial_runner(
         probes = build_probes(cfg, base, sets)
         console.print("forgetting probes: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
     reference = None
-    if cfg.model.method == "full" and cfg.may_be_nonzero("kl_to_base"):
+    if cfg.model.method == "full" and may_be_nonzero(cfg, "kl_to_base"):
         reference, size = base.frozen_copy()
         console.print(
             f"kl_to_base with full fine-tuning: a frozen reference copy of the base model ({size / 2**20:.1f} MiB)"

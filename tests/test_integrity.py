@@ -100,7 +100,7 @@ def tiny_disk(tmp_path: Path):
 @pytest.mark.slow
 def test_a_real_full_disk_stops_with_one_line_and_resumes_once_space_is_freed(tmp_path: Path, tiny_disk: Path):
     raw = small_config(tmp_path)
-    raw["search"].update(n_trials=3, storage=f"sqlite:///{tmp_path / 'study.db'}")  # the study off the full disk
+    raw["search"].update(n_trials=3, pruner="none", storage=f"sqlite:///{tmp_path / 'study.db'}")  # study off the disk
     raw["output"] = {"dir": str(tiny_disk / "out"), "keep_all_adapters": True}
     config = write_config(tmp_path, raw)
     first = _hpo("search", "-c", str(config), "--n-trials", "1")
@@ -112,7 +112,7 @@ def test_a_real_full_disk_stops_with_one_line_and_resumes_once_space_is_freed(tm
     full = _hpo("search", "-c", str(config))
     assert full.returncode == 1, full.stderr[-2000:]
     error = full.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: output.dir: no space left on the device while saving trial")
+    assert error.startswith("error: output.dir: no space left on the device while saving trial"), full.stderr[-3000:]
     assert "run the same command again to resume" in error and "Traceback" not in full.stderr
     assert not list((tiny_disk / "out" / "trials").glob(".*.partial"))  # no half-written adapter
     filler.unlink()

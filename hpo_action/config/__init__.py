@@ -5,7 +5,7 @@ Errors name the key, the bad value and the fix, because a CI log is often the on
 
 from __future__ import annotations
 
-from hpo_action.config._checks import FORGETTING, is_forgetting_objective
+from hpo_action.config._checks import FORGETTING, is_forgetting_objective, may_be_nonzero
 from hpo_action.config._load import (
     apply_overrides,
     load_config,
@@ -76,6 +76,7 @@ __all__ = [
     "apply_overrides",
     "is_forgetting_objective",
     "load_config",
+    "may_be_nonzero",
     "mutates_base",
     "parse_config",
     "parse_forgetting_option",

@@ -17,7 +17,7 @@ def is_forgetting_objective(metric: str) -> bool:
 
 def check_remedies(cfg: HpoConfig) -> None:
     """Replay needs replay data; a forgetting objective needs a forgetting set the probes can score."""
-    if _may_be_nonzero(cfg, "replay_ratio") and not cfg.data.replay:
+    if may_be_nonzero(cfg, "replay_ratio") and not cfg.data.replay:
         raise ValueError("train.replay_ratio: a share of replay rows needs data.replay (the rows to replay)")
     scored = [b.name for b in cfg.gate.forgetting if b.kind == "data"]
     for objective in cfg.search.objectives:
@@ -29,7 +29,7 @@ def check_remedies(cfg: HpoConfig) -> None:
             raise ValueError(f"search.objectives: {objective.metric!r} needs {wanted} (the per-trial probes)")
 
 
-def _may_be_nonzero(cfg: HpoConfig, parameter: str) -> bool:
+def may_be_nonzero(cfg: HpoConfig, parameter: str) -> bool:
     """Whether some trial can run with this numeric trial parameter above zero (its default, or the space)."""
     spec = cfg.active_space().get(parameter)
     if spec is None:

@@ -61,8 +61,8 @@ def duplicate_of(study: optuna.Study, number: int, params: dict[str, Any]) -> in
     running, or failed other than by an interruption. The heartbeat retry of an interrupted trial repeats its
     parameters on purpose and is never a duplicate."""
     trials = study.get_trials(deepcopy=False)
-    superseded = {n for t in trials for n in _retry_history(t)}
-    if not params or any(t.number == number and _retry_history(t) for t in trials):
+    superseded = {n for t in trials for n in retry_history(t)}
+    if not params or any(t.number == number and retry_history(t) for t in trials):
         return None
     for other in trials:
         if other.number == number or is_discarded(other) or other.state.name == "WAITING":
@@ -75,7 +75,8 @@ def duplicate_of(study: optuna.Study, number: int, params: dict[str, Any]) -> in
     return None
 
 
-def _retry_history(trial: optuna.trial.FrozenTrial) -> list[int]:
+def retry_history(trial: optuna.trial.FrozenTrial) -> list[int]:
+    """The interrupted trials this one retries (Optuna's record), without its experimental-API warning."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     with warnings.catch_warnings():

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
-from hpo_action.files import write_text_atomic
+from hpo_action.files import is_no_space, write_text_atomic
 from hpo_action.layout import RunLayout, is_ours
 from hpo_action.search.duplicates import is_discarded
 from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, chosen_trial, first_value, pareto_front, selection_rule
@@ -99,8 +99,13 @@ def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any])
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, target)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if is_no_space(err):
+            raise OutputError(
+                f"output.dir: no space left on the device while writing {target}; free space or set output.dir "
+                "elsewhere, then run the same command again (the finished trials are kept)"
+            ) from None
         raise
     return target
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
-from hpo_action.search.duplicates import is_discarded
+from hpo_action.search.duplicates import is_discarded, retry_history
 from hpo_action.search.storage import storage_url, study_name
 
 if TYPE_CHECKING:
@@ -78,10 +78,7 @@ def slot_lock(cfg: HpoConfig) -> TrialSlotLock:
 
 def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     """Numbers of interrupted trials that a retry stands in for: they do not count toward n_trials."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    history = RetryHeartbeatStaleTrialCallback.retry_history
-    return {number for t in trials for number in history(t)}
+    return {number for t in trials for number in retry_history(t)}
 
 
 def finished(study: optuna.Study) -> int:

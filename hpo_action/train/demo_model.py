@@ -85,7 +85,7 @@ def ensure_demo_model(cache_root: Path | None = None) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
         staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
-            say(f"building the tiny demo model once, cached in {target} (about 30 s on an idle machine)")
+            say("building the tiny demo model, once: about 30 s on an idle machine (cached in HPO_ACTION_CACHE)")
             _build(staging, _PRETRAIN_STEPS)
             try:
                 staging.rename(target)
