@@ -5,9 +5,9 @@ container's quota) or that shares them with other work then runs more threads th
 threads that wait for each other spin on cores they do not get. hpo-action now counts the cores it really has
 (affinity, cgroup quota) and splits them among its workers.
 
-Each cell runs the same trials (the quickstart config, random sampler with a fixed seed, no pruning, no warm
-start) in a fresh output folder and reports the trial phase: the sum of the trials' own wall times in
-summary.json, which leaves out the process start. The load is `load - 1` busy processes per available core
+Each cell runs the same trials (the baseline's quickstart config, random sampler with a fixed seed, no pruning,
+no warm start, no timeout) in a fresh output folder and reports the trial phase: the sum of the trials' own wall
+times in summary.json, which leaves out the process start. The load is `load - 1` busy processes per available core
 (so a "4x" load leaves a fair share of a quarter), pinned to the same cores. "before" runs the code of
 `--baseline` (a git revision, checked out into a temporary worktree); "after" runs this checkout.
 
@@ -36,14 +36,14 @@ def _busy(cores: list[int], count: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
 
 
-def _trial_phase(code_root: Path, cores: list[int], n_trials: int, out: Path) -> float:
+def _trial_phase(code_root: Path, config: Path, cores: list[int], n_trials: int, out: Path) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["PYTHONPATH"] = str(code_root)  # this code, ahead of the installed package
     command = [
         "taskset", "-c", ",".join(map(str, cores)),
-        sys.executable, "-m", "hpo_action", "search", "-c", str(QUICKSTART), "--output", str(out),
+        sys.executable, "-m", "hpo_action", "search", "-c", str(config), "--output", str(out),
         "--n-trials", str(n_trials), "--sampler", "random", "--pruner", "none", "--seed", "0",
-        "--set", "search.warm_start=false",
+        "--set", "search.warm_start=false", "--set", "search.timeout=null",
     ]  # fmt: skip
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=code_root)
     if proc.returncode != 0:
@@ -65,6 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hpo-cpu-load-") as scratch:
         before = Path(scratch) / "before"
         subprocess.run(["git", "worktree", "add", "--detach", str(before), args.baseline], cwd=ROOT, check=True)
+        config = before / QUICKSTART.relative_to(ROOT)  # the baseline's quickstart: both versions can read it
         try:
             for cores_arg in args.cores:
                 cores = available if cores_arg == "all" else available[: int(cores_arg)]
@@ -73,7 +74,7 @@ def main() -> None:
                         load_procs = _busy(cores, (load - 1) * len(cores))
                         try:
                             out = Path(scratch) / f"{version}-{len(cores)}-{load}"
-                            seconds = _trial_phase(code_root, cores, args.n_trials, out)
+                            seconds = _trial_phase(code_root, config, cores, args.n_trials, out)
                         finally:
                             for proc in load_procs:
                                 proc.kill()

@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from hpo_action.train.threads import SHARE_ENV, available_cores, cgroup_cpu_quota, process_threads, worker_share
+from hpo_action.train.threads import (
+    SHARE_ENV,
+    available_cores,
+    busy_elsewhere,
+    cgroup_cpu_quota,
+    process_threads,
+    worker_share,
+)
 
 
 def test_cgroup_v2_and_v1_quotas_are_read(tmp_path: Path):
@@ -35,6 +43,7 @@ def test_a_quota_caps_the_cores_counted(monkeypatch):
 
 
 def test_workers_share_the_cores_and_nobody_goes_above_them(monkeypatch):
+    monkeypatch.setattr("hpo_action.train.threads.busy_elsewhere", lambda: 0)  # an idle machine
     cores = available_cores()
     assert worker_share(1) == cores and worker_share(cores * 4) == 1
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -54,3 +63,18 @@ def test_a_process_pinned_to_one_core_runs_one_torch_thread():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", SHARE_ENV)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert proc.stdout.strip() == "1"
+
+
+def test_cores_other_processes_keep_busy_are_left_to_them(monkeypatch):
+    """Threads that must meet at every operation stall when one waits for a core another process holds."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(SHARE_ENV, raising=False)
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        assert busy_elsewhere() >= 2  # busy loops are always runnable
+        assert process_threads() <= max(1, available_cores() - 2)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()

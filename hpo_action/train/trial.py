@@ -24,6 +24,7 @@ from hpo_action.errors import TrialError
 from hpo_action.layout import mark
 from hpo_action.train.models import BaseModel
 from hpo_action.train.optimizers import build_optimizer, sft_arguments, trial_train_dataset
+from hpo_action.train.threads import limit_torch_threads
 
 if TYPE_CHECKING:
     import datasets
@@ -123,6 +124,7 @@ class TrialRunner:
         from transformers import set_seed
 
         started = time.perf_counter()
+        limit_torch_threads()  # the machine's load may have changed since the last trial
         set_seed(self.cfg.train.seed)  # the adapter's random init must not depend on earlier trials
         metric = self.cfg.search.objective.metric
         search = self.cfg.search
