@@ -197,3 +197,30 @@ def test_a_run_stopped_by_its_timeout_says_so_everywhere_and_its_files_follow_on
     log = out / "workers" / "worker-0.log"
     assert stat.S_IMODE(log.stat().st_mode) == 0o600  # library output may echo a secret
     assert math.isfinite(summary.best.value)
+
+
+def test_the_verdict_leads_with_the_check_that_decided_and_never_implies_an_unchecked_skill(tmp_path: Path):
+    from rich.console import Console
+
+    from hpo_action.config import GateConfig
+    from hpo_action.judge.gate import ForgettingInput, Paired, gate
+    from hpo_action.report.tables import verdict, verdict_markdown
+
+    table = [(True, False)] * 90 + [(False, True)] * 5 + [(True, True)] * 105  # a clear gain on the task
+    primary = Paired("exact_match", [float(c) for c, _ in table], [float(r) for _, r in table], True)
+    forgot = Paired("exact_match", [0.0] * 150 + [1.0] * 150, [1.0] * 300, True)  # half of `copy` lost
+    rejected = gate(primary, [ForgettingInput("copy", forgot, 0.05)], GateConfig(resamples=1000))
+    lines = verdict_markdown(rejected)
+    checks = [line for line in lines if line.startswith("- ")]
+    assert rejected.decision == "reject" and checks[0].startswith("- ✗ forgetting on copy") and checks[1].startswith("- ✓")
+    assert "−" not in "\n".join(lines) and "-0.5" in "\n".join(lines)  # ASCII minus
+
+    unchecked = gate(primary, [], GateConfig(resamples=1000))
+    text = "\n".join(verdict_markdown(unchecked))
+    assert "forgetting: not checked (no gate.forgetting set was configured)" in text
+    console = Console(record=True, width=120)
+    console.print(verdict(unchecked))
+    assert "? forgetting: not checked" in console.export_text()
+    cfg = parse_config({"model": {"name": "org/base-model"}, "data": {"train": "t.jsonl"}})
+    card = render_card(cfg, sample_summary(), unchecked, [], "t", None, env={})
+    assert "forgetting was not checked" in card and "kept what the base model could do" not in card
