@@ -212,7 +212,8 @@ def test_the_verdict_leads_with_the_check_that_decided_and_never_implies_an_unch
     rejected = gate(primary, [ForgettingInput("copy", forgot, 0.05)], GateConfig(resamples=1000))
     lines = verdict_markdown(rejected)
     checks = [line for line in lines if line.startswith("- ")]
-    assert rejected.decision == "reject" and checks[0].startswith("- ✗ forgetting on copy") and checks[1].startswith("- ✓")
+    assert rejected.decision == "reject" and checks[0].startswith("- ✗ forgetting on copy")  # what decided, first
+    assert checks[1].startswith("- ✓")
     assert "−" not in "\n".join(lines) and "-0.5" in "\n".join(lines)  # ASCII minus
 
     unchecked = gate(primary, [], GateConfig(resamples=1000))
