@@ -20,7 +20,7 @@ from hpo_action.errors import ConfigError
 from hpo_action.judge.decision import GateDecision
 from hpo_action.pipeline import run
 from hpo_action.search.summary import RunSummary
-from hpo_action.ship.card import default_title, render_card
+from hpo_action.ship.card import card_title, render_card
 from hpo_action.ship.registry import open_registry
 from hpo_action.train.model_source import check_model_source
 from hpo_action.train.trial import Pruned, _Tracker
@@ -39,7 +39,7 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
 
 def _card(tmp_path: Path, model: dict, title: str | None = None) -> ModelCard:
     cfg = parse_config({"model": model, "data": {"train": "t.jsonl"}, "registry": {"title": title}})
-    chosen = cfg.registry.title or open_registry(str(tmp_path / "registry")).title or default_title(cfg)
+    chosen = card_title(cfg, open_registry(str(tmp_path / "registry")).title)
     path = tmp_path / "README.md"
     path.write_text(render_card(cfg, sample_summary(), GATE, [], chosen, None, env={}, load_from="registry/v1"))
     return ModelCard.load(path)

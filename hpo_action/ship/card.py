@@ -68,9 +68,10 @@ def render_card(
     return str(card)
 
 
-def default_title(cfg: HpoConfig) -> str:
-    """The card's title when neither registry.title nor the registry gives one: the base model and method."""
-    return f"{Path(cfg.model.name).name}-{cfg.model.method}"
+def card_title(cfg: HpoConfig, registry_title: str | None) -> str:
+    """registry.title, else the registry's own (a Hub repo's name), else '<base model>-<method>': never the name
+    of a folder such as 'registry'."""
+    return cfg.registry.title or registry_title or f"{Path(cfg.model.name).name}-{cfg.model.method}"
 
 
 def card_base_model(model: ModelConfig) -> str | None:

@@ -14,7 +14,7 @@ from hpo_action.judge.generation import read_decoding
 from hpo_action.judge.predictions import read_meta
 from hpo_action.layout import RunLayout
 from hpo_action.search.summary import RunSummary
-from hpo_action.ship.card import default_title, render_card
+from hpo_action.ship.card import card_title, render_card
 from hpo_action.ship.registry import Champion, Registry, open_registry
 from hpo_action.ship.registry._base import version_files
 from hpo_action.train.models import adapter_sha256
@@ -98,7 +98,7 @@ def publish_run(
     plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
     summary = RunSummary.read(layout.summary)
     previous = expected.version if expected else None
-    title = cfg.registry.title or registry.title or default_title(cfg)
+    title = card_title(cfg, registry.title)
     card = render_card(cfg, summary, gate, plots, title, previous, env, registry.load_reference(version))
     if dry_run:
         return Publication(card, sorted([*version_files(layout), "README.md"]), None)
