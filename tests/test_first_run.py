@@ -225,3 +225,10 @@ def test_the_verdict_leads_with_the_check_that_decided_and_never_implies_an_unch
     cfg = parse_config({"model": {"name": "org/base-model"}, "data": {"train": "t.jsonl"}})
     card = render_card(cfg, sample_summary(), unchecked, [], "t", None, env={})
     assert "forgetting was not checked" in card and "kept what the base model could do" not in card
+
+
+def test_qlora_on_a_cpu_fails_before_any_worker_starts(tmp_path: Path, capsys):
+    config = write_config(tmp_path, small_config(tmp_path, model={"method": "qlora"}))
+    code, _, err = _cli(capsys, "search", "-c", str(config), "--workers", "2")
+    assert code == 2 and "model.method: qlora needs a CUDA GPU" in error_line(err)
+    assert not (tmp_path / "out").exists()  # no workers/ folder: no worker process was started
