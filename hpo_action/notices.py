@@ -7,7 +7,10 @@ it is plain output, not a report.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +20,20 @@ EVERY_SECONDS = 10.0
 
 
 def say(message: str) -> None:
-    """One line on stderr, at once."""
+    """One line on stderr, at once; in a terminal, folded to its width (a long path must not run off the edge)."""
+    if sys.stderr.isatty():
+        message = textwrap.fill(message, width=_stderr_columns(), subsequent_indent="  ", break_on_hyphens=False)
     print(message, file=sys.stderr, flush=True)
+
+
+def _stderr_columns() -> int:
+    """The width of the terminal stderr writes to (stdout may be a pipe); COLUMNS wins, as everywhere."""
+    try:
+        measured = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        measured = shutil.get_terminal_size().columns
+    columns = os.environ.get("COLUMNS", "")
+    return max(int(columns) if columns.isdigit() else measured, 20)
 
 
 class Advance(Protocol):
