@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -473,6 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="hpo-action", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn a clean stop into a crash
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(130)
     except click.ClickException as err:

@@ -3,6 +3,7 @@ crashed trials, OOM and a full disk, all on the real tiny model with real storag
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -296,7 +297,11 @@ def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path: Path, wo
     raw = _raw(tmp_path, n_trials=4, workers=workers, pruner="none", budget={"max_steps": 60, "eval_every": 30})
     config = write_config(tmp_path, raw)
     cfg = parse_config(raw, base_dir=tmp_path)
-    proc = subprocess.Popen(_cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal, even when pytest itself runs as a background job (which ignores SIGINT)
+    restore_ctrl_c = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    proc = subprocess.Popen(
+        _cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=restore_ctrl_c
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         time.sleep(0.3)
