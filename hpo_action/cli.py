@@ -476,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn a clean stop into a crash
         click.echo("interrupted: run the same command again to resume", err=True)
+        _forget_nested_interrupt()
         sys.exit(130)
     except click.ClickException as err:
         err.show()
@@ -489,6 +490,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         message = f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)"
         _fail(f"hpo-action: unexpected {type(err).__name__}", message, 1, secrets, env)
+
+
+def _forget_nested_interrupt() -> None:
+    """CPython remembers a KeyboardInterrupt that left any `exec` of a string (dataclasses build their methods that
+    way, so a Ctrl-C during a library's import does) and, although it was handled here, ends `python -m hpo_action`
+    by killing itself with SIGINT instead of exiting 130. Running one more string clears that memory."""
+    exec("None")
 
 
 def _fail(title: str, message: str, code: int, secrets: list[str], env: dict[str, str] | None) -> None:

@@ -109,3 +109,27 @@ def test_an_unreachable_storage_is_bad_input_and_its_password_stays_hidden(tmp_p
     assert "search.storage: cannot open postgresql+psycopg://hpo:***@127.0.0.1:9/hpo" in err
     assert "s3cret-pw" not in err and error_line(err)
     assert not list((tmp_path / "out").glob("*.db")) and not (tmp_path / "out" / "trials").exists()
+
+
+def test_ctrl_c_inside_a_library_exec_still_exits_130(tmp_path: Path):
+    """A Ctrl-C often lands while a library is imported, inside the `exec` with which dataclasses build their
+    methods. CPython remembers that and, under `python -m`, would end the process by SIGINT (-2) although the CLI
+    handled the interrupt; the CLI must still say how to resume and exit 130."""
+    (tmp_path / "interrupted_in_exec.py").write_text(
+        "import hpo_action.cli as cli\n"
+        "def load_config(path):\n"
+        "    exec('raise KeyboardInterrupt')  # the Ctrl-C, landing inside an exec of a string\n"
+        "cli.load_config = load_config\n"
+        "cli.main()\n"
+    )
+    config = write_config(tmp_path, small_config(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "interrupted_in_exec", "search", "-c", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted: run the same command again to resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
