@@ -17,7 +17,7 @@ equal compute (training steps), and the steps needed to reach a true regret ≤ 
 standard deviation of the table's best configuration. The ratios compare (a) against (b), (c) and (e).
 
     python benchmarks/hpo_efficiency.py                  # both tables, 100 study seeds × 3 training seeds
-    python benchmarks/hpo_efficiency.py --cycle-seeds --gp-seeds 10 --random-trials 160   # RESULTS.md's run:
+    python benchmarks/hpo_efficiency.py --cycle-seeds --random-trials 160   # RESULTS.md's run:
                                                          # training seed = study seed mod 3, (b) 160 trials
     python benchmarks/hpo_efficiency.py --quick          # CI: the shipped quickstart table, a few replays
     python benchmarks/hpo_efficiency.py --variants       # the before/after table of candidate defaults
@@ -215,6 +215,7 @@ def main() -> None:
     per_task = {task: task_summary(tables[task], replays[task], labels) for task in tasks}
     result = headline(per_task, seeds, 1 if args.cycle_seeds else len(train_seeds), trials, args.quick)
     result["random_trials"] = args.random_trials or trials
+    result["gp_study_seeds"] = len(gp_pairs) if "f" in strategies else None
     result["wall_s"] = round(time.monotonic() - started, 1)
     print_summary(per_task)
     name = "hpo_efficiency_quick" if args.quick else args.out
