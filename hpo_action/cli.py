@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from hpo_action.config import (
     parse_set_option,
 )
 from hpo_action.errors import ConfigError, HpoActionError
+from hpo_action.interrupts import exit_interrupted, remember_ctrl_c
 from hpo_action.notices import say
 from hpo_action.redaction import redact_text
 from hpo_action.report import github
@@ -471,13 +471,11 @@ def main(argv: list[str] | None = None) -> None:
     secrets = github.secret_values(dict(os.environ), args)
     if env is not None:  # before anything is printed
         github.mask(secrets, env)
+    remember_ctrl_c()
     try:
         cli.main(args=args, prog_name="hpo-action", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn a clean stop into a crash
-        click.echo("interrupted: run the same command again to resume", err=True)
-        _forget_nested_interrupt()
-        sys.exit(130)
+        exit_interrupted()
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
@@ -490,13 +488,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         message = f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)"
         _fail(f"hpo-action: unexpected {type(err).__name__}", message, 1, secrets, env)
-
-
-def _forget_nested_interrupt() -> None:
-    """CPython remembers a KeyboardInterrupt that left any `exec` of a string (dataclasses build their methods that
-    way, so a Ctrl-C during a library's import does) and, although it was handled here, ends `python -m hpo_action`
-    by killing itself with SIGINT instead of exiting 130. Running one more string clears that memory."""
-    exec("None")
 
 
 def _fail(title: str, message: str, code: int, secrets: list[str], env: dict[str, str] | None) -> None:

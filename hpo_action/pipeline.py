@@ -21,6 +21,7 @@ from hpo_action.data.loading import Splits, load_splits, rows_fingerprint
 from hpo_action.data.tokenize import tokenize_for_study, tokenize_replay
 from hpo_action.errors import ConfigError, HpoActionError, TrialError
 from hpo_action.files import write_text_atomic
+from hpo_action.interrupts import raise_if_pressed
 from hpo_action.judge.assess import evaluate_and_gate
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.decoding import DecodingSearch, search_decoding
@@ -109,6 +110,7 @@ def run(
     make_console().print(verdict(decision))
     findings = diagnose(searched.summary, cfg, decision)
     _print_findings(findings[:TOP_FINDINGS], console)
+    raise_if_pressed()  # nothing is published after a Ctrl-C, even one that a library swallowed
     published = _publish(cfg, registry, decision, console)
     shown = published.champion if published else champion
     registry_line = None
@@ -324,6 +326,7 @@ def _study(
     finally:
         if pool is not None:
             pool.close()
+    raise_if_pressed()
     check_not_all_failed(study)
     stopped_early = timeout_stop(finished(study), target, deadline)
     summary = _write_outputs(cfg, study, layout, time.monotonic() - started, console, stopped_early)

@@ -18,7 +18,7 @@ from .conftest import ROOT
 
 PACKAGE = ROOT / "hpo_action"
 # The shared ground, then the stages in the order of the flow, then the entry points (docs/architecture.md).
-GROUND = {"config", "errors", "layout", "files", "drills", "metrics", "notices", "redaction", "sources"}
+GROUND = {"config", "errors", "layout", "files", "drills", "interrupts", "metrics", "notices", "redaction", "sources"}
 STAGES = ["data", "train", "search", "judge", "report", "ship"]
 ENTRY = {"cli", "pipeline", "preflight", "worker", "session", "init", "__main__", "__init__"}
 OPTUNA_PRIVATE = ("._storage", "._trial_id", "._thread_local", "._stop_flag", "._study_id")

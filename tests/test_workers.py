@@ -317,3 +317,54 @@ def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path: Path, wo
     assert "interrupted: run the same command again to resume" in err
     assert "Traceback" not in err
     assert "RUNNING" not in _states(_load(cfg))
+
+
+SWALLOWING_FINALIZER = """
+import os, signal
+import hpo_action.cli as cli
+from hpo_action.search.pruning import FirstObjectivePruning
+
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, arriving while a finalizer runs:
+        for _ in range(10_000):  # its KeyboardInterrupt is raised in here, and Python drops it ("Exception ignored")
+            pass
+
+
+real_report = FirstObjectivePruning.report
+
+
+def report(self, value, step):
+    answer = real_report(self, value, step)
+    if not os.environ.get("SWALLOWED"):
+        os.environ["SWALLOWED"] = "1"
+        Finalized()  # collected at once
+    return answer
+
+
+FirstObjectivePruning.report = report
+cli.main()
+"""
+
+
+def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_study(tmp_path: Path):
+    """Python drops a KeyboardInterrupt raised inside a finalizer; the press must not be lost with it: the study
+    stops at its next evaluation, says how to resume and exits 130, with no trial left RUNNING."""
+    raw = _raw(tmp_path, n_trials=3, pruner="none", budget={"max_steps": 40, "eval_every": 20})
+    config = write_config(tmp_path, raw)
+    (tmp_path / "swallowing_finalizer.py").write_text(SWALLOWING_FINALIZER)
+    restore_ctrl_c = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "swallowing_finalizer", "search", "-c", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=restore_ctrl_c,
+    )
+    assert "Exception ignored" in proc.stderr and "KeyboardInterrupt" in proc.stderr  # the press was swallowed
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted: run the same command again to resume" in proc.stderr
+    states = _states(_load(parse_config(raw, base_dir=tmp_path)))
+    assert "RUNNING" not in states and states.count("COMPLETE") == 0, states

@@ -8,6 +8,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from hpo_action.config import HpoConfig
+from hpo_action.interrupts import raise_if_pressed
 from hpo_action.search.optuna_compat import storage_of
 from hpo_action.search.samplers import make_pruner
 
@@ -53,6 +54,7 @@ class FirstObjectivePruning:
             trial.set_user_attr(COMPANION_ATTR, self.mirror.number)
 
     def report(self, value: float, step: int) -> bool:
+        raise_if_pressed()  # each evaluation is where a swallowed Ctrl-C is caught up with
         target = self.mirror if self.mirror is not None else self.trial
         target.report(value, step)
         return target.should_prune()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
+from hpo_action.interrupts import raise_if_pressed
 from hpo_action.layout import RunLayout, is_ours
 from hpo_action.search.duplicates import derive_seed, exhausted, is_discarded, seed_stream
 from hpo_action.search.finalist import chosen_trial
@@ -89,6 +90,7 @@ def run_trials(
     ran = 0
     try:
         while (deadline is None or time.time() < deadline) and not (grid_done and grid_done(study)):
+            raise_if_pressed()
             lock.acquire()
             try:
                 fail_stale(study)

@@ -20,6 +20,7 @@ from hpo_action import errors
 from hpo_action.config import HpoConfig
 from hpo_action.errors import HpoActionError, TrialError
 from hpo_action.files import PRIVATE_MODE
+from hpo_action.interrupts import raise_if_pressed
 from hpo_action.layout import RunLayout
 from hpo_action.search.duplicates import derive_seed, is_discarded
 from hpo_action.search.orphans import WORKER_ATTR, fail_orphans, fail_worker_trials, worker_id
@@ -67,6 +68,7 @@ class WorkerPool:
         seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         while self.workers:
             time.sleep(POLL_SECONDS)
+            raise_if_pressed()
             if cfg.search.trial_timeout:
                 self._stop_overdue(study, cfg.search.trial_timeout)
             for index, worker in list(self.workers.items()):
