@@ -3,7 +3,7 @@
 Python turns SIGINT into a KeyboardInterrupt in whatever Python code runs next. That may be a finalizer (`__del__`,
 a weakref callback run by the garbage collector), where the exception is printed as "Exception ignored" and
 dropped, and the study would go on as if nothing was pressed. So the press is also remembered, and the study loop,
-each evaluation step of a trial and the pipeline between its phases ask `raise_if_pressed()`.
+each evaluation of a trial, the end of the study and the registry's publish step ask `raise_if_pressed()`.
 """
 
 from __future__ import annotations

@@ -110,7 +110,6 @@ def run(
     make_console().print(verdict(decision))
     findings = diagnose(searched.summary, cfg, decision)
     _print_findings(findings[:TOP_FINDINGS], console)
-    raise_if_pressed()  # nothing is published after a Ctrl-C, even one that a library swallowed
     published = _publish(cfg, registry, decision, console)
     shown = published.champion if published else champion
     registry_line = None

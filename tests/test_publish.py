@@ -101,3 +101,29 @@ def test_a_changed_test_set_re_evaluates_the_champion(tmp_path: Path):
     third.evaluate.max_new_tokens = 6
     run(third)
     assert (tmp_path / "run3" / "predictions" / "test.champion.jsonl").is_file()
+
+
+def test_a_swallowed_ctrl_c_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A Ctrl-C whose KeyboardInterrupt a library dropped (in a finalizer) after the gate promoted: the run stops
+    before the registry moves."""
+    import contextlib
+    import signal
+
+    from hpo_action import interrupts, pipeline
+
+    real_diagnose = pipeline.diagnose
+
+    def diagnose_while_ctrl_c_is_swallowed(*args, **kwargs):
+        with contextlib.suppress(KeyboardInterrupt):  # what a finalizer does with...
+            interrupts._on_sigint(signal.SIGINT, None)  # ...what Python runs on Ctrl-C
+        return real_diagnose(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "diagnose", diagnose_while_ctrl_c_is_swallowed)
+    registry = tmp_path / "registry"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(_cfg(tmp_path, registry, "run", seed=0))  # the seed whose run promotes (the tests above)
+    finally:
+        interrupts._pressed.clear()
+    assert json.loads((tmp_path / "run" / "gate.json").read_text())["decision"] == "promote"
+    assert not (registry / "versions").exists() and not list(registry.glob("champion*"))

@@ -9,6 +9,7 @@ from pathlib import Path
 from hpo_action.config import HpoConfig, load_config
 from hpo_action.errors import GateError, RegistryError
 from hpo_action.files import write_text_atomic
+from hpo_action.interrupts import raise_if_pressed
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.generation import read_decoding
 from hpo_action.judge.predictions import read_meta
@@ -104,4 +105,5 @@ def publish_run(
         return Publication(card, sorted([*version_files(layout), "README.md"]), None)
     write_text_atomic(layout.model_card, card)
     files = version_files(layout, layout.model_card)
+    raise_if_pressed()  # nothing is published after a Ctrl-C, even one that a library swallowed
     return Publication(card, sorted(files), registry.publish(files, expected))
