@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -121,6 +122,24 @@ def run_naive(cfg: Any, params: list[dict[str, Any]], trl_defaults: bool) -> tup
     return time.perf_counter() - started, values
 
 
+def without_remedies(cfg: Any) -> Any:
+    """The config without replay and the KL to the base (the quickstart has both): the naive loop has neither, so
+    both sides train the same rows with the same loss."""
+    from hpo_action.config import apply_overrides
+
+    return apply_overrides(
+        cfg,
+        {
+            "data.replay": None,
+            "search.forgetting_constraint": False,
+            "search.space.replay_ratio": None,
+            "search.space.kl_to_base": None,
+            "train.replay_ratio": 0.0,
+            "train.kl_to_base": 0.0,
+        },
+    )
+
+
 def scale_train(cfg: Any, rows: int, folder: Path) -> Any:
     """The config with its training file repeated (fresh ids) up to `rows` rows."""
     source = [json.loads(line) for line in Path(cfg.data.train).read_text().splitlines() if line.strip()]
@@ -146,7 +165,8 @@ def main() -> None:
     from hpo_action.train.demo_model import ensure_demo_model
 
     quiet_libraries()
-    cfg = load_config(args.config)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # every input is local; telemetry calls would add noise to the TRL side
+    cfg = without_remedies(load_config(args.config))
     scratch = Path(tempfile.mkdtemp(prefix="hpo-overhead-"))
     if args.train_rows:
         cfg = scale_train(cfg, args.train_rows, scratch)
