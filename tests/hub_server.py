@@ -177,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization") or ""
         token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
         self.authorized = state.is_valid(token)
+        self.logged_path, self.token_sent, self.logged = path, token is not None, False
         status = HTTPStatus.INTERNAL_SERVER_ERROR
         try:
             with state.lock:
@@ -188,7 +189,15 @@ class _Handler(BaseHTTPRequestHandler):
             status = error.status
             self._send_json(error.status, {"error": error.message}, code=error.code, message=error.message)
         finally:
-            state.log.append(Logged(self.command, path, int(status), token is not None, self.authorized))
+            if not self.logged:  # no response was sent (an error in the fake itself)
+                self._log(status)
+
+    def _log(self, status: int) -> None:
+        """Record the request before its response leaves: a client that has its answer finds it in the log."""
+        self.server.state.log.append(
+            Logged(self.command, self.logged_path, int(status), self.token_sent, self.authorized)
+        )
+        self.logged = True
 
     def _route(self, raw_path: str) -> int:
         for method, pattern, name in _ROUTES:
@@ -212,6 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
         code: str | None = None,
         message: str | None = None,
     ) -> None:
+        self._log(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
