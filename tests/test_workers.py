@@ -66,6 +66,10 @@ def _one_thread_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faults, "_fired", set())
 
 
+# A child gets Ctrl-C as in a terminal, even when pytest itself runs as a background job (which ignores SIGINT).
+_RESTORE_CTRL_C = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+
+
 def _states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in study.get_trials(deepcopy=False)]
 
@@ -297,10 +301,8 @@ def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path: Path, wo
     raw = _raw(tmp_path, n_trials=4, workers=workers, pruner="none", budget={"max_steps": 60, "eval_every": 30})
     config = write_config(tmp_path, raw)
     cfg = parse_config(raw, base_dir=tmp_path)
-    # Ctrl-C as in a terminal, even when pytest itself runs as a background job (which ignores SIGINT)
-    restore_ctrl_c = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
     proc = subprocess.Popen(
-        _cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=restore_ctrl_c
+        _cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_RESTORE_CTRL_C
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -354,14 +356,13 @@ def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_study(tmp_path: Path
     raw = _raw(tmp_path, n_trials=3, pruner="none", budget={"max_steps": 40, "eval_every": 20})
     config = write_config(tmp_path, raw)
     (tmp_path / "swallowing_finalizer.py").write_text(SWALLOWING_FINALIZER)
-    restore_ctrl_c = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
     proc = subprocess.run(
         [sys.executable, "-m", "swallowing_finalizer", "search", "-c", str(config)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
-        preexec_fn=restore_ctrl_c,
+        preexec_fn=_RESTORE_CTRL_C,
     )
     assert "Exception ignored" in proc.stderr and "KeyboardInterrupt" in proc.stderr  # the press was swallowed
     assert proc.returncode == 130, proc.stderr[-2000:]
