@@ -1,12 +1,12 @@
 # The README's two commands, each setting up what it needs in .venv (the README's install line):
 #   make quickstart   run the bundled quickstart (CPU, no download)
 #   make test         run the test suite, slow end-to-end tests included
-# A CUDA machine gets the CUDA build of torch from the same line; `make VENV=path` uses another environment.
+# torch is pinned in pyproject.toml only: a CUDA machine gets the CUDA build of that version from PyPI.
+# `make VENV=path` uses another environment.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-TORCH := torch==2.13.0
 
 .PHONY: quickstart test
 
@@ -19,9 +19,9 @@ test: $(VENV)/.installed-dev
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e .
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@

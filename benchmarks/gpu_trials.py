@@ -19,7 +19,7 @@ then one device `run` with carry [".whl"], timeout_s 480, and the command:
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && python3 benchmarks/gpu_trials.py --out $OUT
 
-(Where pip reaches a registry: `python -m pip install "torch==2.13.0" -e ".[qlora]"`, then the last command.)
+(Where pip reaches a registry: `python -m pip install -e ".[qlora]"`, then the last command.)
 It prints one table and writes $OUT/gpu_trials.json: device, library versions, every number, each phase's wall
 time. A rerun of some phases: `--phases qlora,plan` (build always runs). On a CPU, the code paths in under a
 minute (a 2-layer float32 model, 4 steps; QLoRA and plan are skipped: they need CUDA):

@@ -20,7 +20,6 @@ from hpo_action.config import (
     HpoConfig,
     apply_overrides,
     load_config,
-    parse_forgetting_option,
     parse_set_option,
 )
 from hpo_action.errors import ConfigError, HpoActionError
@@ -355,6 +354,7 @@ def gate_command(
 
     Example: hpo-action gate --candidate cand.jsonl --champion champ.jsonl --forgetting copy=c.jsonl,b.jsonl,0.02
     """
+    from hpo_action.judge.gate_files import parse_forgetting_files
     from hpo_action.pipeline import gate_files
 
     base = GateConfig()
@@ -368,7 +368,7 @@ def gate_command(
         first = err.errors()[0]
         where = "-".join(map(str, first["loc"])).replace("_", "-") or "gate"
         raise ConfigError(f"--{where}: {first['msg'].removeprefix('Value error, ')}") from None
-    files = parse_forgetting_option(forgetting)
+    files = parse_forgetting_files(forgetting)
     result = gate_files(Path(candidate), Path(reference), cfg, metric, files, out and Path(out))
     if fail_on_reject and not result.promote:
         sys.exit(3)

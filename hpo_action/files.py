@@ -29,7 +29,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def template(name: str) -> Path:
-    """A packaged template: inside the wheel at hpo_action/templates, or templates/ in a source checkout."""
+    """A packaged template: in the wheel's own templates folder, or templates/ in a source checkout."""
     packaged = importlib.resources.files("hpo_action") / "templates" / name
     if packaged.is_file():
         return Path(str(packaged))

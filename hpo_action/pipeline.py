@@ -27,6 +27,7 @@ from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.decoding import DecodingSearch, search_decoding
 from hpo_action.judge.evaluate import EvalSettings, attach_trained, evaluate
 from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair, too_small_to_pass
+from hpo_action.judge.gate_files import ForgettingFiles
 from hpo_action.judge.generation import write_generation_config
 from hpo_action.judge.predictions import read_meta, read_predictions
 from hpo_action.layout import RunLayout
@@ -428,9 +429,6 @@ def _check_writable(output: Path) -> None:
         raise ConfigError(f"output.dir: {output} is not writable: {err.strerror} ({fix})") from None
 
 
-ForgettingFiles = tuple[str, Path, Path, float, str | None]  # name, candidate, reference, margin, metric
-
-
 def gate_files(
     candidate: Path,
     reference: Path,
@@ -449,12 +447,13 @@ def gate_files(
     how = "choose one with --metric"
     metric = choose_metric(cand_rows, ref_rows, metric or recorded[0], f"{candidate} and {reference}", how)
     inputs = []
-    for name, cand_path, ref_path, margin, wanted in forgetting:
-        cand_f, ref_f = read_predictions(cand_path), read_predictions(ref_path)
+    for files in forgetting:
+        name = files.name
+        cand_f, ref_f = read_predictions(files.candidate), read_predictions(files.reference)
         how = f"name it: --forgetting {name}=CAND,REF,MARGIN,METRIC"
-        chosen = choose_metric(cand_f, ref_f, wanted or metric, f"--forgetting {name}", how)
+        chosen = choose_metric(cand_f, ref_f, files.metric or metric, f"--forgetting {name}", how)
         paired = pair(cand_f, ref_f, chosen, names=(f"{name} candidate", f"{name} reference"))
-        inputs.append(ForgettingInput(name, paired, margin))
+        inputs.append(ForgettingInput(name, paired, files.margin))
     decision = gate(pair(cand_rows, ref_rows, metric), inputs, cfg)
     if out is not None:
         decision.write(out)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hpo_action import drills
 from hpo_action.config import HpoConfig
 from hpo_action.data.loading import Splits, load_splits
 from hpo_action.data.replay import check_held_out
+from hpo_action.data.rows import Rows
 from hpo_action.errors import ConfigError, GateError
 from hpo_action.judge.forgetting import load_forgetting_sets
 from hpo_action.judge.predictions import read_predictions
@@ -29,7 +29,7 @@ class Checked:
     """The inputs a run needs, loaded and checked."""
 
     splits: Splits
-    forgetting_sets: dict[str, list[dict[str, Any]]]
+    forgetting_sets: dict[str, Rows]
 
 
 def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, gating: bool = True) -> Checked:
@@ -63,7 +63,7 @@ def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, g
     return Checked(splits, sets)
 
 
-def _check_replay_held_out(cfg: HpoConfig, splits: Splits, sets: dict[str, list[dict[str, Any]]]) -> None:
+def _check_replay_held_out(cfg: HpoConfig, splits: Splits, sets: dict[str, Rows]) -> None:
     """Replay rows must not be forgetting or test rows: trained on, they would leak into the gate (exit 2)."""
     files = {benchmark.name: str(benchmark.data) for benchmark in cfg.gate.forgetting}
     held_out = {f"gate.forgetting[{name}]": (files[name], rows) for name, rows in sets.items()}

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
-from hpo_action.config import HpoConfig, is_forgetting_objective, may_be_nonzero
+from hpo_action.config import HpoConfig, is_forgetting_objective
 from hpo_action.data.loading import Splits
+from hpo_action.data.rows import Rows
 from hpo_action.data.tokenize import tokenize_for_study, tokenize_replay
 from hpo_action.judge.forgetting import build_probes, load_forgetting_sets
 from hpo_action.layout import RunLayout
@@ -42,7 +42,7 @@ def banner(cfg: HpoConfig, setup: str, n_train: int, n_validation: int, cache_hi
 
 
 def trial_runner(
-    cfg: HpoConfig, splits: Splits, forgetting: dict[str, list[dict[str, Any]]] | None, console: Console
+    cfg: HpoConfig, splits: Splits, forgetting: dict[str, Rows] | None, console: Console
 ) -> TrialRunner | CrossValidatedRunner:
     """Load the base model, tokenize (or reuse the cache) and score the forgetting probes: once per process."""
     base = load_base_model(cfg.model)
@@ -61,7 +61,7 @@ def trial_runner(
         probes = build_probes(cfg, base, sets)
         console.print("forgetting probes: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
     reference = None
-    if cfg.model.method == "full" and may_be_nonzero(cfg, "kl_to_base"):
+    if cfg.model.method == "full" and cfg.may_be_nonzero("kl_to_base"):
         reference, size = base.frozen_copy()
         console.print(
             f"kl_to_base with full fine-tuning: a frozen reference copy of the base model ({size / 2**20:.1f} MiB)"

@@ -19,7 +19,7 @@ import yaml
 
 from hpo_action.cli import cli
 
-from .conftest import ROOT, small_config, write_config
+from .helpers import ROOT, small_config, write_config
 
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 CONSUMED_BY_THE_ACTION = {"extra-args", "hf-token", "install-extras", "working-directory"}

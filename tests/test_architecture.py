@@ -14,7 +14,7 @@ import pytest
 from hpo_action.config.docs import END, START, table
 from hpo_action.layout import ENTRIES
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 PACKAGE = ROOT / "hpo_action"
 # The shared ground, then the stages in the order of the flow, then the entry points (docs/architecture.md).
@@ -96,14 +96,14 @@ def test_only_registries_know_their_uri_schemes():
     assert not offenders, offenders
 
 
-def test_modules_and_functions_stay_small():
-    long_modules = [f"{p.relative_to(ROOT)}: {n}" for p in _modules() if (n := len(p.read_text().splitlines())) > 500]
+def test_functions_stay_small():
+    """A smell detector, not a target: a function this long is usually several steps that want names. Modules have
+    no line cap; a module is as long as its one concept needs (docs/architecture.md)."""
     long_functions = []
     for path in _modules():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                 long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
-    assert not long_modules, long_modules
     assert not long_functions, long_functions
 
 
@@ -129,3 +129,38 @@ def test_help_is_fast_and_never_loads_torch(command: list[str]):
     assert proc.returncode == 0, proc.stderr
     assert "Usage: hpo-action" in proc.stdout
     assert proc.stdout.strip().endswith("False"), "--help imported torch"
+
+
+DATA_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".arrow"}
+# A cited path; one that continues with a <placeholder> names a pattern, not a file.
+CITED = re.compile(
+    r"(?<![\w/.-])((?:shared|benchmarks|docs|templates|examples|tests|hpo_action)/[\w./-]*\w)(?![\w./-]*<)"
+)
+
+
+def test_the_repository_root_holds_no_data():
+    """Data lives with what uses it (examples/, tests/data/); a stray copy at the root is referenced by nothing."""
+    stray = sorted(p.name for p in ROOT.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES)
+    assert not stray, f"move or delete: {stray}"
+
+
+def test_every_file_the_code_cites_is_in_the_repository():
+    """A citation in code or in a shipped template must resolve inside this repository (no design notes from
+    elsewhere, no deleted benchmark)."""
+    sources = [*_modules(), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("templates/**/*.*"), ROOT / "action.yml"]
+    missing = []
+    for path in sources:
+        for cited in CITED.findall(path.read_text(encoding="utf-8")):
+            if cited.startswith("shared/") or not (ROOT / cited).exists():
+                missing.append(f"{path.relative_to(ROOT)}: {cited}")
+    assert not missing, missing
+
+
+def test_torch_is_pinned_in_one_place():
+    """pyproject.toml pins torch; the Makefile, the README's install line and CI install from it."""
+    places = {
+        name: re.findall(r"torch\s*(?:[=<>!~]=|[<>])\s*[\d.]+", (ROOT / name).read_text())
+        for name in ("pyproject.toml", "Makefile", "README.md", ".ci/run", "action.yml")
+    }
+    assert len(places.pop("pyproject.toml")) == 1
+    assert not any(places.values()), places

@@ -11,7 +11,7 @@ from hpo_action.cli import main
 from hpo_action.config.edit import set_values
 from hpo_action.train.batch_planner import is_out_of_memory, largest_fitting, split_effective
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 
 class FakeOutOfMemoryError(RuntimeError):

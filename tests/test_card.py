@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 from hpo_action.config import parse_config
 from hpo_action.ship.card import github_run_url, render_card
 
-from .conftest import promoted_decision, sample_summary
+from .helpers import promoted_decision, sample_summary
 
 GATE = promoted_decision()
 

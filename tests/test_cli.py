@@ -11,7 +11,7 @@ import pytest
 
 from hpo_action.cli import main
 
-from .conftest import error_line, small_config, write_config
+from .helpers import error_line, small_config, write_config
 
 
 def _run(capsys, *args: str) -> tuple[int, str]:

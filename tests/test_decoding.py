@@ -15,7 +15,7 @@ from hpo_action.config import apply_overrides, parse_config
 from hpo_action.errors import GateError
 from hpo_action.judge.generation import GENERATION_CONFIG, Decoding, read_decoding, write_generation_config
 
-from .conftest import small_config
+from .helpers import small_config
 
 SAMPLED = Decoding(do_sample=True, temperature=1.3, top_p=0.95, top_k=20, repetition_penalty=1.1, max_new_tokens=9)
 

@@ -21,7 +21,7 @@ from hpo_action.search.slots import finished
 from hpo_action.search.study import open_study, run_trials
 from hpo_action.train.trial import TrialResult
 
-from .conftest import small_config
+from .helpers import small_config
 
 
 class StubRunner:

@@ -25,7 +25,7 @@ from hpo_action.judge.predictions import meta_path, write_predictions
 from hpo_action.metrics import normalize_text
 from hpo_action.train.models import BaseModel, load_base_model
 
-from .conftest import QUICKSTART
+from .helpers import QUICKSTART
 
 MODEL_CFG = ModelConfig(name="hpo-action/tiny-demo")
 DATA_CFG = DataConfig(train="unused.jsonl")

@@ -25,7 +25,7 @@ from hpo_action.ship.registry import open_registry
 from hpo_action.train.model_source import check_model_source
 from hpo_action.train.trial import Pruned, _Tracker
 
-from .conftest import error_line, promoted_decision, sample_summary, small_config, write_config
+from .helpers import error_line, promoted_decision, sample_summary, small_config, write_config
 
 GATE = promoted_decision()
 

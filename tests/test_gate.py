@@ -20,7 +20,7 @@ from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.gate import ForgettingInput, Paired, gate, pair
 from hpo_action.judge.predictions import read_predictions
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gate_calibration as calibration
@@ -318,7 +318,7 @@ def test_bad_margin_and_settings_exit_2(tmp_path: Path):
 
 
 def test_gate_reads_the_config_and_flags_override_it(tmp_path: Path):
-    from .conftest import small_config, write_config
+    from .helpers import small_config, write_config
 
     config = write_config(tmp_path, small_config(tmp_path, gate={"alpha": 0.01, "target_effect": 0.1}))
     cand, ref = _booleans(12, 2, 100, 86)  # exact_match is the quickstart's primary metric
@@ -393,7 +393,7 @@ def test_a_forgetting_set_too_small_to_ever_pass_is_warned_about_before_the_sear
     assert "needs at least 133" in too_small_to_pass("copy", 132, 0.02, 0.05)
     assert "needs at least 52" in too_small_to_pass("copy", 51, 0.05, 0.05)
 
-    from .conftest import small_config, write_config
+    from .helpers import small_config, write_config
 
     raw = small_config(
         tmp_path, gate={"forgetting": [{"name": "copy", "data": "forget_copy.jsonl", "metric": "exact_match"}]}

@@ -19,7 +19,7 @@ from hpo_action.report import github
 from hpo_action.report.markdown import run_markdown
 from hpo_action.ship.registry import Champion, oidc_resource, open_registry
 
-from .conftest import promoted_decision, sample_summary
+from .helpers import promoted_decision, sample_summary
 
 GATE = promoted_decision()
 SUMMARY = sample_summary()

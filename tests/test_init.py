@@ -16,7 +16,7 @@ from hpo_action.errors import ConfigError
 from hpo_action.files import template
 from hpo_action.init import DEMO_VALUES, write_starter
 
-from .conftest import QUICKSTART
+from .helpers import QUICKSTART
 
 STARTER = ["hpo.yaml", ".github/workflows/hpo.yml", *(f"data/{s}.jsonl" for s in ("train", "validation", "test"))]
 

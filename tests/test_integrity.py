@@ -17,7 +17,7 @@ import pytest
 from hpo_action.layout import RunLayout, mark
 from hpo_action.search.study import keep_only_best
 
-from .conftest import error_line, small_config, write_config
+from .helpers import error_line, small_config, write_config
 
 
 def _hpo(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:

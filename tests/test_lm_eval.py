@@ -16,7 +16,7 @@ from hpo_action.judge.gate import pair
 from hpo_action.judge.lm_eval_tasks import _per_sample, score_lm_eval
 from hpo_action.train.models import BaseModel, load_base_model
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 TASKS = ROOT / "tests" / "data" / "lm_eval"
 TASK = "hpo_copy_choice"
@@ -114,7 +114,7 @@ def test_run_gates_an_lm_eval_forgetting_benchmark(tmp_path: Path) -> None:
     from hpo_action.config import parse_config
     from hpo_action.pipeline import run
 
-    from .conftest import small_config
+    from .helpers import small_config
 
     lm_eval = {
         "name": "copy_choice",

@@ -18,7 +18,7 @@ from hpo_action.pipeline import search
 from hpo_action.search import lr_bounds
 from hpo_action.search.storage import storage_url, study_name
 
-from .conftest import small_config, write_config
+from .helpers import small_config, write_config
 
 pytestmark = pytest.mark.slow
 

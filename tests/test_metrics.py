@@ -15,7 +15,7 @@ from hpo_action.judge.predictions import read_predictions, write_predictions
 from hpo_action.metrics import BUILTIN, metric_direction, metric_kind, resolve_metric
 from hpo_action.train.models import load_base_model
 
-from .conftest import QUICKSTART, small_config
+from .helpers import QUICKSTART, small_config
 
 
 def test_builtins_carry_kind_and_direction():

@@ -19,7 +19,7 @@ from hpo_action.search.storage import storage_url, study_name
 from hpo_action.search.summary import RunSummary, Selection
 from hpo_action.ship.card import render_card
 
-from .conftest import promoted_decision, sample_summary, small_config
+from .helpers import promoted_decision, sample_summary, small_config
 
 OBJECTIVES = [{"metric": "eval_loss"}, {"metric": "forgetting"}]
 COPY = {"name": "copy", "data": "forget_copy.jsonl", "metric": "exact_match", "margin": 0.05}

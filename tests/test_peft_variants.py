@@ -20,7 +20,7 @@ from hpo_action.train.models import load_base_model
 from hpo_action.train.optimizers import build_optimizer, layerwise_groups, sft_arguments, trial_train_dataset
 from hpo_action.train.trial import TrialRunner
 
-from .conftest import small_config
+from .helpers import small_config
 
 pytestmark = pytest.mark.slow
 

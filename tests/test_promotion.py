@@ -13,7 +13,7 @@ from hpo_action.config import parse_config
 from hpo_action.pipeline import run
 from hpo_action.search.storage import storage_url, study_name
 
-from .conftest import QUICKSTART, small_config, write_config
+from .helpers import QUICKSTART, small_config, write_config
 
 pytestmark = pytest.mark.slow
 

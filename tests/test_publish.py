@@ -15,7 +15,7 @@ from hpo_action.judge.predictions import read_predictions
 from hpo_action.pipeline import run
 from hpo_action.train.models import load_base_model
 
-from .conftest import small_config
+from .helpers import small_config
 
 pytestmark = pytest.mark.slow
 

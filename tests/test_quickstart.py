@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from .conftest import QUICKSTART
+from .helpers import QUICKSTART
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from hpo_action.search.space import trial_defaults
 from hpo_action.train.models import load_base_model
 from hpo_action.train.trial import TrialRunner
 
-from .conftest import QUICKSTART, small_config, write_config
+from .helpers import QUICKSTART, small_config, write_config
 
 REPLAY = [{"data": "replay_copy.jsonl"}]
 

@@ -13,7 +13,7 @@ import pytest
 
 from hpo_action.redaction import redact_text, redact_url, url_secrets
 
-from .conftest import small_config, write_config
+from .helpers import small_config, write_config
 
 CANARY = "Cnry-" + uuid.uuid4().hex[:10]
 FORMS = {

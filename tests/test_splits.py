@@ -16,7 +16,7 @@ from hpo_action.data.loading import load_splits
 from hpo_action.data.splits import parse_time
 from hpo_action.errors import ConfigError, DataError
 
-from .conftest import QUICKSTART, small_config, write_config
+from .helpers import QUICKSTART, small_config, write_config
 
 TIME_ROWS = QUICKSTART.parent / "time_split" / "rows.jsonl"
 

@@ -15,7 +15,7 @@ from hpo_action.pipeline import search
 from hpo_action.search.space import warm_start_params
 from hpo_action.search.storage import storage_url, study_name
 
-from .conftest import small_config
+from .helpers import small_config
 
 pytestmark = pytest.mark.slow
 

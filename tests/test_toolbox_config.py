@@ -17,7 +17,7 @@ from hpo_action.init import sized_config, write_starter
 from hpo_action.search.space import trial_defaults, warm_start_params
 from hpo_action.ship.card import render_card
 
-from .conftest import ROOT, promoted_decision, sample_summary
+from .helpers import ROOT, promoted_decision, sample_summary
 
 VARIANTS = (
     "use_rslora",

@@ -15,7 +15,7 @@ from hpo_action.search.space import trial_defaults
 from hpo_action.train.models import load_base_model
 from hpo_action.train.trial import Pruned, TrialRunner
 
-from .conftest import small_config
+from .helpers import small_config
 
 
 def _runner(tmp_path: Path, **sections) -> tuple[TrialRunner, dict]:

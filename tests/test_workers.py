@@ -29,7 +29,7 @@ from hpo_action.search.space import suggest
 from hpo_action.search.storage import open_storage, storage_url, study_name
 from hpo_action.search.study import open_study
 
-from .conftest import small_config, write_config
+from .helpers import small_config, write_config
 
 pytestmark = pytest.mark.slow
 

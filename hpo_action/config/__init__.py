@@ -5,16 +5,15 @@ Errors name the key, the bad value and the fix, because a CI log is often the on
 
 from __future__ import annotations
 
-from hpo_action.config._checks import FORGETTING, is_forgetting_objective, may_be_nonzero
 from hpo_action.config._load import (
     apply_overrides,
     load_config,
     parse_config,
-    parse_forgetting_option,
     parse_set_option,
 )
 from hpo_action.config._sections import (
     DEFAULT_LEARNING_RATE,
+    FORGETTING,
     FULL_ONLY,
     GATE_TESTS,
     LORA_ONLY,
@@ -36,6 +35,7 @@ from hpo_action.config._sections import (
     ReplaySource,
     SearchConfig,
     TrainConfig,
+    is_forgetting_objective,
 )
 from hpo_action.config._variants import (
     DECODING_PARAMETERS,
@@ -76,9 +76,7 @@ __all__ = [
     "apply_overrides",
     "is_forgetting_objective",
     "load_config",
-    "may_be_nonzero",
     "mutates_base",
     "parse_config",
-    "parse_forgetting_option",
     "parse_set_option",
 ]

@@ -3,14 +3,13 @@ line, and relative paths resolved against the config file's folder."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from hpo_action.config._sections import ForgettingBenchmark, HpoConfig, did_you_mean
+from hpo_action.config._sections import HpoConfig, did_you_mean
 from hpo_action.errors import ConfigError
 from hpo_action.sources import locate
 
@@ -168,27 +167,3 @@ def _local_or_hub(value: str, key: str, base_dir: Path, allow_missing: bool = Fa
             return value
         raise
     return source.value + (f":{source.split}" if source.split else "") if source.kind == "hub" else source.value
-
-
-def parse_forgetting_option(items: tuple[str, ...]) -> list[tuple[str, Path, Path, float, str | None]]:
-    """`hpo-action gate --forgetting` items: NAME=CAND.jsonl,REF.jsonl[,MARGIN[,METRIC]]; an empty MARGIN keeps
-    the default, e.g. copy=c,r,,loss."""
-    parsed = []
-    for item in items:
-        name, sep, rest = item.partition("=")
-        parts = rest.split(",")
-        if not sep or not name or len(parts) not in (2, 3, 4):
-            raise ConfigError(f"--forgetting {item!r}: expected NAME=CANDIDATE.jsonl,REFERENCE.jsonl[,MARGIN[,METRIC]]")
-        margin_text = parts[2] if len(parts) > 2 and parts[2] else None
-        try:
-            margin = float(margin_text) if margin_text else ForgettingBenchmark.model_fields["margin"].default
-        except ValueError:
-            raise ConfigError(f"--forgetting {item!r}: the margin {margin_text!r} is not a number") from None
-        if not (math.isfinite(margin) and margin >= 0):
-            raise ConfigError(f"--forgetting {item!r}: the margin must be a finite number >= 0, got {margin_text}")
-        parsed.append((name, Path(parts[0]), Path(parts[1]), margin, parts[3] if len(parts) == 4 else None))
-    names = [entry[0] for entry in parsed]
-    duplicate = next((name for name in names if names.count(name) > 1), None)
-    if duplicate is not None:
-        raise ConfigError(f"--forgetting: the name {duplicate!r} is given twice; give each benchmark its own name")
-    return parsed

@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hpo_action.config._checks import check_remedies, is_forgetting_objective
 from hpo_action.config._evaluate import EvaluateConfig
 from hpo_action.config._spec import Method, ParamSpec, _Section, did_you_mean
 from hpo_action.config._variants import (
@@ -29,11 +28,17 @@ Direction = Literal["minimize", "maximize"]
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
 PRUNERS = ("hyperband", "successive_halving", "median", "percentile", "wilcoxon", "none")
 GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "tango", "permutation+bootstrap", "bootstrap", "permutation", "t")
-# Starting learning rate by method (shared/DOMAIN.md): the warm-start trial uses it when the config sets none.
+# Starting learning rate by method (docs/domain.md): the warm-start trial uses it when the config sets none.
 DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 2e-4, "qlora": 1e-4, "full": 2e-5}
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", *LORA_VARIANTS)
 FULL_ONLY = ("layerwise_lr_decay",)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FORGETTING = "forgetting"  # the objective: the largest drop on the forgetting probes ('forgetting:NAME': one set)
+
+
+def is_forgetting_objective(metric: str) -> bool:
+    """`forgetting` or `forgetting:NAME`: an objective scored on the per-trial forgetting probes."""
+    return metric == FORGETTING or metric.startswith(f"{FORGETTING}:")
 
 
 class ModelConfig(_Section):
@@ -430,7 +435,21 @@ class HpoConfig(_Section):
                     f"gate.forgetting[{benchmark.name}].metric: {benchmark.metric} needs prompts, and the set's "
                     "format is text; use loss, or set its format"
                 )
-        check_remedies(self)
+        return self
+
+    @model_validator(mode="after")
+    def _remedies_have_what_they_need(self) -> HpoConfig:
+        """Replay needs replay data; a forgetting objective needs a forgetting set the probes can score."""
+        if self.may_be_nonzero("replay_ratio") and not self.data.replay:
+            raise ValueError("train.replay_ratio: a share of replay rows needs data.replay (the rows to replay)")
+        scored = [b.name for b in self.gate.forgetting if b.kind == "data"]
+        for objective in self.search.objectives:
+            if not is_forgetting_objective(objective.metric):
+                continue
+            name = objective.metric.partition(":")[2]
+            if not scored or (name and name not in scored):
+                wanted = f"a gate.forgetting set named {name!r}" if name else "a gate.forgetting set of kind data"
+                raise ValueError(f"search.objectives: {objective.metric!r} needs {wanted} (the per-trial probes)")
         return self
 
     @model_validator(mode="after")
@@ -458,6 +477,13 @@ class HpoConfig(_Section):
             and not (method == "full" and name in LORA_ONLY)
             and not (method != "full" and name in FULL_ONLY)
         }
+
+    def may_be_nonzero(self, parameter: str) -> bool:
+        """Whether some trial can run with this numeric trial parameter above zero (its default, or the space)."""
+        spec = self.active_space().get(parameter)
+        if spec is None:
+            return bool(getattr(self.train, parameter))
+        return any(bool(v) for v in (spec.high, spec.value, *(spec.choices or ())) if v is not None)
 
     def resolved_train(self) -> dict[str, Any]:
         """The train section with the defaults that depend on other keys filled in (learning rate, max_length)."""

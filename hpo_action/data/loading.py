@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_action.config import DataConfig
+from hpo_action.data.rows import Rows
 from hpo_action.data.splits import Folds, holdout_share, make_folds, time_splits
 from hpo_action.errors import DataError
 from hpo_action.sources import DATA_SUFFIXES
@@ -30,7 +31,7 @@ class ReplaySet:
 
     source: str
     weight: float
-    rows: list[dict[str, Any]]
+    rows: Rows
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,15 @@ class Splits:
     """Normalized rows per split; test is kept apart because the study must never see it. Under kfold, `folds`
     holds the k folds and train/validation are the last fold's (the one whose model is kept)."""
 
-    train: list[dict[str, Any]]
-    validation: list[dict[str, Any]]
-    test: list[dict[str, Any]] | None
+    train: Rows
+    validation: Rows
+    test: Rows | None
     warnings: tuple[str, ...] = ()  # e.g. test rows whose text also appears in train (under other ids)
     folds: Folds | None = None
     replay: tuple[ReplaySet, ...] = ()
 
 
-def load_rows(source: str, cfg: DataConfig, role: str, settings_key: str = "data") -> list[dict[str, Any]]:
+def load_rows(source: str, cfg: DataConfig, role: str, settings_key: str = "data") -> Rows:
     """Read a local file or Hub dataset and normalize each row to `id` + the format's canonical keys.
     `settings_key` is the config entry whose `format` and `columns` describe the rows (a shape error names it)."""
     path = Path(source).expanduser()
@@ -67,7 +68,7 @@ def load_rows(source: str, cfg: DataConfig, role: str, settings_key: str = "data
     if not located:
         raise DataError(f"{role}: {origin}: no rows (the data is empty)")
 
-    rows: list[dict[str, Any]] = []
+    rows: Rows = []
     seen: dict[str, str] = {}
     for where, raw in located:
         prefix = f"{role}: {origin} {where}"
@@ -126,7 +127,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     return Splits(train=train, validation=validation, test=test, warnings=warnings, folds=folds, replay=replay)
 
 
-def _content_overlaps(test: list[dict[str, Any]], others: dict[str, list[dict[str, Any]]]) -> tuple[str, ...]:
+def _content_overlaps(test: Rows, others: dict[str, Rows]) -> tuple[str, ...]:
     """Test rows whose text (lower-cased, whitespace collapsed) is also in another split under another id: a leak
     the ids cannot show; a warning, since near-duplicate prompts can be legitimate."""
     test_hashes = {_text_hash(row): row["id"] for row in test}
@@ -147,7 +148,7 @@ def _text_hash(row: dict[str, Any]) -> str:
     return hashlib.sha256(normalized.encode()).hexdigest()
 
 
-def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
+def rows_fingerprint(rows: Rows) -> str:
     """Hash of the rows in order: any edit to the data, or to their order, changes it."""
     digest = hashlib.sha256()
     for row in rows:
@@ -250,7 +251,7 @@ def _normalize(raw: Any, cfg: DataConfig, prefix: str, settings_key: str) -> tup
     return {"id": _content_id({**content, **extra}), **content, **extra}, False
 
 
-def _check_messages(value: Any, source: str, prefix: str) -> list[dict[str, Any]]:
+def _check_messages(value: Any, source: str, prefix: str) -> Rows:
     """A non-empty list of {role, content} dicts ending with the assistant turn the loss is on."""
     if isinstance(value, str):  # CSV cells hold the list as JSON text
         try:

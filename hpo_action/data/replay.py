@@ -12,12 +12,12 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.data.loading import ReplaySet, canonical_json
+from hpo_action.data.rows import Rows
 from hpo_action.errors import DataError
 
 if TYPE_CHECKING:
     import datasets
 
-Rows = list[dict[str, Any]]
 REPLAY_COLUMN = "replay"  # 1 on replay rows, 0 on train rows: the KL term is taken on the flagged rows
 
 

@@ -18,9 +18,8 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from hpo_action.config import DataConfig
+from hpo_action.data.rows import Rows
 from hpo_action.errors import DataError
-
-Rows = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import DataConfig
 from hpo_action.data.loading import ReplaySet, Splits, first_line, rows_fingerprint
+from hpo_action.data.rows import Rows
 from hpo_action.data.splits import Folds
 from hpo_action.errors import DataError
 from hpo_action.notices import say
@@ -47,7 +48,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def tokenize_rows(
-    rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, *, role: str = "data"
+    rows: Rows, tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, *, role: str = "data"
 ) -> dict[str, list]:
     """Token ids and labels (-100 outside the completion), right-truncated to cfg.max_length.
 
@@ -143,7 +144,7 @@ def tokenize_replay(
 
 
 def _cached(
-    parts: dict[str, tuple[list[dict[str, Any]], str]],
+    parts: dict[str, tuple[Rows, str]],
     tokenizer: PreTrainedTokenizerBase,
     cfg: DataConfig,
     cache_dir: Path,
@@ -193,9 +194,7 @@ def _cached(
     return {name: datasets.load_from_disk(target / name) for name in parts}, False
 
 
-def _render_chats(
-    rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, role: str
-) -> tuple[list[str], list[str]]:
+def _render_chats(rows: Rows, tokenizer: PreTrainedTokenizerBase, role: str) -> tuple[list[str], list[str]]:
     """Split each rendered chat into the prompt (earlier turns + generation prompt) and the last turn."""
     if not getattr(tokenizer, "chat_template", None):
         raise DataError(

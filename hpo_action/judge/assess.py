@@ -13,17 +13,17 @@ from typing import Any
 from hpo_action import drills
 from hpo_action.config import ForgettingBenchmark, HpoConfig
 from hpo_action.data.loading import Splits, rows_fingerprint
+from hpo_action.data.rows import Rows
 from hpo_action.errors import ConfigError
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.evaluate import EvalSettings, attach_trained, score_and_write
-from hpo_action.judge.forgetting import Rows, benchmark_settings
+from hpo_action.judge.forgetting import benchmark_settings
 from hpo_action.judge.gate import ForgettingInput, gate, pair
 from hpo_action.judge.generation import Decoding, read_decoding
-from hpo_action.judge.predictions import read_predictions, write_predictions
+from hpo_action.judge.predictions import RecordsById, read_predictions, write_predictions
 from hpo_action.layout import RunLayout
 from hpo_action.train.models import BaseModel
 
-Scores = dict[str, dict[str, Any]]  # predictions keyed by example id
 BASE_META = {"adapter": None, "adapter_sha256": None}
 
 
@@ -35,14 +35,14 @@ class _Scorer:
             raise ConfigError("data.test: set a held-out test split to evaluate and gate (or run `hpo-action search`)")
         self.cfg, self.base, self.test_rows, self.sets, self.layout = cfg, base, splits.test, sets, layout
 
-    def test(self, model: Any, role: str, meta: dict[str, Any], decoding: Decoding | None = None) -> Scores:
+    def test(self, model: Any, role: str, meta: dict[str, Any], decoding: Decoding | None = None) -> RecordsById:
         settings = EvalSettings.from_config(self.cfg.evaluate, decoding)
         out = self.layout.predictions("test", role)
         return self._score(model, self.test_rows, self.cfg.data, settings, out, meta, f"evaluating {role} on test")
 
     def forgetting(
         self, model: Any, benchmark: ForgettingBenchmark, role: str, meta: dict[str, Any], decoding: Decoding | None
-    ) -> Scores:
+    ) -> RecordsById:
         out = self.layout.predictions(benchmark.name, role)
         if benchmark.kind == "lm_eval":
             from hpo_action.judge.lm_eval_tasks import score_lm_eval
@@ -57,7 +57,7 @@ class _Scorer:
 
     def _score(
         self, model: Any, rows: Rows, data_cfg: Any, settings: EvalSettings, out: Path, meta: Any, label: str
-    ) -> Scores:
+    ) -> RecordsById:
         fingerprint = rows_fingerprint(rows)
         records = score_and_write(model, self.base.tokenizer, rows, data_cfg, settings, out, meta, fingerprint, label)
         return {str(r["id"]): r for r in records}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig, ParamSpec
+from hpo_action.data.rows import Rows
 from hpo_action.errors import ConfigError
 from hpo_action.judge.evaluate import EvalSettings, score_rows
 from hpo_action.judge.generation import Decoding
@@ -21,7 +22,6 @@ from hpo_action.metrics import metric_direction, resolve_metric
 if TYPE_CHECKING:
     import optuna
 
-Rows = list[dict[str, Any]]
 _SAMPLING = ("temperature", "top_p", "top_k")
 
 

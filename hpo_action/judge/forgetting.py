@@ -8,11 +8,10 @@ from typing import Any
 
 from hpo_action.config import DataConfig, ForgettingBenchmark, HpoConfig
 from hpo_action.data.loading import load_rows
+from hpo_action.data.rows import Rows
 from hpo_action.judge.evaluate import EvalSettings, score_rows
 from hpo_action.metrics import metric_direction
 from hpo_action.train.models import BaseModel
-
-Rows = list[dict[str, Any]]
 
 
 def benchmark_settings(cfg: HpoConfig, benchmark: ForgettingBenchmark) -> tuple[EvalSettings, DataConfig]:

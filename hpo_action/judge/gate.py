@@ -34,7 +34,7 @@ from hpo_action.judge.decision import (
     Table,
     ordered_checks,
 )
-from hpo_action.judge.predictions import Rows, numeric_fields
+from hpo_action.judge.predictions import RecordsById, numeric_fields
 from hpo_action.metrics import metric_direction, metric_kind
 
 # Below these, resampling and McNemar's test mean little: the decision cannot be promote (documented in README).
@@ -63,7 +63,7 @@ class ForgettingInput:
     direction: str | None = None
 
 
-def choose_metric(candidate: Rows, reference: Rows, wanted: str | None, where: str, how: str) -> str:
+def choose_metric(candidate: RecordsById, reference: RecordsById, wanted: str | None, where: str, how: str) -> str:
     """The metric to gate on: `wanted` when both files have it, else the only numeric field both share; never a
     guess between several (exit 2 listing them, with `how` to choose)."""
     found = [name for name in numeric_fields(candidate) if name in numeric_fields(reference)]
@@ -78,7 +78,9 @@ def choose_metric(candidate: Rows, reference: Rows, wanted: str | None, where: s
     raise GateError(f"{where}: cannot tell which metric to gate on (numeric fields in both: {listed}); {how}")
 
 
-def pair(candidate: Rows, reference: Rows, metric: str, names: tuple[str, str] = ("candidate", "reference")) -> Paired:
+def pair(
+    candidate: RecordsById, reference: RecordsById, metric: str, names: tuple[str, str] = ("candidate", "reference")
+) -> Paired:
     """Pair two prediction sets by id; any id in one and not the other is an error naming it."""
     sides = {names[0]: candidate, names[1]: reference}
     for a, b in (names, names[::-1]):

@@ -23,13 +23,12 @@ from typing import Any
 
 from hpo_action.config import ForgettingBenchmark
 from hpo_action.errors import ConfigError
+from hpo_action.judge.predictions import RecordsById
 
 BINARY_METRICS = ("acc", "acc_norm", "acc_mutual_info", "acc_bytes", "exact_match")
 
 
-def score_lm_eval(
-    model: Any, tokenizer: Any, benchmark: ForgettingBenchmark, batch_size: int = 16
-) -> dict[str, dict[str, Any]]:
+def score_lm_eval(model: Any, tokenizer: Any, benchmark: ForgettingBenchmark, batch_size: int = 16) -> RecordsById:
     """Per-sample results of lm-eval tasks, keyed '<task>/<doc_id>', each {'id': key, benchmark.metric: value}.
 
     `benchmark.metric` is a metric name (`acc`), or lm-eval's `metric,filter` (`exact_match,strict-match`)
@@ -103,10 +102,10 @@ def _kept_random_state() -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
-def _per_sample(samples: dict[str, list[dict[str, Any]]], metric: str, where: str) -> dict[str, dict[str, Any]]:
+def _per_sample(samples: dict[str, list[dict[str, Any]]], metric: str, where: str) -> RecordsById:
     """`{task: [sample]}` from lm-eval → `{'<task>/<doc_id>': {'id': ..., metric: value}}`."""
     name, _, wanted_filter = metric.partition(",")
-    records: dict[str, dict[str, Any]] = {}
+    records: RecordsById = {}
     for task, rows in samples.items():
         available = sorted({m for row in rows for m in row["metrics"]})
         if name not in available:

@@ -17,7 +17,7 @@ from hpo_action.files import write_text_atomic
 # Sums of squares and cubes of per-example scores must stay finite; a loss or perplexity beyond this is a
 # diverged model, not a measurement.
 LARGEST_SCORE = 1e100
-Rows = dict[str, dict[str, Any]]
+RecordsById = dict[str, dict[str, Any]]
 
 
 def meta_path(predictions: Path) -> Path:
@@ -46,7 +46,7 @@ def read_meta(predictions: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def read_predictions(path: str | Path) -> Rows:
+def read_predictions(path: str | Path) -> RecordsById:
     """A predictions JSONL keyed by id; errors name the file, the line and what is wrong."""
     path = Path(path)
     if not path.is_file():
@@ -55,7 +55,7 @@ def read_predictions(path: str | Path) -> Rows:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise GateError(f"{path}: not UTF-8 text (byte {err.start}); write predictions as UTF-8 JSONL") from None
-    rows: Rows = {}
+    rows: RecordsById = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -85,7 +85,7 @@ def _refuse_constant(where: str) -> Any:
     return refuse
 
 
-def numeric_fields(rows: Rows) -> list[str]:
+def numeric_fields(rows: RecordsById) -> list[str]:
     """Fields that hold a boolean or a number in every row, in the order of the first row."""
     first = next(iter(rows.values()))
     return [

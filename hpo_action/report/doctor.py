@@ -1,5 +1,5 @@
 """The run doctor: a finished study read for the field's common failures, each finding with its evidence and the
-remedy to try (shared/DOMAIN.md, "Common failures and what to try").
+remedy to try (docs/domain.md, "Common failures and what to try").
 
 - loss not decreasing: diverging or spiking trials at the high end of the learning rates tried (too high), or
   barely moving ones at the low end, or everywhere (too low);

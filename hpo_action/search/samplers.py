@@ -28,8 +28,8 @@ def make_sampler(cfg: HpoConfig, seed: int | None = None) -> Any:
         "qmc": s.QMCSampler,
     }
     if search.sampler == "tpe":
-        # 3, not 5: over 10 seeds of benchmarks/hpo_defaults.py, median best loss 0.177 instead of 0.306 at the
-        # same compute. Short studies (16-30 trials) gain most from modelling early.
+        # 3, not 10: benchmarks/hpo_efficiency.py --variants (RESULTS.md, "candidate defaults", row v1): 10 start-up
+        # trials reach the target later on both tables. Short studies (16-30 trials) gain most from modelling early.
         options.setdefault("n_startup_trials", 3)
         options.setdefault("multivariate", True)
     try:
