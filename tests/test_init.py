@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,9 @@ from hpo_action.config import load_config
 from hpo_action.errors import ConfigError
 from hpo_action.files import template
 from hpo_action.init import DEMO_VALUES, write_starter
+from hpo_action.judge.decision import GateDecision
+from hpo_action.search.summary import RunSummary
+from hpo_action.train.models import adapter_sha256
 
 from .helpers import QUICKSTART
 
@@ -91,6 +93,9 @@ def test_init_then_run_works_in_an_empty_folder(tmp_path: Path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    gate = json.loads((tmp_path / "runs" / "gate.json").read_text())
-    assert gate["decision"] in ("promote", "reject", "inconclusive")
-    assert (tmp_path / "runs" / "summary.json").is_file()
+    summary = RunSummary.read(tmp_path / "runs" / "summary.json")
+    assert summary.n_trials == 2 and set(summary.states) <= {"COMPLETE", "PRUNED"}, summary.states
+    assert summary.best is not None and summary.best.adapter
+    gate = GateDecision.read(tmp_path / "runs" / "gate.json")  # a verdict on the best trial's weights
+    assert gate.adapter_sha256 == adapter_sha256(Path(summary.best.adapter)) and gate.primary.n > 0
+    assert [row.name for row in gate.forgetting] == ["copy"]  # the starter's forgetting set was checked
