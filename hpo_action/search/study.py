@@ -119,8 +119,9 @@ def study_exists(cfg: HpoConfig) -> bool:
     import optuna
 
     url = storage_url(cfg)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return False  # do not create an empty database just to look into it
+    local = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url if "://" not in url else None
+    if local is not None and not Path(local).exists():
+        return False  # do not create an empty database or journal just to look into it
     return study_name(cfg) in optuna.study.get_all_study_names(open_storage(url, cfg.search))
 
 
