@@ -28,6 +28,7 @@ from hpo_action.search.slots import finished, retried
 from hpo_action.search.space import suggest
 from hpo_action.search.storage import open_storage, storage_url, study_name
 from hpo_action.search.study import open_study
+from hpo_action.train.demo_model import ensure_demo_model
 from hpo_action.train.models import adapter_sha256
 
 from .helpers import small_config, write_config
@@ -403,6 +404,7 @@ main()
 def test_without_workers_a_trial_stuck_inside_a_step_is_failed_and_the_command_stops_then_resumes(tmp_path: Path):
     """`--workers 0` and a step that never returns: no worker to kill, no step boundary to stop at. The watchdog
     records the trial FAIL, says so in one line and ends the process; the same command goes on from there."""
+    ensure_demo_model()  # built here, once per session: a build inside the timed child would be no step at all
     raw = _raw(tmp_path, n_trials=2, pruner="none", trial_timeout=2)
     config = write_config(tmp_path, raw)
     cfg = parse_config(raw, base_dir=tmp_path)
