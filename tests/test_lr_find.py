@@ -139,3 +139,16 @@ def test_the_range_test_trains_with_the_trials_own_setup(tmp_path: Path, monkeyp
     assert all(max(step["rates"]) == pytest.approx(16 * min(step["rates"])) for step in seen)
     assert [min(step["rates"]) for step in seen] == pytest.approx(found.learning_rates)
     assert sum(int(step["flags"].sum()) for step in seen if step["flags"] is not None) > 0  # replay rows trained
+
+
+def test_the_suggestion_is_two_thirds_along_the_longest_descent_not_a_noisy_start():
+    from hpo_action.train.lr_find import LrRamp, read_curve
+
+    ramp = LrRamp(1e-6, 1.0, 100)
+    rates = [ramp.rate(step) for step in range(1, 101)]
+    noise = [4.0 + 0.01 * (i % 2) for i in range(40)]
+    smoothed = [6.0, *noise[1:], *(4.0 - 0.1 * i for i in range(1, 31)), *(1.0 + 0.2 * i for i in range(1, 31))]
+    reading = read_curve(rates, smoothed)
+    assert reading.steepest < rates[5]  # the drop at the start is the steepest descent ...
+    assert reading.suggestion == rates[39 + 20]  # ... the suggestion: two thirds along the long one (steps 39-69)
+    assert reading.minimum == rates[69]
