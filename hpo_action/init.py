@@ -27,9 +27,9 @@ HEADER = """\
 # the skills to keep), and widen search.budget and search.space.
 """
 SIZED_HEADER = """\
-# Written by `hpo-action init` for {size} data ({counted}) and {model} ({params} parameters, {device}):
-# the method, train defaults, step budget and search space follow templates/starting_points.yaml.
-# It points at the demo data in data/. For real work: point data.* at your files.
+# Written by `hpo-action init` for {size} data ({counted}), {model} ({params} parameters)
+# and {device}: the method, batch, train defaults, step budget and search space follow
+# templates/starting_points.yaml. It points at the demo data in data/; for real work point data.* at yours.
 """
 # Dotted key → (value or None to keep it, comment or None to keep the template's).
 DEMO_VALUES: dict[str, Change] = {
@@ -156,11 +156,12 @@ def sized_config(size: str | None, rows: int | None, model: str | None = None, c
         "search.space": (None, f"the {start.method} ranges of templates/starting_points.yaml"),
         **{f"search.space.{name}": (value, None) for name, value in space.items()},
         **{f"train.{key}": (_scalar(value), None) for key, value in train.items()},
+        "train.learning_rate": (_scalar(start.guide.learning_rate), f"the warm start's {start.method} rate"),
     }
     if model is not None:
         changes["model.name"] = (model, f"{describe_params(params)} parameters (its config.json)")
     removed = [f"search.space.{name}" for name in ("lora_r", "lora_alpha", "lora_dropout") if name not in space]
-    device = "CUDA" if cuda else "no CUDA"
+    device = "a CUDA GPU" if cuda else "no CUDA GPU"
     header = SIZED_HEADER.format(
         size=tier.name, counted=counted, model=model or DEMO_MODEL, params=describe_params(params), device=device
     )

@@ -182,9 +182,11 @@ def test_run_with_decoding_search_gates_publishes_and_shows_the_chosen_settings(
         tmp_path,
         search={"n_trials": 1, "pruner": "none", "budget": {"max_steps": 6, "eval_every": 3}},
         train={"learning_rate": 1.5e-2},
-        gate={"forgetting": []},
         registry={"uri": str(tmp_path / "registry")},
     )
+    lines = (tmp_path / "forget_copy.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "copy40.jsonl").write_text("".join(lines[:40]))  # a small set with a wide margin: it passes
+    raw["gate"]["forgetting"] = [{"name": "copy", "data": "copy40.jsonl", "metric": "exact_match", "margin": 0.9}]
     raw["search"]["space"] = {"lora_r": {"choices": [16]}}  # one searched parameter, one trial: too few
     raw["evaluate"].update(max_new_tokens=4, decoding_search=True, decoding_trials=5, metrics=["loss", "exact_match"])
     decision = run(parse_config(raw, base_dir=tmp_path))
@@ -198,6 +200,9 @@ def test_run_with_decoding_search_gates_publishes_and_shows_the_chosen_settings(
     assert meta["settings"]["decoding"] == chosen.to_json()
     base_meta = json.loads((tmp_path / "out" / "predictions" / "test.base.meta.json").read_text())
     assert base_meta["settings"]["decoding"] == chosen.to_json()  # both sides generate with the same settings
+    for role in ("base", "candidate"):
+        meta = json.loads((tmp_path / "out" / "predictions" / f"copy.{role}.meta.json").read_text())
+        assert meta["settings"]["decoding"] == chosen.to_json(), role
     assert decision.config.reference_decoding == chosen.to_json()
     assert "decoding search on 80 validation examples" in capsys.readouterr().err
     assert decision.promote  # the test loss falls clearly in 6 steps at this rate

@@ -207,6 +207,10 @@ def test_noise_on_a_small_loss_is_no_spike_and_a_real_jump_is():
     trials = [_trial(lr, noisy) for lr in (3e-4, 1e-3, 3e-3, 6e-3)]
     codes = _codes(cfg, trials)
     assert not {"spikes_or_nan", "lr_too_high"} & set(codes), codes
+    wobbly = [_trial(lr, [0.30, 0.29, 0.31]) for lr in (3e-4, 1e-3, 3e-3)]  # ends 0.01 above its start: noise
+    assert not {"spikes_or_nan", "lr_too_high"} & set(_codes(cfg, wobbly))
+    rose = _trial(6e-3, [0.30, 0.29, 0.45])  # 0.15 above its start: the loss went the wrong way
+    assert "lr_too_high" in _codes(cfg, [*wobbly, rose])
     spiked = _trial(9e-3, [2.0, 0.6, 0.1, 0.9, 0.2, 0.1])  # 0.1 -> 0.9: a spike on any scale
     findings = {f.code: f for f in diagnose(_summary(cfg, [*trials, spiked]), cfg)}
     assert "0.1 -> 0.9 at step 40" in findings["spikes_or_nan"].evidence

@@ -130,6 +130,25 @@ def test_sft_arguments_and_per_trial_lengths(lora_runner):
     assert sum(map(sum, packed["seq_lengths"])) == sum(len(ids) for ids in runner.train_dataset["input_ids"])
 
 
+def test_packing_restarts_positions_per_example_and_leaves_validation_whole(lora_runner, tmp_path):
+    from transformers import TrainerCallback
+
+    runner, params = lora_runner
+    packed, cut = {**params, "packing": True}, {**params, "max_length": 16, "packing": True}
+    model = runner.base.attach(packed)
+    try:
+        trainer = runner._trainer(model, packed, str(tmp_path), TrainerCallback())
+        row = next(row for row in trainer.train_dataset if len(row["seq_lengths"]) > 1)
+        positions = trainer.data_collator([row])["position_ids"][0].tolist()
+        assert trainer.padding_free and positions.count(0) == len(row["seq_lengths"])  # restart per example
+        trainer = runner._trainer(model, cut, str(tmp_path), TrainerCallback())
+        assert max(len(ids) for ids in trainer.train_dataset["input_ids"]) <= 16
+        assert trainer.eval_dataset["input_ids"] == runner.eval_dataset["input_ids"]  # never cut or packed
+        assert max(len(ids) for ids in trainer.eval_dataset["input_ids"]) > 16
+    finally:
+        runner.base.detach(model)
+
+
 def test_layerwise_decay_gives_lower_layers_smaller_rates(tmp_path):
     cfg = parse_config(small_config(tmp_path, model={"method": "full"}), base_dir=tmp_path)
     base = load_base_model(cfg.model)

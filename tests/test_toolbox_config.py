@@ -96,6 +96,11 @@ def test_impossible_combinations_fail_on_load():
         parse_config(raw)
     raw["search"] = {"space": {"init_lora_weights": {"choices": ["pissa", "default"]}}}  # some trials can run
     assert parse_config(raw).train.use_dora
+    from hpo_action.errors import TrialError
+    from hpo_action.train.peft_variants import lora_config
+
+    with pytest.raises(TrialError, match="use_dora cannot be combined with init_lora_weights 'pissa'"):
+        lora_config({"use_dora": True, "init_lora_weights": "pissa"}, None, None)  # the trial that draws both fails
 
 
 def test_target_presets_name_attention_then_mlp_and_the_last_two_coincide_on_llama():
