@@ -79,9 +79,10 @@ def _strategy_config(tmp_path: Path, strategy: str, **sections: Any) -> dict[str
     return raw
 
 
-@pytest.mark.parametrize("strategy", ["kfold", "time"])  # holdout: the first test above
-def test_lr_find_runs_for_every_validation_strategy(tmp_path: Path, strategy: str):
-    config = write_config(tmp_path, _strategy_config(tmp_path, strategy))
+def test_lr_find_runs_on_a_kfold_config(tmp_path: Path):
+    """The command that exited 1 ('CrossValidatedRunner' object has no attribute 'cfg'); the time split's range
+    test runs in the lr_bounds test below, the holdout's in the first test above."""
+    config = write_config(tmp_path, _strategy_config(tmp_path, "kfold"))
     result = CliRunner().invoke(cli, ["lr-find", "-c", str(config), "--steps", "12", "--output", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     found = json.loads((tmp_path / "o" / "lr_find" / "lr_find.json").read_text())
