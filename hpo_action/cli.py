@@ -443,13 +443,24 @@ def doctor(run_dir: str, as_json: bool) -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="Your training file: its row count picks the size and the step budget.",
 )
-def init(folder: str, force: bool, size: str | None, data_file: str | None) -> None:
+@click.option(
+    "--model",
+    help="The base model (Hub id or local folder): its parameter count, read from its config.json, sizes the starter.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cuda", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="Where it will train (auto: this machine): QLoRA only on CUDA.",
+)
+def init(folder: str, force: bool, size: str | None, data_file: str | None, model: str | None, device: str) -> None:
     """Start a project: a commented hpo.yaml that runs as is on the tiny demo model and data/, a GitHub workflow
-    (.github/workflows/hpo.yml) and .gitignore lines. With --size or --data, the search space, method and
-    defaults follow the dataset-size guidance (templates/starting_points.yaml). Refuses to overwrite without
-    --force.
+    (.github/workflows/hpo.yml) and .gitignore lines. With --size, --data or --model, the method, batch, train
+    defaults, budget and space follow templates/starting_points.yaml for the data's size, the model's parameter
+    count and the device. Refuses to overwrite without --force.
 
-    Example: hpo-action init my-project && cd my-project && hpo-action run -c hpo.yaml
+    Example: hpo-action init my-project --data train.jsonl --model Qwen/Qwen2.5-0.5B
     """
     from hpo_action.data.loading import count_rows
     from hpo_action.init import write_starter
@@ -457,7 +468,7 @@ def init(folder: str, force: bool, size: str | None, data_file: str | None) -> N
     rows = count_rows(Path(data_file)) if data_file else None
     if size is not None and rows is not None:
         raise ConfigError("init: pass --size or --data, not both (--data infers the size from its rows)")
-    for path in write_starter(Path(folder), force=force, size=size, rows=rows):
+    for path in write_starter(Path(folder), force=force, size=size, rows=rows, model=model, device=device):
         click.echo(f"wrote {path}")
 
 

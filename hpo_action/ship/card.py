@@ -59,6 +59,7 @@ def render_card(
         gate=gate,
         gate_markdown="\n".join(verdict_markdown(gate)),
         decoding=Decoding.from_json(gate.config.decoding).describe() if gate.config.decoding else None,
+        reference_decoding=_reference_generation(gate),
         tradeoff=tradeoff_line(summary),
         pareto_markdown="\n".join(to_markdown(pareto)) if (pareto := pareto_table(summary)) else "",
         plots=[{"title": title, "path": f"plots/{name}"} for name, title in PLOT_TITLES.items() if name in plots],
@@ -66,6 +67,17 @@ def render_card(
         run_url=github_run_url(dict(os.environ) if env is None else env),
     )
     return str(card)
+
+
+def _reference_generation(gate: GateDecision) -> str | None:
+    """How the reference generated on the test split, when the gate scored it: the candidate's settings (the
+    base model) or its own (a champion)."""
+    reference = gate.config.reference_decoding
+    if reference is None:
+        return None
+    if reference == gate.config.decoding:
+        return "the same settings"
+    return f"its own settings ({Decoding.from_json(reference).describe()})"
 
 
 def card_title(cfg: HpoConfig, registry_title: str | None) -> str:
