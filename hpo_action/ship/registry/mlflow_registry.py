@@ -154,13 +154,14 @@ class MlflowRegistry:
         return upcoming
 
     def publish(self, files: dict[str, Path], expected: Champion | None) -> Champion:
+        promised = self._promised.pop(expected.revision if expected else None, None)
         with self._errors("publish"):
             self._check_alias(expected)  # before uploading anything
             self._ensure_model()
             run = self._upload(files)
             version = self._register(files, run, expected)
             try:
-                self._promote(int(version.version), expected)
+                self._promote(int(version.version), expected, promised)
             except BaseException as error:
                 if not self._applied(int(version.version)):
                     self._refuse(version, error)
@@ -169,9 +170,8 @@ class MlflowRegistry:
             self._finish(version)
             return self._champion(version, self._keep_copy(files, version))
 
-    def _promote(self, version: int, expected: Champion | None) -> None:
+    def _promote(self, version: int, expected: Champion | None, promised: int | None) -> None:
         """Steps 3-5 of the module docstring: the promised number, no earlier rival, the alias unchanged; then move."""
-        promised = self._promised.pop(expected.revision if expected else None, None)
         if promised is not None and version != promised:
             raise RegistryError(
                 f"{self.uri}: MLflow registered this publication as version {version}, not {promised} as its model "
