@@ -56,10 +56,11 @@ def test_a_finished_study_opens_in_optuna_dashboard_with_its_trial_attributes(tm
         data={"validation_strategy": "kfold", "k": 2},
         search={
             "n_trials": 3,
+            "pruner": "none",
             "workers": 1,  # a worker loads the forgetting probes itself (in-process search does not yet: issue 20)
             "forgetting_constraint": True,
             "forgetting_probe_size": 16,
-            "budget": {"max_steps": 4, "eval_every": 2},
+            "budget": {"max_steps": 2, "eval_every": 1},
         },
     )
     monkeypatch.setenv("HPO_ACTION_FAULTS", "raise@2")  # trial 2 fails, as a crashing trial does
