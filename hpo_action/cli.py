@@ -135,7 +135,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     type=click.Path(dir_okay=False),
     help="The champion's test predictions JSONL; the candidate is gated against it instead of the base model.",
 )
-@click.option("--registry", help="Publish a promoted model here: a folder or hf://namespace/name.")
+@click.option(
+    "--registry", help="Publish a promoted model here: a folder, hf://namespace/name or mlflow://<model name>[@alias]."
+)
 @click.option("--fail-on-reject", is_flag=True, help="Exit 3 unless the gate promotes.")
 @click.option(
     "--skip-search",
@@ -261,7 +263,9 @@ def tune_decoding(config_path: str, adapter: str, n_trials: int | None, set_item
 
 
 @cli.command()
-@click.option("--registry", "uri", required=True, help="A folder or hf://namespace/name.")
+@click.option(
+    "--registry", "uri", required=True, help="A folder, hf://namespace/name or mlflow://<model name>[@alias]."
+)
 @click.option("--from", "run_dir", required=True, type=click.Path(file_okay=False), help="A gated run folder.")
 @click.option("--dry-run", is_flag=True, help="Render the card and list the commit's files without writing.")
 def publish(uri: str, run_dir: str, dry_run: bool) -> None:
@@ -282,7 +286,9 @@ def publish(uri: str, run_dir: str, dry_run: bool) -> None:
 
 
 @cli.command()
-@click.option("--registry", "uri", required=True, help="A folder or hf://namespace/name.")
+@click.option(
+    "--registry", "uri", required=True, help="A folder, hf://namespace/name or mlflow://<model name>[@alias]."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: version, path, revision, uri, params.")
 def champion(uri: str, as_json: bool) -> None:
     """Show the current champion of a registry.
@@ -479,7 +485,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     env = github.actions_env()
-    secrets = github.secret_values(dict(os.environ), args)
+    from hpo_action.ship.registry import registry_secrets
+
+    secrets = github.secret_values(dict(os.environ), args) + registry_secrets(dict(os.environ))
     if env is not None:  # before anything is printed
         github.mask(secrets, env)
     remember_ctrl_c()

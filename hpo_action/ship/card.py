@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,13 @@ def render_card(
     champion_version: int | None,
     env: dict[str, str] | None = None,
     load_from: str | None = None,
+    fetch: str | None = None,
 ) -> str:
     """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence.
 
     `plots` are the names of the PNG files in plots/; `load_from` is what `from_pretrained` takes to load this
-    version (the registry says: a Hub repo id, a folder).
+    version (the registry says: a Hub repo id, a folder); `fetch`, when the registry gives it, is code that first
+    downloads the version and binds `path` to its folder (MLflow), which `from_pretrained` then takes.
     """
     from huggingface_hub import ModelCard
 
@@ -50,7 +53,8 @@ def render_card(
         _card_data(cfg, gate, title),
         template_path=str(template("model_card.md")),
         model_name=title,
-        load_from=load_from or title,
+        fetch=fetch,
+        load_argument="path" if fetch else json.dumps(load_from or title, ensure_ascii=False),
         method_name=METHOD_NAMES[cfg.model.method],
         reference_name=f"the champion v{champion_version}" if champion_version else "the base model",
         params=summary.best.params,
