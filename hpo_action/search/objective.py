@@ -16,12 +16,12 @@ from hpo_action.search.pruning import FirstObjectivePruning, companion_study
 from hpo_action.search.slots import TrialSlotLock
 from hpo_action.search.space import suggest
 from hpo_action.search.watchdog import TrialWatchdog
+from hpo_action.train.runner import Runner
 from hpo_action.train.trial import (
     BATCH_KEYS,
     OutOfMemory,
     Pruned,
     TrialResult,
-    TrialRunner,
     describe_error,
     halve_batch,
 )
@@ -37,7 +37,7 @@ class Objective:
         self,
         study: optuna.Study,
         cfg: HpoConfig,
-        runner: TrialRunner,
+        runner: Runner,
         trials_dir: Path,
         lock: TrialSlotLock,
         watchdog: TrialWatchdog | None = None,

@@ -95,12 +95,13 @@ def publish_run(
     cfg = cfg or load_config(layout.run_config)
     registry = open_registry(uri, cfg.registry)
     expected = gated_champion(layout, registry)
-    version = (expected.version if expected else 0) + 1
+    version = registry.next_version(expected)
     plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
     summary = RunSummary.read(layout.summary)
     previous = expected.version if expected else None
     title = card_title(cfg, registry.title)
-    card = render_card(cfg, summary, gate, plots, title, previous, env, registry.load_reference(version))
+    load_from, fetch = registry.load_reference(version), registry.fetch_code(version)
+    card = render_card(cfg, summary, gate, plots, title, previous, env, load_from, fetch)
     if dry_run:
         return Publication(card, sorted([*version_files(layout), "README.md"]), None)
     write_text_atomic(layout.model_card, card)
