@@ -5,6 +5,7 @@ of its steps); unset in normal use.
 `HPO_ACTION_FAULTS="exit@1,oom@2,enospc@3,kill@after-best"`:
 - `exit@N`: trial N calls `os._exit(137)` as training starts (a worker killed mid-trial); `segv@N`: SIGSEGV;
 - `oom@N`: trial N raises `torch.cuda.OutOfMemoryError` on its first attempt; `raise@N`: a plain exception;
+- `hang@N`: trial N blocks forever as training starts (a step that never returns, for search.trial_timeout);
 - `enospc@N`: trial N's adapter save fails as a full disk does (safetensors' own error, "No space left on device");
 - `kill@PHASE`: the process SIGKILLs itself at a phase of `run`: after-best (best/ written, nothing gated yet),
   after-evaluate, after-gate (gate.json written, nothing published), after-publish.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 
 from hpo_action.errors import ConfigError
@@ -50,12 +52,17 @@ def _raise() -> None:
     raise RuntimeError("fault drill")
 
 
+def _hang() -> None:
+    threading.Event().wait()  # blocks in C, as a stuck kernel or collective does: no step boundary is ever reached
+
+
 # fault name → (where it fires, what it does)
 FAULTS: dict[str, tuple[str, Callable[[], None]]] = {
     "exit": ("train", _exit),
     "segv": ("train", _segv),
     "oom": ("train", _oom),
     "raise": ("train", _raise),
+    "hang": ("train", _hang),
     "enospc": ("save", _enospc),
 }
 

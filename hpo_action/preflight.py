@@ -17,6 +17,7 @@ from hpo_action.judge.predictions import read_predictions
 from hpo_action.layout import RunLayout
 from hpo_action.search.samplers import make_pruner, make_sampler
 from hpo_action.search.storage import check_remote_storage
+from hpo_action.search.study import check_stored_objectives
 from hpo_action.train.model_source import check_model_source
 from hpo_action.train.models import check_method
 
@@ -54,6 +55,7 @@ def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, g
     if champion_predictions is not None and splits.test is not None:
         _check_champion_ids(champion_predictions, splits)
     check_remote_storage(cfg)  # an unreachable database fails before a model is loaded or a folder created
+    check_stored_objectives(cfg)  # a study made for other objectives is refused before anything trains
     foreign = RunLayout(Path(cfg.output.dir)).foreign_entries()
     if foreign:
         raise ConfigError(

@@ -56,7 +56,7 @@ def trial_runner(cfg: HpoConfig, splits: Splits, forgetting: dict[str, Rows] | N
         console.print("replay: " + ", ".join(f"{len(rows)} rows of {Path(r.source).name}" for rows, r in sources))
     probes = ()
     if probes_needed(cfg):
-        sets = forgetting if forgetting is not None else load_forgetting_sets(cfg)
+        sets = forgetting or load_forgetting_sets(cfg)  # `search` alone checks none before: load them here
         probes = build_probes(cfg, base, sets)
         console.print("forgetting probes: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
     reference = None

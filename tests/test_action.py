@@ -268,10 +268,14 @@ def test_action_runs_the_quickstart_and_sets_outputs_and_summary(workspace: Path
     log = result["logs"][-1] if result["logs"] else ""
     assert result["returncode"] == 0, log[-4000:]
     outputs = result["outputs"]
-    assert outputs["decision"] in ("promote", "reject", "inconclusive")
-    assert outputs["promoted"] == ("true" if outputs["decision"] == "promote" else "false")
-    float(outputs["best-value"])
-    assert isinstance(json.loads(outputs["best-params"]), dict) and json.loads(outputs["best-params"])
+    run_dir = workspace / "runs-action"
+    gate = json.loads((run_dir / "gate.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary["states"]) <= {"COMPLETE", "PRUNED"} and summary["n_trials"] == 2  # no trial failed
+    assert outputs["decision"] == gate["decision"]  # the outputs are this run's verdict and best trial
+    assert outputs["promoted"] == ("true" if gate["promote"] else "false")
+    assert float(outputs["best-value"]) == pytest.approx(summary["best"]["value"])
+    assert json.loads(outputs["best-params"]) == summary["best"]["params"]
     assert Path(outputs["report-path"]).read_text() == result["summary"]
     if outputs["promoted"] == "true":
         assert outputs["champion-version"] == "1" and Path(outputs["model-url"]).is_dir()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hpo_action.cli import main
+from hpo_action.train.models import adapter_sha256
 
 from .helpers import error_line, small_config, write_config
 
@@ -80,8 +81,10 @@ def test_console_script_runs_a_study_end_to_end(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_trials"] == 2
+    assert summary["n_trials"] == 2 and set(summary["states"]) <= {"COMPLETE", "PRUNED"}  # none failed
     assert "best trial" in proc.stderr
+    gate = json.loads((out / "gate.json").read_text())  # the gate judged the best trial's weights
+    assert gate["adapter_sha256"] == adapter_sha256(out / "best") and summary["best"]["adapter"] == str(out / "best")
 
 
 def test_qlora_on_cpu_is_a_clear_bad_input(tmp_path: Path, capsys):

@@ -27,6 +27,12 @@ def _with(**sections):
         (_with(search={"sampler": "annealing"}), "search.sampler: Input should be 'tpe'"),
         (_with(train={"lora_r": "big"}), "train.lora_r: Input should be a valid integer"),
         (_with(search={"space": {"learnin_rate": {"low": 1, "high": 2}}}), "did you mean 'learning_rate'?"),
+        (
+            _with(gate={"forgetting": [{"name": "copy", "data": "f.jsonl", "margn": 0.1}]}),
+            "gate.forgetting.0.margn: unknown key; did you mean 'margin'?",  # a typo inside a list item
+        ),
+        (_with(search={"space": {"lora_r": {"low": 2, "hihg": 8}}}), "search.space.lora_r.hihg: unknown key; did you"),
+        (_with(data={"replay": [{"data": "r.jsonl", "wieght": 2}]}), "data.replay.0.wieght: unknown key; did you mean"),
         (_with(search={"space": {"lora_r": {"low": 8, "high": 2}}}), "low (8.0) must not exceed high (2.0)"),
         (_with(search={"space": {"learning_rate": {"low": 0, "high": 1, "log": True}}}), "log: true needs low > 0"),
         (_with(search={"budget": {"max_steps": 5, "eval_every": 10}}), "eval_every (10) must not exceed max_steps"),

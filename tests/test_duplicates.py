@@ -14,11 +14,12 @@ import pytest
 import yaml
 
 from hpo_action.config import parse_config
-from hpo_action.errors import ConfigError
+from hpo_action.errors import ConfigError, TrialError
 from hpo_action.files import template
 from hpo_action.search.duplicates import STREAM_ENV, derive_seed, is_discarded, space_size
+from hpo_action.search.outputs import trial_records
 from hpo_action.search.slots import finished
-from hpo_action.search.study import open_study, run_trials
+from hpo_action.search.study import check_not_all_failed, open_study, run_trials
 from hpo_action.train.trial import TrialResult
 
 from .helpers import small_config
@@ -92,10 +93,27 @@ def test_two_concurrent_commands_on_one_storage_train_distinct_configurations(tm
     configs = _searched(study)
     assert len(configs) == 12 and len(set(configs)) == 12
     assert all(r.trained for r in runners)  # both really ran trials
-    # Equal seeds made the later command's first draw repeat the earlier one's: it was asked again.
-    assert any(is_discarded(t) for t in study.get_trials(deepcopy=False))
+    assert runners[0].trained[0] != runners[1].trained[0]  # each command drew its own first configuration
     trained = [tuple(sorted(p.items())) for r in runners for p in r.trained]
     assert len(trained) == len(set(trained)) == 12
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_two_commands_opened_at_once_draw_different_first_parameters_and_reproduce(tmp_path: Path, sampler: str):
+    """Without HPO_ACTION_SEED_STREAM, two commands that open one study before either has a trial used to get the
+    same seed (the same trial count) and so the same first draw; each now claims its own invocation number."""
+
+    def first_draws(folder: Path) -> list[float]:
+        cfg = _cfg(folder, sampler=sampler, warm_start=False)
+        studies = [open_study(cfg), open_study(cfg)]  # both opened before either asks: the same trial count
+        return [study.ask().suggest_float("learning_rate", 1e-5, 1e-1, log=True) for study in studies]
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    draws = first_draws(tmp_path / "a")
+    assert draws[0] != draws[1]
+    assert first_draws(tmp_path / "b") == draws  # a fresh study opened the same way draws the same: reproducible
 
 
 def test_matrix_jobs_get_distinct_seeds_from_the_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -127,4 +145,17 @@ def test_a_repeated_proposal_is_asked_again_and_a_small_space_stops_when_exhaust
     assert ran == 4 and len(runner.trained) == 4  # every configuration once, then the space is exhausted
     assert len(set(_searched(study))) == 4 and finished(study) == 4
     discarded = [t for t in study.get_trials(deepcopy=False) if is_discarded(t)]
-    assert all(t.state.name == "FAIL" for t in discarded)  # repeats never trained, never counted
+    assert discarded  # 10 wanted from 4 configurations: repeats were proposed, recorded and asked again
+    assert all(t.state.name == "PRUNED" and "duplicate_of" in t.user_attrs for t in discarded)  # never FAIL
+    assert not [t for t in study.get_trials(deepcopy=False) if t.state.name == "FAIL"]  # nothing failed
+    records = trial_records(study)  # what trials.csv, summary.json, the tables and the doctor read
+    assert [r.number for r in records] == [t.number for t in study.get_trials() if not is_discarded(t)]
+    assert {r.state for r in records} == {"COMPLETE"}
+
+
+def test_discarded_repeats_never_hide_a_study_whose_every_trial_failed():
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"error": "boom"}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"duplicate_of": 0}))
+    with pytest.raises(TrialError, match="all 1 trials failed; first error: boom"):
+        check_not_all_failed(study)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,9 @@ from hpo_action.config import load_config
 from hpo_action.errors import ConfigError
 from hpo_action.files import template
 from hpo_action.init import DEMO_ADDED, DEMO_VALUES, write_starter
+from hpo_action.judge.decision import GateDecision
+from hpo_action.search.summary import RunSummary
+from hpo_action.train.models import adapter_sha256
 
 from .helpers import QUICKSTART
 
@@ -97,7 +99,11 @@ def test_the_starter_uses_its_replay_file_and_promotes_on_a_cpu(tmp_path: Path):
         timeout=1200,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    gate = json.loads((tmp_path / "runs" / "gate.json").read_text())
-    assert gate["decision"] == "promote", gate["reasons"]
-    assert [(row["name"], row["status"]) for row in gate["forgetting"]] == [("copy", "passed")]
+    summary = RunSummary.read(tmp_path / "runs" / "summary.json")
+    assert summary.n_trials == 1 and set(summary.states) == {"COMPLETE"}, summary.states
+    assert summary.best is not None and summary.best.adapter
+    gate = GateDecision.read(tmp_path / "runs" / "gate.json")  # a verdict on the best trial's weights
+    assert gate.adapter_sha256 == adapter_sha256(Path(summary.best.adapter)) and gate.primary.n > 0
+    assert gate.decision == "promote", gate.reasons
+    assert [(row.name, row.status) for row in gate.forgetting] == [("copy", "passed")]
     assert "replay: 240 rows of replay_copy.jsonl" in done.stderr

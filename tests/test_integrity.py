@@ -120,6 +120,9 @@ def test_a_real_full_disk_stops_with_one_line_and_resumes_once_space_is_freed(tm
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((tiny_disk / "out" / "summary.json").read_text())
     assert summary["n_trials"] == 3
+    trials = summary["trials"]  # the trial that met the full disk failed with that cause; the others completed
+    assert [t["state"] for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"], trials
+    assert "no space left on device" in trials[1]["error"].lower()
     assert RunLayout(tiny_disk / "out").foreign_entries() == []
 
 

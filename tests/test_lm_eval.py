@@ -112,6 +112,7 @@ def test_filters_and_value_types() -> None:
 @pytest.mark.slow
 def test_run_gates_an_lm_eval_forgetting_benchmark(tmp_path: Path) -> None:
     from hpo_action.config import parse_config
+    from hpo_action.judge.predictions import read_predictions
     from hpo_action.pipeline import run
 
     from .helpers import small_config
@@ -129,6 +130,8 @@ def test_run_gates_an_lm_eval_forgetting_benchmark(tmp_path: Path) -> None:
         small_config(tmp_path, gate={"forgetting": [lm_eval]}, search={"n_trials": 2}), base_dir=tmp_path
     )
     result = run(cfg)
-    (row,) = result["forgetting"]
-    assert (row["name"], row["metric"], row["reference"]) == ("copy_choice", "acc", 1.0)
-    assert (Path(cfg.output.dir) / "predictions" / "copy_choice.candidate.jsonl").is_file()
+    (row,) = result.forgetting
+    assert (row.name, row.metric, row.reference, row.n) == ("copy_choice", "acc", 1.0, LIMIT)
+    scored = read_predictions(Path(cfg.output.dir) / "predictions" / "copy_choice.candidate.jsonl")
+    assert len(scored) == LIMIT  # the gate's candidate side is the trained model's lm-eval run, per sample
+    assert row.candidate == pytest.approx(sum(float(r["acc"]) for r in scored.values()) / LIMIT)

@@ -50,6 +50,7 @@ def test_lr_bounds_auto_narrows_a_new_study_and_keeps_the_range_on_resume(tmp_pa
     assert math.log10(high / low) <= 2.0 + 1e-9  # at most a decade either side of the suggestion
     assert low <= found["suggestion"] <= high
     assert all(low <= t.params["learning_rate"] <= high for t in study.trials)
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}  # trials ran in the narrowed range (pruner none)
 
     (Path(cfg.output.dir) / "lr_find" / "lr_find.json").unlink()
     search(cfg, extra_trials=1)  # a resume reads the stored range: no second range test, the same study

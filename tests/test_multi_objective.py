@@ -9,17 +9,21 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hpo_action.cli import main
 from hpo_action.config import parse_config
 from hpo_action.errors import ConfigError
 from hpo_action.pipeline import search
 from hpo_action.report.markdown import run_markdown
-from hpo_action.report.tables import pareto_table
-from hpo_action.search.pruning import COMPANION_SUFFIX
+from hpo_action.report.tables import pareto_table, trials_table
+from hpo_action.search.duplicates import is_discarded
+from hpo_action.search.outputs import trial_records
+from hpo_action.search.pruning import COMPANION_SUFFIX, FirstObjectivePruning, companion_study
 from hpo_action.search.storage import storage_url, study_name
+from hpo_action.search.study import open_study
 from hpo_action.search.summary import RunSummary, Selection
 from hpo_action.ship.card import render_card
 
-from .helpers import promoted_decision, sample_summary, small_config
+from .helpers import error_line, promoted_decision, sample_summary, small_config, write_config
 
 OBJECTIVES = [{"metric": "eval_loss"}, {"metric": "forgetting"}]
 COPY = {"name": "copy", "data": "forget_copy.jsonl", "metric": "exact_match", "margin": 0.05}
@@ -33,24 +37,30 @@ def _raw(tmp_path: Path, **search) -> dict:
 
 @pytest.mark.slow
 def test_multi_objective_study_resumes_and_picks_the_finalist_by_its_rule(tmp_path: Path):
-    cfg = parse_config(_raw(tmp_path, n_trials=3), base_dir=tmp_path)
+    gentle = {"learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}, "lora_r": {"choices": [8, 16]}}
+    cfg = parse_config(_raw(tmp_path, n_trials=2, space=gentle), base_dir=tmp_path)  # rates that keep copy
     summary = search(cfg)
     storage = storage_url(cfg)
     study = optuna.load_study(study_name=study_name(cfg), storage=storage)
     companion = optuna.load_study(study_name=study_name(cfg) + COMPANION_SUFFIX, storage=storage)
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
-    assert len(study.trials) == len(companion.trials) == 3
+    trials = _counted(study)
+    assert len(trials) == len(companion.trials) == 2
+    states = [t.state.name for t in trials]
+    assert "FAIL" not in states and "COMPLETE" in states, [t.user_attrs.get("error") for t in trials]
     assert all(t.intermediate_values for t in companion.trials)  # the pruner saw every trial's first objective
-    for trial in study.trials:
-        if trial.state.name == "COMPLETE":
-            drop = trial.user_attrs["forgetting_drop"]["copy"]
-            assert trial.values == [trial.user_attrs["metrics"]["eval_loss"], drop]
+    completed = [t for t in trials if t.state.name == "COMPLETE"]
+    for trial in completed:
+        drop = trial.user_attrs["forgetting_drop"]["copy"]
+        assert trial.values == [trial.user_attrs["metrics"]["eval_loss"], drop]
+    by_number = {record.number: record for record in summary.trials}
+    for trial in trials:  # every trial shows the first objective it reached, a pruned one included
+        assert by_number[trial.number].value is not None
 
-    qualifying = [
-        t for t in study.trials if t.state.name == "COMPLETE" and t.user_attrs["forgetting_excess"]["copy"] <= 0
-    ]
-    expected = min(qualifying, key=lambda t: t.values[0]) if qualifying else None
-    assert (summary.best.number if summary.best else None) == (expected.number if expected else None)
+    qualifying = [t for t in completed if t.user_attrs["forgetting_excess"]["copy"] <= 0]
+    assert qualifying  # 6 steps at these rates keep copy: the rule has trials to choose from
+    expected = min(qualifying, key=lambda t: (t.values[0], t.number))
+    assert summary.best is not None and summary.best.number == expected.number
     saved = json.loads((Path(cfg.output.dir) / "summary.json").read_text())
     assert saved["selection"]["objectives"] == [
         {"metric": "eval_loss", "direction": "minimize"},
@@ -58,13 +68,64 @@ def test_multi_objective_study_resumes_and_picks_the_finalist_by_its_rule(tmp_pa
     ]
     assert "within its margin" in saved["selection"]["rule"]
     assert saved["selection"]["pareto_front"] == sorted(t.number for t in study.best_trials)
+    assert saved["selection"]["pareto_front"]  # at least one completed trial is on it
     assert (Path(cfg.output.dir) / "plots" / "pareto_front.png").is_file()
 
-    search(cfg, extra_trials=2)  # resumes the same two studies
+    search(cfg, extra_trials=1)  # resumes the same two studies
     study = optuna.load_study(study_name=study_name(cfg), storage=storage)
     companion = optuna.load_study(study_name=study_name(cfg) + COMPANION_SUFFIX, storage=storage)
-    assert len(study.trials) == len(companion.trials) == 5
+    assert len(_counted(study)) == len(companion.trials) == 3
+    assert [t.state.name for t in _counted(study)].count("FAIL") == 0
     assert all(t.state.is_finished() for t in (*study.trials, *companion.trials))
+
+
+def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials without discarded repeats (which never reach the pruner's companion study)."""
+    return [t for t in study.trials if not is_discarded(t)]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"objective": {"metric": "eval_loss"}}, {"objectives": OBJECTIVES}),
+        ({"objectives": OBJECTIVES}, {"objectives": [{"metric": "eval_loss"}, {"metric": "forgetting:copy"}]}),
+        ({"objectives": OBJECTIVES}, {"objectives": []}),
+    ],
+    ids=["one-to-several", "another-forgetting-objective", "several-to-one"],
+)
+def test_a_study_made_for_other_objectives_is_refused_before_anything_trains(
+    tmp_path: Path, capsys, before: dict, after: dict
+):
+    raw = _raw(tmp_path)
+    raw["search"].pop("objectives")
+    raw["search"].update(before)
+    open_study(parse_config(raw, base_dir=tmp_path))  # the output folder's study, made for `before`
+    raw["search"].update(after)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "-c", str(write_config(tmp_path, raw)), "--workers", "0"])
+    assert exit_info.value.code == 2
+    line = error_line(capsys.readouterr().err)
+    assert "search.objective" in line and "a study keeps its objectives" in line and "--output" in line
+    cfg = parse_config(raw, base_dir=tmp_path)
+    trials = optuna.load_study(study_name=study_name(cfg), storage=storage_url(cfg)).trials
+    assert [t.state.name for t in trials] in ([], ["WAITING"])  # nothing ran (at most the warm start is queued)
+    assert not (tmp_path / "out" / "trials").exists()
+    with pytest.raises(ConfigError, match="a study keeps its objectives"):  # the same refusal where studies open
+        open_study(cfg)
+
+
+def test_a_pruned_multi_objective_trial_shows_the_value_it_reached(tmp_path: Path):
+    cfg = parse_config(_raw(tmp_path), base_dir=tmp_path)
+    study = open_study(cfg)
+    trial = study.ask()
+    pruning = FirstObjectivePruning(trial, companion_study(study, cfg))  # what the objective does
+    pruning.report(0.75, 3)
+    pruning.finish("PRUNED")
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    (record,) = trial_records(study)
+    assert (record.state, record.value, record.curve) == ("PRUNED", 0.75, [[3, 0.75]])
+    summary = dataclasses.replace(sample_summary(), trials=(record,), best=None)
+    assert trials_table(summary).rows[0][1:3] == ("pruned", "0.75 (pruned)")
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,8 @@ def test_search_writes_outputs_and_resumes_without_new_trials(tmp_path: Path, mo
     summary = search(cfg)
     study = _load(cfg)
     assert len(study.trials) == 3
-    assert all(t.state.is_finished() for t in study.trials)
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}  # finished, and none by failing
+    assert study.trials[0].state.name == "COMPLETE"  # the warm start: nothing to be pruned against yet
     assert study.trials[0].params == pytest.approx(warm_start_params(cfg))  # warm start is trial 0
     assert len(calls) == 2  # train and validation, tokenized once for the whole study
 
@@ -57,7 +58,7 @@ def test_search_writes_outputs_and_resumes_without_new_trials(tmp_path: Path, mo
     assert len(calls) == 2
 
     search(cfg, extra_trials=2)  # --n-trials 2 adds two
-    assert len(_load(cfg).trials) == 5
+    assert [t.state.name in ("COMPLETE", "PRUNED") for t in _load(cfg).trials] == [True] * 5
     assert len(calls) == 2
 
 
@@ -86,9 +87,11 @@ def test_every_pruner_runs(tmp_path: Path, pruner: str):
 def test_journal_file_storage_works(tmp_path: Path):
     cfg = _cfg(tmp_path, search={"storage": "study.journal", "n_trials": 2})
     assert cfg.search.storage == str(tmp_path / "study.journal")
-    search(cfg)
+    summary = search(cfg)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(cfg.search.storage))
-    assert len(optuna.load_study(study_name=study_name(cfg), storage=storage).trials) == 2
+    trials = optuna.load_study(study_name=study_name(cfg), storage=storage).trials
+    assert [t.state.name in ("COMPLETE", "PRUNED") for t in trials] == [True, True]
+    assert summary.best is not None and summary.best.value == pytest.approx(trials[summary.best.number].value)
 
 
 def test_timeout_stops_starting_new_trials(tmp_path: Path):
@@ -96,4 +99,4 @@ def test_timeout_stops_starting_new_trials(tmp_path: Path):
     search(cfg)
     trials = _load(cfg).trials
     assert 1 <= len(trials) < 50
-    assert all(t.state.is_finished() for t in trials)
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}

@@ -28,6 +28,8 @@ from hpo_action.search.slots import finished, retried
 from hpo_action.search.space import suggest
 from hpo_action.search.storage import open_storage, storage_url, study_name
 from hpo_action.search.study import open_study
+from hpo_action.train.demo_model import ensure_demo_model
+from hpo_action.train.models import adapter_sha256
 
 from .helpers import small_config, write_config
 
@@ -89,8 +91,9 @@ def test_three_processes_on_postgresql_end_with_exactly_n_trials(tmp_path: Path,
     study = _load(parse_config(raw, base_dir=tmp_path))
     trials = [t for t in study.get_trials(deepcopy=False) if not is_discarded(t)]
     assert len(trials) == 12  # none duplicated: no process started a trial beyond n_trials
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}  # and none of them failed
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 12  # and no configuration twice
-    # The commands start at once with one seed, so their first draws repeat: each repeat was recorded, not
+    # A proposal that repeated another command's (a race between asking and telling) was recorded, not
     # trained, and asked again (search/duplicates.py).
     by_number = {t.number: t for t in trials}
     for repeat in (t for t in study.get_trials(deepcopy=False) if is_discarded(t)):
@@ -149,7 +152,8 @@ def test_a_run_killed_after_finished_trials_resumes_and_keeps_them(tmp_path: Pat
     lost = trials[interrupted.number]
     assert lost.state.name == "FAIL" and "interrupted" in lost.user_attrs["error"]
     retry = next(t for t in trials if lost.number in RetryHeartbeatStaleTrialCallback.retry_history(t))
-    assert retry.state.is_finished() and retry.params == lost.params
+    assert retry.state.name == "COMPLETE" and retry.params == lost.params  # pruner none: every trial completes
+    assert [t.state.name for t in trials if t.number != lost.number] == ["COMPLETE"] * 5
     assert retried(trials) == {lost.number}
 
 
@@ -270,9 +274,16 @@ def test_search_machines_then_one_leader_evaluates_gates_and_publishes(tmp_path:
     command = [sys.executable, "-m", "hpo_action", "run", "-c", str(config), "--output", str(leader)]
     proc = subprocess.run([*command, "--skip-search", "--registry", str(tmp_path / "registry")], capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    gate = json.loads((leader / "gate.json").read_text())
-    assert gate["decision"] in ("promote", "reject", "inconclusive")
-    assert len(_load(parse_config(raw, base_dir=tmp_path)).trials) == 4  # the leader ran no trial
+    trials = _load(parse_config(raw, base_dir=tmp_path)).trials
+    assert len(trials) == 4 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}  # the leader ran no trial
+    summary = json.loads((leader / "summary.json").read_text())
+    gate = json.loads((leader / "gate.json").read_text())  # a verdict on the study's best, as the machines kept it
+    assert (
+        summary["best"]["number"]
+        == min((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: (t.value, t.number)).number
+    )
+    assert gate["adapter_sha256"] == adapter_sha256(leader / "best")
+    assert adapter_sha256(leader / "best") == adapter_sha256(leader / "trials" / str(summary["best"]["number"]))
     refused = subprocess.run([*command, "--skip-search", "--n-trials", "2"], capture_output=True, text=True)
     assert refused.returncode == 2 and "--skip-search runs no trial" in refused.stderr
 
@@ -369,3 +380,52 @@ def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_study(tmp_path: Path
     assert "interrupted: run the same command again to resume" in proc.stderr
     states = _states(_load(parse_config(raw, base_dir=tmp_path)))
     assert "RUNNING" not in states and states.count("COMPLETE") == 0, states
+
+
+def test_without_workers_a_trial_past_its_timeout_stops_at_its_next_step_and_the_study_goes_on(tmp_path: Path):
+    cfg = parse_config(_raw(tmp_path, n_trials=2, trial_timeout=1e-3, pruner="none"), base_dir=tmp_path)
+    assert cfg.search.workers == 0  # in this process
+    with pytest.raises(TrialError, match="all 2 trials failed; first error: trial timeout: stopped after"):
+        search(cfg)
+    trials = _load(cfg).trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # the first stopped, the second still ran
+    assert all(t.user_attrs["error"].endswith("at step 1 (search.trial_timeout)") for t in trials)
+
+
+STUCK_STEP = """
+import hpo_action.search.watchdog as watchdog
+from hpo_action.cli import main
+
+watchdog.GRACE_SECONDS = 0.0  # the hard limit becomes 1.5 x search.trial_timeout (60 s more in real use)
+main()
+"""
+
+
+def test_without_workers_a_trial_stuck_inside_a_step_is_failed_and_the_command_stops_then_resumes(tmp_path: Path):
+    """`--workers 0` and a step that never returns: no worker to kill, no step boundary to stop at. The watchdog
+    records the trial FAIL, says so in one line and ends the process; the same command goes on from there."""
+    ensure_demo_model()  # built here, once per session: a build inside the timed child would be no step at all
+    raw = _raw(tmp_path, n_trials=2, pruner="none", trial_timeout=2)
+    config = write_config(tmp_path, raw)
+    cfg = parse_config(raw, base_dir=tmp_path)
+    (tmp_path / "stuck_step.py").write_text(STUCK_STEP)
+    stuck = subprocess.run(
+        [sys.executable, "-m", "stuck_step", "search", "-c", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, FAULTS: "hang@0"},
+        timeout=600,
+    )
+    assert stuck.returncode == 1, stuck.stderr[-2000:]
+    line = stuck.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: search.trial_timeout: trial 0 is still inside one step after"), stuck.stderr[-2000:]
+    assert "recorded FAIL" in line and "--workers 1" in line and "Traceback" not in stuck.stderr
+    (trial,) = _load(cfg).trials
+    assert trial.state.name == "FAIL" and trial.user_attrs["error"].startswith("trial timeout: still inside one step")
+
+    resumed = subprocess.run(
+        _cli(config, "--set", "search.trial_timeout=null"), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _states(_load(cfg)) == ["FAIL", "COMPLETE"]

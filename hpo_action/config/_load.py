@@ -4,7 +4,8 @@ line, and relative paths resolved against the config file's folder."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -34,14 +35,28 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the key at `loc`, to suggest its real field names."""
-    model: type[BaseModel] | None = HpoConfig
+    """The pydantic model that owns the key at `loc`, to suggest its real field names; a list index or a mapping's
+    key in `loc` (e.g. gate.forgetting.0.margn, search.space.lora_r.hihg) steps into the item's model."""
+    node: Any = HpoConfig
     for part in loc[:-1]:
-        if model is None or not isinstance(part, str) or part not in model.model_fields:
+        model = _model_in(node)
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            node = model.model_fields[part].annotation
+        elif model is None and get_origin(node) is not None:
+            node = get_args(node)[-1]  # list[Item] or dict[str, Item]: the item
+        else:
             return None
-        annotation = model.model_fields[part].annotation
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    return model
+    return _model_in(node)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation names, itself or as the one model of an optional (`Model | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        models = [m for m in map(_model_in, get_args(annotation)) if m is not None]
+        return models[0] if len(models) == 1 else None
+    return None
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

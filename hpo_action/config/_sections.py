@@ -272,8 +272,9 @@ class SearchConfig(_Section):
     trial_timeout: float | None = Field(
         None,
         gt=0,
-        description="Seconds a trial may run; past it the trial stops, is recorded FAIL ('trial timeout') and the "
-        "study goes on (a worker stuck inside a step is killed at 1.5× plus 60 s).",
+        description="Seconds a trial may run; past it the trial stops at its next step, is recorded FAIL ('trial "
+        "timeout') and the study goes on. One stuck inside a step is stopped at 1.5× plus 60 s: its worker is "
+        "replaced, or with workers 0 the command stops (exit 1; run it again to resume).",
     )
     space: dict[str, ParamSpec] = Field(default_factory=dict, description="The searched (or fixed) parameters.")
 

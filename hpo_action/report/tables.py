@@ -15,7 +15,7 @@ from rich.text import Text
 
 from hpo_action.judge.decision import Check, ForgettingResult, GateDecision, PrimaryResult
 from hpo_action.judge.decoding import DecodingSearch
-from hpo_action.search.summary import RunSummary
+from hpo_action.search.summary import RunSummary, TrialRecord
 
 _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold yellow"}
 MARKS = {True: "✓", False: "✗", None: "?"}
@@ -188,7 +188,7 @@ def trials_table(summary: RunSummary, errors: bool = True) -> TableModel:
         (
             f"{record.number} *" if record.number == best else str(record.number),
             record.state.lower(),
-            fmt(record.value),
+            trial_value(record),
             fmt(record.steps),
             fmt(record.seconds),
             *(fmt(record.params.get(name)) for name in names),
@@ -198,6 +198,13 @@ def trials_table(summary: RunSummary, errors: bool = True) -> TableModel:
     )
     columns = ("#", "state", summary.objective_metric, "steps", "s", *names, *(("error",) if errors else ()))
     return TableModel("trials", columns, rows, left=2)
+
+
+def trial_value(record: TrialRecord) -> str:
+    """A trial's first-objective value; a pruned trial's is where it stopped, marked so."""
+    if record.state == "PRUNED" and record.value is not None:
+        return f"{fmt(record.value)} (pruned)"
+    return fmt(record.value)
 
 
 def best_table(summary: RunSummary) -> TableModel | None:

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hpo_action.search.duplicates import is_discarded
 from hpo_action.search.finalist import chosen_trial, first_value
+from hpo_action.search.slots import finished
 
 if TYPE_CHECKING:
     import optuna
@@ -51,7 +52,7 @@ class StudyProgress:
             if is_discarded(t):  # a repeated proposal, asked again: no trial
                 continue
             counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
-        done = sum(v for k, v in counts.items() if k in ("complete", "pruned", "fail"))
+        done = finished(study)  # an interrupted trial and its retry count once, as toward search.n_trials
         states = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         finalist = chosen_trial(study)
         best = "best -" if finalist is None else f"best {first_value(finalist):.4g} (#{finalist.number})"

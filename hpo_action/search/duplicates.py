@@ -3,9 +3,13 @@ proposal that repeats a configuration the study already has (finished or running
 
 A resumed study, a second `search` command, a worker and a matrix job used to seed their sampler with
 `search.seed` alone and re-drew the same parameters. The seed is now derived from `search.seed` plus what makes
-the invocation unique and is recorded in the storage (the study's trial count at start, the worker launch,
-the matrix job's `HPO_ACTION_SEED_STREAM`), so a study stays reproducible from its storage. The deliberate retry
-of an interrupted trial (Optuna's `RetryHeartbeatStaleTrialCallback`) keeps its parameters on purpose.
+the invocation unique and is recorded in the storage (the study's trial count at start, the invocation's number,
+claimed under the trial-slot lock so that two commands started at the same moment get two numbers, the worker
+launch, the matrix job's `HPO_ACTION_SEED_STREAM`), so a study stays reproducible from its storage. The deliberate
+retry of an interrupted trial (Optuna's `RetryHeartbeatStaleTrialCallback`) keeps its parameters on purpose.
+
+A discarded repeat is stored as a PRUNED trial (what Optuna's FAQ does with a duplicate: a state that says it
+stopped early, never that it failed) with the user attribute `duplicate_of`; it is never counted or reported.
 """
 
 from __future__ import annotations
@@ -25,11 +29,8 @@ if TYPE_CHECKING:
 
 STREAM_ENV = "HPO_ACTION_SEED_STREAM"  # e.g. ${{ strategy.job-index }}: concurrent jobs on one study
 DUPLICATE_ATTR = "duplicate_of"  # user attribute of a proposal that repeated trial N and was asked again
+INVOCATIONS_ATTR = "invocations"  # study user attribute: how many times the study was opened (the next number)
 MAX_REASKS = 25  # proposals in a row that may be asked again before a repeat is accepted (tiny spaces)
-
-
-class DuplicateTrial(Exception):
-    """The sampler proposed a configuration the study already has; the trial is discarded and asked again."""
 
 
 def derive_seed(base: int, *parts: int) -> int:
@@ -52,8 +53,16 @@ def seed_stream() -> int:
 
 
 def is_discarded(trial: optuna.trial.FrozenTrial) -> bool:
-    """A repeated proposal: recorded (FAIL) for the sampler's history, never counted or reported as a trial."""
+    """A repeated proposal: recorded (PRUNED, `duplicate_of`) for the sampler's history, never counted or reported
+    as a trial."""
     return DUPLICATE_ATTR in trial.user_attrs
+
+
+def claim_invocation(study: optuna.Study) -> int:
+    """This invocation's number on the study (0 for the first), stored at once; call it under the slot lock."""
+    number = int(study.user_attrs.get(INVOCATIONS_ATTR, 0))
+    study.set_user_attr(INVOCATIONS_ATTR, number + 1)
+    return number
 
 
 def duplicate_of(study: optuna.Study, number: int, params: dict[str, Any]) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hpo_action.config import HpoConfig, is_forgetting_objective
+from hpo_action.errors import TrialError
 
 if TYPE_CHECKING:
     import optuna
@@ -82,6 +83,11 @@ def objective_values(cfg: HpoConfig, metrics: dict[str, float], drops: dict[str,
     for objective in cfg.search.objectives or [cfg.search.objective]:
         if is_forgetting_objective(objective.metric):
             name = objective.metric.partition(":")[2]
+            if (name and name not in drops) or not drops:
+                raise TrialError(
+                    f"search.objectives: {objective.metric!r} needs the forgetting probes' result, and no probe of "
+                    f"{name or 'any gate.forgetting set'} ran after this trial"
+                )
             values.append(drops[name] if name else max(drops.values()))
         else:
             values.append(metrics[objective.metric])

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
 from hpo_action.files import is_no_space
-from hpo_action.search.duplicates import DUPLICATE_ATTR, MAX_REASKS, DuplicateTrial, duplicate_of
+from hpo_action.search.duplicates import DUPLICATE_ATTR, MAX_REASKS, duplicate_of
 from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, beats_finalist, objective_values
 from hpo_action.search.orphans import WORKER_ATTR, worker_id
 from hpo_action.search.pruning import FirstObjectivePruning, companion_study
 from hpo_action.search.slots import TrialSlotLock
 from hpo_action.search.space import suggest
+from hpo_action.search.watchdog import TrialWatchdog
 from hpo_action.train.runner import Runner
 from hpo_action.train.trial import (
     BATCH_KEYS,
@@ -32,8 +33,17 @@ if TYPE_CHECKING:
 class Objective:
     """Called by `Study.optimize` with the trial it just asked for, while this process holds the slot lock."""
 
-    def __init__(self, study: optuna.Study, cfg: HpoConfig, runner: Runner, trials_dir: Path, lock: TrialSlotLock):
+    def __init__(
+        self,
+        study: optuna.Study,
+        cfg: HpoConfig,
+        runner: Runner,
+        trials_dir: Path,
+        lock: TrialSlotLock,
+        watchdog: TrialWatchdog | None = None,
+    ):
         self.study, self.cfg, self.runner, self.trials_dir, self.lock = study, cfg, runner, trials_dir, lock
+        self.watchdog = watchdog  # in-process trials with search.trial_timeout: the hard stop of a stuck step
         self.companion = companion_study(study, cfg)  # the pruner's study when there are several objectives
         self.fatal: OutputError | None = None  # set when no later trial can succeed either (a full disk)
         self.reasked = 0  # proposals discarded as repeats, in a row
@@ -49,8 +59,12 @@ class Objective:
             self.lock.release()  # the trial exists and holds its slot; other workers may ask for theirs
         started = time.perf_counter()
         pruning = FirstObjectivePruning(trial, self.companion)
+        if self.watchdog is not None:
+            self.watchdog.arm(trial.number)
         try:
             result = self._run_with_oom_retry(trial, params, pruning)
+            multi = self.cfg.search.multi_objective
+            values = objective_values(self.cfg, result.metrics, result.forgetting_drop) if multi else None
         except Pruned as pruned:
             trial.set_user_attr("steps", pruned.step)
             trial.set_user_attr("train_curve", [[s, v] for s, v in pruned.train_curve])
@@ -72,22 +86,26 @@ class Objective:
                     "to resume"
                 )
             raise
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.disarm()
         _record(trial, result)
         pruning.finish("COMPLETE", result.value)
-        if not self.cfg.search.multi_objective:
-            return result.value
-        return objective_values(self.cfg, result.metrics, result.forgetting_drop)
+        return result.value if values is None else values
 
     def _refuse_repeat(self, trial: optuna.Trial) -> None:
         """Discard a proposal that repeats a configuration the study holds, so the loop asks again; a retry of
-        an interrupted trial repeats on purpose, and after MAX_REASKS repeats in a row (a tiny space) one runs."""
+        an interrupted trial repeats on purpose, and after MAX_REASKS repeats in a row (a tiny space) one runs.
+        The discarded trial ends PRUNED (it stopped before training), never FAIL: nothing failed."""
+        import optuna
+
         other = duplicate_of(self.study, trial.number, trial.params)
         if other is None or self.reasked >= MAX_REASKS:
             self.reasked = 0
             return
         self.reasked += 1
         trial.set_user_attr(DUPLICATE_ATTR, other)
-        raise DuplicateTrial(f"trial {trial.number} repeats trial {other}'s parameters; asked again")
+        raise optuna.TrialPruned(f"trial {trial.number} repeats trial {other}'s parameters; asked again")
 
     def _run_with_oom_retry(
         self, trial: optuna.Trial, params: dict[str, Any], pruning: FirstObjectivePruning

@@ -18,6 +18,7 @@ from hpo_action.files import is_no_space, write_text_atomic
 from hpo_action.layout import RunLayout, is_ours
 from hpo_action.search.duplicates import is_discarded
 from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, chosen_trial, first_value, pareto_front, selection_rule
+from hpo_action.search.pruning import COMPANION_ATTR, companion_study
 from hpo_action.search.slots import finished
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
 from hpo_action.train.models import adapter_sha256
@@ -28,25 +29,47 @@ if TYPE_CHECKING:
 
 def trial_records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of the study, in order, as a typed record."""
-    return [
-        TrialRecord(
-            number=t.number,
-            state=t.state.name,
-            value=first_value(t),
-            steps=t.user_attrs.get("steps", max(t.intermediate_values, default=None)),
-            seconds=t.user_attrs.get("seconds"),
-            params=dict(sorted(t.params.items())),
-            forgetting=dict(t.user_attrs.get(EXCESS_ATTR, {})),
-            error=t.user_attrs.get("error", ""),
-            curve=t.user_attrs.get("curve") or [[step, value] for step, value in sorted(t.intermediate_values.items())],
-            train_curve=list(t.user_attrs.get("train_curve", [])),
-            fold_values=list(t.user_attrs.get("fold_values", [])),
-            values=list(t.values or []) if len(t.values or []) > 1 else [],
-            forgetting_drop=dict(t.user_attrs.get(DROP_ATTR, {})),
+    mirrored = _first_objective_curves(study)
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        if is_discarded(t):  # a repeated proposal that was asked again is no trial of the study
+            continue
+        curve = t.user_attrs.get("curve") or mirrored.get(t.number) or sorted(t.intermediate_values.items())
+        value = first_value(t)
+        if value is None and t.state.name == "PRUNED" and curve:
+            value = curve[-1][1]  # what a pruned multi-objective trial reached (Optuna records it for one objective)
+        records.append(
+            TrialRecord(
+                number=t.number,
+                state=t.state.name,
+                value=value,
+                steps=t.user_attrs.get("steps", max(t.intermediate_values, default=None)),
+                seconds=t.user_attrs.get("seconds"),
+                params=dict(sorted(t.params.items())),
+                forgetting=dict(t.user_attrs.get(EXCESS_ATTR, {})),
+                error=t.user_attrs.get("error", ""),
+                curve=[[step, value] for step, value in curve],
+                train_curve=list(t.user_attrs.get("train_curve", [])),
+                fold_values=list(t.user_attrs.get("fold_values", [])),
+                values=list(t.values or []) if len(t.values or []) > 1 else [],
+                forgetting_drop=dict(t.user_attrs.get(DROP_ATTR, {})),
+            )
         )
+    return records
+
+
+def _first_objective_curves(study: optuna.Study) -> dict[int, list[tuple[int, float]]]:
+    """A multi-objective study's first-objective curves, which its companion study holds (search/pruning.py):
+    a pruned trial's last point is what it reached. Empty for one objective."""
+    companion = companion_study(study)
+    if companion is None:
+        return {}
+    mirrors = {t.number: sorted(t.intermediate_values.items()) for t in companion.get_trials(deepcopy=False)}
+    return {
+        t.number: mirrors[t.user_attrs[COMPANION_ATTR]]
         for t in study.get_trials(deepcopy=False)
-        if not is_discarded(t)  # a repeated proposal that was asked again is no trial of the study
-    ]
+        if mirrors.get(t.user_attrs.get(COMPANION_ATTR, -1))
+    }
 
 
 def write_trials_csv(records: list[TrialRecord], path: Path) -> None:

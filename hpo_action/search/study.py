@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo_action.config import HpoConfig
-from hpo_action.errors import TrialError
+from hpo_action.errors import ConfigError, TrialError
 from hpo_action.interrupts import raise_if_pressed
 from hpo_action.layout import RunLayout, is_ours
-from hpo_action.search.duplicates import derive_seed, exhausted, is_discarded, seed_stream
+from hpo_action.redaction import redact_url
+from hpo_action.search.duplicates import claim_invocation, derive_seed, exhausted, is_discarded, seed_stream
 from hpo_action.search.finalist import chosen_trial
 from hpo_action.search.objective import Objective
 from hpo_action.search.orphans import fail_orphans, fail_stale
@@ -21,41 +22,96 @@ from hpo_action.search.samplers import make_pruner, make_sampler
 from hpo_action.search.slots import claimed, slot_lock
 from hpo_action.search.space import searched, warm_start_params
 from hpo_action.search.storage import open_storage, retry_callback, storage_url, study_name
+from hpo_action.search.watchdog import TrialWatchdog
 from hpo_action.train.runner import Runner
 
 if TYPE_CHECKING:
     import optuna
 
+OBJECTIVES_ATTR = "objectives"  # study user attribute: the objective setup it was made with
+
 OnTrial = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 
 
 def open_study(cfg: HpoConfig, seed: int | None = None) -> optuna.Study:
-    """Create the study or reopen it: the same command again resumes. The sampler's seed is `seed` (default
-    search.seed) mixed with the trials the study holds and the seed stream (search/duplicates.py), so that a
-    resume, a second command or a matrix job never re-draws the same parameters."""
+    """Create the study or reopen it: the same command again resumes; one made for other objectives is refused.
+    The sampler's seed is `seed` (default search.seed) mixed with the trials the study holds, this invocation's
+    number and the seed stream (search/duplicates.py), so that a resume, a second command (even one started at the
+    same moment) or a matrix job never re-draws the same parameters."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by us, without tracebacks
     base = cfg.search.seed if seed is None else seed
     stream = seed_stream()
     sampler, pruner = make_sampler(cfg, base), make_pruner(cfg)  # bad options fail before a storage is created
-    objectives = cfg.search.objectives or [cfg.search.objective]
     study = optuna.create_study(
         study_name=study_name(cfg),
         storage=open_storage(storage_url(cfg), cfg.search),
         sampler=sampler,
         pruner=pruner,  # a multi-objective study prunes through its companion study (search/pruning.py)
-        directions=[str(objective.direction) for objective in objectives],
+        directions=[entry["direction"] for entry in objective_setup(cfg)],
         load_if_exists=True,
     )
+    check_objectives(study, cfg)
     fail_orphans(study, retry_callback(cfg.search))
     fail_stale(study)
     held = len(study.get_trials(deepcopy=False))
-    if held or stream:
-        study.sampler = make_sampler(cfg, derive_seed(base, held, stream))
+    invocation = _claim_invocation(study, cfg)
+    if held or stream or invocation:
+        study.sampler = make_sampler(cfg, derive_seed(base, held, stream, invocation))
     if cfg.search.warm_start and cfg.search.sampler != "grid" and not study.trials and searched(cfg):
         study.enqueue_trial(warm_start_params(cfg), user_attrs={"warm_start": True})
     return study
+
+
+def _claim_invocation(study: optuna.Study, cfg: HpoConfig) -> int:
+    """This command's number on the study, under the slot lock: two commands started at once get two numbers."""
+    lock = slot_lock(cfg)
+    try:
+        lock.acquire()
+        return claim_invocation(study)
+    finally:
+        lock.release()
+        lock.close()
+
+
+def objective_setup(cfg: HpoConfig) -> list[dict[str, str]]:
+    """The study's objectives as stored on it: [{"metric", "direction"}], the first pruned on."""
+    objectives = cfg.search.objectives or [cfg.search.objective]
+    return [{"metric": objective.metric, "direction": str(objective.direction)} for objective in objectives]
+
+
+def check_objectives(study: optuna.Study, cfg: HpoConfig) -> None:
+    """A study keeps the objectives it was made with: another setup (one objective to several, another metric or
+    direction) is refused before anything trains (exit 2); the first opening records the setup on the study."""
+    wanted = objective_setup(cfg)
+    recorded = study.user_attrs.get(OBJECTIVES_ATTR)
+    directions = [direction.name.lower() for direction in study.directions]
+    if recorded is None and directions == [entry["direction"] for entry in wanted]:
+        study.set_user_attr(OBJECTIVES_ATTR, wanted)  # a new study, or one made before the setup was recorded
+        return
+    if recorded == wanted:
+        return
+    made = _describe(recorded) if recorded is not None else f"{len(directions)} objective(s), {', '.join(directions)}"
+    key = "search.objectives" if cfg.search.objectives else "search.objective"
+    raise ConfigError(
+        f"{key}: study {study.study_name!r} in {redact_url(storage_url(cfg))} was made for {made}, and this config "
+        f"asks for {_describe(wanted)}; a study keeps its objectives: give this setup a new --output (or a new "
+        "--study-name), or put the objectives back"
+    )
+
+
+def check_stored_objectives(cfg: HpoConfig) -> None:
+    """The same refusal before a run loads or writes anything, when the study is already in its storage."""
+    import optuna
+
+    if study_exists(cfg):
+        storage = open_storage(storage_url(cfg), cfg.search)
+        check_objectives(optuna.load_study(study_name=study_name(cfg), storage=storage), cfg)
+
+
+def _describe(setup: list[dict[str, str]]) -> str:
+    return ", ".join(f"{entry['metric']} ({entry['direction']})" for entry in setup)
 
 
 def study_exists(cfg: HpoConfig) -> bool:
@@ -63,8 +119,9 @@ def study_exists(cfg: HpoConfig) -> bool:
     import optuna
 
     url = storage_url(cfg)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return False  # do not create an empty database just to look into it
+    local = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url if "://" not in url else None
+    if local is not None and not Path(local).exists():
+        return False  # do not create an empty database or journal just to look into it
     return study_name(cfg) in optuna.study.get_all_study_names(open_storage(url, cfg.search))
 
 
@@ -84,7 +141,9 @@ def run_trials(
     them is still saving one."""
     trials_dir = RunLayout(Path(cfg.output.dir)).trials_dir
     lock = slot_lock(cfg)
-    objective = Objective(study, cfg, runner, trials_dir, lock)
+    timeout = cfg.search.trial_timeout
+    watchdog = TrialWatchdog(study, timeout) if timeout and cfg.search.workers == 0 else None  # workers: supervisor
+    objective = Objective(study, cfg, runner, trials_dir, lock, watchdog)
     grid_done = getattr(study.sampler, "is_exhausted", None)  # the grid sampler, once every point has run
     callbacks = [_reported(on_trial)] if on_trial else None
     ran = 0
@@ -104,6 +163,8 @@ def run_trials(
                 raise objective.fatal
     finally:
         lock.close()
+        if watchdog is not None:
+            watchdog.close()
         if prune_adapters and not cfg.output.keep_all_adapters:
             keep_only_best(study, trials_dir)
     return ran
@@ -134,7 +195,7 @@ def check_not_all_failed(study: optuna.Study) -> None:
     """A study whose every trial failed has nothing to promote: say why, with the first error."""
     import optuna
 
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if not is_discarded(t)]
     if trials and all(t.state == optuna.trial.TrialState.FAIL for t in trials):
         first = next((t.user_attrs.get("error") for t in trials if t.user_attrs.get("error")), "unknown error")
         raise TrialError(f"all {len(trials)} trials failed; first error: {first}")

@@ -27,6 +27,7 @@ from hpo_action.search.orphans import WORKER_ATTR, fail_orphans, fail_worker_tri
 from hpo_action.search.slots import claimed
 from hpo_action.search.storage import retry_callback, study_name
 from hpo_action.search.study import keep_only_best
+from hpo_action.search.watchdog import hard_limit
 from hpo_action.train.threads import SHARE_ENV, process_threads, worker_share
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class WorkerPool:
         check never runs. The trial is then failed with that cause, and a fresh worker goes on."""
         import optuna
 
-        limit = 1.5 * timeout + 60
+        limit = hard_limit(timeout)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for worker in self.workers.values():
             mine = worker_id(worker.process.pid)
