@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,19 @@ def test_init_then_run_works_in_an_empty_folder(tmp_path: Path):
     gate = json.loads((tmp_path / "runs" / "gate.json").read_text())
     assert gate["decision"] in ("promote", "reject", "inconclusive")
     assert (tmp_path / "runs" / "summary.json").is_file()
+
+
+def test_the_publish_job_signs_and_attests_the_published_files():
+    """Keyless signing and the build-provenance attestation need id-token and attestations; the official action
+    runs pinned by a full commit sha, only when something was published, on exactly the published files."""
+    job = yaml.safe_load(template("workflows/hpo.yml").read_text())["jobs"]["publish"]
+    assert job["permissions"] == {"contents": "read", "id-token": "write", "attestations": "write"}
+    steps = job["steps"]
+    install = next(step for step in steps if "pip install" in step.get("run", ""))
+    assert "[postgres,signing]" in install["run"]
+    names = [step.get("id") or step.get("uses", "").split("@")[0] for step in steps]
+    attest = steps[names.index("actions/attest-build-provenance")]
+    assert names.index("actions/attest-build-provenance") == names.index("hpo") + 1
+    assert re.fullmatch(r"actions/attest-build-provenance@[0-9a-f]{40}", attest["uses"])
+    assert attest["if"] == "steps.hpo.outputs.published-path != ''"
+    assert attest["with"] == {"subject-path": "${{ steps.hpo.outputs.published-path }}/**"}

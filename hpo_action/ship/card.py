@@ -14,6 +14,7 @@ from hpo_action.judge.generation import Decoding
 from hpo_action.report.github import github_run_url
 from hpo_action.report.tables import pareto_table, to_markdown, tradeoff_line, verdict_markdown
 from hpo_action.search.summary import RunSummary
+from hpo_action.ship.attestation import Provenance
 from hpo_action.sources import is_hub_id
 from hpo_action.train.demo_model import is_demo_model
 
@@ -36,11 +37,13 @@ def render_card(
     champion_version: int | None,
     env: dict[str, str] | None = None,
     load_from: str | None = None,
+    provenance: Provenance | None = None,
 ) -> str:
     """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence.
 
     `plots` are the names of the PNG files in plots/; `load_from` is what `from_pretrained` takes to load this
-    version (the registry says: a Hub repo id, a folder).
+    version (the registry says: a Hub repo id, a folder); `provenance` says how the version is signed and
+    attested (publish always passes it).
     """
     from huggingface_hub import ModelCard
 
@@ -64,6 +67,7 @@ def render_card(
         plots=[{"title": title, "path": f"plots/{name}"} for name, title in PLOT_TITLES.items() if name in plots],
         versions=_versions(),
         run_url=github_run_url(dict(os.environ) if env is None else env),
+        provenance=provenance,
     )
     return str(card)
 
