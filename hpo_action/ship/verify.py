@@ -153,8 +153,8 @@ def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
     producer, source = evidence.get("producer") or {}, evidence.get("source") or {}
     lines.append(f"  study {evidence.get('study')}, published {evidence.get('published_at')}")
     lines.append(
-        f"  by hpo-action {producer.get('version')}"
-        + (f" at commit {source.get('commit')}" if source.get("commit") else "")
+        f"  hpo-action {producer.get('version')}"
+        + (f"; the project at commit {source.get('commit')}" if source.get("commit") else "")
         + (f" of {source.get('repository')}" if source.get("repository") else "")
     )
     return lines
