@@ -136,7 +136,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     type=click.Path(dir_okay=False),
     help="The champion's test predictions JSONL; the candidate is gated against it instead of the base model.",
 )
-@click.option("--registry", help="Publish a promoted model here: a folder or hf://namespace/name.")
+@click.option(
+    "--registry", help="Publish a promoted model here: a folder, hf://namespace/name or mlflow://<model name>[@alias]."
+)
 @click.option("--fail-on-reject", is_flag=True, help="Exit 3 unless the gate promotes.")
 @click.option(
     "--skip-search",
@@ -276,7 +278,9 @@ def tune_decoding(config_path: str, adapter: str, n_trials: int | None, set_item
 
 
 @cli.command()
-@click.option("--registry", "uri", required=True, help="A folder or hf://namespace/name.")
+@click.option(
+    "--registry", "uri", required=True, help="A folder, hf://namespace/name or mlflow://<model name>[@alias]."
+)
 @click.option("--from", "run_dir", required=True, type=click.Path(file_okay=False), help="A gated run folder.")
 @click.option("--dry-run", is_flag=True, help="Render the card and list the commit's files without writing.")
 def publish(uri: str, run_dir: str, dry_run: bool) -> None:
@@ -297,7 +301,9 @@ def publish(uri: str, run_dir: str, dry_run: bool) -> None:
 
 
 @cli.command()
-@click.option("--registry", "uri", required=True, help="A folder or hf://namespace/name.")
+@click.option(
+    "--registry", "uri", required=True, help="A folder, hf://namespace/name or mlflow://<model name>[@alias]."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: version, path, revision, uri, params.")
 def champion(uri: str, as_json: bool) -> None:
     """Show the current champion of a registry.
@@ -495,13 +501,24 @@ def doctor(run_dir: str, as_json: bool) -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="Your training file: its row count picks the size and the step budget.",
 )
-def init(folder: str, force: bool, size: str | None, data_file: str | None) -> None:
+@click.option(
+    "--model",
+    help="The base model (Hub id or local folder): its parameter count, read from its config.json, sizes the starter.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cuda", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="Where it will train (auto: this machine): QLoRA only on CUDA.",
+)
+def init(folder: str, force: bool, size: str | None, data_file: str | None, model: str | None, device: str) -> None:
     """Start a project: a commented hpo.yaml that runs as is on the tiny demo model and data/, a GitHub workflow
-    (.github/workflows/hpo.yml) and .gitignore lines. With --size or --data, the search space, method and
-    defaults follow the dataset-size guidance (templates/starting_points.yaml). Refuses to overwrite without
-    --force.
+    (.github/workflows/hpo.yml) and .gitignore lines. With --size, --data or --model, the method, batch, train
+    defaults, budget and space follow templates/starting_points.yaml for the data's size, the model's parameter
+    count and the device. Refuses to overwrite without --force.
 
-    Example: hpo-action init my-project && cd my-project && hpo-action run -c hpo.yaml
+    Example: hpo-action init my-project --data train.jsonl --model Qwen/Qwen2.5-0.5B
     """
     from hpo_action.data.loading import count_rows
     from hpo_action.init import write_starter
@@ -509,7 +526,7 @@ def init(folder: str, force: bool, size: str | None, data_file: str | None) -> N
     rows = count_rows(Path(data_file)) if data_file else None
     if size is not None and rows is not None:
         raise ConfigError("init: pass --size or --data, not both (--data infers the size from its rows)")
-    for path in write_starter(Path(folder), force=force, size=size, rows=rows):
+    for path in write_starter(Path(folder), force=force, size=size, rows=rows, model=model, device=device):
         click.echo(f"wrote {path}")
 
 
@@ -520,7 +537,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     env = github.actions_env()
-    secrets = github.secret_values(dict(os.environ), args)
+    from hpo_action.ship.registry import registry_secrets
+
+    secrets = github.secret_values(dict(os.environ), args) + registry_secrets(dict(os.environ))
     if env is not None:  # before anything is printed
         github.mask(secrets, env)
     remember_ctrl_c()

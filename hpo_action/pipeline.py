@@ -67,7 +67,7 @@ from hpo_action.ship.verify import trust_champion
 from hpo_action.train.batch_planner import BatchPlan, plan_batch
 from hpo_action.train.lr_find import LrFindResult, lr_range_test
 from hpo_action.train.models import BaseModel, adapter_sha256, check_method, load_base_model, load_tokenizer
-from hpo_action.train.trial import TrialRunner
+from hpo_action.train.runner import Runner
 
 Sets = dict[str, list[dict[str, Any]]]
 
@@ -110,6 +110,8 @@ def run(
     champion = registry.read_champion() if registry else None  # the revision the gate reads: the swap's base
     trusted = _trusted(cfg, registry, champion, allow_unsigned_champion, console)
     searched = _study(cfg, extra_trials, console, checked, allow_partial)
+    if searched.summary.best is None:  # nothing to gate: the doctor's findings say why, before the error does
+        _print_findings(diagnose(searched.summary, cfg)[:TOP_FINDINGS], console)
     drills.at("after-best")
     decision = _evaluate_and_gate(cfg, searched, checked.forgetting_sets, champion, champion_predictions, console)
     layout = RunLayout(Path(cfg.output.dir))
@@ -370,7 +372,7 @@ def lr_find(
 def _find_lr(
     cfg: HpoConfig,
     splits: Splits,
-    runner: TrialRunner | None,
+    runner: Runner | None,
     layout: RunLayout,
     console: Console,
     steps: int = 100,

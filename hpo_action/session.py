@@ -17,6 +17,7 @@ from hpo_action.judge.forgetting import build_probes, load_forgetting_sets
 from hpo_action.layout import RunLayout
 from hpo_action.train.cross_validation import CrossValidatedRunner
 from hpo_action.train.models import load_base_model
+from hpo_action.train.runner import Runner
 from hpo_action.train.trial import TrialRunner
 
 
@@ -41,9 +42,7 @@ def banner(cfg: HpoConfig, setup: str, n_train: int, n_validation: int, cache_hi
     return f"[bold]hpo-action[/bold] {cfg.model.name} ({setup}) · {data}"
 
 
-def trial_runner(
-    cfg: HpoConfig, splits: Splits, forgetting: dict[str, Rows] | None, console: Console
-) -> TrialRunner | CrossValidatedRunner:
+def trial_runner(cfg: HpoConfig, splits: Splits, forgetting: dict[str, Rows] | None, console: Console) -> Runner:
     """Load the base model, tokenize (or reuse the cache) and score the forgetting probes: once per process."""
     base = load_base_model(cfg.model)
     layout = RunLayout(Path(cfg.output.dir))

@@ -1,5 +1,5 @@
-"""Shared fixtures: an isolated HF/GitHub environment, the tiny demo model built once, a PostgreSQL database.
-Plain helpers live in tests/helpers.py."""
+"""Shared fixtures: an isolated HF/GitHub/MLflow environment, the tiny demo model built once, a PostgreSQL database,
+a real MLflow server. Plain helpers live in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     for name in list(os.environ):
-        if name.startswith("GITHUB_"):
+        if name.startswith(("GITHUB_", "MLFLOW_TRACKING_", "MLFLOW_REGISTRY_", "MLFLOW_EXPERIMENT_")):
             monkeypatch.delenv(name)
 
 
@@ -50,3 +51,30 @@ def postgres_url() -> Iterator[str]:
     yield f"{url.rsplit('/', 1)[0]}/{name}"
     with admin.connect() as connection:
         connection.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+MLFLOW_CANARY = "Cnry-mlflow-" + uuid.uuid4().hex[:12]  # the test server's admin password: must never be printed
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real `mlflow server` for the whole session (tests/mlflow_server.py); skips only without MLflow."""
+    pytest.importorskip("mlflow", reason="MLflow is not installed: pip install -e '.[dev]' (or '.[mlflow]')")
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth server needs mlflow[auth]: pip install -e '.[dev]'")
+    from .mlflow_server import MlflowServer
+
+    with MlflowServer(tmp_path_factory.mktemp("mlflow-server"), MLFLOW_CANARY) as server:
+        yield server
+
+
+@pytest.fixture
+def mlflow_env(mlflow_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The client side: the tracking URI and the admin's credentials in MLflow's own variables."""
+    from .mlflow_server import ADMIN
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_CANARY)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    return mlflow_server

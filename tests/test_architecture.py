@@ -86,13 +86,21 @@ def test_optuna_internals_are_touched_in_one_module_only():
 
 
 def test_only_registries_know_their_uri_schemes():
+    """Schemes, a registry's client library and its environment variables stay in ship/registry/."""
     offenders = []
     for path in _modules():
         if "registry" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in ("hf://", "hf"):
-                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                scheme = node.value in ("hf://", "hf", "mlflow://", "mlflow")
+                if scheme or node.value.startswith("MLFLOW_"):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            imported = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.append(node.module)
+            if any(name.split(".")[0] == "mlflow" for name in imported):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports mlflow")
     assert not offenders, offenders
 
 

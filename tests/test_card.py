@@ -50,3 +50,20 @@ def test_card_parses_and_carries_the_evidence(tmp_path: Path):
 def test_run_url_only_inside_github_actions():
     assert github_run_url({}) is None
     assert github_run_url({"GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "s"}) is None
+
+
+def test_a_registry_that_downloads_first_puts_its_step_before_loading():
+    """An MLflow version is loaded from the folder its download returns: the card says so, with the version's page."""
+    cfg = parse_config({"model": {"name": "org/base-model"}, "data": {"train": "t.jsonl", "test": "t.jsonl"}})
+    fetch = "\n".join(
+        [
+            "import mlflow",
+            "",
+            "# https://mlflow.example/#/models/m/versions/3",
+            'path = mlflow.artifacts.download_artifacts("models:/m/3")',
+        ]
+    )
+    text = render_card(cfg, sample_summary(), GATE, [], "m", None, env={}, load_from="models:/m/3", fetch=fetch)
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code.index(fetch) < code.index("PeftModel.from_pretrained(base, path)")
+    assert "AutoTokenizer.from_pretrained(path)" in code and '"models:/m/3")\n' in code

@@ -12,7 +12,7 @@ import pytest
 
 from hpo_action.cli import main
 from hpo_action.config import apply_overrides, parse_config
-from hpo_action.errors import GateError
+from hpo_action.errors import ConfigError, GateError
 from hpo_action.judge.generation import GENERATION_CONFIG, Decoding, read_decoding, write_generation_config
 
 from .helpers import small_config
@@ -28,6 +28,35 @@ def test_greedy_passes_no_sampling_settings_and_sampling_passes_them_all():
         "repetition_penalty": 1.0,
     }
     assert {"temperature": 1.3, "top_p": 0.95, "top_k": 20}.items() <= SAMPLED.generate_kwargs().items()
+
+
+def test_ties_keep_the_deterministic_then_the_simplest_setting():
+    from hpo_action.judge.decoding import DecodingTrial, choose
+
+    greedy = Decoding(max_new_tokens=12)
+    longer = Decoding(max_new_tokens=16)
+    penalised = Decoding(max_new_tokens=16, repetition_penalty=1.2)
+    scored = (
+        DecodingTrial(0, greedy, 0.80),
+        DecodingTrial(1, SAMPLED, 0.90),  # the first to reach 0.90 samples ...
+        DecodingTrial(2, penalised, 0.90),
+        DecodingTrial(3, longer, 0.90),  # ... a later greedy setting ties it with one change from greedy
+    )
+    assert choose(scored, greedy, "maximize").number == 3
+    assert choose(scored[:3], greedy, "maximize").number == 2  # deterministic beats sampled, however simple
+    assert choose((DecodingTrial(0, greedy, 0.9), *scored[1:]), greedy, "maximize").number == 0  # greedy wins ties
+    losses = (DecodingTrial(0, greedy, 2.0), DecodingTrial(1, SAMPLED, 1.5), DecodingTrial(2, longer, 1.5))
+    assert choose(losses, greedy, "minimize").number == 2
+    assert choose(losses[:2], greedy, "minimize").number == 1  # strictly better: sampling is kept
+
+
+def test_a_decoding_search_without_a_metric_on_generated_text_exits_2():
+    from hpo_action.judge.decoding import generation_metric
+
+    raw = {"model": {"name": "m"}, "data": {"train": "t.jsonl"}, "evaluate": {"metrics": ["loss", "perplexity"]}}
+    with pytest.raises(ConfigError, match="needs a metric scored on generated text") as info:
+        generation_metric(parse_config(raw), lambda names: True)
+    assert info.value.exit_code == 2
 
 
 def test_generation_config_round_trips_and_is_a_transformers_generation_config(tmp_path: Path):
@@ -79,6 +108,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.slow
 def test_sampled_decoding_is_reproducible_from_its_seed(trained):
+    import torch
+
     from hpo_action.judge.evaluate import EvalSettings, attach_trained, score_rows
 
     cfg, base, splits, tmp = trained
@@ -86,7 +117,9 @@ def test_sampled_decoding_is_reproducible_from_its_seed(trained):
     try:
         settings = EvalSettings.from_config(cfg.evaluate, SAMPLED)
         rows = splits.validation[:40]
+        state = torch.get_rng_state()
         first, again = (score_rows(model, base.tokenizer, rows, cfg.data, settings) for _ in range(2))
+        assert torch.equal(state, torch.get_rng_state())  # sampled inside a forked RNG: nothing else's moved
         other = score_rows(model, base.tokenizer, rows, cfg.data, replace(settings, decoding=replace(SAMPLED, seed=1)))
     finally:
         base.model = model.unload()
@@ -149,9 +182,11 @@ def test_run_with_decoding_search_gates_publishes_and_shows_the_chosen_settings(
         tmp_path,
         search={"n_trials": 1, "pruner": "none", "budget": {"max_steps": 6, "eval_every": 3}},
         train={"learning_rate": 1.5e-2},
-        gate={"forgetting": []},
         registry={"uri": str(tmp_path / "registry")},
     )
+    lines = (tmp_path / "forget_copy.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "copy40.jsonl").write_text("".join(lines[:40]))  # a small set with a wide margin: it passes
+    raw["gate"]["forgetting"] = [{"name": "copy", "data": "copy40.jsonl", "metric": "exact_match", "margin": 0.9}]
     raw["search"]["space"] = {"lora_r": {"choices": [16]}}  # one searched parameter, one trial: too few
     raw["evaluate"].update(max_new_tokens=4, decoding_search=True, decoding_trials=5, metrics=["loss", "exact_match"])
     decision = run(parse_config(raw, base_dir=tmp_path))
@@ -163,11 +198,18 @@ def test_run_with_decoding_search_gates_publishes_and_shows_the_chosen_settings(
     assert record["best"]["decoding"] == chosen.to_json() and record["trials"][0]["decoding"]["do_sample"] is False
     meta = json.loads((tmp_path / "out" / "predictions" / "test.candidate.meta.json").read_text())
     assert meta["settings"]["decoding"] == chosen.to_json()
+    base_meta = json.loads((tmp_path / "out" / "predictions" / "test.base.meta.json").read_text())
+    assert base_meta["settings"]["decoding"] == chosen.to_json()  # both sides generate with the same settings
+    for role in ("base", "candidate"):
+        meta = json.loads((tmp_path / "out" / "predictions" / f"copy.{role}.meta.json").read_text())
+        assert meta["settings"]["decoding"] == chosen.to_json(), role
+    assert decision.config.reference_decoding == chosen.to_json()
     assert "decoding search on 80 validation examples" in capsys.readouterr().err
     assert decision.promote  # the test loss falls clearly in 6 steps at this rate
     version = tmp_path / "registry" / "versions" / "1"
     assert read_decoding(version) == chosen
     assert "## Generation settings" in (version / "README.md").read_text()
+    assert "The reference (the base model) was scored with the same settings." in (version / "README.md").read_text()
     changed = replace(chosen, max_new_tokens=chosen.max_new_tokens + 1)
     write_generation_config(tmp_path / "out" / "best", changed, {})  # settings the gate never evaluated
     with pytest.raises(GateError, match="generation settings"):

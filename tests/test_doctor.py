@@ -14,12 +14,14 @@ import yaml
 
 from hpo_action.cli import main
 from hpo_action.config import GateConfig, HpoConfig, parse_config
-from hpo_action.judge.gate import Paired, gate
+from hpo_action.judge.gate import ForgettingInput, Paired, gate
 from hpo_action.report.doctor import diagnose
 from hpo_action.report.markdown import run_markdown
 from hpo_action.search.outputs import summarize
 from hpo_action.search.space import trial_defaults
 from hpo_action.search.summary import RunSummary
+
+from .helpers import promoted_decision
 
 LOG_LR = optuna.distributions.FloatDistribution(1e-8, 10.0, log=True)
 
@@ -154,7 +156,7 @@ def test_a_healthy_study_has_no_findings_and_markdown_shows_the_top_ones(tmp_pat
     summary = _summary(cfg, trials)
     assert diagnose(summary, cfg) == []
     low = _config({"learning_rate": {"low": 1e-8, "high": 1e-6, "log": True}})
-    stalled = _summary(low, [_trial(lr, [5.0, 4.99]) for lr in (1e-8, 1e-7)])
+    stalled = _summary(low, [_trial(lr, [5.0, 4.995, 4.99]) for lr in (1e-8, 1e-7)])  # a slow, steady descent
     text = run_markdown(stalled, None, findings=diagnose(stalled, low))
     assert "**Doctor**" in text and "loss not decreasing: learning rate too low" in text
 
@@ -184,3 +186,163 @@ def test_kfold_curves_restarting_at_each_fold_are_not_spikes():
     folds = [5.0, 3.0, 2.0] * 3  # every fold starts again from a fresh adapter: 2.0 -> 5.0 is no spike
     trials = [_trial(lr, folds, [(4.0 + v) / 2 for v in folds]) for lr in (5e-4, 1e-3, 2e-3, 3e-3, 4e-3)]
     assert diagnose(_summary(cfg, trials), cfg) == []
+
+
+def test_a_loss_that_levelled_off_by_its_first_log_is_not_a_too_low_learning_rate():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    levelled = [0.30, 0.291, 0.289, 0.288]  # learned inside the first logging interval, then flat
+    trials = [_trial(lr, levelled) for lr in (2e-4, 5e-4)]
+    trials += [_trial(lr, [0.31, 0.29, 0.287, 0.286]) for lr in (2e-3, 4e-3, 8e-3)]
+    assert "lr_too_low" not in _codes(cfg, trials)
+    assert "lr_too_low" not in _codes(cfg, [_trial(lr, levelled) for lr in (2e-4, 5e-4, 2e-3)])  # every trial
+    # The same small drop stays a finding where another trial shows a much lower loss was there to reach.
+    stuck = [_trial(lr, [2.0, 1.99, 1.98, 1.975]) for lr in (1.1e-4, 1.5e-4)]
+    findings = {f.code: f for f in diagnose(_summary(cfg, stuck + trials), cfg)}
+    assert "in 2 of 7 trials, all at LR <= 0.00015," in findings["lr_too_low"].evidence
+
+
+def test_noise_on_a_small_loss_is_no_spike_and_a_real_jump_is():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    noisy = [2.0, 0.6, 0.1, 0.03, 0.05, 0.035]  # 0.03 -> 0.05 late in the run: batch noise
+    trials = [_trial(lr, noisy) for lr in (3e-4, 1e-3, 3e-3, 6e-3)]
+    codes = _codes(cfg, trials)
+    assert not {"spikes_or_nan", "lr_too_high"} & set(codes), codes
+    wobbly = [_trial(lr, [0.30, 0.29, 0.31]) for lr in (3e-4, 1e-3, 3e-3)]  # ends 0.01 above its start: noise
+    assert not {"spikes_or_nan", "lr_too_high"} & set(_codes(cfg, wobbly))
+    rose = _trial(6e-3, [0.30, 0.29, 0.45])  # 0.15 above its start: the loss went the wrong way
+    assert "lr_too_high" in _codes(cfg, [*wobbly, rose])
+    spiked = _trial(9e-3, [2.0, 0.6, 0.1, 0.9, 0.2, 0.1])  # 0.1 -> 0.9: a spike on any scale
+    findings = {f.code: f for f in diagnose(_summary(cfg, [*trials, spiked]), cfg)}
+    assert "0.1 -> 0.9 at step 40" in findings["spikes_or_nan"].evidence
+
+
+def test_a_study_whose_trials_were_all_pruned_at_different_rungs_is_a_finding():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    cfg.search.budget.max_steps = 60
+    trials = [
+        _trial(lr, curve, state="PRUNED", attrs={"steps": 10 * len(curve)})
+        for lr, curve in ((3e-4, [5.0]), (1e-3, [5.0, 3.0]), (3e-3, [5.0, 3.1, 2.5]), (6e-3, [5.0, 3.3]))
+    ]
+    summary = _summary_without_best(cfg, trials)
+    (finding,) = [f for f in diagnose(summary, cfg) if f.code == "pruned_everything"]
+    assert finding.severity == 3 and "4 of 4 trials were pruned (at steps 10, 20, 30 of 60)" in finding.evidence
+    assert "search.pruner: none" in finding.remedy
+    assert "pruned_at_first_rung" not in _codes_of(summary, cfg)
+
+
+def _summary_without_best(cfg: HpoConfig, trials: list[optuna.trial.FrozenTrial]) -> RunSummary:
+    study = optuna.create_study(direction="minimize")
+    for trial in trials:
+        study.add_trial(trial)
+    return summarize(study, cfg, "sqlite:///study.db", 12.0, None, trial_defaults(cfg))
+
+
+def _codes_of(summary: RunSummary, cfg: HpoConfig) -> list[str]:
+    return [finding.code for finding in diagnose(summary, cfg)]
+
+
+def _forgot_copy(cfg: HpoConfig) -> Any:
+    """A real gate decision that rejects: the primary metric improved, but `copy` fell from 1.0 to 0.6 of 200."""
+    table = [(True, True)] * 95 + [(True, False)] * 85 + [(False, True)] * 5 + [(False, False)] * 15
+    primary = Paired("exact_match", [float(c) for c, _ in table], [float(r) for _, r in table], True)
+    lost = Paired("exact_match", [1.0] * 120 + [0.0] * 80, [1.0] * 200, True)
+    decision = gate(primary, [ForgettingInput("copy", lost, 0.05)], cfg.gate.model_copy(update={"resamples": 1000}))
+    assert decision.decision == "reject" and decision.forgetting[0].status == "failed"
+    return decision
+
+
+def test_forgetting_that_blocks_promotion_names_the_remedies_with_numbers():
+    raw = {
+        "model": {"name": "hpo-action/tiny-demo"},
+        "data": {"train": "t.jsonl"},
+        "search": {"space": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}},
+        "train": {"lora_r": 16},
+        "gate": {
+            "forgetting": [{"name": "copy", "data": "forget_copy.jsonl", "metric": "exact_match", "margin": 0.05}]
+        },
+    }
+    cfg = parse_config(raw)
+    trials = [_trial(lr, [5.0, 3.0, end]) for lr, end in ((6e-4, 2.2), (1.2e-3, 1.6), (2.4e-3, 1.9))]
+    (finding,) = [f for f in diagnose(_summary(cfg, trials), cfg, _forgot_copy(cfg)) if f.code.startswith("forget")]
+    assert finding.code == "forgetting_blocks_promotion" and finding.severity == 3
+    assert "copy: exact_match 1 (base) -> 0.6, change -0.4" in finding.evidence
+    assert "margin -0.05): failed" in finding.evidence
+    assert "data.replay: [" in finding.remedy and "forget_copy.jsonl" in finding.remedy
+    assert "search.space.kl_to_base {low: 0.2, high: 1.0}" in finding.remedy
+    assert "a lower learning rate than the finalist's 0.0012 (about 0.0004)" in finding.remedy
+    assert "a smaller rank than 16 (about 8)" in finding.remedy and "forgetting_constraint: true" in finding.remedy
+
+    raw["data"]["replay"] = ["replay_copy.jsonl"]
+    raw["train"].update(replay_ratio=0.3, kl_to_base=0.5)
+    raw["search"]["forgetting_constraint"] = True
+    cfg = parse_config(raw)
+    (finding,) = [f for f in diagnose(_summary(cfg, trials), cfg, _forgot_copy(cfg)) if f.code.startswith("forget")]
+    assert "replay_ratio up to 0.6 (the finalist used 0.3)" in finding.remedy
+    assert "kl_to_base: up to 1 (the finalist used 0.5)" in finding.remedy
+    assert "data.replay: [" not in finding.remedy and "forgetting_constraint" not in finding.remedy
+
+
+def test_a_promoted_run_has_no_forgetting_finding():
+    cfg = _config({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    trials = [_trial(lr, [5.0, 3.0, end]) for lr, end in ((6e-4, 2.2), (1.2e-3, 1.6), (2.4e-3, 1.9))]
+    assert "forgetting_blocks_promotion" not in _codes(cfg, trials, promoted_decision())
+
+
+def _copy_config(**search: Any) -> HpoConfig:
+    copy = {"name": "copy", "data": "forget_copy.jsonl", "metric": "exact_match", "margin": 0.05}
+    return parse_config(
+        {
+            "model": {"name": "hpo-action/tiny-demo"},
+            "data": {"train": "t.jsonl", "replay": ["replay_copy.jsonl"]},
+            "search": {"space": {"learning_rate": {"low": 1e-3, "high": 1e-1, "log": True}}, **search},
+            "train": {"lora_r": 16, "replay_ratio": 0.4, "kl_to_base": 0.5},
+            "gate": {"forgetting": [copy]},
+        }
+    )
+
+
+def test_a_multi_objective_study_where_every_trial_forgot_names_the_remedies():
+    cfg = _copy_config(objectives=[{"metric": "eval_loss"}, {"metric": "forgetting"}])
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for lr, loss, drop in ((1e-2, 3.3, 0.30), (1.1e-2, 3.1, 0.25), (2e-2, 2.9, 0.6)):
+        attrs = {"curve": _curve([4.0, loss]), "train_curve": _curve([3.6, loss - 0.5]), "steps": 20}
+        attrs |= {"forgetting_excess": {"copy": drop - 0.05}, "forgetting_drop": {"copy": drop}}
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[loss, drop],
+                params={"learning_rate": lr},
+                distributions={"learning_rate": LOG_LR},
+                user_attrs=attrs,
+            )
+        )
+    summary = summarize(study, cfg, "sqlite:///study.db", 12.0, None, trial_defaults(cfg))
+    assert summary.best is None and summary.multi_objective
+    findings = diagnose(summary, cfg)
+    assert findings[0].code == "no_trial_within_margin" and findings[0].severity == 3
+    assert "the one that forgot least, #1: copy dropped 0.25 (margin 0.05)" in findings[0].evidence
+    assert "replay_ratio up to 0.8 (the trial that forgot least used 0.4)" in findings[0].remedy
+    assert "lower learning rate than the trial that forgot least's 0.011" in findings[0].remedy
+    text = run_markdown(summary, None, findings=findings)
+    assert "**Doctor**" in text and "every trial forgot beyond its margin" in text
+
+
+@pytest.mark.slow
+def test_a_multi_objective_run_without_a_finalist_prints_the_doctor_before_its_error(tmp_path: Path):
+    from rich.console import Console
+
+    from hpo_action.errors import TrialError
+    from hpo_action.pipeline import run
+
+    from .helpers import small_config
+
+    raw = small_config(tmp_path, train={"learning_rate": 0.05, "lora_r": 16})
+    raw["search"].update(
+        objectives=[{"metric": "eval_loss"}, {"metric": "forgetting"}], forgetting_probe_size=32, n_trials=1
+    )
+    raw["search"]["space"] = {"lora_r": {"choices": [16]}}
+    raw["gate"]["forgetting"][0]["margin"] = 0.01
+    console = Console(record=True, width=200)
+    with pytest.raises(TrialError, match="no completed trial to evaluate"):
+        run(parse_config(raw, base_dir=tmp_path), console=console)
+    printed = console.export_text()
+    assert "every trial forgot beyond its margin" in printed and "replay the skill: data.replay" in printed

@@ -15,7 +15,7 @@ import hpo_action
 from hpo_action.config import load_config
 from hpo_action.errors import ConfigError
 from hpo_action.files import template
-from hpo_action.init import DEMO_VALUES, write_starter
+from hpo_action.init import DEMO_ADDED, DEMO_VALUES, write_starter
 
 from .helpers import QUICKSTART
 
@@ -51,7 +51,9 @@ def test_starter_differs_from_the_template_only_in_the_demo_values(tmp_path: Pat
     starter = _leaves(yaml.safe_load((tmp_path / "hpo.yaml").read_text()))
     original = _leaves(yaml.safe_load(template("hpo.yaml").read_text()))
     changed = {key for key in starter.keys() | original.keys() if starter.get(key) != original.get(key)}
-    assert all(any(key == k or key.startswith(f"{k}.") for k in DEMO_VALUES) for key in changed), changed
+    assert all(any(key == k or key.startswith(f"{k}.") for k in {**DEMO_VALUES, **DEMO_ADDED}) for key in changed), (
+        changed
+    )
 
 
 def test_init_refuses_to_overwrite_and_force_does(tmp_path: Path):
@@ -81,20 +83,25 @@ def test_workflow_templates_install_this_version():
 
 
 @pytest.mark.slow
-def test_init_then_run_works_in_an_empty_folder(tmp_path: Path):
+def test_the_starter_uses_its_replay_file_and_promotes_on_a_cpu(tmp_path: Path):
+    """The starter as written (its budget, replay file, KL to the base and forgetting constraint), run in an empty
+    folder; one trial, its warm start, keeps the test short."""
     write_starter(tmp_path)
-    budget = ["--n-trials", "2", "--max-steps", "6", "--eval-every", "3", "--set", "search.timeout=null"]
+    cfg = load_config(tmp_path / "hpo.yaml")
+    assert [Path(source.data).name for source in cfg.data.replay] == ["replay_copy.jsonl"]
+    assert cfg.search.forgetting_constraint and cfg.train.replay_ratio > 0
     done = subprocess.run(
-        [sys.executable, "-m", "hpo_action", "run", "-c", "hpo.yaml", *budget],
+        [sys.executable, "-m", "hpo_action", "run", "-c", "hpo.yaml", "--n-trials", "1", "--workers", "0"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     gate = json.loads((tmp_path / "runs" / "gate.json").read_text())
-    assert gate["decision"] in ("promote", "reject", "inconclusive")
-    assert (tmp_path / "runs" / "summary.json").is_file()
+    assert gate["decision"] == "promote", gate["reasons"]
+    assert [(row["name"], row["status"]) for row in gate["forgetting"]] == [("copy", "passed")]
+    assert "replay: 240 rows of replay_copy.jsonl" in done.stderr
 
 
 def test_the_publish_job_signs_and_attests_the_published_files():
@@ -104,7 +111,7 @@ def test_the_publish_job_signs_and_attests_the_published_files():
     assert job["permissions"] == {"contents": "read", "id-token": "write", "attestations": "write"}
     steps = job["steps"]
     install = next(step for step in steps if "pip install" in step.get("run", ""))
-    assert "[postgres,signing]" in install["run"]
+    assert "[postgres,signing,mlflow]" in install["run"]
     names = [step.get("id") or step.get("uses", "").split("@")[0] for step in steps]
     attest = steps[names.index("actions/attest-build-provenance")]
     assert names.index("actions/attest-build-provenance") == names.index("hpo") + 1

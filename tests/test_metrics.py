@@ -49,14 +49,14 @@ def test_one_direction_rule_for_objectives_and_the_gate(name: str, direction: st
     assert metric_direction(name, "maximize") == "maximize"
 
 
-def test_unknown_and_broken_metrics_are_config_errors():
+def test_unknown_and_broken_metrics_are_config_errors(tmp_path: Path):
     with pytest.raises(ConfigError, match="unknown metric 'exact'; did you mean 'exact_match'"):
         resolve_metric("exact")
     with pytest.raises(ConfigError, match=r"cannot import 'tests\.no_such_module:X'"):
         resolve_metric("tests.no_such_module:X")
     with pytest.raises(ConfigError, match="is not a metric"):
         resolve_metric("tests.user_metrics:NotAMetric")
-    raw = small_config(Path("."))
+    raw = small_config(tmp_path)
     raw["evaluate"] = {"metrics": ["tests.user_metrics:Nope"]}
     with pytest.raises(ConfigError, match=r"evaluate\.metrics"):
         parse_config(raw)

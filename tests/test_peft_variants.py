@@ -130,6 +130,25 @@ def test_sft_arguments_and_per_trial_lengths(lora_runner):
     assert sum(map(sum, packed["seq_lengths"])) == sum(len(ids) for ids in runner.train_dataset["input_ids"])
 
 
+def test_packing_restarts_positions_per_example_and_leaves_validation_whole(lora_runner, tmp_path):
+    from transformers import TrainerCallback
+
+    runner, params = lora_runner
+    packed, cut = {**params, "packing": True}, {**params, "max_length": 16, "packing": True}
+    model = runner.base.attach(packed)
+    try:
+        trainer = runner._trainer(model, packed, str(tmp_path), TrainerCallback())
+        row = next(row for row in trainer.train_dataset if len(row["seq_lengths"]) > 1)
+        positions = trainer.data_collator([row])["position_ids"][0].tolist()
+        assert trainer.padding_free and positions.count(0) == len(row["seq_lengths"])  # restart per example
+        trainer = runner._trainer(model, cut, str(tmp_path), TrainerCallback())
+        assert max(len(ids) for ids in trainer.train_dataset["input_ids"]) <= 16
+        assert trainer.eval_dataset["input_ids"] == runner.eval_dataset["input_ids"]  # never cut or packed
+        assert max(len(ids) for ids in trainer.eval_dataset["input_ids"]) > 16
+    finally:
+        runner.base.detach(model)
+
+
 def test_layerwise_decay_gives_lower_layers_smaller_rates(tmp_path):
     cfg = parse_config(small_config(tmp_path, model={"method": "full"}), base_dir=tmp_path)
     base = load_base_model(cfg.model)
@@ -144,6 +163,24 @@ def test_layerwise_decay_gives_lower_layers_smaller_rates(tmp_path):
     assert by_name["model.embed_tokens.weight"] == (2.5e-4, 0.01)  # below the first layer
     assert by_name["model.norm.weight"] == (1e-3, 0.0)  # final norm at the top; no decay on norms
     assert by_name["model.layers.0.input_layernorm.weight"] == (5e-4, 0.0)
+    # The demo model ties its head to the embeddings: one matrix, trained at the embeddings' (lowest) rate.
+    assert base.model.lm_head.weight is base.model.model.embed_tokens.weight
+    assert _rate_of(groups, base.model.lm_head.weight) == 2.5e-4
+
+
+def test_layerwise_decay_trains_an_untied_head_at_the_full_rate():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_key_value_heads": 2}
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, num_hidden_layers=3, tie_word_embeddings=False, **shape))
+    groups = layerwise_groups(model, 1e-3, 0.5, 0.01)
+    assert _rate_of(groups, model.lm_head.weight) == 1e-3
+    assert _rate_of(groups, model.model.embed_tokens.weight) == 1e-3 * 0.5**3
+
+
+def _rate_of(groups: list[dict], param: torch.nn.Parameter) -> float:
+    (rate,) = [group["lr"] for group in groups if any(p is param for p in group["params"])]
+    return rate
 
 
 @pytest.mark.parametrize("variant", [{"use_dora": True}, {"use_rslora": True}, {"init_lora_weights": "pissa"}])

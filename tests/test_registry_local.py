@@ -60,7 +60,9 @@ def test_a_crash_at_any_step_keeps_the_old_champion_and_shows_no_half_version(tm
     assert [c.version for c in registry.history()] == [1]
     assert not list((root / "versions").glob(".staging-*"))
     assert not list(root.glob(".champion.json.*"))
+    upcoming = registry.next_version(champion)  # what the card names: one past every folder, orphans included
     after = registry.publish(_files(tmp_path, "c"), expected=champion)  # and the registry still works
+    assert after.version == upcoming
     assert after.version >= 2 and registry.read_champion().version == after.version
     assert (after.path / "gate.json").read_text().startswith('{"tag": "c"')
 

@@ -10,9 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -250,6 +252,62 @@ def test_unsigned_publication_says_so_in_the_card(published: Published, tmp_path
     assert exit_info.value.code == 1 and "v1 is unsigned" in capsys.readouterr().err
     main(["verify", str(registry), "--allow-unsigned"])
     assert "UNSIGNED" in capsys.readouterr().out
+
+
+def test_mlflow_stores_a_signed_version_that_verifies_and_names_a_tampered_artifact(
+    published: Published, tmp_path: Path, capsys, mlflow_env: Any
+):
+    """model.sig, gate.intoto.json and the card are ordinary artifacts of the MLflow version: a fresh reader's
+    `verify mlflow://name:1` passes (and so does the signing library's own CLI on the download), the card names
+    that command, and one flipped byte in the server's artifact store fails `verify` naming the file and stops the
+    next `run` before it trains."""
+    mlflow = pytest.importorskip("mlflow")
+    name = f"signed-{uuid.uuid4().hex[:8]}"
+    uri = f"mlflow://{name}"
+    run_dir = tmp_path / "run"
+    shutil.copytree(published.run1, run_dir)
+    main(["publish", "--registry", uri, "--from", str(run_dir)])
+    capsys.readouterr()
+    downloads = Path(os.environ["HPO_ACTION_CACHE"]) / "mlflow" / name
+    shutil.rmtree(downloads)  # publish kept a copy: from here on, every file comes from the server
+
+    main(["verify", f"{uri}:1", "--key", str(published.public)])
+    shown = capsys.readouterr().out
+    assert "v1: files match" in shown and f"signed by key sha256:{key_fingerprint(published.key)}" in shown
+    (folder,) = downloads.iterdir()
+    gated = RunManifest.read(run_dir / "manifest.json").files
+    assert {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} == {
+        *gated.files,
+        "README.md",
+        ATTESTATION,
+        SIGNATURE,
+    }
+    library = [sys.executable, "-m", "model_signing", "verify", "key", "--signature", str(folder / SIGNATURE)]
+    library += ["--public_key", str(published.public), str(folder)]
+    done = subprocess.run(library, capture_output=True, text=True)
+    assert done.returncode == 0 and "Verification succeeded" in done.stdout, done.stderr
+    card = (folder / "README.md").read_text()
+    assert f"hpo-action verify {uri}:1 --key signing-key.pub" in card
+    assert f'path = mlflow.artifacts.download_artifacts("models:/{name}/1")' in card
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_env.url, registry_uri=mlflow_env.url)
+    run_id = client.get_model_version(name, "1").run_id
+    (stored,) = (mlflow_env.folder / "artifacts").glob(f"*/{run_id}/artifacts/adapter_model.safetensors")
+    content = bytearray(stored.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    stored.write_bytes(bytes(content))
+    shutil.rmtree(downloads)
+    with pytest.raises(SystemExit) as verified:
+        main(["verify", uri, "--key", str(published.public)])
+    line = _error(capsys.readouterr().err)
+    assert verified.value.code == 1 and "adapter_model.safetensors: changed since it was signed" in line, line
+    output = tmp_path / "out"
+    with pytest.raises(SystemExit) as ran:
+        main(["run", "-c", str(published.config), "--registry", uri, "--output", str(output)])
+    line = _error(capsys.readouterr().err)
+    assert ran.value.code == 1 and "is not trusted" in line, line
+    assert "adapter_model.safetensors: changed since it was signed" in line
+    assert not (output / "study.db").exists()
 
 
 def _tamper(run_dir: Path, case: str) -> None:

@@ -185,3 +185,14 @@ def test_kfold_prunes_on_the_running_mean_fold_by_fold(tmp_path: Path):
     assert [step for step, _ in heard] == [1, 2, 3]
     assert pruned.value.step == 3 and pruned.value.value == pytest.approx(heard[-1][1])
     assert len(pruned.value.train_curve) == 3  # both logs of fold 0, one of fold 1, on the across-folds axis
+
+
+def test_hyperband_under_kfold_counts_the_steps_of_every_fold(tmp_path: Path, monkeypatch):
+    import optuna
+
+    from hpo_action.search.samplers import make_pruner
+
+    monkeypatch.setattr(optuna.pruners, "HyperbandPruner", lambda **options: options)  # the options it is built with
+    for k, data in ((1, {}), (3, {"validation_strategy": "kfold", "k": 3})):
+        options = make_pruner(parse_config(small_config(tmp_path, data=data), base_dir=tmp_path))
+        assert options["max_resource"] == 6 * k and options["min_resource"] == 3  # small_config: 6 steps, every 3

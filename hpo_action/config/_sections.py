@@ -415,9 +415,14 @@ class SigningConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    """Where promoted models go: a local folder (default) or the Hugging Face Hub (hf://namespace/name)."""
+    """Where promoted models go: a local folder (default), the Hugging Face Hub (hf://namespace/name) or the MLflow
+    Model Registry (mlflow://<registered model name>[@alias])."""
 
-    uri: str | None = Field(None, description="Folder path or hf://namespace/name; unset: nothing is published.")
+    uri: str | None = Field(
+        None,
+        description="Folder path, hf://namespace/name or mlflow://MODEL_NAME[@ALIAS] (MLflow); unset: nothing "
+        "is published.",
+    )
     private: bool = Field(True, description="Create Hub repos private.")
     license: str = Field("other", description="License in the model card's metadata.")
     title: str | None = Field(
@@ -425,7 +430,10 @@ class RegistryConfig(_Section):
         description="The model card's title (unset: the Hub repo's name, or '<base model>-<method>' for a folder).",
     )
     timeout: float = Field(
-        60.0, gt=0, description="Seconds one registry operation (read the champion, publish) may take on the Hub."
+        60.0,
+        gt=0,
+        description="Seconds one registry operation (read the champion, publish) may take on the Hub; with MLflow, "
+        "each request (retried twice).",
     )
     keep_candidates: bool = Field(
         False, description="Keep the Hub's candidates/<run> staging branches after a promotion (deleted by default)."

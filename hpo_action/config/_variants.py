@@ -76,3 +76,20 @@ def check_variants(cfg: Any) -> None:
             f"init_lora_weights {mutating!r} rewrites the base weights, which a 4-bit base cannot give back "
             "exactly; use method lora, or another init"
         )
+    if (
+        cfg.model.method != "full"
+        and all(_values(cfg, "use_dora"))
+        and all(map(mutates_base, _values(cfg, "init_lora_weights")))
+    ):
+        raise ValueError(
+            f"use_dora with init_lora_weights {cfg.train.init_lora_weights!r}: PEFT cannot convert a DoRA adapter "
+            "back for the original base, so no trial could run; drop one of them"
+        )
+
+
+def _values(cfg: Any, name: str) -> list[Any]:
+    """Every value a trial may take for `name`: the searched ones, else the train default."""
+    spec = cfg.search.space.get(name)
+    if spec is None:
+        return [getattr(cfg.train, name)]
+    return list(spec.choices) if spec.type == "categorical" else [spec.value]

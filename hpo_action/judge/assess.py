@@ -78,20 +78,26 @@ def evaluate_and_gate(
     `champion_dir` (re-evaluated here), or the base model. Forgetting sets are always against the base model.
     A trained model generates with the settings saved beside its weights (generation_config.json from the
     decoding search), on the test split and the forgetting sets alike: what a user of the published model gets.
+    The base model has no settings of its own, so it generates with the candidate's, on both: the gate then
+    measures the fine-tuning, not the decoding search. A champion generates with its own (what it shipped with).
+    gate.json's config records both (`decoding`, `reference_decoding`).
     """
     layout = RunLayout(Path(cfg.output.dir))
     scorer = _Scorer(cfg, base, splits, sets, layout)
     base_meta = {"model": cfg.model.name, **BASE_META}
+    decoding = read_decoding(candidate_dir)  # the base is scored with the candidate's settings: one comparison
     champion = read_predictions(champion_predictions) if champion_predictions else None
-    reference_test = scorer.test(base.model, "base", base_meta) if champion is None and champion_dir is None else None
-    base_scores = {b.name: scorer.forgetting(base.model, b, "base", base_meta, None) for b in cfg.gate.forgetting}
+    against_base = champion is None and champion_dir is None
+    reference_test = scorer.test(base.model, "base", base_meta, decoding) if against_base else None
+    reference_decoding = decoding if against_base else None
+    base_scores = {b.name: scorer.forgetting(base.model, b, "base", base_meta, decoding) for b in cfg.gate.forgetting}
     if champion is None and champion_dir is not None:
         champion_model, champion_meta = attach_trained(base, champion_dir)
-        champion = scorer.test(champion_model, "champion", champion_meta, read_decoding(champion_dir))
+        reference_decoding = read_decoding(champion_dir)  # a champion is judged as it was published
+        champion = scorer.test(champion_model, "champion", champion_meta, reference_decoding)
         if hasattr(champion_model, "unload"):
             base.model = champion_model.unload()  # back to the bare base before the candidate's adapter
     candidate_model, candidate_meta = attach_trained(base, candidate_dir)
-    decoding = read_decoding(candidate_dir)
     candidate_test = scorer.test(candidate_model, "candidate", candidate_meta, decoding)
     inputs = []
     for benchmark in cfg.gate.forgetting:
@@ -106,7 +112,12 @@ def evaluate_and_gate(
     primary = pair(candidate_test, reference, cfg.primary_metric, names=("candidate", role))
     sha, fingerprint = candidate_meta["adapter_sha256"], rows_fingerprint(scorer.test_rows)
     decision = gate(primary, inputs, cfg.gate, adapter_sha256=sha, test_fingerprint=fingerprint)
-    if decoding is not None:
-        decision = replace(decision, config=replace(decision.config, decoding=decoding.to_json()))
+    if decoding is not None or reference_decoding is not None:
+        settings = replace(
+            decision.config,
+            decoding=decoding.to_json() if decoding else None,
+            reference_decoding=reference_decoding.to_json() if reference_decoding else None,
+        )
+        decision = replace(decision, config=settings)
     decision.write(layout.gate)
     return decision

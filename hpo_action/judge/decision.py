@@ -91,6 +91,7 @@ class GateSettings:
     resamples: int
     seed: int
     decoding: dict[str, Any] | None = None  # the candidate's generation settings (decoding search), else greedy
+    reference_decoding: dict[str, Any] | None = None  # the reference's: the candidate's for the base, a champion's own
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 An Optuna study over do_sample, temperature, top_p, top_k, repetition_penalty and max_new_tokens, scored on the
 VALIDATION split (never the test split, which judges the choice afterwards) with the configured generation
 metric. Trial 0 is greedy decoding with the configured max_new_tokens, and a setting replaces greedy only when
-it scores strictly better, so "greedy is best" is a possible, and honest, answer. Every trial samples with the
+it scores strictly better, so "greedy is best" is a possible, and honest, answer; among settings that score the
+same, the deterministic and then the simplest one is kept. Every trial samples with the
 same seed (common random numbers), so a trial's score can be reproduced from its settings.
 """
 
@@ -139,12 +140,23 @@ def search_decoding(
         for t in study.trials
         if t.value is not None
     )
+    return DecodingSearch(metric, direction, len(rows), trials[0], choose(trials, greedy, direction), trials)
+
+
+def choose(trials: tuple[DecodingTrial, ...], greedy: Decoding, direction: str) -> DecodingTrial:
+    """The best score; among settings that score the same, the deterministic one (greedy before sampling), then
+    the one that changes fewest of greedy's settings, then the earliest. Greedy itself (trial 0) is deterministic
+    and changes nothing, so another setting replaces it only by scoring strictly better."""
     sign = 1.0 if direction == "maximize" else -1.0
-    best = trials[0]
-    for trial in trials[1:]:
-        if sign * trial.value > sign * best.value:  # strictly better: a tie keeps the earlier (greedy first)
-            best = trial
-    return DecodingSearch(metric, direction, len(rows), trials[0], best, trials)
+    top = max(sign * trial.value for trial in trials)
+    tied = [trial for trial in trials if sign * trial.value == top]
+    return min(tied, key=lambda trial: (trial.decoding.do_sample, _changes(trial.decoding, greedy), trial.number))
+
+
+def _changes(decoding: Decoding, greedy: Decoding) -> int:
+    """How many settings differ from greedy's (the seed aside; the sampling ones count only when sampling)."""
+    names = ["repetition_penalty", "max_new_tokens", *(_SAMPLING if decoding.do_sample else ())]
+    return sum(getattr(decoding, name) != getattr(greedy, name) for name in names)
 
 
 def _greedy_params(space: dict[str, ParamSpec], greedy: Decoding) -> dict[str, Any]:

@@ -19,15 +19,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hpo_action.config import HpoConfig, ParamSpec, TrainConfig
+from hpo_action.config import ForgettingBenchmark, HpoConfig, ParamSpec, ReplaySource, TrainConfig
 from hpo_action.config.starting import starting_points
 from hpo_action.judge.decision import GateDecision
 from hpo_action.report.tables import TableModel, fmt
+from hpo_action.search.space import trial_defaults
 from hpo_action.search.summary import RunSummary, TrialRecord
 
 STALLED = 0.05  # a loss that fell by less than 5 % of its first value did not really decrease
 ROSE = 0.02  # a loss that ends 2 % above where it started went the wrong way
-SPIKE = 1.5  # a logged loss 1.5 × the one before it is a spike
+SPIKE = 1.5  # a logged loss 1.5 × the one before it is a spike, if the jump is also larger than the noise:
+SPIKE_SCALE = 0.1  # at least this share of the highest loss logged before it (the scale the trial trained at)
+LOSS_NOISE = 0.05  # and at least this many nats per token: smaller moves of a logged loss are batch noise
 OVERFIT = 0.05  # validation loss 5 % above its minimum, at the end, while training loss still fell
 EDGE = 0.05  # the outer 5 % of a range (on the log scale for log ranges)
 EDGE_MIN_TRIALS = 3  # completed trials before the best one's place in a range means anything
@@ -74,19 +77,45 @@ class _Trial:
         return (self.loss[0][1] - self.loss[-1][1]) / abs(self.loss[0][1])
 
     def spikes(self) -> list[tuple[float, float, float]]:
-        """(step, before, after) where a logged loss jumped by SPIKE × or more."""
-        pairs = zip(self.loss, self.loss[1:], strict=False)
-        return [(step, a, b) for (_, a), (step, b) in pairs if a > 0 and b >= SPIKE * a]
+        """(step, before, after) where a logged loss jumped by SPIKE × or more and by more than the noise: a move
+        of 0.03 -> 0.05 late in a run that started at 2.0 is batch noise, not a spike."""
+        found, peak = [], -math.inf
+        for (_, before), (step, after) in zip(self.loss, self.loss[1:], strict=False):
+            peak = max(peak, before)
+            floor = max(SPIKE_SCALE * peak, LOSS_NOISE)
+            if before > 0 and after >= SPIKE * before and after - before >= floor:
+                found.append((step, before, after))
+        return found
+
+    @property
+    def rose(self) -> bool:
+        """The loss ended above where it started, by more than ROSE of it and more than the noise."""
+        if len(self.loss) < 2:
+            return False
+        first, last = self.loss[0][1], self.loss[-1][1]
+        return last - first > max(ROSE * abs(first), LOSS_NOISE)
 
     @property
     def diverged(self) -> bool:
-        drop = self.drop()
-        return self.non_finite or bool(self.spikes()) or (drop is not None and drop < -ROSE)
+        return self.non_finite or bool(self.spikes()) or self.rose
 
-    @property
-    def stalled(self) -> bool:
+    def still_falling(self) -> bool:
+        """The loss was still going down at the end, about as fast per step as before (a slow, steady descent),
+        rather than having levelled off (it fell early, then stayed)."""
+        if len(self.loss) < 3:
+            return False
+        (s0, first), (s1, middle), (s2, last) = self.loss[0], self.loss[len(self.loss) // 2], self.loss[-1]
+        early, late = (first - middle) / max(s1 - s0, 1), (middle - last) / max(s2 - s1, 1)
+        return late > 0 and late >= 0.5 * early
+
+    def stalled(self, lowest: float) -> bool:
+        """Fell by less than STALLED and could have gone further: it was still falling slowly at the end, or
+        another trial reached a loss clearly below its own (`lowest`, the study's lowest final training loss).
+        A loss that levelled off by its first log at the lowest level the study reached learned; it did not stall."""
         drop = self.drop()
-        return not self.diverged and drop is not None and drop < STALLED
+        if self.diverged or drop is None or drop >= STALLED:
+            return False
+        return self.still_falling() or lowest < (1 - STALLED) * self.loss[-1][1]
 
 
 @dataclass(frozen=True)
@@ -95,6 +124,14 @@ class _Run:
     cfg: HpoConfig
     decision: GateDecision | None
     trials: list[_Trial]
+
+    @property
+    def lowest_loss(self) -> float:
+        """The lowest final loss among the trials that did not diverge (inf when there is none)."""
+        return min((t.loss[-1][1] for t in self.trials if t.loss and not t.diverged), default=math.inf)
+
+    def stalled(self) -> list[_Trial]:
+        return [t for t in self.trials if t.stalled(self.lowest_loss)]
 
     def best_lr(self) -> float | None:
         best = self.summary.best
@@ -128,8 +165,11 @@ def diagnose(summary: RunSummary, cfg: HpoConfig, decision: GateDecision | None 
         _overfitting,
         _out_of_memory,
         _spikes_or_nan,
+        _pruned_everything,
         _pruned_at_first_rung,
         _best_at_edge,
+        _forgetting_blocks_promotion,
+        _no_trial_within_margin,
         _test_too_small,
         _too_few_trials,
     ]
@@ -157,7 +197,8 @@ def _listed(trials: list[_Trial], limit: int = 3) -> str:
 
 def _learning_rate_too_high(run: _Run) -> list[Finding]:
     diverged = [t for t in run.trials if t.diverged]
-    healthy = [t for t in run.trials if t.loss and not t.diverged and not t.stalled]
+    stalled = run.stalled()
+    healthy = [t for t in run.trials if t.loss and not t.diverged and t not in stalled]
     if not diverged:
         return []
     lowest = min(t.learning_rate for t in diverged)
@@ -179,8 +220,8 @@ def _learning_rate_too_high(run: _Run) -> list[Finding]:
 
 
 def _learning_rate_too_low(run: _Run) -> list[Finding]:
-    stalled = [t for t in run.trials if t.stalled]
-    moving = [t for t in run.trials if t.loss and not t.stalled and not t.diverged]
+    stalled = run.stalled()
+    moving = [t for t in run.trials if t.loss and t not in stalled and not t.diverged]
     if not stalled:
         return []
     highest = max(t.learning_rate for t in stalled)
@@ -283,12 +324,32 @@ def _spikes_or_nan(run: _Run) -> list[Finding]:
     ]
 
 
+def _pruned_everything(run: _Run) -> list[Finding]:
+    """No trial ran its whole budget: there is no finished trial to evaluate, whatever rungs they stopped at."""
+    pruned = [t.record for t in run.trials if t.record.state == "PRUNED"]
+    if not pruned or any(t.record.state == "COMPLETE" for t in run.trials):
+        return []
+    stops = sorted({int(r.steps) for r in pruned if r.steps is not None})
+    where = f"at step {stops[0]}" if len(stops) == 1 else f"at steps {', '.join(map(str, stops))}"
+    return [
+        Finding(
+            "pruned_everything",
+            3,
+            "every trial was pruned: none ran its full budget",
+            f"{len(pruned)} of {len(run.trials)} trials were pruned ({where} of {run.cfg.search.budget.max_steps}) "
+            "and none completed, so there is no trial to evaluate or gate",
+            "let some trials finish: search.pruner: none for this study's first trials (or a larger min_resource "
+            "in search.pruner_options), then resume with --n-trials; a pruner ranks trials against finished ones",
+        )
+    ]
+
+
 def _pruned_at_first_rung(run: _Run) -> list[Finding]:
     finished = [t.record for t in run.trials if t.record.state in ("COMPLETE", "PRUNED")]
     pruned = [r for r in finished if r.state == "PRUNED"]
     steps = [r.curve[0][0] for r in finished if r.curve]
-    if not pruned or not steps or len(pruned) < FIRST_RUNG_SHARE * len(finished):
-        return []
+    if not pruned or not steps or len(pruned) < FIRST_RUNG_SHARE * len(finished) or len(pruned) == len(finished):
+        return []  # (every trial pruned: _pruned_everything says so)
     first = min(steps)
     if any(r.steps is None or r.steps > first for r in pruned):
         return []
@@ -366,6 +427,98 @@ def _range_text(spec: ParamSpec) -> str:
     if spec.type == "categorical":
         return f"its choices {spec.choices}"
     return f"its range [{fmt(spec.low)}, {fmt(spec.high)}]{' (log)' if spec.log else ''}"
+
+
+def _forgetting_blocks_promotion(run: _Run) -> list[Finding]:
+    """The gate did not promote and a forgetting set did not pass: name the remedies, sized from the finalist."""
+    if run.decision is None or run.decision.promote:
+        return []
+    blocking = [row for row in run.decision.forgetting if not row.passed]
+    if not blocking:
+        return []
+    evidence = "; ".join(
+        f"{row.name}: {row.metric} {fmt(row.reference)} (base) -> {fmt(row.candidate)}, change {row.delta:+.3g} "
+        f"(lower bound {row.bound:+.3g} against the margin -{row.margin:g}): {row.status}"
+        for row in blocking
+    )
+    best = run.summary.best
+    params = {**trial_defaults(run.cfg), **(best.params if best else {})}
+    sets = {b.name: b for b in run.cfg.gate.forgetting}
+    return [
+        Finding(
+            "forgetting_blocks_promotion",
+            3 if any(row.status == "failed" for row in blocking) else 2,
+            "forgetting blocks promotion",
+            evidence,
+            "; ".join(_forgetting_remedies(run.cfg, params, [sets[row.name] for row in blocking if row.name in sets])),
+        )
+    ]
+
+
+def _no_trial_within_margin(run: _Run) -> list[Finding]:
+    """Every completed trial forgot beyond a margin on the probes, so the search has no finalist to gate."""
+    completed = [t.record for t in run.trials if t.record.state == "COMPLETE"]
+    if run.summary.best is not None or not completed or not all(r.forgetting for r in completed):
+        return []
+    if any(all(excess <= 0 for excess in r.forgetting.values()) for r in completed):
+        return []
+    least = min(completed, key=lambda r: max(r.forgetting.values()))
+    margins = {b.name: b.margin for b in run.cfg.gate.forgetting}
+    worst = ", ".join(
+        f"{name} dropped {excess + margins.get(name, 0):.3g} (margin {margins.get(name, 0):g})"
+        for name, excess in least.forgetting.items()
+        if excess > 0
+    )
+    sets = [b for b in run.cfg.gate.forgetting if least.forgetting.get(b.name, 0) > 0]
+    params = {**trial_defaults(run.cfg), **least.params}
+    return [
+        Finding(
+            "no_trial_within_margin",
+            3,
+            "every trial forgot beyond its margin: nothing to gate",
+            f"all {len(completed)} completed trials dropped more than a forgetting margin on the probes; the one that "
+            f"forgot least, #{least.number}: {worst}",
+            "; ".join(_forgetting_remedies(run.cfg, params, sets, "the trial that forgot least")),
+        )
+    ]
+
+
+def _forgetting_remedies(
+    cfg: HpoConfig, params: dict[str, Any], sets: list[ForgettingBenchmark], whose: str = "the finalist"
+) -> list[str]:
+    """What to try, in the order it usually helps most: replay of the skill, distillation to the base, a smaller
+    step away from it, and the constraint that keeps such trials out of the search's choice."""
+    remedies = []
+    ratio, kl = float(params.get("replay_ratio") or 0), float(params.get("kl_to_base") or 0)
+    if not cfg.data.replay:
+        own_format = "format" in ReplaySource.model_fields
+        entries = ", ".join(
+            f"{{data: <{b.name} rows>, format: {b.format or cfg.data.format}}}"
+            if own_format
+            else f"<{b.name} rows in data.format>"
+            for b in sets
+        )
+        remedies.append(
+            f"replay the skill: data.replay: [{entries}] (other examples of the skill than the gate's "
+            f"{', '.join(b.data or b.name for b in sets)}, in its own format) with search.space.replay_ratio "
+            "{low: 0.3, high: 0.5}"
+        )
+    elif ratio == 0:
+        remedies.append(f"use the replay data: search.space.replay_ratio {{low: 0.3, high: 0.5}} ({whose} had none)")
+    else:
+        remedies.append(f"replay more: replay_ratio up to {fmt(min(2 * ratio, 0.8))} ({whose} used {fmt(ratio)})")
+    if kl == 0:
+        remedies.append(f"distil to the base: search.space.kl_to_base {{low: 0.2, high: 1.0}} ({whose} had none)")
+    else:
+        remedies.append(f"a stronger kl_to_base: up to {fmt(2 * kl)} ({whose} used {fmt(kl)})")
+    rate = float(params.get("learning_rate") or cfg.learning_rate)
+    smaller = f"a lower learning rate than {whose}'s {fmt(rate)} (about {fmt(rate / 3)})"
+    if cfg.model.method in ("lora", "qlora") and params.get("lora_r"):
+        smaller += f" or a smaller rank than {params['lora_r']} (about {max(1, int(params['lora_r']) // 2)})"
+    remedies.append(smaller)
+    if not cfg.search.forgetting_constraint and not cfg.search.multi_objective:
+        remedies.append("search.forgetting_constraint: true, so that trials that forget are not chosen")
+    return remedies
 
 
 def _test_too_small(run: _Run) -> list[Finding]:

@@ -15,12 +15,12 @@ from hpo_action.search.orphans import WORKER_ATTR, worker_id
 from hpo_action.search.pruning import FirstObjectivePruning, companion_study
 from hpo_action.search.slots import TrialSlotLock
 from hpo_action.search.space import suggest
+from hpo_action.train.runner import Runner
 from hpo_action.train.trial import (
     BATCH_KEYS,
     OutOfMemory,
     Pruned,
     TrialResult,
-    TrialRunner,
     describe_error,
     halve_batch,
 )
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class Objective:
     """Called by `Study.optimize` with the trial it just asked for, while this process holds the slot lock."""
 
-    def __init__(self, study: optuna.Study, cfg: HpoConfig, runner: TrialRunner, trials_dir: Path, lock: TrialSlotLock):
+    def __init__(self, study: optuna.Study, cfg: HpoConfig, runner: Runner, trials_dir: Path, lock: TrialSlotLock):
         self.study, self.cfg, self.runner, self.trials_dir, self.lock = study, cfg, runner, trials_dir, lock
         self.companion = companion_study(study, cfg)  # the pruner's study when there are several objectives
         self.fatal: OutputError | None = None  # set when no later trial can succeed either (a full disk)

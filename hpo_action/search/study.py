@@ -21,7 +21,7 @@ from hpo_action.search.samplers import make_pruner, make_sampler
 from hpo_action.search.slots import claimed, slot_lock
 from hpo_action.search.space import searched, warm_start_params
 from hpo_action.search.storage import open_storage, retry_callback, storage_url, study_name
-from hpo_action.train.trial import TrialRunner
+from hpo_action.train.runner import Runner
 
 if TYPE_CHECKING:
     import optuna
@@ -71,7 +71,7 @@ def study_exists(cfg: HpoConfig) -> bool:
 def run_trials(
     study: optuna.Study,
     cfg: HpoConfig,
-    runner: TrialRunner,
+    runner: Runner,
     target: int,
     deadline: float | None = None,
     on_trial: OnTrial | None = None,

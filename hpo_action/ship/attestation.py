@@ -129,7 +129,7 @@ class Provenance:
     manifest_digest: str
     attestation_sha256: str
     repository: str | None  # owner/name in GitHub Actions, for `gh attestation verify`
-    target: str  # what `hpo-action verify` takes: hf://namespace/name:N, or REGISTRY:N for a folder
+    target: str  # what `hpo-action verify` takes: hf://namespace/name:N, mlflow://name:N, or REGISTRY:N (a folder)
 
     @classmethod
     def of(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,15 @@ def render_card(
     champion_version: int | None,
     env: dict[str, str] | None = None,
     load_from: str | None = None,
+    fetch: str | None = None,
     provenance: Provenance | None = None,
 ) -> str:
     """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence.
 
     `plots` are the names of the PNG files in plots/; `load_from` is what `from_pretrained` takes to load this
-    version (the registry says: a Hub repo id, a folder); `provenance` says how the version is signed and
-    attested (publish always passes it).
+    version (the registry says: a Hub repo id, a folder); `fetch`, when the registry gives it, is code that first
+    downloads the version and binds `path` to its folder (MLflow), which `from_pretrained` then takes;
+    `provenance` says how the version is signed and attested (publish always passes it).
     """
     from huggingface_hub import ModelCard
 
@@ -53,7 +56,8 @@ def render_card(
         _card_data(cfg, gate, title),
         template_path=str(template("model_card.md")),
         model_name=title,
-        load_from=load_from or title,
+        fetch=fetch,
+        load_argument="path" if fetch else json.dumps(load_from or title, ensure_ascii=False),
         method_name=METHOD_NAMES[cfg.model.method],
         reference_name=f"the champion v{champion_version}" if champion_version else "the base model",
         params=summary.best.params,
@@ -62,6 +66,7 @@ def render_card(
         gate=gate,
         gate_markdown="\n".join(verdict_markdown(gate)),
         decoding=Decoding.from_json(gate.config.decoding).describe() if gate.config.decoding else None,
+        reference_decoding=_reference_generation(gate),
         tradeoff=tradeoff_line(summary),
         pareto_markdown="\n".join(to_markdown(pareto)) if (pareto := pareto_table(summary)) else "",
         plots=[{"title": title, "path": f"plots/{name}"} for name, title in PLOT_TITLES.items() if name in plots],
@@ -70,6 +75,17 @@ def render_card(
         provenance=provenance,
     )
     return str(card)
+
+
+def _reference_generation(gate: GateDecision) -> str | None:
+    """How the reference generated on the test split, when the gate scored it: the candidate's settings (the
+    base model) or its own (a champion)."""
+    reference = gate.config.reference_decoding
+    if reference is None:
+        return None
+    if reference == gate.config.decoding:
+        return "the same settings"
+    return f"its own settings ({Decoding.from_json(reference).describe()})"
 
 
 def card_title(cfg: HpoConfig, registry_title: str | None) -> str:

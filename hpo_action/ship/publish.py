@@ -110,7 +110,7 @@ def publish_run(
     registry = open_registry(uri, cfg.registry)
     expected = gated_champion(layout, registry)
     _check_same_champion(layout, expected, recorded.champion)
-    version = (expected.version if expected else 0) + 1
+    version = registry.next_version(expected)
     summary = RunSummary.read(layout.summary)
     title = card_title(cfg, registry.title)
     statement = gate_statement(
@@ -121,8 +121,8 @@ def publish_run(
     provenance = Provenance.of(plan, cfg.registry.signing.issuer, recorded.files.digest, attestation, target, env)
     plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
     previous = expected.version if expected else None
-    reference = registry.load_reference(version)
-    card = render_card(cfg, summary, gate, plots, title, previous, env, reference, provenance)
+    load_from, fetch = registry.load_reference(version), registry.fetch_code(version)
+    card = render_card(cfg, summary, gate, plots, title, previous, env, load_from, fetch, provenance)
     names = sorted([*files, CARD, ATTESTATION, *([SIGNATURE] if plan.method != "off" else [])])
     if dry_run:
         return Publication(card, names, None)

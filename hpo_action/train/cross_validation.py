@@ -19,6 +19,8 @@ from hpo_action.train.trial import Pruned, Reporter, TrialResult, TrialRunner
 if TYPE_CHECKING:
     import datasets
 
+    from hpo_action.config import HpoConfig
+    from hpo_action.train.lr_find import LrRamp
     from hpo_action.train.models import BaseModel
 
 Fold = tuple["datasets.Dataset", "datasets.Dataset"]
@@ -38,6 +40,16 @@ class CrossValidatedRunner:
     @property
     def base(self) -> BaseModel:
         return self.runner.base
+
+    @property
+    def cfg(self) -> HpoConfig:
+        return self.runner.cfg
+
+    def range_test(self, params: dict[str, Any], ramp: LrRamp) -> list[tuple[int, float]]:
+        """The range test on one fold, the last (the one whose model a trial keeps): k ramps would cost k runs
+        to place one range, and every fold trains on (k−1)/k of the same rows."""
+        self.runner.train_dataset, self.runner.eval_dataset = self.folds[-1]
+        return self.runner.range_test(params, ramp)
 
     def run(
         self,

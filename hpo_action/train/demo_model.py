@@ -25,7 +25,7 @@ from hpo_action.train.threads import limit_torch_threads
 
 if TYPE_CHECKING:
     import torch
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 DEMO_MODEL_ID = "hpo-action/tiny-demo"
 
@@ -155,12 +155,13 @@ def _build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _build_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
-    """A ~0.4M-parameter Llama: big enough to learn copying, small enough to train in seconds."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def demo_config() -> LlamaConfig:
+    """The demo model's architecture, without weights: what `_build_model` instantiates and `init` sizes by."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    vocab = (*_SPECIAL_TOKENS, *_CHARS)  # the tokenizer's ids, in order
+    return LlamaConfig(
+        vocab_size=len(vocab),
         hidden_size=128,
         intermediate_size=384,
         num_hidden_layers=2,
@@ -168,10 +169,18 @@ def _build_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
         num_key_value_heads=4,
         max_position_embeddings=256,
         tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=vocab.index("<pad>"),
+        bos_token_id=vocab.index("<s>"),
+        eos_token_id=vocab.index("</s>"),
     )
+
+
+def _build_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    """A ~0.4M-parameter Llama: big enough to learn copying, small enough to train in seconds."""
+    from transformers import LlamaForCausalLM
+
+    config = demo_config()
+    assert (config.vocab_size, config.pad_token_id) == (len(tokenizer), tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model

@@ -71,8 +71,10 @@ def build_optimizer(model: Any, params: dict[str, Any], args: Any) -> torch.opti
 
 def layerwise_groups(model: Any, lr: float, decay: float, weight_decay: float) -> list[dict[str, Any]]:
     """Parameter groups with rate lr·decay^depth: the top layer trains at lr, each layer below at `decay` times
-    the one above, the embeddings below the first layer; the final norm and the head train at lr. No weight
-    decay on biases and norms (one-dimensional parameters)."""
+    the one above, the embeddings below the first layer; the final norm and an untied head train at lr. A head
+    tied to the input embeddings (one matrix) trains at the embeddings' rate, the lowest: a weight has one rate,
+    and this one is also the input every layer reads, which the decay is there to change least. No weight decay
+    on biases and norms (one-dimensional parameters)."""
     import torch
 
     n_layers = _count_layers(model)

@@ -29,6 +29,8 @@ from hpo_action.train.threads import limit_torch_threads
 if TYPE_CHECKING:
     import datasets
 
+    from hpo_action.train.lr_find import LrRamp
+
 Reporter = Callable[[float, int], bool]
 """Called with (objective value, step) at each evaluation; returns True when the trial should be pruned."""
 
@@ -135,7 +137,7 @@ class TrialRunner:
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix="hpo-trial-") as scratch:
-                trainer = self._trainer(model, params, scratch, tracker)
+                trainer = self._trainer(model, params, scratch, tracker.callback())
                 try:
                     drills.fire("train", trial_number)
                     trainer.train()
@@ -164,29 +166,57 @@ class TrialRunner:
             del trainer
             self.base.detach(model)
 
-    def _trainer(self, model: Any, params: dict[str, Any], scratch: str, tracker: _Tracker) -> Any:
+    def range_test(self, params: dict[str, Any], ramp: LrRamp) -> list[tuple[int, float]]:
+        """The training loss at each step of one run whose learning rate follows `ramp` in place of the trial's
+        schedule (every parameter group keeps its ratio to the others: LoRA+, layer-wise decay). Everything else
+        is a trial of `params`: the model and adapter, the rows (replay mixed in, cut or packed), `optim`, the
+        KL to the base, the batch. No evaluation, no probes, nothing saved; it stops when `ramp.stop` says so."""
+        from transformers import set_seed
+
+        limit_torch_threads()
+        set_seed(self.cfg.train.seed)
+        params = {**params, "learning_rate": ramp.start}
+        watch = _RampWatch(ramp)
+        model = self.base.attach(params)
+        trainer = None
+        try:
+            with tempfile.TemporaryDirectory(prefix="hpo-lr-find-") as scratch:
+                trainer = self._trainer(model, params, scratch, watch.callback(), ramp)
+                trainer.train()
+        finally:
+            del trainer
+            self.base.detach(model)
+        return watch.losses
+
+    def _trainer(
+        self, model: Any, params: dict[str, Any], scratch: str, callback: Any, ramp: LrRamp | None = None
+    ) -> Any:
         """TRL's SFTTrainer with the forgetting remedies (replay flags, KL to the base) and this trial's
-        optimizer, rows (replay mixed in, cut or packed to its max_length) and quiet logging."""
+        optimizer, rows (replay mixed in, cut or packed to its max_length) and quiet logging; with `ramp`, the
+        range test's schedule in place of the trial's."""
         from hpo_action.train.remedies import RemedyTrainer
 
-        mixed = self._train_rows(params)
-        args = self._sft_config(params, scratch, sequential=mixed is not self.train_dataset)
+        steps = ramp.steps if ramp is not None else self.cfg.search.budget.max_steps
+        mixed = self._train_rows(params, steps)
+        args = self._sft_config(params, scratch, sequential=mixed is not self.train_dataset, ramp=ramp)
         trainer = RemedyTrainer(
             model=model,
             args=args,
             train_dataset=trial_train_dataset(mixed, params, self.cfg.data.max_length),
             eval_dataset=self.eval_dataset,
             processing_class=self.base.tokenizer,
-            callbacks=[tracker.callback()],
+            callbacks=[callback],
             optimizers=(build_optimizer(model, params, args), None),
             kl_to_base=float(params.get("kl_to_base", 0.0)),
             reference=self.reference,
         )
         _quiet(trainer)
+        if ramp is not None:  # the optimizer the trial would get (args.optim unless LoRA+ or layer-wise decay)
+            trainer.lr_scheduler = ramp.scheduler(trainer.create_optimizer())
         return trainer
 
-    def _train_rows(self, params: dict[str, Any]) -> datasets.Dataset:
-        """The train split, or, with replay, this trial's mixed rows in training order (the replay share drawn)."""
+    def _train_rows(self, params: dict[str, Any], steps: int) -> datasets.Dataset:
+        """The train split, or, with replay, this run's mixed rows in training order (the replay share drawn)."""
         ratio = float(params.get("replay_ratio", 0.0))
         if not self.replay or ratio <= 0:
             return self.train_dataset
@@ -194,10 +224,11 @@ class TrialRunner:
 
         batch = int(params["per_device_train_batch_size"]) * int(params["gradient_accumulation_steps"])
         weights = [source.weight for source in self.cfg.data.replay]
-        rows = self.cfg.search.budget.max_steps * batch
-        return mix(self.train_dataset, self.replay, weights, ratio, rows, self.cfg.train.seed)
+        return mix(self.train_dataset, self.replay, weights, ratio, steps * batch, self.cfg.train.seed)
 
-    def _sft_config(self, params: dict[str, Any], scratch: str, sequential: bool = False) -> Any:
+    def _sft_config(
+        self, params: dict[str, Any], scratch: str, sequential: bool = False, ramp: LrRamp | None = None
+    ) -> Any:
         from trl import SFTConfig
 
         budget = self.cfg.search.budget
@@ -230,6 +261,8 @@ class TrialRunner:
             dataloader_num_workers=0,
             train_sampling_strategy="sequential" if sequential else "random",  # a mixed order is already shuffled
         )
+        if ramp is not None:  # the range test: every step logged, nothing evaluated
+            arguments.update(max_steps=ramp.steps, eval_strategy="no", logging_steps=1)
         return SFTConfig(**{**arguments, **sft_arguments(params, self.cfg.data.max_length)})
 
     def _save(self, model: Any, target: Path, trial_number: int | None) -> None:
@@ -325,6 +358,30 @@ class _Tracker:
             def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
                 if tracker.record(metrics or {}, state.global_step):
                     tracker.stopped_early = True
+                    control.should_training_stop = True
+
+        return _Callback()
+
+
+class _RampWatch:
+    """The range test's view of training: every step's loss; stops at a non-finite loss or when the ramp says."""
+
+    def __init__(self, ramp: LrRamp) -> None:
+        self.ramp = ramp
+        self.losses: list[tuple[int, float]] = []
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        watch = self
+
+        class _Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+                loss = (logs or {}).get("loss")
+                if loss is None:
+                    return
+                watch.losses.append((state.global_step, float(loss)))
+                if not math.isfinite(float(loss)) or watch.ramp.stop([v for _, v in watch.losses]):
                     control.should_training_stop = True
 
         return _Callback()

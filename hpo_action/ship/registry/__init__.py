@@ -2,7 +2,9 @@
 weights, the model card, the gate result and the test predictions.
 
 `open_registry(uri)` picks the implementation by the URI's scheme: a plain path (or file://) is a local folder,
-`hf://namespace/name` the Hugging Face Hub; `register_scheme` adds another. An unknown scheme is a config error.
+`hf://namespace/name` the Hugging Face Hub, `mlflow://<registered model name>[@alias]` the MLflow Model Registry;
+`register_scheme` adds another, with the environment's secrets its client reads (`registry_secrets` gathers them, so
+the CLI masks and scrubs them). An unknown scheme is a config error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from hpo_action.errors import ConfigError
 
 from ._base import Champion, Registry, champion_changed
 from .local import LocalRegistry
+from .mlflow_registry import secret_values as mlflow_secrets
 
 __all__ = [
     "Champion",
@@ -24,10 +27,12 @@ __all__ = [
     "open_registry",
     "register_scheme",
     "registry_files",
+    "registry_secrets",
     "scheme_of",
 ]
 
 Factory = Callable[[str, RegistryConfig], Registry]
+Secrets = Callable[[dict[str, str]], list[str]]
 
 
 def _hub(uri: str, settings: RegistryConfig) -> Registry:
@@ -38,12 +43,28 @@ def _hub(uri: str, settings: RegistryConfig) -> Registry:
     )
 
 
-_FACTORIES: dict[str, Factory] = {"hf": _hub}
+def _mlflow(uri: str, settings: RegistryConfig) -> Registry:
+    from .mlflow_registry import MlflowRegistry  # the MLflow client loads only for an MLflow registry
+
+    return MlflowRegistry(uri, timeout=settings.timeout)
 
 
-def register_scheme(scheme: str, factory: Factory) -> None:
-    """Make `scheme://...` URIs open with `factory(uri, registry settings)`."""
+_FACTORIES: dict[str, Factory] = {"hf": _hub, "mlflow": _mlflow}
+_SECRETS: dict[str, Secrets] = {"mlflow": mlflow_secrets}
+
+
+def register_scheme(scheme: str, factory: Factory, secrets: Secrets | None = None) -> None:
+    """Make `scheme://...` URIs open with `factory(uri, registry settings)`; `secrets(env)` lists the credentials
+    its client takes from the environment."""
     _FACTORIES[scheme] = factory
+    if secrets is not None:
+        _SECRETS[scheme] = secrets
+
+
+def registry_secrets(env: dict[str, str]) -> list[str]:
+    """Every credential a registry client would read from `env`, whichever registry a run uses: to mask them in a
+    GitHub Actions log and scrub them from every message."""
+    return [secret for secrets in _SECRETS.values() for secret in secrets(env)]
 
 
 def scheme_of(uri: str) -> str | None:

@@ -115,11 +115,21 @@ class Registry(Protocol):
         ...
 
     def url(self, champion: Champion) -> str:
-        """Where a person looks at this version (a Hub tree URL, a folder)."""
+        """Where a person looks at this version (a Hub tree URL, a folder, an MLflow model version's page)."""
+        ...
+
+    def next_version(self, expected: Champion | None) -> int:
+        """The number the version published next over `expected` will get: what its model card names."""
         ...
 
     def load_reference(self, version: int) -> str:
-        """What `PeftModel.from_pretrained` takes to load this version (a Hub repo id, a folder path)."""
+        """What `PeftModel.from_pretrained` takes to load this version (a Hub repo id, a folder path), or, with
+        `fetch_code`, what that code downloads (an MLflow model URI)."""
+        ...
+
+    def fetch_code(self, version: int) -> str | None:
+        """Python lines for the model card that bind `path` to a local folder holding this version, when it must be
+        downloaded first (MLflow); None when `load_reference` loads as it is."""
         ...
 
     def load_adapter(self, champion: Champion) -> Path:

@@ -105,6 +105,13 @@ class HubRegistry:
     def load_reference(self, version: int) -> str:
         return self.repo_id
 
+    def fetch_code(self, version: int) -> None:
+        return None
+
+    def next_version(self, expected: Champion | None) -> int:
+        """main's registry.json numbers the versions: one past the champion the gate read."""
+        return (expected.version if expected else 0) + 1
+
     def load_adapter(self, champion: Champion) -> Path:
         """The version's files: the snapshot downloaded when the champion was read, else (a history entry, whose
         folder holds its records only) the snapshot at its `champion-<n>` commit."""

@@ -55,6 +55,12 @@ class LocalRegistry:
     def load_reference(self, version: int) -> str:
         return str(self.root / VERSIONS / str(version))
 
+    def fetch_code(self, version: int) -> None:
+        return None
+
+    def next_version(self, expected: Champion | None) -> int:
+        return self._next_version() if (self.root / VERSIONS).is_dir() else 1
+
     def load_adapter(self, champion: Champion) -> Path:
         return champion.path
 
