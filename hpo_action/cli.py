@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from hpo_action.config import (
     GATE_TESTS,
+    GITHUB_ISSUER,
     PRUNERS,
     SAMPLERS,
     GateConfig,
@@ -154,6 +155,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
     is_flag=True,
     help="In GitHub Actions, write the summary as one PR comment, updated in place (needs pull-requests: write).",
 )
+@click.option(
+    "--allow-unsigned-champion",
+    is_flag=True,
+    help="Gate against a champion without a signature (a registry that predates signing); its files are still "
+    "checked against its attestation when it has one.",
+)
 def run(
     config_path: str,
     n_trials: int | None,
@@ -163,6 +170,7 @@ def run(
     skip_search: bool,
     allow_partial: bool,
     comment_pr: bool,
+    allow_unsigned_champion: bool,
     **flags: Any,
 ) -> None:
     """Run the whole job: search (resuming a study already there), evaluate the best trial once on the
@@ -179,7 +187,14 @@ def run(
 
     _trusted_publishing(cfg.registry.uri)
     champion = Path(champion_predictions) if champion_predictions else None
-    result = run_job(cfg, n_trials, champion, comment_pr=comment_pr, allow_partial=allow_partial)
+    result = run_job(
+        cfg,
+        n_trials,
+        champion,
+        comment_pr=comment_pr,
+        allow_partial=allow_partial,
+        allow_unsigned_champion=allow_unsigned_champion,
+    )
     if fail_on_reject and not result.promote:
         sys.exit(3)
 
@@ -307,6 +322,43 @@ def champion(uri: str, as_json: bool) -> None:
         click.echo(f"{uri}: no champion yet")
     else:
         click.echo(f"v{current.version} at {current.path} (revision {current.revision[:12]})")
+
+
+@cli.command()
+@click.argument("target", metavar="REGISTRY[:VERSION]")
+@click.option("--key", type=click.Path(dir_okay=False), help="Key signatures: the PEM public key (or private key).")
+@click.option("--identity", help="Keyless signatures: the signer to trust, e.g. the workflow's URI at its ref.")
+@click.option(
+    "--issuer",
+    default=GITHUB_ISSUER,
+    show_default=True,
+    help="Keyless signatures: the OIDC issuer the certificate must name.",
+)
+@click.option("--allow-unsigned", is_flag=True, help="Accept an unsigned version (its files are still checked).")
+@click.option("--json", "as_json", is_flag=True, help="Print the signer and the gate's evidence as JSON.")
+def verify(
+    target: str, key: str | None, identity: str | None, issuer: str, allow_unsigned: bool, as_json: bool
+) -> None:
+    """Verify a published version (the champion unless VERSION is given): its model-signing signature, every file
+    against the signed manifest, and the gate's attestation; print who signed it, when, from which workflow, and
+    the evidence. Exit 0 verified; 1 a file, the signature or the attestation does not match (named), or the
+    version is unsigned; 2 bad input (no such version, no key or identity to check against).
+
+    Example: hpo-action verify hf://me/adapter:3 --identity https://github.com/me/repo/.github/workflows/hpo.yml@refs/heads/main
+    """
+    import json
+
+    from hpo_action.ship.signing import Trust
+    from hpo_action.ship.verify import parse_target, verify_version
+
+    uri, version = parse_target(target)
+    _trusted_publishing(uri)
+    trust = Trust(key=Path(key) if key else None, identity=identity, issuer=issuer)
+    checked = verify_version(uri, version, trust, allow_unsigned)
+    if as_json:
+        click.echo(json.dumps(checked.to_json(), indent=2))
+    else:
+        click.echo("\n".join(checked.describe()))
 
 
 def _gate_default(name: str) -> str:

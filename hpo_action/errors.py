@@ -6,7 +6,8 @@ HpoActionError                      root; exit code 1 unless a subclass says oth
 ├── TrialError(RuntimeError)        one trial failed; the study goes on   → exit 1
 ├── GateError(ValueError)           predictions that cannot be gated      → exit 2
 ├── RegistryError(RuntimeError)     the registry refused or is unreachable → exit 1
-└── OutputError(RuntimeError)       the output folder could not be written (disk full) → exit 1
+├── OutputError(RuntimeError)       the output folder could not be written (disk full) → exit 1
+└── VerificationError(RuntimeError) a file differs from its manifest, or a signature does not verify → exit 1
 """
 
 from __future__ import annotations
@@ -46,3 +47,8 @@ class RegistryError(HpoActionError, RuntimeError):
 
 class OutputError(HpoActionError, RuntimeError):
     """Writing to the output folder failed mid-run (disk full); what was written before stays intact."""
+
+
+class VerificationError(HpoActionError, RuntimeError):
+    """A file is not the one that was gated or signed (changed, added, missing, a symlink), or a signature or
+    attestation does not verify; the message names the file."""

@@ -27,6 +27,10 @@ ENTRIES: tuple[tuple[str, str], ...] = (
     ("workers/", "one log per worker process"),
     ("config.yaml", "the resolved config the run used"),
     ("gated_against.json", "the champion the gate compared against (the base of publish's compare-and-swap)"),
+    (
+        "manifest.json",
+        "the sha256 of every file the gate saw that publish ships (gate.json included), and the champion's digest",
+    ),
     ("decoding.json", "the decoding search (evaluate.decoding_search): greedy's score, every trial, the choice"),
     ("report.md", "the run as markdown: verdict, gate and forgetting tables, best parameters, trials, doctor"),
     ("model_card.md", "the model card of the last publish from this folder"),
@@ -112,6 +116,10 @@ class RunLayout:
     @property
     def gated_against(self) -> Path:
         return self.root / "gated_against.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
 
     @property
     def decoding(self) -> Path:

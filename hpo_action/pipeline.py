@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -59,8 +60,10 @@ from hpo_action.search.study import check_not_all_failed, open_study, run_trials
 from hpo_action.search.summary import RunSummary
 from hpo_action.search.supervisor import WorkerPool
 from hpo_action.session import banner, quiet_libraries, trial_runner
+from hpo_action.ship.manifest import ChampionRef, record_run_manifest
 from hpo_action.ship.publish import Publication, publish_run, record_gated_champion
 from hpo_action.ship.registry import Champion, Registry, open_registry
+from hpo_action.ship.verify import trust_champion
 from hpo_action.train.batch_planner import BatchPlan, plan_batch
 from hpo_action.train.lr_find import LrFindResult, lr_range_test
 from hpo_action.train.models import BaseModel, adapter_sha256, check_method, load_base_model, load_tokenizer
@@ -91,24 +94,29 @@ def run(
     console: Console | None = None,
     comment_pr: bool = False,
     allow_partial: bool = False,
+    allow_unsigned_champion: bool = False,
 ) -> GateDecision:
     """The whole job: study, evaluate the best trial once on the test split, gate it against the champion
     (or the base model), publish it to the registry when it is promoted, and report (report.md; in GitHub
     Actions also the step outputs, the job summary and, with `comment_pr`, the PR comment). `extra_trials=0` is
-    the leader after search workers: it refuses a study that is not complete unless `allow_partial`."""
+    the leader after search workers: it refuses a study that is not complete unless `allow_partial`. The
+    champion's signature and files are verified before anything is trained (`allow_unsigned_champion` accepts
+    one published before signing)."""
     console = console or make_console(stderr=True)
     checked = check_run_inputs(cfg, champion_predictions)  # nothing is written before this passes
     _warn(checked.splits.warnings, console)
     _warn_small_forgetting_sets(cfg, checked.forgetting_sets, console)
     registry = open_registry(cfg.registry.uri, cfg.registry) if cfg.registry.uri else None
     champion = registry.read_champion() if registry else None  # the revision the gate reads: the swap's base
+    trusted = _trusted(cfg, registry, champion, allow_unsigned_champion, console)
     searched = _study(cfg, extra_trials, console, checked, allow_partial)
     if searched.summary.best is None:  # nothing to gate: the doctor's findings say why, before the error does
         _print_findings(diagnose(searched.summary, cfg)[:TOP_FINDINGS], console)
     drills.at("after-best")
     decision = _evaluate_and_gate(cfg, searched, checked.forgetting_sets, champion, champion_predictions, console)
-    drills.at("after-gate")
     layout = RunLayout(Path(cfg.output.dir))
+    record_run_manifest(layout, trusted)  # every file publish will ship, gate.json included
+    drills.at("after-gate")
     record_gated_champion(layout, champion)
     make_console().print(verdict(decision))
     findings = diagnose(searched.summary, cfg, decision)
@@ -119,9 +127,21 @@ def run(
     if registry is not None and shown is not None:
         what = "published as the new champion" if published else "champion unchanged"
         registry_line = f"{what}: v{shown.version} at {registry.url(shown)}"
-    _report(layout, searched.summary, decision, registry_line, comment_pr, registry, shown, findings)
+    published_path = published.champion.path if published and published.champion else None
+    _report(layout, searched.summary, decision, registry_line, comment_pr, registry, shown, findings, published_path)
     console.print(f"gate.json and report.md in {layout.root}")
     return decision
+
+
+def _trusted(
+    cfg: HpoConfig, registry: Registry | None, champion: Champion | None, allow_unsigned: bool, console: Console
+) -> ChampionRef | None:
+    """Verify the champion (signature, files, attestation) before it is gated against or its predictions reused."""
+    if registry is None or champion is None:
+        return None
+    trusted = trust_champion(registry, champion, cfg.registry.signing, allow_unsigned, os.environ)
+    console.print(f"champion v{champion.version}: verified (gated files sha256 {trusted.digest})")
+    return trusted
 
 
 def _evaluate_and_gate(
@@ -221,6 +241,7 @@ def _report(
     registry: Registry | None,
     champion: Champion | None,
     findings: list[Finding],
+    published: Path | None = None,
 ) -> None:
     """report.md always; in GitHub Actions also the step outputs, the job summary and the PR comment."""
     plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
@@ -230,7 +251,8 @@ def _report(
     if env is None:
         return
     url = registry.url(champion) if registry is not None and champion is not None else None
-    outputs = github.step_outputs(summary, decision, champion.version if champion else None, url, layout.report)
+    version = champion.version if champion else None
+    outputs = github.step_outputs(summary, decision, version, url, layout.report, published)
     github.publish_step(markdown, outputs, env, comment_pr)
 
 

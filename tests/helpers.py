@@ -88,3 +88,22 @@ def write_config(tmp_path: Path, raw: dict[str, Any], name: str = "hpo.yaml") ->
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def make_signing_key(path: Path) -> Path:
+    """A fresh P-256 private key in PEM, as `openssl ecparam -name prime256v1 -genkey` makes one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.write_bytes(pem)
+    return path
+
+
+def public_key_pem(key: Path) -> bytes:
+    """The public half of a PEM private key, as `openssl ec -pubout` writes it."""
+    from cryptography.hazmat.primitives import serialization
+
+    public = serialization.load_pem_private_key(key.read_bytes(), password=None).public_key()
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -233,7 +233,7 @@ def test_install_step_installs_the_action_checkout_with_validated_extras(tmp_pat
     workspace = tmp_path / "ws"
     workspace.mkdir()
     assert run_action(workspace, {"install-extras": "qlora"}, env, install)["returncode"] == 0
-    pip = ["-m", "pip", "install", "--disable-pip-version-check", f"{ROOT}[qlora]"]
+    pip = ["-m", "pip", "install", "--disable-pip-version-check", f"{ROOT}[signing,qlora]"]
     assert json.loads(record.read_text()) == pip
     record.unlink()
     bad = run_action(workspace, {"install-extras": "qlora] && touch /tmp/x #"}, env, install)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,19 @@ def test_the_starter_uses_its_replay_file_and_promotes_on_a_cpu(tmp_path: Path):
     assert gate.decision == "promote", gate.reasons
     assert [(row.name, row.status) for row in gate.forgetting] == [("copy", "passed")]
     assert "replay: 240 rows of replay_copy.jsonl" in done.stderr
+
+
+def test_the_publish_job_signs_and_attests_the_published_files():
+    """Keyless signing and the build-provenance attestation need id-token and attestations; the official action
+    runs pinned by a full commit sha, only when something was published, on exactly the published files."""
+    job = yaml.safe_load(template("workflows/hpo.yml").read_text())["jobs"]["publish"]
+    assert job["permissions"] == {"contents": "read", "id-token": "write", "attestations": "write"}
+    steps = job["steps"]
+    install = next(step for step in steps if "pip install" in step.get("run", ""))
+    assert "[postgres,signing,mlflow]" in install["run"]
+    names = [step.get("id") or step.get("uses", "").split("@")[0] for step in steps]
+    attest = steps[names.index("actions/attest-build-provenance")]
+    assert names.index("actions/attest-build-provenance") == names.index("hpo") + 1
+    assert re.fullmatch(r"actions/attest-build-provenance@[0-9a-f]{40}", attest["uses"])
+    assert attest["if"] == "steps.hpo.outputs.published-path != ''"
+    assert attest["with"] == {"subject-path": "${{ steps.hpo.outputs.published-path }}/**"}

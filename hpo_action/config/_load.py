@@ -155,6 +155,8 @@ def _resolve_paths(cfg: HpoConfig, base_dir: Path) -> None:
             benchmark.include_path = _absolute(benchmark.include_path, base_dir)
     if cfg.registry.uri and "://" not in cfg.registry.uri:  # a folder; schemes are the registry's business
         cfg.registry.uri = _absolute(cfg.registry.uri, base_dir)
+    if cfg.registry.signing.key:
+        cfg.registry.signing.key = _absolute(cfg.registry.signing.key, base_dir)
     if not cfg.model.name.startswith("hpo-action/"):
         cfg.model.name = _local_or_hub(cfg.model.name, "model.name", base_dir, allow_missing=True)
     cfg.output.dir = _absolute(cfg.output.dir, base_dir)

@@ -382,6 +382,39 @@ class GateConfig(_Section):
         return self
 
 
+SigningMethod = Literal["auto", "sigstore", "key", "off"]
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+
+
+class SigningConfig(_Section):
+    """How `publish` signs a version (a model-signing Sigstore bundle over every file) and how `run` and `verify`
+    check the champion's signature."""
+
+    method: SigningMethod = Field(
+        "auto",
+        description="sigstore: keyless, with the GitHub Actions job's OIDC identity (id-token: write) | key: the "
+        "EC private key at registry.signing.key | off: unsigned (the card says so) | auto: sigstore in a GitHub "
+        "Actions job that can mint an OIDC token, else key when one is set, else off.",
+    )
+    key: str | None = Field(
+        None,
+        description="PEM EC private key (P-256/384/521) for method key; `run` checks the champion with its public "
+        "half. Keep it out of the repository.",
+    )
+    identity: str | None = Field(
+        None,
+        description="Keyless: the signer a champion's certificate must name (unset in GitHub Actions: this workflow, "
+        "https://github.com/OWNER/REPO/.github/workflows/FILE@REF).",
+    )
+    issuer: str = Field(GITHUB_ISSUER, description="Keyless: the OIDC issuer the champion's certificate must name.")
+
+    @model_validator(mode="after")
+    def _key_for_key(self) -> SigningConfig:
+        if self.method == "key" and not self.key:
+            raise ValueError("registry.signing.key: method key signs with a PEM private key; set its path")
+        return self
+
+
 class RegistryConfig(_Section):
     """Where promoted models go: a local folder (default), the Hugging Face Hub (hf://namespace/name) or the MLflow
     Model Registry (mlflow://<registered model name>[@alias])."""
@@ -405,6 +438,9 @@ class RegistryConfig(_Section):
     )
     keep_candidates: bool = Field(
         False, description="Keep the Hub's candidates/<run> staging branches after a promotion (deleted by default)."
+    )
+    signing: SigningConfig = Field(
+        default_factory=SigningConfig, description="Signatures on published versions and checks of the champion's."
     )
 
 

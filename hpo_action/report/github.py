@@ -228,10 +228,16 @@ def _github_message(err: urllib.error.HTTPError) -> str:
 
 
 def step_outputs(
-    summary: RunSummary, decision: GateDecision, champion_version: int | None, model_url: str | None, report: Path
+    summary: RunSummary,
+    decision: GateDecision,
+    champion_version: int | None,
+    model_url: str | None,
+    report: Path,
+    published: Path | None = None,
 ) -> dict[str, str]:
     """The action's outputs: decision, promoted, best-value, best-params (JSON), champion-version, model-url,
-    report-path."""
+    report-path, and published-path (a local folder holding exactly the files this run published, signature
+    and attestation included: what a build-provenance attestation should name)."""
     best = summary.best
     return {
         "decision": decision.decision,
@@ -241,6 +247,7 @@ def step_outputs(
         "champion-version": "" if champion_version is None else str(champion_version),
         "model-url": model_url or "",
         "report-path": str(report.resolve()),
+        "published-path": str(published.resolve()) if published is not None else "",
     }
 
 

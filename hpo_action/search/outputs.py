@@ -113,7 +113,7 @@ def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any])
             os.replace(staging / layout.best_params.name, layout.best_params)  # the same weights: keep the verdict
             shutil.rmtree(staging, ignore_errors=True)
             return target
-        for stale in (layout.gate, layout.report):
+        for stale in (layout.gate, layout.manifest, layout.report):
             stale.unlink(missing_ok=True)
         if target.exists():
             old = output / f".best-old-{os.getpid()}"

@@ -15,6 +15,7 @@ from hpo_action.judge.generation import Decoding
 from hpo_action.report.github import github_run_url
 from hpo_action.report.tables import pareto_table, to_markdown, tradeoff_line, verdict_markdown
 from hpo_action.search.summary import RunSummary
+from hpo_action.ship.attestation import Provenance
 from hpo_action.sources import is_hub_id
 from hpo_action.train.demo_model import is_demo_model
 
@@ -38,12 +39,14 @@ def render_card(
     env: dict[str, str] | None = None,
     load_from: str | None = None,
     fetch: str | None = None,
+    provenance: Provenance | None = None,
 ) -> str:
     """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence.
 
     `plots` are the names of the PNG files in plots/; `load_from` is what `from_pretrained` takes to load this
     version (the registry says: a Hub repo id, a folder); `fetch`, when the registry gives it, is code that first
-    downloads the version and binds `path` to its folder (MLflow), which `from_pretrained` then takes.
+    downloads the version and binds `path` to its folder (MLflow), which `from_pretrained` then takes;
+    `provenance` says how the version is signed and attested (publish always passes it).
     """
     from huggingface_hub import ModelCard
 
@@ -69,6 +72,7 @@ def render_card(
         plots=[{"title": title, "path": f"plots/{name}"} for name, title in PLOT_TITLES.items() if name in plots],
         versions=_versions(),
         run_url=github_run_url(dict(os.environ) if env is None else env),
+        provenance=provenance,
     )
     return str(card)
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpo_action.config import HpoConfig, load_config
-from hpo_action.errors import GateError, RegistryError
+from hpo_action.errors import GateError, HpoActionError, RegistryError, VerificationError
 from hpo_action.files import write_text_atomic
 from hpo_action.interrupts import raise_if_pressed
 from hpo_action.judge.decision import GateDecision
@@ -15,9 +21,12 @@ from hpo_action.judge.generation import read_decoding
 from hpo_action.judge.predictions import read_meta
 from hpo_action.layout import RunLayout
 from hpo_action.search.summary import RunSummary
+from hpo_action.ship.attestation import Provenance, gate_statement
 from hpo_action.ship.card import card_title, render_card
-from hpo_action.ship.registry import Champion, Registry, open_registry
-from hpo_action.ship.registry._base import version_files
+from hpo_action.ship.manifest import ATTESTATION, SIGNATURE, ChampionRef, Manifest, check_run_manifest, hash_folder
+from hpo_action.ship.registry import Champion, Registry, open_registry, scheme_of
+from hpo_action.ship.registry._base import CARD
+from hpo_action.ship.signing import SigningPlan, sign_folder, signing_plan
 from hpo_action.train.models import adapter_sha256
 
 
@@ -89,22 +98,78 @@ def gated_evidence(layout: RunLayout) -> GateDecision:
 def publish_run(
     run_dir: Path, uri: str, cfg: HpoConfig | None = None, dry_run: bool = False, env: dict[str, str] | None = None
 ) -> Publication:
-    """Publish a promoted run as the new champion; with `dry_run`, only render the card and list the files."""
+    """Publish a promoted run as the new champion: exactly the files the gate recorded in manifest.json (any
+    difference is refused, naming the file), the card, the gate's attestation and, unless signing is off, the
+    model-signing signature over all of them. With `dry_run`, only render the card and list the files."""
     layout = RunLayout(Path(run_dir))
     gate = gated_evidence(layout)
+    recorded, files = check_run_manifest(layout)
     cfg = cfg or load_config(layout.run_config)
+    env = dict(os.environ) if env is None else env
+    plan = signing_plan(cfg.registry.signing, env)
     registry = open_registry(uri, cfg.registry)
     expected = gated_champion(layout, registry)
+    _check_same_champion(layout, expected, recorded.champion)
     version = registry.next_version(expected)
-    plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
     summary = RunSummary.read(layout.summary)
-    previous = expected.version if expected else None
     title = card_title(cfg, registry.title)
+    statement = gate_statement(
+        f"{title} v{version}", recorded.files, gate, recorded.champion, summary.study_name, plan.to_json(), env
+    )
+    attestation = (json.dumps(statement, indent=2, allow_nan=False) + "\n").encode()
+    target = f"{uri}:{version}" if scheme_of(uri) else f"REGISTRY:{version}"  # a folder's path is this machine's
+    provenance = Provenance.of(plan, cfg.registry.signing.issuer, recorded.files.digest, attestation, target, env)
+    plots = sorted(path.name for path in layout.plots_dir.glob("*.png"))
+    previous = expected.version if expected else None
     load_from, fetch = registry.load_reference(version), registry.fetch_code(version)
-    card = render_card(cfg, summary, gate, plots, title, previous, env, load_from, fetch)
+    card = render_card(cfg, summary, gate, plots, title, previous, env, load_from, fetch, provenance)
+    names = sorted([*files, CARD, ATTESTATION, *([SIGNATURE] if plan.method != "off" else [])])
     if dry_run:
-        return Publication(card, sorted([*version_files(layout), "README.md"]), None)
+        return Publication(card, names, None)
     write_text_atomic(layout.model_card, card)
-    files = version_files(layout, layout.model_card)
-    raise_if_pressed()  # nothing is published after a Ctrl-C, even one that a library swallowed
-    return Publication(card, sorted(files), registry.publish(files, expected))
+    with _staged(layout, files, recorded.files, f"{title}-v{version}") as folder:
+        (folder / ATTESTATION).write_bytes(attestation)
+        (folder / CARD).write_text(card, encoding="utf-8")
+        _sign(folder, plan, version)
+        raise_if_pressed()  # nothing is published after a Ctrl-C, even one that a library swallowed
+        staged = {name: folder / name for name in names}
+        return Publication(card, names, registry.publish(staged, expected))
+
+
+def _check_same_champion(layout: RunLayout, expected: Champion | None, recorded: ChampionRef | None) -> None:
+    """gated_against.json (the swap's base) and manifest.json (the attestation's reference) name one champion."""
+    if (expected.version if expected else None) != (recorded.version if recorded else None):
+        raise VerificationError(
+            f"{layout.gated_against}: names another champion than {layout.manifest} (recorded by the gate); "
+            "run `hpo-action run` again"
+        )
+
+
+@contextmanager
+def _staged(layout: RunLayout, files: dict[str, Path], manifest: Manifest, name: str) -> Iterator[Path]:
+    """The version laid out in a private folder of the run, its copies checked against the manifest once more, so
+    what is signed and uploaded is what the gate saw even if the run folder changes meanwhile."""
+    root = Path(tempfile.mkdtemp(dir=layout.root, prefix=".publish-"))
+    folder = root / re.sub(r"[^A-Za-z0-9._-]+", "-", name)  # model-signing names the signed model after it
+    try:
+        for version_name, source in files.items():
+            target = folder / version_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        problem = manifest.first_difference(hash_folder(folder))
+        if problem is not None:
+            raise VerificationError(f"{files.get(problem[0], problem[0])}: {problem[1]} while it was being published")
+        yield folder
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _sign(folder: Path, plan: SigningPlan, version: int) -> None:
+    try:
+        sign_folder(folder, plan)
+    except HpoActionError:
+        raise
+    except Exception as err:  # the OIDC exchange, Fulcio, Rekor: one line, nothing published
+        raise RegistryError(
+            f"signing v{version} ({plan.method}) failed, so nothing was published: {type(err).__name__}: {err}"
+        ) from None

@@ -26,6 +26,7 @@ __all__ = [
     "oidc_resource",
     "open_registry",
     "register_scheme",
+    "registry_files",
     "registry_secrets",
     "scheme_of",
 ]
@@ -80,6 +81,12 @@ def open_registry(uri: str, settings: RegistryConfig | None = None) -> Registry:
         known = ", ".join(f"{name}://" for name in sorted(_FACTORIES))
         raise ConfigError(f"registry.uri: unknown scheme {scheme!r} in {uri!r}; use a folder path or {known}")
     return _FACTORIES[scheme](uri, settings or RegistryConfig())
+
+
+def registry_files(registry: Registry) -> tuple[str, ...]:
+    """Top-level names in a version's folder that belong to the registry, not the version (a Hub snapshot's
+    registry.json and download metadata): left out when a version's files are verified."""
+    return tuple(getattr(registry, "own_files", ()))
 
 
 def oidc_resource(env: dict[str, str], uri: str | None) -> str | None:

@@ -69,6 +69,10 @@ TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_ID_TOKEN")
 class HubRegistry:
     """Champions in a Hub model repo; the module docstring describes the layout and the promotion protocol."""
 
+    # In a downloaded snapshot, beside the version's files: the registry's pointer and records, git's attributes
+    # and huggingface_hub's download metadata (verification leaves them out).
+    own_files = (REGISTRY_FILE, VERSIONS, ".gitattributes", ".cache")
+
     def __init__(
         self,
         uri: str,
@@ -109,8 +113,20 @@ class HubRegistry:
         return (expected.version if expected else 0) + 1
 
     def load_adapter(self, champion: Champion) -> Path:
-        """The champion's snapshot, downloaded when it was read."""
-        return champion.path
+        """The version's files: the snapshot downloaded when the champion was read, else (a history entry, whose
+        folder holds its records only) the snapshot at its `champion-<n>` commit."""
+        if champion.path.parent.name != VERSIONS:
+            return champion.path
+        with self._errors(f"download v{champion.version}"):
+            folder = self._folder(champion.revision)
+            self._api.snapshot_download(
+                self.repo_id,
+                revision=champion.revision,
+                local_dir=folder,
+                ignore_patterns=[f"{VERSIONS}/*"],
+                max_workers=4,
+            )
+            return folder
 
     def read_champion(self) -> Champion | None:
         """Main's head and the files at that exact sha, so what the gate reads is what compare-and-swap checks."""
