@@ -4,20 +4,29 @@ written for other parameters is never resumed."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from hpo_action.config import parse_config
 from hpo_action.data.loading import load_splits
 from hpo_action.data.tokenize import tokenize_splits
 from hpo_action.errors import ConfigError
+from hpo_action.search.duplicates import retry_history
+from hpo_action.search.objective import CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
 from hpo_action.search.space import trial_defaults
+from hpo_action.search.storage import open_storage, storage_url, study_name
 from hpo_action.train.checkpoints import TrialCheckpoints, identity
 from hpo_action.train.models import load_base_model
 from hpo_action.train.trial import Pruned, TrialRunner
 
-from .helpers import small_config
+from .helpers import small_config, write_config
 
 # Every evaluation point is a checkpoint: 9 steps, evaluated (and checkpointed) at 3, 6 and 9.
 BUDGET = {"max_steps": 9, "eval_every": 3}
@@ -71,3 +80,88 @@ def test_kfold_with_resume_trials_is_refused_at_load(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"search\.resume_trials: k-fold trials cannot resume") as err:
         parse_config(raw, base_dir=tmp_path)
     assert err.value.exit_code == 2
+
+
+def test_a_checkpoint_for_other_parameters_is_not_resumed(tmp_path: Path):
+    runner, params = _runner(tmp_path)
+    with pytest.raises(Pruned):
+        runner.run(params, report=_stop_at(6), checkpoints=_checkpoints(runner, tmp_path / "trial", params))
+    assert (tmp_path / "trial" / "checkpoint-3").is_dir()
+
+    other = {**params, "learning_rate": params["learning_rate"] * 3}
+    fresh = runner.run(other)
+    mismatched = _checkpoints(runner, tmp_path / "trial", other)
+    result = runner.run(other, checkpoints=mismatched)
+    assert mismatched.resumed_from_step == 0
+    assert mismatched.refused is not None and "other parameters" in mismatched.refused
+    assert result.curve == fresh.curve and result.train_curve == fresh.train_curve  # trained from step 0
+
+
+def _cli(config: Path) -> list[str]:
+    return [sys.executable, "-m", "hpo_action", "search", "-c", str(config)]
+
+
+def _study(cfg) -> optuna.Study:
+    return optuna.load_study(study_name=study_name(cfg), storage=open_storage(storage_url(cfg), cfg.search))
+
+
+def _last_checkpoint(folder: Path, seconds: float = 300) -> int:
+    """Wait until a complete checkpoint (its trainer_state.json written) is in `folder`; returns the last one's step."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        steps = []
+        for state in folder.glob("checkpoint-*/trainer_state.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):  # still being written
+                steps.append(int(json.loads(state.read_text())["global_step"]))
+        if steps:
+            return max(steps)
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint in {folder} within {seconds} s")
+
+
+def _resumed_retry(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, optuna.trial.FrozenTrial]:
+    trials = study.get_trials(deepcopy=False)
+    killed = trials[0]
+    retry = next(t for t in trials if retry_history(t) == [killed.number])
+    return killed, retry
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_killed_trial_resumes_from_its_last_checkpoint(tmp_path: Path, workers: int, monkeypatch):
+    """SIGKILL mid-trial, once a checkpoint exists: of the whole in-process command (workers 0), then the same
+    command again; or of the worker alone (workers 1), which its supervisor replaces. Either way the trial's
+    retry resumes at that checkpoint's step, completes, and leaves no checkpoint behind."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    raw = small_config(tmp_path)
+    raw["search"].update(
+        n_trials=1, pruner="none", workers=workers, resume_trials=True, budget={"max_steps": 40, "eval_every": 10}
+    )
+    config = write_config(tmp_path, raw)
+    cfg = parse_config(raw, base_dir=tmp_path)
+    checkpoints = tmp_path / "out" / "checkpoints"
+    proc = subprocess.Popen(_cli(config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _last_checkpoint(checkpoints / "0")
+        running = _study(cfg).get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        pid = int(running[0].user_attrs["worker"].rpartition(":")[2])
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+        if workers == 0:
+            proc.wait(timeout=60)
+            step = _last_checkpoint(checkpoints / "0", seconds=0.5)  # what the kill left behind
+            assert 10 <= step < 40
+            proc = subprocess.Popen(_cli(config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        else:
+            step = _last_checkpoint(checkpoints / "0", seconds=0.5)
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output[-3000:]
+    killed, retry = _resumed_retry(_study(cfg))
+    assert killed.state.name == "FAIL" and retry.state.name == "COMPLETE"
+    assert retry.params == killed.params
+    assert retry.user_attrs[RESUMED_ATTR] == step and retry.user_attrs["steps"] == 40
+    assert retry.user_attrs[CHECKPOINT_BYTES_ATTR] > 0
+    assert [s for s, _ in retry.user_attrs["curve"]] == [10, 20, 30, 40]  # the evaluations before the kill kept
+    assert not checkpoints.exists()  # deleted when the trial ended
+    assert f"1 resumed (#{retry.number} from step {step})" in output

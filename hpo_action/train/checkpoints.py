@@ -2,12 +2,14 @@
 adapter, optimizer and scheduler, RNG states, the step, whence the data order resumes), kept one deep in
 checkpoints/<trial>/, and resumed from only when it was written for the same trial parameters.
 
-The Trainer writes a checkpoint straight into its final folder, so a kill can leave a half-written one: a
-checkpoint counts only once our marker is in it, written after the Trainer's save (and its rotation) returned.
+The Trainer writes a checkpoint straight into its final folder, so a kill can leave a half-written one. Its
+trainer_state.json is written last (after weights, optimizer, scheduler and RNG states), so a checkpoint counts only
+when that file reads back whole with the folder's step; the Trainer deletes the older one only after that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -20,7 +22,6 @@ from hpo_action.errors import TrialError
 from hpo_action.layout import MARKER, is_ours, mark
 
 FOLDER_KIND = "checkpoints"  # checkpoints/<trial>/: which trial parameters its checkpoints belong to
-DONE_KIND = "checkpoint"  # checkpoints/<trial>/checkpoint-<step>/: completely written
 _STEP = re.compile(r"checkpoint-(\d+)")
 
 
@@ -53,7 +54,7 @@ class TrialCheckpoints:
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         mark(self.folder, FOLDER_KIND, identity=self.identity)
-        done = sorted((_step(p), p) for p in self.folder.glob("checkpoint-*") if is_ours(p, DONE_KIND))
+        done = sorted((_step(p), p) for p in self.folder.glob("checkpoint-*") if _complete(p))
         self._resume_from = done[-1][1] if done else None
         if self._resume_from is not None:
             self.resumed_from_step = done[-1][0]
@@ -68,10 +69,8 @@ class TrialCheckpoints:
         return list(state.get("log_history", []))
 
     def saved(self, step: int) -> None:
-        """The Trainer finished writing checkpoint-<step>: it counts from now on, and its size is recorded."""
-        written = self.folder / f"checkpoint-{step}"
-        mark(written, DONE_KIND, step=step)
-        self.checkpoint_bytes = folder_bytes(written)
+        """The Trainer finished writing checkpoint-<step>: its size is what a checkpoint of this trial weighs."""
+        self.checkpoint_bytes = folder_bytes(self.folder / f"checkpoint-{step}")
 
     def remove(self) -> None:
         """The trial ended: nothing will resume it."""
@@ -80,19 +79,7 @@ class TrialCheckpoints:
 
 
 def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
-
-
-def _step(path: Path) -> int:
-    found = _STEP.fullmatch(path.name)
-    return int(found.group(1)) if found else -1
-
-
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def sweep(folder: Path, keep: set[str]) -> None:
@@ -103,5 +90,26 @@ def sweep(folder: Path, keep: set[str]) -> None:
     for child in folder.iterdir():
         if child.name not in keep and is_ours(child, FOLDER_KIND):
             shutil.rmtree(child, ignore_errors=True)
-    if not any(folder.iterdir()):
+    with contextlib.suppress(OSError):  # another worker's trial may have started one meanwhile
         folder.rmdir()
+
+
+def _step(path: Path) -> int:
+    found = _STEP.fullmatch(path.name)
+    return int(found.group(1)) if found else -1
+
+
+def _complete(path: Path) -> bool:
+    """Whether the Trainer finished writing this checkpoint: its last file reads back, for the folder's step."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == _step(path)
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
