@@ -18,11 +18,14 @@ from hpo_action.config import parse_config
 from hpo_action.data.loading import load_splits
 from hpo_action.data.tokenize import tokenize_splits
 from hpo_action.errors import ConfigError
+from hpo_action.layout import RunLayout, mark
+from hpo_action.pipeline import search
 from hpo_action.search.duplicates import retry_history
-from hpo_action.search.objective import CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
+from hpo_action.search.objective import CHECKPOINT_ATTR, CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
 from hpo_action.search.space import trial_defaults
 from hpo_action.search.storage import open_storage, storage_url, study_name
-from hpo_action.train.checkpoints import TrialCheckpoints, identity
+from hpo_action.search.study import sweep_checkpoints
+from hpo_action.train.checkpoints import FOLDER_KIND, TrialCheckpoints, identity
 from hpo_action.train.models import load_base_model
 from hpo_action.train.trial import Pruned, TrialRunner
 
@@ -165,3 +168,31 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint(tmp_path: Path, workers
     assert [s for s, _ in retry.user_attrs["curve"]] == [10, 20, 30, 40]  # the evaluations before the kill kept
     assert not checkpoints.exists()  # deleted when the trial ended
     assert f"1 resumed (#{retry.number} from step {step})" in output
+
+
+def test_checkpoints_are_deleted_as_trials_end_and_their_size_is_reported(tmp_path: Path):
+    raw = small_config(tmp_path)
+    # The warm start trains at 1e-2; the other trial barely moves (1e-9) and is pruned at step 6, after its first
+    # checkpoint (step 3), worse than the best: a pruned trial's checkpoints go too.
+    raw["search"].update(n_trials=2, resume_trials=True, budget=BUDGET, pruner="percentile")
+    raw["search"]["pruner_options"] = {"percentile": 0.0, "n_startup_trials": 1, "n_warmup_steps": 4}
+    raw["search"]["space"] = {"learning_rate": {"choices": [1.0e-2, 1.0e-9]}}
+    cfg = parse_config(raw, base_dir=tmp_path)
+    summary = search(cfg)
+    assert [t.state for t in summary.trials] == ["COMPLETE", "PRUNED"]
+    assert summary.trials[1].steps == 6
+    assert all(t.checkpoint_bytes > 0 and t.resumed_from_step == 0 for t in summary.trials)
+    assert not RunLayout(Path(cfg.output.dir)).checkpoints_dir.exists()
+
+
+def test_the_study_end_sweeps_checkpoints_no_trial_will_resume(tmp_path: Path):
+    cfg = parse_config(small_config(tmp_path, search={**small_config(tmp_path)["search"], "resume_trials": True}))
+    folder = RunLayout(Path(cfg.output.dir)).checkpoints_dir
+    for name in ("3", "5"):
+        (folder / name).mkdir(parents=True)
+        mark(folder / name, FOLDER_KIND, identity="x")
+    (folder / "mine").mkdir()  # not written by hpo-action: never deleted
+    study = optuna.create_study()
+    study.enqueue_trial({}, user_attrs={CHECKPOINT_ATTR: "3"})  # a queued retry of trial 3: it will resume
+    sweep_checkpoints(study, cfg)
+    assert sorted(p.name for p in folder.iterdir()) == ["3", "mine"]
