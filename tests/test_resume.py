@@ -59,6 +59,13 @@ def test_a_resumed_trial_follows_the_uninterrupted_curves(tmp_path: Path, method
     runner, params = _runner(tmp_path, model={"method": method})
     params = {**params, "learning_rate": 1e-3 if method == "lora" else 1e-4}
     whole = runner.run(params, checkpoints=_checkpoints(runner, tmp_path / "whole", params))
+    # One deep: only the last evaluation's checkpoint is left, with the weights (the adapter for LoRA), the
+    # optimizer, the scheduler, the RNG states and the Trainer's state (step, logs).
+    (last,) = (tmp_path / "whole").glob("checkpoint-*")
+    weights = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+    held = {p.name for p in last.iterdir()}
+    assert last.name == "checkpoint-9"
+    assert {weights, "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"} <= held
 
     interrupted = _checkpoints(runner, tmp_path / "cut", params)
     with pytest.raises(Pruned):
@@ -196,3 +203,16 @@ def test_the_study_end_sweeps_checkpoints_no_trial_will_resume(tmp_path: Path):
     study.enqueue_trial({}, user_attrs={CHECKPOINT_ATTR: "3"})  # a queued retry of trial 3: it will resume
     sweep_checkpoints(study, cfg)
     assert sorted(p.name for p in folder.iterdir()) == ["3", "mine"]
+
+
+def test_a_half_written_checkpoint_is_skipped(tmp_path: Path):
+    """Killed while the Trainer wrote checkpoint-6 (its trainer_state.json, written last, cut short): the
+    complete checkpoint-3 beside it is the one resumed."""
+    checkpoints = TrialCheckpoints(tmp_path / "trial", identity({"learning_rate": 1e-3}, "config"))
+    checkpoints.prepare()
+    for step, text in ((3, json.dumps({"global_step": 3, "log_history": []})), (6, '{"global_step": 6, "log_')):
+        (tmp_path / "trial" / f"checkpoint-{step}").mkdir()
+        (tmp_path / "trial" / f"checkpoint-{step}" / "trainer_state.json").write_text(text)
+    again = TrialCheckpoints(tmp_path / "trial", identity({"learning_rate": 1e-3}, "config"))
+    assert again.prepare() == tmp_path / "trial" / "checkpoint-3"
+    assert again.resumed_from_step == 3 and again.refused is None
