@@ -193,7 +193,9 @@ def test_checkpoints_are_deleted_as_trials_end_and_their_size_is_reported(tmp_pa
 
 
 def test_the_study_end_sweeps_checkpoints_no_trial_will_resume(tmp_path: Path):
-    cfg = parse_config(small_config(tmp_path, search={**small_config(tmp_path)["search"], "resume_trials": True}))
+    raw = small_config(tmp_path)
+    raw["search"]["resume_trials"] = True
+    cfg = parse_config(raw, base_dir=tmp_path)
     folder = RunLayout(Path(cfg.output.dir)).checkpoints_dir
     for name in ("3", "5"):
         (folder / name).mkdir(parents=True)
