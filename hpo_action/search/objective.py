@@ -80,7 +80,7 @@ class Objective:
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             pruning.finish("PRUNED")
             raise optuna.TrialPruned(str(pruned)) from None
-        except KeyboardInterrupt:  # the checkpoint stays: the retry of this trial resumes from it
+        except KeyboardInterrupt:  # the checkpoint stays for a retry; the study's end sweeps it if none comes
             trial.set_user_attr("error", "interrupted")
             pruning.finish("FAIL")
             raise
