@@ -20,6 +20,10 @@ ENTRIES: tuple[tuple[str, str], ...] = (
         "summary.json",
         "the study: name, objectives, counts by state, every trial, the chosen trial and the rule that chose it",
     ),
+    (
+        "checkpoints/",
+        "search.resume_trials: each running trial's last checkpoint (checkpoint-<step>/), deleted when it ends",
+    ),
     ("cache/", "the tokenized train and validation splits, and the replay sources"),
     ("predictions/", "per-example predictions (+ .meta.json) of the reference and the candidate: test, forgetting"),
     ("gate.json", "the gate's decision: decision, promote, reasons, primary, forgetting, config"),
@@ -132,6 +136,10 @@ class RunLayout:
     @property
     def model_card(self) -> Path:
         return self.root / "model_card.md"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
 
     def trial_dir(self, number: int) -> Path:
         return self.trials_dir / str(number)

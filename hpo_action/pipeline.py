@@ -42,6 +42,7 @@ from hpo_action.report.markdown import TOP_FINDINGS, run_markdown
 from hpo_action.report.plots import write_plots
 from hpo_action.report.tables import (
     best_table,
+    checkpoint_line,
     decoding_table,
     pareto_table,
     to_rich,
@@ -425,9 +426,9 @@ def _write_outputs(
     for table in (pareto_table(summary), best_table(summary)):
         if table is not None:
             console.print(to_rich(table))
-    tradeoff = tradeoff_line(summary)
-    if tradeoff:
-        console.print(tradeoff)
+    for line in (tradeoff_line(summary), checkpoint_line(summary)):
+        if line:
+            console.print(line)
     console.print(f"outputs in {layout.root}")
     if stopped_early:
         console.print(f"[yellow]{stopped_early}[/yellow]")

@@ -32,7 +32,9 @@ class StubRunner:
         self.trained: list[dict[str, Any]] = []
         self.seconds = seconds  # how long a trial takes: concurrent commands overlap only while trials run
 
-    def run(self, params: dict[str, Any], report=None, save_to=None, trial_number=None) -> TrialResult:
+    def run(
+        self, params: dict[str, Any], report=None, save_to=None, trial_number=None, checkpoints=None
+    ) -> TrialResult:
         self.trained.append(params)
         time.sleep(self.seconds)
         value = abs(float(params["learning_rate"]) - 1e-3) + 0.01 * int(params.get("lora_r", 0))

@@ -276,6 +276,12 @@ class SearchConfig(_Section):
         "timeout') and the study goes on. One stuck inside a step is stopped at 1.5× plus 60 s: its worker is "
         "replaced, or with workers 0 the command stops (exit 1; run it again to resume).",
     )
+    resume_trials: bool = Field(
+        False,
+        description="Checkpoint each trial at every evaluation (adapter or weights, optimizer, scheduler, RNG, "
+        "step) in output.dir/checkpoints/<trial>/, one deep; a trial killed mid-run resumes from its last "
+        "checkpoint when the same command runs again. Deleted when the trial ends. Not with kfold.",
+    )
     space: dict[str, ParamSpec] = Field(default_factory=dict, description="The searched (or fixed) parameters.")
 
     @field_validator("space")
@@ -495,6 +501,16 @@ class HpoConfig(_Section):
             if not scored or (name and name not in scored):
                 wanted = f"a gate.forgetting set named {name!r}" if name else "a gate.forgetting set of kind data"
                 raise ValueError(f"search.objectives: {objective.metric!r} needs {wanted} (the per-trial probes)")
+        return self
+
+    @model_validator(mode="after")
+    def _resumable(self) -> HpoConfig:
+        """A k-fold trial trains k models in a row from one folder: a checkpoint could not say which fold it is."""
+        if self.search.resume_trials and self.data.validation_strategy == "kfold":
+            raise ValueError(
+                "search.resume_trials: k-fold trials cannot resume from a checkpoint; set it to false or use "
+                "data.validation_strategy holdout"
+            )
         return self
 
     @model_validator(mode="after")

@@ -266,3 +266,13 @@ def tradeoff_line(summary: RunSummary) -> str | None:
         return None
     deltas = ", ".join(f"{name} {signed(0.0 - drop)}" for name, drop in sorted(best.forgetting_drop.items()))
     return f"trade-off: trial #{best.number}, {summary.objective_metric} {fmt(best.value)}; forgetting probes: {deltas}"
+
+
+def checkpoint_line(summary: RunSummary) -> str | None:
+    """search.resume_trials: which trials resumed from a checkpoint, and what one checkpoint weighs."""
+    sizes = [r.checkpoint_bytes for r in summary.trials if r.checkpoint_bytes]
+    if not sizes:
+        return None
+    resumed = [f"#{r.number} from step {r.resumed_from_step}" for r in summary.trials if r.resumed_from_step]
+    which = f"{len(resumed)} resumed ({', '.join(resumed)})" if resumed else "none resumed"
+    return f"checkpoints: {which}; largest checkpoint {max(sizes) / 1e6:.2f} MB, deleted as each trial ended"

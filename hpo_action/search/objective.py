@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
 from hpo_action.files import is_no_space
+from hpo_action.layout import RunLayout
 from hpo_action.search.duplicates import DUPLICATE_ATTR, MAX_REASKS, duplicate_of
 from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, beats_finalist, objective_values
 from hpo_action.search.orphans import WORKER_ATTR, worker_id
@@ -16,6 +17,7 @@ from hpo_action.search.pruning import FirstObjectivePruning, companion_study
 from hpo_action.search.slots import TrialSlotLock
 from hpo_action.search.space import suggest
 from hpo_action.search.watchdog import TrialWatchdog
+from hpo_action.train.checkpoints import TrialCheckpoints, identity
 from hpo_action.train.runner import Runner
 from hpo_action.train.trial import (
     BATCH_KEYS,
@@ -28,6 +30,11 @@ from hpo_action.train.trial import (
 
 if TYPE_CHECKING:
     import optuna
+
+CHECKPOINT_ATTR = "checkpoint"  # user attribute: the trial's folder under checkpoints/; a retry inherits it
+RESUMED_ATTR = "resumed_from_step"
+CHECKPOINT_BYTES_ATTR = "checkpoint_bytes"
+REFUSED_ATTR = "resume_refused"
 
 
 class Objective:
@@ -47,6 +54,7 @@ class Objective:
         self.companion = companion_study(study, cfg)  # the pruner's study when there are several objectives
         self.fatal: OutputError | None = None  # set when no later trial can succeed either (a full disk)
         self.reasked = 0  # proposals discarded as repeats, in a row
+        self.checkpoints: TrialCheckpoints | None = None  # the running trial's, with search.resume_trials
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         import optuna
@@ -66,16 +74,18 @@ class Objective:
             multi = self.cfg.search.multi_objective
             values = objective_values(self.cfg, result.metrics, result.forgetting_drop) if multi else None
         except Pruned as pruned:
+            self._close_checkpoints(trial)
             trial.set_user_attr("steps", pruned.step)
             trial.set_user_attr("train_curve", [[s, v] for s, v in pruned.train_curve])
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             pruning.finish("PRUNED")
             raise optuna.TrialPruned(str(pruned)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # the checkpoint stays for a retry; the study's end sweeps it if none comes
             trial.set_user_attr("error", "interrupted")
             pruning.finish("FAIL")
             raise
         except Exception as err:
+            self._close_checkpoints(trial)
             pruning.finish("FAIL")
             trial.set_user_attr("error", describe_error(err)[:2000])
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
@@ -89,6 +99,7 @@ class Objective:
         finally:
             if self.watchdog is not None:
                 self.watchdog.disarm()
+        self._close_checkpoints(trial)
         _record(trial, result)
         pruning.finish("COMPLETE", result.value)
         return result.value if values is None else values
@@ -111,11 +122,13 @@ class Objective:
         self, trial: optuna.Trial, params: dict[str, Any], pruning: FirstObjectivePruning
     ) -> TrialResult:
         def run(chosen: dict[str, Any]) -> TrialResult:
+            self.checkpoints = self._checkpoints(trial, chosen)
             return self.runner.run(
                 chosen,
                 report=pruning.report,
                 save_to=lambda result: self._save_dir(trial, result),
                 trial_number=trial.number,
+                checkpoints=self.checkpoints,
             )
 
         try:
@@ -127,6 +140,30 @@ class Objective:
             trial.set_user_attr("batch_override", {k: smaller[k] for k in BATCH_KEYS})
             trial.set_user_attr("oom_retry", f"{oom}; retried at per-device batch {smaller[BATCH_KEYS[0]]}")
             return run(smaller)
+
+    def _checkpoints(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialCheckpoints | None:
+        """With search.resume_trials, the trial's checkpoint folder: named by the first trial of a retry series
+        (the attribute is copied onto each retry), bound to the parameters it trains."""
+        if not self.cfg.search.resume_trials:
+            return None
+        key = trial.user_attrs.get(CHECKPOINT_ATTR)
+        if key is None:
+            key = str(trial.number)
+            trial.set_user_attr(CHECKPOINT_ATTR, key)
+        folder = RunLayout(Path(self.cfg.output.dir)).checkpoints_dir / str(key)
+        return TrialCheckpoints(folder, identity(params, self.cfg.fingerprint()))
+
+    def _close_checkpoints(self, trial: optuna.Trial) -> None:
+        """The trial ended (complete, pruned or failed): record where it resumed and what a checkpoint weighed,
+        then delete its checkpoints."""
+        checkpoints, self.checkpoints = self.checkpoints, None
+        if checkpoints is None:
+            return
+        trial.set_user_attr(RESUMED_ATTR, checkpoints.resumed_from_step)
+        trial.set_user_attr(CHECKPOINT_BYTES_ATTR, checkpoints.checkpoint_bytes)
+        if checkpoints.refused:
+            trial.set_user_attr(REFUSED_ATTR, checkpoints.refused)
+        checkpoints.remove()
 
     def _save_dir(self, trial: optuna.Trial, result: TrialResult) -> Path | None:
         """Save a trial's weights only if it may be chosen (within every forgetting margin, when probes ran) and

@@ -43,16 +43,19 @@ def fail_orphans(study: optuna.Study, retry: Callable[..., None] | None = None) 
     return orphans
 
 
-def fail_worker_trials(study: optuna.Study, pid: int, cause: str) -> list[int]:
-    """Fail the trial a dead worker process was running, with the cause; not retried, since a trial that
-    crashes its process (OOM escalation, segfault) would likely crash the next one too."""
+def fail_worker_trials(
+    study: optuna.Study, pid: int, cause: str, retry: Callable[..., None] | None = None
+) -> list[int]:
+    """Fail the trial a dead worker process was running, with the cause; not retried unless `retry` is given
+    (search.resume_trials: the retry resumes from its checkpoint), since a trial that crashes its process (OOM
+    escalation, segfault) would likely crash the next one too."""
     import optuna
 
     mine = worker_id(pid)
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     crashed = [t for t in running if t.user_attrs.get(WORKER_ATTR) == mine]
     for trial in crashed:
-        fail_running(study, trial, cause)
+        fail_running(study, trial, cause, retry)
     return [t.number for t in crashed]
 
 

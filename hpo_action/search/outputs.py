@@ -18,6 +18,7 @@ from hpo_action.files import is_no_space, write_text_atomic
 from hpo_action.layout import RunLayout, is_ours
 from hpo_action.search.duplicates import is_discarded
 from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, chosen_trial, first_value, pareto_front, selection_rule
+from hpo_action.search.objective import CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
 from hpo_action.search.pruning import COMPANION_ATTR, companion_study
 from hpo_action.search.slots import finished
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
@@ -53,6 +54,8 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
                 fold_values=list(t.user_attrs.get("fold_values", [])),
                 values=list(t.values or []) if len(t.values or []) > 1 else [],
                 forgetting_drop=dict(t.user_attrs.get(DROP_ATTR, {})),
+                resumed_from_step=int(t.user_attrs.get(RESUMED_ATTR, 0)),
+                checkpoint_bytes=int(t.user_attrs.get(CHECKPOINT_BYTES_ATTR, 0)),
             )
         )
     return records

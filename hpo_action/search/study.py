@@ -16,13 +16,14 @@ from hpo_action.layout import RunLayout, is_ours
 from hpo_action.redaction import redact_url
 from hpo_action.search.duplicates import claim_invocation, derive_seed, exhausted, is_discarded, seed_stream
 from hpo_action.search.finalist import chosen_trial
-from hpo_action.search.objective import Objective
+from hpo_action.search.objective import CHECKPOINT_ATTR, Objective
 from hpo_action.search.orphans import fail_orphans, fail_stale
 from hpo_action.search.samplers import make_pruner, make_sampler
 from hpo_action.search.slots import claimed, slot_lock
 from hpo_action.search.space import searched, warm_start_params
 from hpo_action.search.storage import open_storage, retry_callback, storage_url, study_name
 from hpo_action.search.watchdog import TrialWatchdog
+from hpo_action.train.checkpoints import sweep
 from hpo_action.train.runner import Runner
 
 if TYPE_CHECKING:
@@ -167,6 +168,8 @@ def run_trials(
             watchdog.close()
         if prune_adapters and not cfg.output.keep_all_adapters:
             keep_only_best(study, trials_dir)
+        if prune_adapters:
+            sweep_checkpoints(study, cfg)
     return ran
 
 
@@ -189,6 +192,17 @@ def keep_only_best(study: optuna.Study, trials_dir: Path) -> None:
     for child in trials_dir.iterdir():
         if child.name.isdigit() and child.name != best and is_ours(child, "trial"):
             shutil.rmtree(child, ignore_errors=True)
+
+
+def sweep_checkpoints(study: optuna.Study, cfg: HpoConfig) -> None:
+    """Delete what is left of trials that will not resume (killed, and not retried): every checkpoint folder but
+    those of trials still running or queued (a queued retry resumes from its original's folder)."""
+    import optuna
+
+    live = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    running = study.get_trials(deepcopy=False, states=live)
+    keep = {str(t.user_attrs[CHECKPOINT_ATTR]) for t in running if CHECKPOINT_ATTR in t.user_attrs}
+    sweep(RunLayout(Path(cfg.output.dir)).checkpoints_dir, keep)
 
 
 def check_not_all_failed(study: optuna.Study) -> None:

@@ -32,6 +32,8 @@ class TrialRecord:
     fold_values: list[float] = field(default_factory=list)  # kfold: each fold's objective
     values: list[float] = field(default_factory=list)  # one per objective (multi-objective studies)
     forgetting_drop: dict[str, float] = field(default_factory=dict)  # the probes' drop against the base per set
+    resumed_from_step: int = 0  # search.resume_trials: the checkpoint's step this trial resumed from (0: none)
+    checkpoint_bytes: int = 0  # search.resume_trials: the size of its last checkpoint
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from hpo_action.search.duplicates import derive_seed, is_discarded
 from hpo_action.search.orphans import WORKER_ATTR, fail_orphans, fail_worker_trials, worker_id
 from hpo_action.search.slots import claimed
 from hpo_action.search.storage import retry_callback, study_name
-from hpo_action.search.study import keep_only_best
+from hpo_action.search.study import keep_only_best, sweep_checkpoints
 from hpo_action.search.watchdog import hard_limit
 from hpo_action.train.threads import SHARE_ENV, process_threads, worker_share
 
@@ -77,12 +77,13 @@ class WorkerPool:
                 if code is None:
                     continue
                 del self.workers[index]
-                if code != 0 and _restart_after_crash(study, worker, code, target, deadline):
+                if code != 0 and _restart_after_crash(study, worker, code, target, deadline, _resumer(cfg, worker)):
                     self.workers[index] = self._spawn(index)
                     self._assign(self.workers[index], assignment, cfg.search.seed)
             _report_new(study, seen, on_trial)
         if not cfg.output.keep_all_adapters:
             keep_only_best(study, RunLayout(Path(cfg.output.dir)).trials_dir)
+        sweep_checkpoints(study, cfg)
 
     def _stop_overdue(self, study: optuna.Study, timeout: float) -> None:
         """Kill a worker whose trial is far past search.trial_timeout: stuck inside a step, where the trial's own
@@ -138,15 +139,31 @@ class WorkerPool:
         self.launches += 1
 
 
-def _restart_after_crash(study: optuna.Study, worker: _Worker, code: int, target: int, deadline: float | None) -> bool:
-    """Record what a dead worker was doing; True when a fresh worker should take its place."""
+def _resumer(cfg: HpoConfig, worker: _Worker) -> Callable[..., None] | None:
+    """With search.resume_trials, a dead worker's trial is queued again (up to search.retry_interrupted times) and
+    resumes from its last checkpoint, losing at most one evaluation interval; one stopped for its timeout is not."""
+    if not cfg.search.resume_trials or worker.overdue:
+        return None
+    return retry_callback(cfg.search)
+
+
+def _restart_after_crash(
+    study: optuna.Study,
+    worker: _Worker,
+    code: int,
+    target: int,
+    deadline: float | None,
+    retry: Callable[..., None] | None = None,
+) -> bool:
+    """Record what a dead worker was doing (and queue its trial again when `retry`); True when a fresh worker
+    should take its place."""
     if worker.error_file.is_file():  # the worker stopped on an error of ours: the same in this process
         reported = json.loads(worker.error_file.read_text())
         kind = getattr(errors, reported["type"], HpoActionError)
         raise kind(reported["message"])
     how = _describe_exit(code)
     cause = worker.overdue or f"the worker process {how} during this trial"
-    crashed = fail_worker_trials(study, worker.process.pid, cause)
+    crashed = fail_worker_trials(study, worker.process.pid, cause, retry)
     if not crashed:
         raise TrialError(f"worker {worker.index} {how} before running a trial; see {worker.log}: {_tail(worker.log)}")
     return claimed(study) < target and (deadline is None or time.time() < deadline)

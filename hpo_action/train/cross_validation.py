@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import datasets
 
     from hpo_action.config import HpoConfig
+    from hpo_action.train.checkpoints import TrialCheckpoints
     from hpo_action.train.lr_find import LrRamp
     from hpo_action.train.models import BaseModel
 
@@ -57,8 +58,12 @@ class CrossValidatedRunner:
         report: Reporter | None = None,
         save_to: Callable[[TrialResult], Path | None] | None = None,
         trial_number: int | None = None,
+        checkpoints: TrialCheckpoints | None = None,
     ) -> TrialResult:
-        """Train on each fold in turn; the result's value is the mean of the folds' values."""
+        """Train on each fold in turn; the result's value is the mean of the folds' values. Never checkpointed:
+        the config refuses search.resume_trials with kfold (a fold's checkpoint would resume another fold)."""
+        if checkpoints is not None:
+            raise ValueError("k-fold trials cannot resume from checkpoints (search.resume_trials)")
         done: list[TrialResult] = []
         probes = self.runner.probes
         try:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from hpo_action.config import HpoConfig
+    from hpo_action.train.checkpoints import TrialCheckpoints
     from hpo_action.train.lr_find import LrRamp
     from hpo_action.train.models import BaseModel
     from hpo_action.train.trial import Reporter, TrialResult
@@ -33,9 +34,11 @@ class Runner(Protocol):
         report: Reporter | None = None,
         save_to: Callable[[TrialResult], Path | None] | None = None,
         trial_number: int | None = None,
+        checkpoints: TrialCheckpoints | None = None,
     ) -> TrialResult:
         """Train one trial; `report(value, step)` at each evaluation returns True to prune it, `save_to(result)`
-        names the folder its weights go to (None: discarded)."""
+        names the folder its weights go to (None: discarded); with `checkpoints` (search.resume_trials) it
+        checkpoints at each evaluation and resumes from the last checkpoint written for the same parameters."""
         ...
 
     def range_test(self, params: dict[str, Any], ramp: LrRamp) -> list[tuple[int, float]]:

@@ -29,6 +29,7 @@ from hpo_action.train.threads import limit_torch_threads
 if TYPE_CHECKING:
     import datasets
 
+    from hpo_action.train.checkpoints import TrialCheckpoints
     from hpo_action.train.lr_find import LrRamp
 
 Reporter = Callable[[float, int], bool]
@@ -120,8 +121,10 @@ class TrialRunner:
         report: Reporter | None = None,
         save_to: Callable[[TrialResult], Path | None] | None = None,
         trial_number: int | None = None,
+        checkpoints: TrialCheckpoints | None = None,
     ) -> TrialResult:
-        """Train with `params`; `save_to(result)` names a folder for the weights or None to discard them."""
+        """Train with `params`; `save_to(result)` names a folder for the weights or None to discard them. With
+        `checkpoints`, a checkpoint is written at each evaluation and training resumes from the last one there."""
         import torch
         from transformers import set_seed
 
@@ -137,10 +140,16 @@ class TrialRunner:
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix="hpo-trial-") as scratch:
-                trainer = self._trainer(model, params, scratch, tracker.callback())
+                resume_from = checkpoints.prepare() if checkpoints is not None else None
+                callbacks = [tracker.callback()]
+                if checkpoints is not None:
+                    callbacks.append(_saved_callback(checkpoints))
+                    tracker.replay(checkpoints.log_history())
+                folder = str(checkpoints.folder) if checkpoints is not None else scratch
+                trainer = self._trainer(model, params, folder, callbacks, checkpointing=checkpoints is not None)
                 try:
                     drills.fire("train", trial_number)
-                    trainer.train()
+                    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
                 except torch.cuda.OutOfMemoryError:
                     raise OutOfMemory(*(int(params[k]) for k in BATCH_KEYS)) from None
                 if not tracker.curve or tracker.curve[-1][0] != trainer.state.global_step:
@@ -181,7 +190,7 @@ class TrialRunner:
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix="hpo-lr-find-") as scratch:
-                trainer = self._trainer(model, params, scratch, watch.callback(), ramp)
+                trainer = self._trainer(model, params, scratch, [watch.callback()], ramp=ramp)
                 trainer.train()
         finally:
             del trainer
@@ -189,23 +198,31 @@ class TrialRunner:
         return watch.losses
 
     def _trainer(
-        self, model: Any, params: dict[str, Any], scratch: str, callback: Any, ramp: LrRamp | None = None
+        self,
+        model: Any,
+        params: dict[str, Any],
+        output_dir: str,
+        callbacks: list[Any],
+        ramp: LrRamp | None = None,
+        checkpointing: bool = False,
     ) -> Any:
         """TRL's SFTTrainer with the forgetting remedies (replay flags, KL to the base) and this trial's
         optimizer, rows (replay mixed in, cut or packed to its max_length) and quiet logging; with `ramp`, the
-        range test's schedule in place of the trial's."""
+        range test's schedule in place of the trial's; with `checkpointing`, a checkpoint in `output_dir` at each
+        evaluation."""
         from hpo_action.train.remedies import RemedyTrainer
 
         steps = ramp.steps if ramp is not None else self.cfg.search.budget.max_steps
         mixed = self._train_rows(params, steps)
-        args = self._sft_config(params, scratch, sequential=mixed is not self.train_dataset, ramp=ramp)
+        sequential = mixed is not self.train_dataset
+        args = self._sft_config(params, output_dir, sequential=sequential, ramp=ramp, checkpointing=checkpointing)
         trainer = RemedyTrainer(
             model=model,
             args=args,
             train_dataset=trial_train_dataset(mixed, params, self.cfg.data.max_length),
             eval_dataset=self.eval_dataset,
             processing_class=self.base.tokenizer,
-            callbacks=[callback],
+            callbacks=callbacks,
             optimizers=(build_optimizer(model, params, args), None),
             kl_to_base=float(params.get("kl_to_base", 0.0)),
             reference=self.reference,
@@ -227,13 +244,18 @@ class TrialRunner:
         return mix(self.train_dataset, self.replay, weights, ratio, steps * batch, self.cfg.train.seed)
 
     def _sft_config(
-        self, params: dict[str, Any], scratch: str, sequential: bool = False, ramp: LrRamp | None = None
+        self,
+        params: dict[str, Any],
+        output_dir: str,
+        sequential: bool = False,
+        ramp: LrRamp | None = None,
+        checkpointing: bool = False,
     ) -> Any:
         from trl import SFTConfig
 
         budget = self.cfg.search.budget
         arguments = dict(
-            output_dir=scratch,
+            output_dir=output_dir,
             max_steps=budget.max_steps,
             eval_strategy="steps",
             eval_steps=budget.eval_every,
@@ -263,6 +285,8 @@ class TrialRunner:
         )
         if ramp is not None:  # the range test: every step logged, nothing evaluated
             arguments.update(max_steps=ramp.steps, eval_strategy="no", logging_steps=1)
+        if checkpointing:  # the Trainer's own checkpoint at each evaluation, one deep (train/checkpoints.py)
+            arguments.update(save_strategy="steps", save_steps=budget.eval_every, save_total_limit=1)
         return SFTConfig(**{**arguments, **sft_arguments(params, self.cfg.data.max_length)})
 
     def _save(self, model: Any, target: Path, trial_number: int | None) -> None:
@@ -333,6 +357,17 @@ class _Tracker:
             self.bad_evals += 1
         return self.patience is not None and self.bad_evals >= self.patience
 
+    def replay(self, log_history: list[dict[str, Any]]) -> None:
+        """A resumed trial's evaluations and training losses before its checkpoint, as the first run logged
+        them: the curves continue where they stopped, and the pruner and early stopping see them again."""
+        for entry in log_history:
+            step = int(entry.get("step", 0))
+            if "loss" in entry:
+                self.train_curve.append((step, float(entry["loss"])))
+            metrics = {k: v for k, v in entry.items() if k != "step"}
+            if self.metric in metrics and self.record(metrics, step):
+                self.stopped_early = True
+
     def check_time(self, step: int) -> None:
         """Stop a trial that ran past search.trial_timeout: it fails, and the study goes on."""
         elapsed = time.monotonic() - self.started
@@ -385,6 +420,17 @@ class _RampWatch:
                     control.should_training_stop = True
 
         return _Callback()
+
+
+def _saved_callback(checkpoints: TrialCheckpoints) -> Any:
+    """Marks each checkpoint complete once the Trainer has written it (and deleted the one before)."""
+    from transformers import TrainerCallback
+
+    class _Callback(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            checkpoints.saved(state.global_step)
+
+    return _Callback()
 
 
 def _quiet(trainer: Any) -> None:
