@@ -14,7 +14,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hpo_action.errors import OutputError
 from hpo_action.layout import RunLayout, mark
+from hpo_action.search.storage import open_storage
 from hpo_action.search.study import keep_only_best
 
 from .helpers import error_line, small_config, write_config
@@ -124,6 +126,21 @@ def test_a_real_full_disk_stops_with_one_line_and_resumes_once_space_is_freed(tm
     assert [t["state"] for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"], trials
     assert "no space left on device" in trials[1]["error"].lower()
     assert RunLayout(tiny_disk / "out").foreign_entries() == []
+
+
+def test_a_full_disk_under_the_study_storage_says_no_space_not_a_bad_url(tiny_disk: Path):
+    folder = tiny_disk / "db"
+    folder.mkdir()
+    filler = (tiny_disk / "filler").open("wb", buffering=0)
+    with filler, pytest.raises(OSError, match="No space left on device"):  # a real ENOSPC: no free block left
+        while True:
+            filler.write(b"\0" * (1 << 16))
+    with pytest.raises(OutputError) as caught:
+        open_storage(f"sqlite:///{folder / 'study.db'}")
+    assert str(caught.value) == (
+        f"search.storage: no space left on device: {folder}; free space and run the same command again"
+    )
+    assert caught.value.exit_code == 1  # not a config mistake (exit 2): the same command works once there is room
 
 
 def _bad(raw: dict, mutation: str, tmp_path: Path) -> None:
