@@ -12,6 +12,7 @@ import pytest
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import _auth
 
+from hpo_action.config import RegistryConfig
 from hpo_action.errors import ConfigError, RegistryError
 from hpo_action.ship.registry import open_registry
 from hpo_action.ship.registry._base import CARD, GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META
@@ -385,7 +386,6 @@ def test_an_unreadable_champion_is_an_error_never_no_champion(hub: HubServer, tm
 
 
 def test_registry_private_false_is_honoured(hub: HubServer, tmp_path: Path) -> None:
-    from hpo_action.config import RegistryConfig
 
     open_registry(URI, RegistryConfig(uri=URI, private=False)).publish(version(tmp_path, "v1"), expected=None)
     assert main_of(hub).private is False
@@ -410,3 +410,20 @@ def test_an_endpoint_that_never_answers_fails_within_the_timeout(monkeypatch: py
     finally:
         silent.close()
     assert time.monotonic() - started < 15  # the deadline, plus at most one retry's back-off
+
+
+def test_an_mlflow_server_that_drips_is_cut_at_the_timeout_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's per-request timeout restarts with every byte, like the Hub client's; the same slow endpoint."""
+    pytest.importorskip("mlflow", reason="MLflow is not installed: pip install -e '.[dev]' (or '.[mlflow]')")
+    with HubServer(CANARY) as slow:
+        slow.state.drip("GET", r"^/api/", times=100)  # every request, MLflow's retries included
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", slow.endpoint)
+        started = time.monotonic()
+        with pytest.raises(
+            RegistryError,
+            match=r"^mlflow://champ: could not read the champion at http://127\.0\.0\.1:"
+            r"\d+: no answer within 3 s \(registry\.timeout\)$",
+        ):
+            open_registry("mlflow://champ", RegistryConfig(uri="mlflow://champ", timeout=3)).read_champion()
+        assert time.monotonic() - started < 3 + 5
+        assert slow.state.requests("GET", "/api/")  # it was asked, and answered slowly

@@ -5,7 +5,8 @@ arrives, so an endpoint that sends one byte every second never trips them: `with
 thread and stops waiting for it at the deadline, whatever the worker is blocked in. A worker left behind must not go
 on publishing: every Hub request it would still start fails at once, because each request's timeouts shrink to what
 is left of the deadline (installed once per process on huggingface_hub's shared client through its public
-`set_client_factory`) and the deadline stays in force until that worker ends.
+`set_client_factory`) and the deadline stays in force until that worker ends; other clients (MLflow's) ask
+`passed()` between the steps of a publication.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import httpx2
-from huggingface_hub.utils import _http as hf_http
-from huggingface_hub.utils import set_client_factory
 
 T = TypeVar("T")
 
@@ -42,23 +41,33 @@ def _limit(request: httpx2.Request) -> None:
 
 
 def _client() -> httpx2.Client:
+    from huggingface_hub.utils import _http as hf_http
+
     client = hf_http.default_client_factory()
     client.event_hooks["request"] = [*client.event_hooks["request"], _limit]
     return client
 
 
-def _install() -> None:
+def limit_hub_requests() -> None:
+    """Make every huggingface_hub request of this process honour the deadline of the operation it belongs to."""
     global _installed
+    from huggingface_hub.utils import set_client_factory
+
     with _lock:
         if not _installed:
             set_client_factory(_client)
             _installed = True
 
 
+def passed() -> bool:
+    """Whether the deadline of the operation this thread runs has passed (its caller stopped waiting)."""
+    deadline = getattr(_mine, "deadline", None)
+    return deadline is not None and time.monotonic() >= deadline
+
+
 def within(seconds: float, call: Callable[[], T]) -> T:
     """`call()`'s result or its exception, or DeadlineExceeded once `seconds` have passed (the call may still be
     blocked in a read then; it is left to end on its own, unable to start another Hub request)."""
-    _install()
     end = time.monotonic() + seconds
     outcome: list[T] = []
     failure: list[BaseException] = []

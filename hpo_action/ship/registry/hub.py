@@ -52,7 +52,7 @@ from huggingface_hub.errors import (
 from hpo_action.errors import ConfigError, RegistryError
 
 from ._base import GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META, Champion, champion_changed
-from ._deadline import within
+from ._deadline import limit_hub_requests, within
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -346,6 +346,7 @@ class HubRegistry:
 
     def _bounded(self, action: str, call: Callable[[], T], seconds: float | None = None) -> T:
         """`call()` under one deadline for the whole operation, reads included (registry.timeout)."""
+        limit_hub_requests()
         with self._errors(action, seconds or self.timeout):
             return within(seconds or self.timeout, call)
 
