@@ -22,8 +22,17 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _installed = False
-_mine = threading.local()  # the deadline of the operation this thread runs
-_open: list[float] = []  # deadlines of the operations still running, newest last: for threads they start (downloads)
+_mine = threading.local()  # the window of the operation this thread runs
+
+
+class _Window:
+    """One operation's deadline; closed at once when its caller stops waiting early (Ctrl-C)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+
+_open: list[_Window] = []  # operations still running, newest last: for the threads they start (downloads)
 
 
 class DeadlineExceeded(httpx2.TimeoutException):
@@ -31,10 +40,10 @@ class DeadlineExceeded(httpx2.TimeoutException):
 
 
 def _limit(request: httpx2.Request) -> None:
-    deadline = getattr(_mine, "deadline", None) or (_open[-1] if _open else None)
-    if deadline is None:
+    window = getattr(_mine, "window", None) or (_open[-1] if _open else None)
+    if window is None:
         return
-    remaining = deadline - time.monotonic()
+    remaining = window.end - time.monotonic()
     if remaining <= 0:
         raise DeadlineExceeded("the registry operation's deadline passed", request=request)
     request.extensions["timeout"] = {"connect": remaining, "read": remaining, "write": remaining, "pool": remaining}
@@ -61,32 +70,36 @@ def limit_hub_requests() -> None:
 
 def passed() -> bool:
     """Whether the deadline of the operation this thread runs has passed (its caller stopped waiting)."""
-    deadline = getattr(_mine, "deadline", None)
-    return deadline is not None and time.monotonic() >= deadline
+    window = getattr(_mine, "window", None)
+    return window is not None and time.monotonic() >= window.end
 
 
 def within(seconds: float, call: Callable[[], T]) -> T:
     """`call()`'s result or its exception, or DeadlineExceeded once `seconds` have passed (the call may still be
     blocked in a read then; it is left to end on its own, unable to start another Hub request)."""
-    end = time.monotonic() + seconds
+    window = _Window(seconds)
     outcome: list[T] = []
     failure: list[BaseException] = []
 
     def work() -> None:
-        _mine.deadline = end
+        _mine.window = window
         with _lock:
-            _open.append(end)
+            _open.append(window)
         try:
             outcome.append(call())
         except BaseException as error:  # handed to the waiting thread, which raises it
             failure.append(error)
         finally:
             with _lock:
-                _open.remove(end)
+                _open.remove(window)
 
     worker = threading.Thread(target=work, name="hpo-action-registry", daemon=True)
     worker.start()
-    worker.join(max(0.0, end - time.monotonic()))
+    try:
+        worker.join(max(0.0, window.end - time.monotonic()))
+    except BaseException:  # Ctrl-C: the worker starts nothing more (a publication never completes behind it)
+        window.end = 0.0
+        raise
     if worker.is_alive():
         raise DeadlineExceeded(f"no answer within {seconds:g} s")
     if failure:
