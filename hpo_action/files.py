@@ -36,12 +36,19 @@ def template(name: str) -> Path:
     return Path(__file__).resolve().parent.parent / "templates" / name
 
 
-_NO_SPACE = ("no space left on device", "disk quota exceeded", "os error 28", "os error 122")
+# SQLite says SQLITE_FULL as "database or disk is full", and not through an OSError.
+_NO_SPACE = (
+    "no space left on device",
+    "disk quota exceeded",
+    "os error 28",
+    "os error 122",
+    "database or disk is full",
+)
 
 
 def is_no_space(err: BaseException) -> bool:
     """A full disk, however it surfaced: OSError ENOSPC/EDQUOT, or a library's own error that wraps one (safetensors
-    raises SafetensorError with the OS message), anywhere in the cause chain."""
+    raises SafetensorError with the OS message, SQLAlchemy SQLite's SQLITE_FULL), anywhere in the cause chain."""
     seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):

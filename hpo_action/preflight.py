@@ -11,6 +11,7 @@ from hpo_action.config import HpoConfig
 from hpo_action.data.loading import Splits, load_splits
 from hpo_action.data.replay import check_held_out
 from hpo_action.data.rows import Rows
+from hpo_action.data.tokenize import first_trained_position, tokenize_rows
 from hpo_action.errors import ConfigError, GateError
 from hpo_action.judge.forgetting import load_forgetting_sets
 from hpo_action.judge.predictions import read_predictions
@@ -19,7 +20,9 @@ from hpo_action.search.samplers import make_pruner, make_sampler
 from hpo_action.search.storage import check_remote_storage
 from hpo_action.search.study import check_stored_objectives
 from hpo_action.train.model_source import check_model_source
-from hpo_action.train.models import check_method
+from hpo_action.train.models import check_method, load_tokenizer
+
+_BATCH = 64  # rows tokenized at a time while looking for one a trial's max_length keeps
 
 # What TRL's SFTTrainer reports at each evaluation (besides timings): the objective must be one of them.
 REPORTED = ("eval_loss", "eval_mean_token_accuracy", "eval_entropy", "eval_num_tokens")
@@ -54,6 +57,7 @@ def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, g
         _check_replay_held_out(cfg, splits, sets if gating else load_forgetting_sets(cfg))
     if champion_predictions is not None and splits.test is not None:
         _check_champion_ids(champion_predictions, splits)
+    _check_trial_length(cfg, splits)  # else every trial fails in a worker
     check_remote_storage(cfg)  # an unreachable database fails before a model is loaded or a folder created
     check_stored_objectives(cfg)  # a study made for other objectives is refused before anything trains
     foreign = RunLayout(Path(cfg.output.dir)).foreign_entries()
@@ -63,6 +67,39 @@ def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, g
             "there (numbered trial folders and best/ it marked as its own); move it away or choose another --output"
         )
     return Checked(splits, sets)
+
+
+def _check_trial_length(cfg: HpoConfig, splits: Splits) -> None:
+    """A trial cuts the tokenized rows to its own max_length (train.max_length, or the search space's): the shortest
+    one a trial can get must keep a completion token of some training row. Rows are tokenized only until one does."""
+    key, shortest = _shortest_trial_length(cfg)
+    if shortest >= cfg.data.max_length:
+        return  # tokenizing to data.max_length checks that one
+    tokenizer = load_tokenizer(cfg.model)
+    rows = list(splits.folds.pool) if splits.folds is not None else list(splits.train)
+    needed: int | None = None
+    for start in range(0, len(rows), _BATCH):
+        for labels in tokenize_rows(rows[start : start + _BATCH], tokenizer, cfg.data, role="data.train")["labels"]:
+            position = first_trained_position(labels)
+            if position is not None and position < shortest:
+                return
+            if position is not None:
+                needed = min(needed or position + 1, position + 1)
+    if needed is not None:  # else no row fits data.max_length either, which tokenizing reports
+        raise ConfigError(
+            f"{key}: {shortest} tokens keep no completion token of any training row (the prompts are longer); "
+            f"raise it to at least {needed}"
+        )
+
+
+def _shortest_trial_length(cfg: HpoConfig) -> tuple[str, int]:
+    """The config key and value of the shortest max_length a trial can train with."""
+    spec = cfg.search.space.get("max_length")
+    if spec is None:
+        return "train.max_length", cfg.train.max_length or cfg.data.max_length
+    values = {"categorical": spec.choices, "fixed": [spec.value]}.get(spec.type, [spec.low])
+    lengths = [int(value) for value in values or [] if isinstance(value, (int, float))]
+    return "search.space.max_length", min(lengths, default=cfg.data.max_length)
 
 
 def _check_replay_held_out(cfg: HpoConfig, splits: Splits, sets: dict[str, Rows]) -> None:

@@ -97,6 +97,8 @@ class HubState:
         self.before_commit: Callable[[Repo, str], None] | None = None
         self.exchanged: list[str] = []  # the resources OIDC tokens were exchanged for
         self.lose_commit_answers = 0  # apply the next N commits to main, then answer 500 as if the reply was lost
+        self._drips: list[_Failure] = []
+        self.closing = threading.Event()  # ends every drip when the server stops
 
     def is_valid(self, token: str | None) -> bool:
         return token is not None and token == self.token
@@ -104,6 +106,19 @@ class HubState:
     def fail(self, method: str, path_regex: str, status: int, times: int = 1) -> None:
         """Answer the next `times` requests matching `method` and `path_regex` with `status`."""
         self._failures.append(_Failure(method, re.compile(path_regex), status, times))
+
+    def drip(self, method: str, path_regex: str, times: int = 1) -> None:
+        """Answer the next `times` matching requests 200 with a body sent one byte every `DRIP_SECONDS`, never
+        finished (the connection closes after DRIP_BYTES): an endpoint that is slow, not silent, so no per-read
+        timeout ever trips. Nothing is applied."""
+        self._drips.append(_Failure(method, re.compile(path_regex), HTTPStatus.OK, times))
+
+    def injected_drip(self, method: str, path: str) -> bool:
+        for drip in self._drips:
+            if drip.times > 0 and drip.method == method and drip.pattern.search(path):
+                drip.times -= 1
+                return True
+        return False
 
     def injected_failure(self, method: str, path: str) -> int | None:
         for failure in self._failures:
@@ -121,6 +136,9 @@ class HubError(Exception):
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
 
+
+DRIP_SECONDS = 0.5
+DRIP_BYTES = 40  # then the connection closes mid-body: 20 s, far past any timeout a test sets
 
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
 _API = rf"^/api/models/{_REPO}"
@@ -179,6 +197,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.authorized = state.is_valid(token)
         self.logged_path, self.token_sent, self.logged = path, token is not None, False
         status = HTTPStatus.INTERNAL_SERVER_ERROR
+        if state.injected_drip(self.command, path):
+            self._drip()
+            return
         try:
             with state.lock:
                 injected = state.injected_failure(self.command, path)
@@ -191,6 +212,24 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if not self.logged:  # no response was sent (an error in the fake itself)
                 self._log(status)
+
+    def _drip(self) -> None:
+        """Headers at once, then one byte of a body that never ends, until DRIP_BYTES, the client leaves or the
+        server stops."""
+        self._log(HTTPStatus.OK)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for _ in range(DRIP_BYTES):
+                if self.server.state.closing.wait(DRIP_SECONDS):
+                    break
+                self.wfile.write(b" ")
+                self.wfile.flush()
+        except OSError:  # the client gave up
+            pass
 
     def _log(self, status: int) -> None:
         """Record the request before its response leaves: a client that has its answer finds it in the log."""
@@ -438,6 +477,7 @@ class HubServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.state.closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()

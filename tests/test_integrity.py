@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import datasets
 import optuna
 import pytest
 
+from hpo_action.config import load_config
+from hpo_action.data.loading import load_splits
+from hpo_action.data.tokenize import tokenize_rows
+from hpo_action.errors import OutputError, TrialError
 from hpo_action.layout import RunLayout, mark
+from hpo_action.search.storage import open_storage
 from hpo_action.search.study import keep_only_best
+from hpo_action.train.models import load_tokenizer
+from hpo_action.train.optimizers import trial_train_dataset
 
 from .helpers import error_line, small_config, write_config
 
@@ -124,6 +133,45 @@ def test_a_real_full_disk_stops_with_one_line_and_resumes_once_space_is_freed(tm
     assert [t["state"] for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"], trials
     assert "no space left on device" in trials[1]["error"].lower()
     assert RunLayout(tiny_disk / "out").foreign_entries() == []
+
+
+def test_a_max_length_that_keeps_no_completion_is_refused_before_any_worker_starts(tmp_path: Path):
+    raw = small_config(tmp_path, train={"max_length": 8})
+    raw["search"]["workers"] = 1
+    config = write_config(tmp_path, raw)
+    proc = _hpo("search", "-c", str(config))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    found = re.fullmatch(
+        r"error: train\.max_length: 8 tokens keep no completion token of any training row \(the prompts are "
+        r"longer\); raise it to at least (\d+)",
+        proc.stderr.strip().splitlines()[-1],  # after the demo model's build lines, when this session builds it
+    )
+    assert found and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "out").exists()  # no workers/ folder, no log: nothing started, nothing written
+
+    # The bound it names is exact for the cut a trial makes: one token less keeps no row, that many keep some.
+    cfg = load_config(config)
+    rows = load_splits(cfg.data).train
+    tokenized = datasets.Dataset.from_dict(tokenize_rows(rows, load_tokenizer(cfg.model), cfg.data))
+    needed = int(found[1])
+    assert len(trial_train_dataset(tokenized, {"max_length": needed}, cfg.data.max_length)) >= 1
+    with pytest.raises(TrialError, match="no training row keeps a completion token"):
+        trial_train_dataset(tokenized, {"max_length": needed - 1}, cfg.data.max_length)
+
+
+def test_a_full_disk_under_the_study_storage_says_no_space_not_a_bad_url(tiny_disk: Path):
+    folder = tiny_disk / "db"
+    folder.mkdir()
+    filler = (tiny_disk / "filler").open("wb", buffering=0)
+    with filler, pytest.raises(OSError, match="No space left on device"):  # a real ENOSPC: no free block left
+        while True:
+            filler.write(b"\0" * (1 << 16))
+    with pytest.raises(OutputError) as caught:
+        open_storage(f"sqlite:///{folder / 'study.db'}")
+    assert str(caught.value) == (
+        f"search.storage: no space left on device: {folder}; free space and run the same command again"
+    )
+    assert caught.value.exit_code == 1  # not a config mistake (exit 2): the same command works once there is room
 
 
 def _bad(raw: dict, mutation: str, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import _auth
 
+from hpo_action.config import RegistryConfig
 from hpo_action.errors import ConfigError, RegistryError
 from hpo_action.ship.registry import open_registry
 from hpo_action.ship.registry._base import CARD, GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META
@@ -156,6 +158,76 @@ def test_main_moving_during_the_upload_is_caught_by_the_commit_parent_check(hub:
     assert [r.status for r in hub.state.requests("POST", "/commit/main")][-1] == 412
     assert main_of(hub).history("main")[0].message == "someone edits the card"
     assert "champion-2" not in main_of(hub).tags
+    assert hub.state.requests("POST", "/branch/candidates")  # it had staged the candidate...
+    assert candidates(hub) == []  # ...and the loser deleted its staging branch, weights and all
+
+
+def candidates(hub: HubServer) -> list[str]:
+    return [name for name in main_of(hub).branches if name.startswith("candidates/")]
+
+
+def test_a_lost_race_whose_branch_cannot_be_deleted_says_where_it_is(hub: HubServer, tmp_path: Path) -> None:
+    registry = HubRegistry(URI)
+    registry.publish(version(tmp_path, "v1"), expected=None)
+    expected = registry.read_champion()
+    hub.state.before_commit = lambda repo, branch: third_party_commit(repo) if branch == "main" else None
+    hub.state.fail("DELETE", r"/branch/candidates", 500)
+
+    with pytest.raises(RegistryError) as caught:
+        registry.publish(version(tmp_path, "v2"), expected=expected)
+
+    [left] = candidates(hub)
+    message = str(caught.value)
+    assert "champion changed" in message and "\n" not in message
+    assert f"staging branch {left} (the candidate's files) is still on the Hub in {REPO}: delete it there" in message
+    assert "HTTP 500" in message
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", r"/branch/candidates"), ("POST", r"/commit/candidates"), ("POST", r"/commit/main")],
+    ids=["staging", "upload", "promotion"],
+)
+def test_a_publish_failing_at_any_step_leaves_no_candidates_branch(
+    hub: HubServer, tmp_path: Path, method: str, path: str
+) -> None:
+    registry = HubRegistry(URI)
+    v1 = registry.publish(version(tmp_path, "v1"), expected=None)
+    hub.state.fail(method, path, 500, times=5)  # every retry too
+    with pytest.raises(RegistryError, match="HTTP 500"):
+        registry.publish(version(tmp_path, "v2"), expected=v1)
+    assert candidates(hub) == []
+    assert main_of(hub).branches["main"] == v1.revision
+
+
+def test_a_slow_drip_answer_is_cut_at_the_timeout(hub: HubServer, tmp_path: Path) -> None:
+    """One byte every 0.5 s never trips a per-read timeout; registry.timeout bounds the whole operation."""
+    HubRegistry(URI).publish(version(tmp_path, "v1"), expected=None)
+    hub.state.drip("GET", r"/revision/main$")
+    started = time.monotonic()
+    with pytest.raises(
+        RegistryError,
+        match=r"^hf://org/champ: could not read the champion at .*: no answer within "
+        r"3 s \(registry\.timeout\)$",
+    ):
+        HubRegistry(URI, timeout=3).read_champion()
+    assert time.monotonic() - started < 3 + 5
+    assert hub.state.requests("GET", "/revision/main")[-1].status == 200  # it was answering, slowly
+
+
+def test_a_publish_whose_promotion_drips_ends_at_the_timeout_with_nothing_published(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    registry = HubRegistry(URI)
+    v1 = registry.publish(version(tmp_path, "v1"), expected=None)
+    hub.state.drip("POST", r"/commit/main$")
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match=r"could not publish .*no answer within 3 s \(registry\.timeout\)$"):
+        HubRegistry(URI, timeout=3).publish(version(tmp_path, "v2"), expected=v1)
+    assert time.monotonic() - started < 3 + 3 + 5  # the deadline, then at most 3 s to delete the staging branch
+    assert main_of(hub).branches["main"] == v1.revision and set(main_of(hub).tags) == {"champion-1"}
+    assert candidates(hub) == []
+    assert HubRegistry(URI).read_champion().version == 1  # type: ignore[union-attr]
 
 
 def test_second_publish_moves_the_root_keeps_the_history_and_tags(hub: HubServer, tmp_path: Path) -> None:
@@ -314,7 +386,6 @@ def test_an_unreadable_champion_is_an_error_never_no_champion(hub: HubServer, tm
 
 
 def test_registry_private_false_is_honoured(hub: HubServer, tmp_path: Path) -> None:
-    from hpo_action.config import RegistryConfig
 
     open_registry(URI, RegistryConfig(uri=URI, private=False)).publish(version(tmp_path, "v1"), expected=None)
     assert main_of(hub).private is False
@@ -339,3 +410,20 @@ def test_an_endpoint_that_never_answers_fails_within_the_timeout(monkeypatch: py
     finally:
         silent.close()
     assert time.monotonic() - started < 15  # the deadline, plus at most one retry's back-off
+
+
+def test_an_mlflow_server_that_drips_is_cut_at_the_timeout_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's per-request timeout restarts with every byte, like the Hub client's; the same slow endpoint."""
+    pytest.importorskip("mlflow", reason="MLflow is not installed: pip install -e '.[dev]' (or '.[mlflow]')")
+    with HubServer(CANARY) as slow:
+        slow.state.drip("GET", r"^/api/", times=100)  # every request, MLflow's retries included
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", slow.endpoint)
+        started = time.monotonic()
+        with pytest.raises(
+            RegistryError,
+            match=r"^mlflow://champ: could not read the champion at http://127\.0\.0\.1:"
+            r"\d+: no answer within 3 s \(registry\.timeout\)$",
+        ):
+            open_registry("mlflow://champ", RegistryConfig(uri="mlflow://champ", timeout=3)).read_champion()
+        assert time.monotonic() - started < 3 + 5
+        assert slow.state.requests("GET", "/api/")  # it was asked, and answered slowly

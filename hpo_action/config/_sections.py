@@ -439,8 +439,8 @@ class RegistryConfig(_Section):
     timeout: float = Field(
         60.0,
         gt=0,
-        description="Seconds one registry operation (read the champion, publish) may take on the Hub; with MLflow, "
-        "each request (retried twice).",
+        description="Seconds one registry operation (read the champion, publish) may take on the Hub or MLflow, "
+        "reads and retries included.",
     )
     keep_candidates: bool = Field(
         False, description="Keep the Hub's candidates/<run> staging branches after a promotion (deleted by default)."

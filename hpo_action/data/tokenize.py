@@ -91,6 +91,12 @@ def tokenize_rows(
     return out
 
 
+def first_trained_position(labels: list[int]) -> int | None:
+    """Where a row's first completion token a trainer learns from sits (position 0 predicts nothing); None when the
+    row keeps none, so truncating it to `n` tokens keeps one exactly when this is below `n`."""
+    return next((i for i, label in enumerate(labels) if i > 0 and label != -100), None)
+
+
 def tokenize_splits(
     splits: Splits, tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, cache_dir: Path
 ) -> tuple[datasets.Dataset, datasets.Dataset, bool]:

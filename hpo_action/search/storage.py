@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig, SearchConfig
-from hpo_action.errors import ConfigError
+from hpo_action.errors import ConfigError, OutputError
+from hpo_action.files import is_no_space
 from hpo_action.redaction import redact_url
 
 if TYPE_CHECKING:
@@ -37,10 +40,13 @@ def open_storage(url: str, search: SearchConfig | None = None) -> optuna.storage
 
     search = search or SearchConfig()
     if "://" not in url:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(url))
+        with _room_in(Path(url).parent):
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(url))
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        with _room_in(folder):
+            folder.mkdir(parents=True, exist_ok=True)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     attempt = 0
@@ -61,7 +67,24 @@ def open_storage(url: str, search: SearchConfig | None = None) -> optuna.storage
                 raise ConfigError(f"search.storage: cannot open {redact_url(url)}: {type(err).__name__}") from None
             time.sleep(0.5 * attempt)
         except Exception as err:  # SQLAlchemy raises many types for a bad URL or an unreachable server
+            if is_no_space(err) and url.startswith("sqlite:///"):  # SQLITE_FULL: not the URL's fault
+                raise _no_space(Path(url.removeprefix("sqlite:///")).parent) from None
             raise ConfigError(f"search.storage: cannot open {redact_url(url)}: {type(err).__name__}") from None
+
+
+def _no_space(folder: Path) -> OutputError:
+    """A full disk is not a config mistake: the same command works once there is room."""
+    return OutputError(f"search.storage: no space left on device: {folder}; free space and run the same command again")
+
+
+@contextmanager
+def _room_in(folder: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        if is_no_space(err):
+            raise _no_space(folder) from None
+        raise
 
 
 def check_remote_storage(cfg: HpoConfig) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from hpo_action.data.tokenize import first_trained_position
 from hpo_action.errors import TrialError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def trial_train_dataset(dataset: datasets.Dataset, params: dict[str, Any], data_
         dataset = dataset.map(
             lambda row: {"input_ids": row["input_ids"][:length], "labels": row["labels"][:length]},
             keep_in_memory=True,
-        ).filter(lambda row: any(label != -100 for label in row["labels"][1:]), keep_in_memory=True)
+        ).filter(lambda row: first_trained_position(row["labels"]) is not None, keep_in_memory=True)
         if len(dataset) == 0:
             raise TrialError(f"max_length {length}: no training row keeps a completion token; raise it")
     if params.get("packing"):

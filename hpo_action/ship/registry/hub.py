@@ -30,11 +30,11 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
@@ -52,9 +52,10 @@ from huggingface_hub.errors import (
 from hpo_action.errors import ConfigError, RegistryError
 
 from ._base import GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META, Champion, champion_changed
-from ._deadline import deadline
+from ._deadline import limit_hub_requests, within
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BRANCH = "main"
 REGISTRY_FILE = "registry.json"
@@ -64,6 +65,7 @@ RECORDS = (GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META)
 _RESERVED = (REGISTRY_FILE, ".gitattributes")
 _TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9_]+|(?i:bearer)\s+[^\s\"',;]+")
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_ID_TOKEN")
+_CLEANUP_SECONDS = 10.0  # at most this long (and never past registry.timeout) to delete a failed publication's branch
 
 
 class HubRegistry:
@@ -117,8 +119,9 @@ class HubRegistry:
         folder holds its records only) the snapshot at its `champion-<n>` commit."""
         if champion.path.parent.name != VERSIONS:
             return champion.path
-        with self._errors(f"download v{champion.version}"):
-            folder = self._folder(champion.revision)
+        folder = self._folder(champion.revision)
+
+        def download() -> Path:
             self._api.snapshot_download(
                 self.repo_id,
                 revision=champion.revision,
@@ -128,60 +131,77 @@ class HubRegistry:
             )
             return folder
 
+        return self._bounded(f"download v{champion.version}", download)
+
     def read_champion(self) -> Champion | None:
         """Main's head and the files at that exact sha, so what the gate reads is what compare-and-swap checks."""
-        with self._errors("read the champion"):
-            head = self._head()
-            state = self._state(head) if head else None
-            if head is None or state is None:
-                return None
-            folder = self._folder(head)
-            self._api.snapshot_download(
-                self.repo_id, revision=head, local_dir=folder, ignore_patterns=[f"{VERSIONS}/*"], max_workers=4
-            )
-            return self._champion(state["version"], folder, head)
+        return self._bounded("read the champion", self._read_champion)
+
+    def _read_champion(self) -> Champion | None:
+        head = self._head()
+        state = self._state(head) if head else None
+        if head is None or state is None:
+            return None
+        folder = self._folder(head)
+        self._api.snapshot_download(
+            self.repo_id, revision=head, local_dir=folder, ignore_patterns=[f"{VERSIONS}/*"], max_workers=4
+        )
+        return self._champion(state["version"], folder, head)
 
     def publish(self, files: dict[str, Path], expected: Champion | None) -> Champion:
         reserved = sorted(name for name in files if name in _RESERVED or name.startswith(f"{VERSIONS}/"))
         if reserved:
             raise RegistryError(f"{self.uri}: {', '.join(reserved)} would overwrite the registry's own files")
-        with self._errors("publish"):
+        run_id = _run_id(files)
+        staged: list[str] = []  # the staging branch, once it was asked for
+        try:
+            return self._bounded("publish", lambda: self._publish(files, expected, run_id, staged))
+        except RegistryError as error:
+            if not staged:
+                raise
+            left = self._left_behind(staged[0])
+            if left is None:
+                raise
+            raise RegistryError(f"{error}; {left}") from error
+
+    def _publish(self, files: dict[str, Path], expected: Champion | None, run_id: str, staged: list[str]) -> Champion:
+        head = self._head()
+        if head is None and expected is None:
+            self._api.create_repo(self.repo_id, private=self.private, exist_ok=True)
             head = self._head()
-            if head is None and expected is None:
-                self._api.create_repo(self.repo_id, private=self.private, exist_ok=True)
-                head = self._head()
-            if head is None:
-                if expected is not None:
-                    raise champion_changed(expected, None)
-                raise RegistryError(f"{self.uri}: the repo exists but this token cannot read it")
-            state = self._state(head)
-            # Cheap early compare-and-swap, before uploading anything; the commit's parent check below is the real one.
-            current = head if state is not None else None
-            if (expected.revision if expected else None) != current:
-                raise champion_changed(expected, current[:7] if current else None)
-            version = state["version"] + 1 if state else 1
-            run_id = _run_id(files)
-            new_state = {
-                "version": version,
-                "history": [*(state["history"] if state else []), version],
-                "files": sorted(files),
-                "run": run_id,  # recognizes this promotion as ours if the Hub applied it but answered an error
-            }
-            stale = sorted(set(state["files"]) - set(files)) if state else []
-            branch = f"candidates/{run_id}"
-            with _plain_http_uploads():
-                self._api.create_branch(self.repo_id, branch=branch, revision=head)
-                self._api.create_commit(
-                    self.repo_id,
-                    _operations(files, new_state, stale),
-                    revision=branch,
-                    commit_message=f"Stage v{version} (hpo-action run {run_id})",
-                )
-                oid = self._promote(files, new_state, stale, head, branch, expected)
-            self._tag(version, oid)
-            if not self.keep_candidates:
-                self._drop_branch(branch)
-            return self._champion(version, self._keep_copy(files, oid), oid)
+        if head is None:
+            if expected is not None:
+                raise champion_changed(expected, None)
+            raise RegistryError(f"{self.uri}: the repo exists but this token cannot read it")
+        state = self._state(head)
+        # Cheap early compare-and-swap, before uploading anything; the commit's parent check below is the real one.
+        current = head if state is not None else None
+        if (expected.revision if expected else None) != current:
+            raise champion_changed(expected, current[:7] if current else None)
+        version = state["version"] + 1 if state else 1
+        new_state = {
+            "version": version,
+            "history": [*(state["history"] if state else []), version],
+            "files": sorted(files),
+            "run": run_id,  # recognizes this promotion as ours if the Hub applied it but answered an error
+        }
+        stale = sorted(set(state["files"]) - set(files)) if state else []
+        branch = f"candidates/{run_id}"
+        with _plain_http_uploads():
+            staged.append(branch)
+            self._api.create_branch(self.repo_id, branch=branch, revision=head)
+            self._api.create_commit(
+                self.repo_id,
+                _operations(files, new_state, stale),
+                revision=branch,
+                commit_message=f"Stage v{version} (hpo-action run {run_id})",
+            )
+            oid = self._promote(files, new_state, stale, head, branch, expected)
+        staged.clear()  # promoted: from here on a failure is a warning, and the branch goes as configured
+        self._tag(version, oid)
+        if not self.keep_candidates:
+            self._drop_branch(branch)
+        return self._champion(version, self._keep_copy(files, oid), oid)
 
     def _promote(
         self,
@@ -223,23 +243,45 @@ class HubRegistry:
         except HfHubHTTPError as error:
             logger.warning("%s: could not delete the staging branch %s: %s", self.uri, branch, _describe(error, []))
 
+    def _left_behind(self, branch: str) -> str | None:
+        """After a failed publication: delete its staging branch, which holds the candidate's weights; None once it
+        is gone, else where it is (registry.keep_candidates, or the deletion failed too)."""
+        where = f"its staging branch {branch} (the candidate's files) is still on the Hub in {self.repo_id}"
+        if self.keep_candidates:
+            return f"{where} (registry.keep_candidates)"
+
+        def delete() -> None:
+            try:
+                self._api.delete_branch(self.repo_id, branch=branch)
+            except HfHubHTTPError as error:
+                if error.response.status_code != 404:  # 404: the failure came before the branch was made
+                    raise
+
+        try:
+            self._bounded("delete the staging branch", delete, seconds=min(self.timeout, _CLEANUP_SECONDS))
+        except RegistryError as error:
+            return f"{where}: delete it there ({str(error).removeprefix(f'{self.uri}: ')})"
+        return None
+
     def history(self) -> list[Champion]:
         """Each version's records from `versions/<n>/` (not its weights) and its `champion-<n>` commit."""
-        with self._errors("read the history"):
-            head = self._head()
-            state = self._state(head) if head else None
-            if head is None or state is None:
-                return []
-            folder = self._folder(head)
-            self._api.snapshot_download(
-                self.repo_id, revision=head, local_dir=folder, allow_patterns=[f"{VERSIONS}/*"], max_workers=4
-            )
-            tags = {ref.name: ref.target_commit for ref in self._api.list_repo_refs(self.repo_id).tags}
-            return [
-                # A tag lost to a crash right after promotion: main's head still holds that version's records.
-                self._champion(n, folder / VERSIONS / str(n), tags.get(f"champion-{n}", head))
-                for n in state["history"]
-            ]
+        return self._bounded("read the history", self._history)
+
+    def _history(self) -> list[Champion]:
+        head = self._head()
+        state = self._state(head) if head else None
+        if head is None or state is None:
+            return []
+        folder = self._folder(head)
+        self._api.snapshot_download(
+            self.repo_id, revision=head, local_dir=folder, allow_patterns=[f"{VERSIONS}/*"], max_workers=4
+        )
+        tags = {ref.name: ref.target_commit for ref in self._api.list_repo_refs(self.repo_id).tags}
+        return [
+            # A tag lost to a crash right after promotion: main's head still holds that version's records.
+            self._champion(n, folder / VERSIONS / str(n), tags.get(f"champion-{n}", head))
+            for n in state["history"]
+        ]
 
     def _head(self) -> str | None:
         """The commit `main` points at; None when the repo does not exist yet. A repo this token may not read
@@ -302,17 +344,21 @@ class HubRegistry:
             params=json.loads(params.read_text(encoding="utf-8")) if params.is_file() else {},
         )
 
+    def _bounded(self, action: str, call: Callable[[], T], seconds: float | None = None) -> T:
+        """`call()` under one deadline for the whole operation, reads included (registry.timeout)."""
+        limit_hub_requests()
+        with self._errors(action, seconds or self.timeout):
+            return within(seconds or self.timeout, call)
+
     @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """One RegistryError for every way the Hub can fail, naming the repo and the status, never a header; the
-        whole operation runs under one deadline (registry.timeout)."""
+    def _errors(self, action: str, seconds: float) -> Iterator[None]:
+        """One RegistryError for every way the Hub can fail, naming the repo and the status, never a header."""
         try:
-            with deadline(self.timeout):
-                yield
+            yield
         except (HfHubHTTPError, LocalEntryNotFoundError, OIDCError, OfflineModeIsEnabled, httpx2.TransportError) as e:
             why = _describe(e, self._secrets())
             if _timed_out(e):
-                why = f"no answer within {self.timeout:g} s (registry.timeout)"
+                why = f"no answer within {seconds:g} s (registry.timeout)"
             raise RegistryError(f"{self.uri}: could not {action} at {self.endpoint}: {why}") from e
 
     def _secrets(self) -> list[str]:

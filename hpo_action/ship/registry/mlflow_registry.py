@@ -35,16 +35,18 @@ import re
 import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpo_action.errors import ConfigError, GateError, RegistryError
 from hpo_action.judge.decision import GateDecision
 from hpo_action.redaction import redact_text, redact_url, url_secrets
 
 from ._base import GATE, PARAMS, Champion, champion_changed
+from ._deadline import DeadlineExceeded, within
+from ._deadline import passed as deadline_passed
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEME = "mlflow"
 DEFAULT_ALIAS = "champion"
@@ -97,7 +100,7 @@ class MlflowRegistry:
     """Champions in the MLflow Model Registry; the module docstring describes the layout and the promotion protocol."""
 
     def __init__(self, uri: str, timeout: float = 60.0) -> None:
-        self.uri = uri
+        self.uri, self.timeout = uri, timeout
         self.model_name, self.alias = parse_uri(uri)
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
         if not self.tracking_uri:
@@ -135,40 +138,50 @@ class MlflowRegistry:
 
     def read_champion(self) -> Champion | None:
         """The version the alias points at, its artifacts downloaded; None when there is no model or no alias."""
-        with self._errors("read the champion"):
-            target = self._alias_target()
-            return None if target is None else self._champion(self._client.get_model_version(self.model_name, target))
+        return self._bounded("read the champion", self._read_champion)
+
+    def _read_champion(self) -> Champion | None:
+        target = self._alias_target()
+        return None if target is None else self._champion(self._client.get_model_version(self.model_name, target))
 
     def history(self) -> list[Champion]:
         """Every promoted version (and the alias's, should its tag be missing), oldest first, downloaded."""
-        with self._errors("read the history"):
-            target = self._alias_target()
-            promoted = [v for v in self._versions() if v.tags.get(STATE) == "promoted" or int(v.version) == target]
-            return [self._champion(v) for v in sorted(promoted, key=lambda v: int(v.version))]
+        return self._bounded("read the history", self._history)
+
+    def _history(self) -> list[Champion]:
+        target = self._alias_target()
+        promoted = [v for v in self._versions() if v.tags.get(STATE) == "promoted" or int(v.version) == target]
+        return [self._champion(v) for v in sorted(promoted, key=lambda v: int(v.version))]
 
     def next_version(self, expected: Champion | None) -> int:
         """One past the highest version; publish() then refuses any other number, so the card is never wrong."""
-        with self._errors("read the versions"):
-            upcoming = max((int(v.version) for v in self._versions()), default=0) + 1
+        versions = self._bounded("read the versions", self._versions)
+        upcoming = max((int(v.version) for v in versions), default=0) + 1
         self._promised[expected.revision if expected else None] = upcoming
         return upcoming
 
     def publish(self, files: dict[str, Path], expected: Champion | None) -> Champion:
         promised = self._promised.pop(expected.revision if expected else None, None)
-        with self._errors("publish"):
-            self._check_alias(expected)  # before uploading anything
-            self._ensure_model()
-            run = self._upload(files)
-            version = self._register(files, run, expected)
-            try:
-                self._promote(int(version.version), expected, promised)
-            except BaseException as error:
-                if not self._applied(int(version.version)):
-                    self._refuse(version, error)
-                    raise
-                logger.warning("%s: MLflow answered an error but moved the alias to v%s", self.uri, version.version)
-            self._finish(version)
-            return self._champion(version, self._keep_copy(files, version))
+        return self._bounded("publish", lambda: self._publish(files, expected, promised))
+
+    def _publish(self, files: dict[str, Path], expected: Champion | None, promised: int | None) -> Champion:
+        self._check_alias(expected)  # before uploading anything
+        self._ensure_model()
+        if deadline_passed():  # the caller stopped waiting: nothing is uploaded behind its back
+            raise DeadlineExceeded(f"no answer within {self.timeout:g} s")
+        run = self._upload(files)
+        version = self._register(files, run, expected)
+        try:
+            if deadline_passed():  # the caller stopped waiting during the upload: no alias moves behind its back
+                raise DeadlineExceeded(f"no answer within {self.timeout:g} s")
+            self._promote(int(version.version), expected, promised)
+        except BaseException as error:
+            if not self._applied(int(version.version)):
+                self._refuse(version, error)
+                raise
+            logger.warning("%s: MLflow answered an error but moved the alias to v%s", self.uri, version.version)
+        self._finish(version)
+        return self._champion(version, self._keep_copy(files, version))
 
     def _promote(self, version: int, expected: Champion | None, promised: int | None) -> None:
         """Steps 3-5 of the module docstring: the promised number, no earlier rival, the alias unchanged; then move."""
@@ -361,6 +374,11 @@ class MlflowRegistry:
         name = urllib.parse.quote(self.model_name, safe="")
         return f"{parts.scheme}://{host}{parts.path.rstrip('/')}/#/models/{name}/versions/{version}"
 
+    def _bounded(self, action: str, call: Callable[[], T]) -> T:
+        """`call()` under one deadline for the whole operation, reads and MLflow's retries included."""
+        with self._errors(action):
+            return within(self.timeout, call)
+
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         """One RegistryError for every way MLflow can fail: the registry, the server without its password, and the
@@ -370,6 +388,11 @@ class MlflowRegistry:
 
         try:
             yield
+        except DeadlineExceeded:
+            server = redact_text(self.tracking_uri, self._secrets())
+            raise RegistryError(
+                f"{self.uri}: could not {action} at {server}: no answer within {self.timeout:g} s (registry.timeout)"
+            ) from None
         except (MlflowException, requests.RequestException) as error:
             server = redact_text(self.tracking_uri, self._secrets())
             raise RegistryError(f"{self.uri}: could not {action} at {server}: {self._describe(error)}") from None
