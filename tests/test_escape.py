@@ -88,6 +88,7 @@ def hostile_summary(text: str):
     return dataclasses.replace(
         summary,
         study_name=text,
+        objective_metric=text,
         base_model=text,
         stopped_early=text,
         trials=trials,

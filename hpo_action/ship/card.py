@@ -65,6 +65,7 @@ def render_card(
         params={md_text(name): md_text(value) for name, value in summary.best.params.items()},
         summary=summary,
         objective=md_text(summary.objective_metric),
+        selection=md_text(summary.selection.rule) if summary.selection else None,
         stopped_early=md_text(summary.stopped_early) if summary.stopped_early else None,
         budget=cfg.search.budget.model_dump(),
         gate=gate,
