@@ -106,7 +106,7 @@ def _config_from(config_path: str, set_items: tuple[str, ...], **flags: Any) -> 
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 
-# Every secret this process knows (command line, environment, config files): scrubbed from every error message.
+# Every secret this command knows (command line, environment, config file): scrubbed from every error message.
 _SECRETS: list[str] = []
 
 
@@ -558,6 +558,7 @@ def main(argv: list[str] | None = None) -> None:
     env = github.actions_env()
     from hpo_action.ship.registry import registry_secrets
 
+    _SECRETS.clear()  # this invocation's secrets (tests call main() many times in one process)
     _remember(github.secret_values(dict(os.environ), args) + registry_secrets(dict(os.environ)))  # before any print
     remember_ctrl_c()
     try:

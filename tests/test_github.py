@@ -142,7 +142,7 @@ def test_run_markdown_has_the_trial_gate_and_forgetting_tables_and_no_images():
         in text
     )
     assert "−" not in text  # the ASCII minus throughout
-    assert "| \\# | state | eval_loss | steps | s | lora_r | error |" in text
+    assert "| # | state | eval_loss | steps | s | lora_r | error |" in text
     assert "| 1 \\* | complete | 0.4568 | 6 | 2.5 | 8 |  |" in text
     assert "| learning_rate | 0.01 |" in text
     assert line in text

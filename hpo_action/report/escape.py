@@ -15,8 +15,9 @@ import re
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 # `_` between two letters or digits cannot emphasise (learning_rate stays as it is); anywhere else it can.
 _INLINE = re.compile(r"[\\`*\[\]~$|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
-# What opens a block at the start of a line, or of a list item's text: a heading, a list item, a setext line.
-_BLOCK_START = re.compile(r"#{1,6}(?=\s|$)|[-+=](?=\s|$)|-{3,}$|={1,}$|\d{1,9}(?=[.)](\s|$))")
+# What opens a block at the start of a line, or of a list item's text: a heading, a list item, a rule (a lone `-`
+# or `#` opens nothing that could hold text, so a table's empty cell stays `-`).
+_BLOCK_START = re.compile(r"#{1,6}(?=\s)|[-+](?=\s)|-{3,}$|\d{1,9}(?=[.)](\s|$))")
 
 
 def md_text(value: object) -> str:
