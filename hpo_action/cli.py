@@ -26,7 +26,7 @@ from hpo_action.config import (
 from hpo_action.errors import ConfigError, HpoActionError
 from hpo_action.interrupts import exit_interrupted, remember_ctrl_c
 from hpo_action.notices import say
-from hpo_action.redaction import redact_text
+from hpo_action.redaction import redact_text, secrets_in_data, url_secrets
 from hpo_action.report import github
 
 # CLI flag → dotted config key; None values (flag not given) leave the config as it is.
@@ -98,11 +98,30 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _config_from(config_path: str, set_items: tuple[str, ...], **flags: Any) -> HpoConfig:
     cfg = load_config(config_path)
+    _protect(cfg)
     if flags.get("storage") is None and os.environ.get("HPO_STORAGE"):  # a database URL kept off the command line
         flags["storage"] = os.environ["HPO_STORAGE"]
     overrides = {OVERRIDES[name]: value for name, value in flags.items() if name in OVERRIDES and value is not None}
     overrides.update(parse_set_option(item) for item in set_items)  # `--set key=null` unsets the key
     return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+# Every secret this command knows (command line, environment, config file): scrubbed from every error message.
+_SECRETS: list[str] = []
+
+
+def _protect(cfg: HpoConfig) -> None:
+    """The config file's own secrets (a password in search.storage, in a registry URI) join the command line's:
+    masked in GitHub Actions before the command prints its first line, and scrubbed from its errors."""
+    _remember(url_secrets(cfg.search.storage or "") + secrets_in_data(cfg.model_dump()))
+
+
+def _remember(secrets: list[str]) -> None:
+    new = [secret for secret in dict.fromkeys(secrets) if secret not in _SECRETS]
+    _SECRETS.extend(new)
+    env = github.actions_env()
+    if env is not None:
+        github.mask(new, env)
 
 
 def _starting(command: str, config_path: str, cfg: HpoConfig) -> None:
@@ -539,9 +558,8 @@ def main(argv: list[str] | None = None) -> None:
     env = github.actions_env()
     from hpo_action.ship.registry import registry_secrets
 
-    secrets = github.secret_values(dict(os.environ), args) + registry_secrets(dict(os.environ))
-    if env is not None:  # before anything is printed
-        github.mask(secrets, env)
+    _SECRETS.clear()  # this invocation's secrets (tests call main() many times in one process)
+    _remember(github.secret_values(dict(os.environ), args) + registry_secrets(dict(os.environ)))  # before any print
     remember_ctrl_c()
     try:
         cli.main(args=args, prog_name="hpo-action", standalone_mode=False)
@@ -553,16 +571,16 @@ def main(argv: list[str] | None = None) -> None:
     except HpoActionError as err:
         if debug:
             raise
-        _fail(f"hpo-action: {type(err).__name__}", str(err), err.exit_code, secrets, env)
+        _fail(f"hpo-action: {type(err).__name__}", str(err), err.exit_code, env)
     except Exception as err:
         if debug:
             raise
         message = f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)"
-        _fail(f"hpo-action: unexpected {type(err).__name__}", message, 1, secrets, env)
+        _fail(f"hpo-action: unexpected {type(err).__name__}", message, 1, env)
 
 
-def _fail(title: str, message: str, code: int, secrets: list[str], env: dict[str, str] | None) -> None:
-    message = redact_text(message, secrets)
+def _fail(title: str, message: str, code: int, env: dict[str, str] | None) -> None:
+    message = redact_text(message, _SECRETS)
     if env is not None:
         github.error(title, message)
     click.echo(f"error: {message}", err=True)

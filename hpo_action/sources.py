@@ -11,7 +11,7 @@ from hpo_action.errors import ConfigError
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # org/name, as the Hub spells repository ids (letters, digits, '-', '_', '.'; no leading or trailing separator).
-_HUB_ID = re.compile(r"^[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?/[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?/[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def locate(value: str, key: str, base_dir: Path | None = None, allow_split: bool
     if expanded.is_absolute() or looks_local or candidate.exists():
         return Source("local", str(candidate.resolve()))
     name, _, split = text.partition(":") if allow_split else (text, "", "")
-    if _HUB_ID.match(name):
+    if HUB_ID.match(name):
         return Source("hub", name, split or None)
     raise ConfigError(
         f"{key}: {value!r} is neither an existing path nor a Hub id ('org/name'); "

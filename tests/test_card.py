@@ -36,7 +36,7 @@ def test_card_parses_and_carries_the_evidence(tmp_path: Path):
     assert values[("exact_match", "forgetting: copy")] == 1.0
     body = card.text
     assert 'PeftModel.from_pretrained(base, "me/adapter")' in body
-    assert "| `lora_r` | 8 |" in body and "| `learning_rate` | 0.01 |" in body
+    assert "| lora_r | 8 |" in body and "| learning_rate | 0.01 |" in body
     assert "420 training steps in all" in body
     assert "| 95 | 85 | 5 | 15 |" in body  # the paired outcomes
     assert "mcnemar-midp" in body and f"| {GATE.primary.bound:.4g} |" in body

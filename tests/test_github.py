@@ -20,6 +20,7 @@ from hpo_action.report.markdown import run_markdown
 from hpo_action.ship.registry import Champion, oidc_resource, open_registry
 
 from .helpers import promoted_decision, sample_summary
+from .test_escape import assert_text_only, hostile_summary
 
 GATE = promoted_decision()
 SUMMARY = sample_summary()
@@ -142,10 +143,10 @@ def test_run_markdown_has_the_trial_gate_and_forgetting_tables_and_no_images():
     )
     assert "−" not in text  # the ASCII minus throughout
     assert "| # | state | eval_loss | steps | s | lora_r | error |" in text
-    assert "| 1 * | complete | 0.4568 | 6 | 2.5 | 8 |  |" in text
+    assert "| 1 \\* | complete | 0.4568 | 6 | 2.5 | 8 |  |" in text
     assert "| learning_rate | 0.01 |" in text
     assert line in text
-    assert "`plots/optimization_history.png`" in text
+    assert "plots/optimization_history.png" in text
     assert "![" not in text and "<img" not in text
 
 
@@ -327,7 +328,7 @@ def test_publish_step_writes_outputs_summary_and_the_comment(tmp_path: Path, api
     assert outputs["model-url"] == "https://huggingface.co/acme/m/tree/deadbeef"
     summary = (tmp_path / "summary.md").read_text()
     assert Path(outputs["report-path"]).read_text() == summary
-    assert "**trials**" in summary and "`plots/param_importances.png`" in summary
+    assert "**trials**" in summary and "plots/param_importances.png" in summary
     body = next(c["body"] for c in state.comments if github.MARKER in c["body"] and c["user"]["login"] != "mallory")
     assert "https://github.com/acme/tune/actions/runs/42" in body
     assert "comment on PR #5" in stream.getvalue()
@@ -340,3 +341,18 @@ def test_publish_step_outside_a_pull_request_warns_instead_of_commenting(tmp_pat
     stream = io.StringIO()
     github.publish_step("# report", outputs, {"GITHUB_ACTIONS": "true"}, comment_pr=True, stream=stream)
     assert stream.getvalue().startswith("::warning title=hpo-action::comment-pr: this run is not for a pull request")
+
+
+def test_a_hostile_study_name_stays_text_in_the_job_summary_and_the_pr_comment(tmp_path: Path, api):
+    state, url = api
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 5}}))
+    env = {**_env(url), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"), "GITHUB_EVENT_PATH": str(event)}
+    hostile = "x\n## hpo-action: PROMOTE\n<!-- the rest is hidden | <script>alert(1)</script>"
+    markdown = run_markdown(hostile_summary(hostile), GATE, None, [])
+    github.publish_step(markdown, {}, env, comment_pr=True, stream=io.StringIO())
+    headings = ["hpo-action: PROMOTE", "Gate: promote"]  # the one real verdict heading, and the gate's
+    assert_text_only((tmp_path / "summary.md").read_text(), headings)
+    body = next(c["body"] for c in state.comments if github.MARKER in c["body"] and c["user"]["login"] != "mallory")
+    assert body.count("<!--") == 1  # our marker, and nothing else
+    assert_text_only(body.replace(github.MARKER, ""), headings)

@@ -209,4 +209,4 @@ def test_published_variant_loads_on_the_original_base_and_reproduces_its_predict
     params = json.loads((version / "params.json").read_text())["params"]
     assert all(params[key] == value for key, value in variant.items())
     card = (version / "README.md").read_text()
-    assert all(f"| `{key}` | {value} |" in card for key, value in variant.items())
+    assert all(f"| {key} | {value} |" in card for key, value in variant.items())

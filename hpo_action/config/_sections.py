@@ -22,6 +22,7 @@ from hpo_action.config._variants import (
     check_variants,
 )
 from hpo_action.metrics import metric_direction, resolve_metric
+from hpo_action.sources import HUB_ID
 
 Format = Literal["prompt_completion", "messages", "text"]
 Direction = Literal["minimize", "maximize"]
@@ -57,6 +58,14 @@ class ModelConfig(_Section):
         description="Hub id the model card credits as the base when model.name is a local folder "
         "(unset: the card names no base; a local path is never published).",
     )
+
+    @field_validator("card_base_model")
+    @classmethod
+    def _hub_id(cls, value: str | None) -> str | None:
+        """The card names it in its metadata, its text and its loading code: only a Hub id belongs there."""
+        if value is not None and not HUB_ID.match(value):
+            raise ValueError(f"{value!r} is not a Hub model id (org/name, such as Qwen/Qwen2.5-0.5B)")
+        return value
 
 
 class Columns(_Section):

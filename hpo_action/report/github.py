@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from hpo_action.errors import HpoActionError
 from hpo_action.judge.decision import GateDecision
-from hpo_action.redaction import url_secrets
+from hpo_action.redaction import secrets_in_words, url_secrets
 from hpo_action.search.summary import RunSummary
 
 MARKER = "<!-- hpo-action -->"  # finds our PR comment again, so it is updated instead of piling up
@@ -41,10 +41,7 @@ def secret_values(env: dict[str, str], argv: Iterable[str] = ()) -> list[str]:
     """Tokens in the environment and the secrets of every URL (arguments, HPO_STORAGE): to mask in the log and to
     scrub from any message."""
     found = [env[name] for name in TOKEN_VARIABLES if env.get(name)]
-    for text in (*argv, env.get("HPO_STORAGE", "")):
-        for word in text.split():
-            found.extend(url_secrets(word.partition("=")[2] if word.startswith("--") and "=" in word else word))
-    return found
+    return found + secrets_in_words(argv) + url_secrets(env.get("HPO_STORAGE", ""))
 
 
 def mask(secrets: Iterable[str], env: dict[str, str], stream: TextIO | None = None) -> None:

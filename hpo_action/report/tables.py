@@ -15,6 +15,7 @@ from rich.text import Text
 
 from hpo_action.judge.decision import Check, ForgettingResult, GateDecision, PrimaryResult
 from hpo_action.judge.decoding import DecodingSearch
+from hpo_action.report.escape import md_text
 from hpo_action.search.summary import RunSummary, TrialRecord
 
 _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold yellow"}
@@ -141,14 +142,10 @@ def to_rich(table: TableModel) -> Table:
 
 def to_markdown(table: TableModel) -> list[str]:
     cells = [list(table.columns), *(list(row) for row in table.rows)]
-    lines = [f"**{_cell(table.title)}**", ""]
-    lines += ["| " + " | ".join(_cell(c) for c in cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in cells[1:]]
+    lines = [f"**{md_text(table.title)}**", ""]
+    lines += ["| " + " | ".join(md_text(c) for c in cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
+    lines += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in cells[1:]]
     return [*lines, ""]
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def verdict(decision: GateDecision) -> Group:
@@ -168,11 +165,11 @@ def verdict(decision: GateDecision) -> Group:
 def verdict_markdown(decision: GateDecision) -> list[str]:
     """The same verdict as markdown lines, for the job summary, the PR comment and report.md."""
     lines = [f"### Gate: {decision.decision}", ""]
-    lines += [f"- {mark(check)} {_cell(check.text)}" for check in decision.checks()]
+    lines += [f"- {mark(check)} {md_text(check.text)}" for check in decision.checks()]
     note = forgetting_line(decision)
-    lines += [f"- ? {note}"] if note else []
+    lines += [f"- ? {md_text(note)}"] if note else []
     evidence = evidence_line(decision)
-    lines += ["", f"_{evidence}_"] if evidence else []
+    lines += ["", f"_{md_text(evidence)}_"] if evidence else []
     lines.append("")
     for table in gate_tables(decision):
         lines += to_markdown(table)

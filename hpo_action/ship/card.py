@@ -12,6 +12,7 @@ from hpo_action.config import HpoConfig, ModelConfig
 from hpo_action.files import template
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.generation import Decoding
+from hpo_action.report.escape import md_text
 from hpo_action.report.github import github_run_url
 from hpo_action.report.tables import pareto_table, to_markdown, tradeoff_line, verdict_markdown
 from hpo_action.search.summary import RunSummary
@@ -42,6 +43,7 @@ def render_card(
     provenance: Provenance | None = None,
 ) -> str:
     """README.md for a version: metadata for the Hub, then how to load it, the search and the gate evidence.
+    Every user or data string in the body goes through `md_text` (the tables and the verdict do it themselves).
 
     `plots` are the names of the PNG files in plots/; `load_from` is what `from_pretrained` takes to load this
     version (the registry says: a Hub repo id, a folder); `fetch`, when the registry gives it, is code that first
@@ -55,19 +57,22 @@ def render_card(
     card = ModelCard.from_template(
         _card_data(cfg, gate, title),
         template_path=str(template("model_card.md")),
-        model_name=title,
+        model_name=md_text(title),
         fetch=fetch,
         load_argument="path" if fetch else json.dumps(load_from or title, ensure_ascii=False),
         method_name=METHOD_NAMES[cfg.model.method],
         reference_name=f"the champion v{champion_version}" if champion_version else "the base model",
-        params=summary.best.params,
+        params={md_text(name): md_text(value) for name, value in summary.best.params.items()},
         summary=summary,
+        objective=md_text(summary.objective_metric),
+        selection=md_text(summary.selection.rule) if summary.selection else None,
+        stopped_early=md_text(summary.stopped_early) if summary.stopped_early else None,
         budget=cfg.search.budget.model_dump(),
         gate=gate,
         gate_markdown="\n".join(verdict_markdown(gate)),
         decoding=Decoding.from_json(gate.config.decoding).describe() if gate.config.decoding else None,
         reference_decoding=_reference_generation(gate),
-        tradeoff=tradeoff_line(summary),
+        tradeoff=md_text(tradeoff) if (tradeoff := tradeoff_line(summary)) else None,
         pareto_markdown="\n".join(to_markdown(pareto)) if (pareto := pareto_table(summary)) else "",
         plots=[{"title": title, "path": f"plots/{name}"} for name, title in PLOT_TITLES.items() if name in plots],
         versions=_versions(),
@@ -135,7 +140,7 @@ def _card_data(cfg: HpoConfig, gate: GateDecision, title: str) -> Any:
         tags.append(f"base_model:adapter:{base}")
     datasets = [d.partition(":")[0] for d in (cfg.data.train, cfg.data.test) if d and is_hub_id(d)]
     return ModelCardData(
-        model_name=title,
+        model_name=" ".join(title.split()),  # one line: YAML quotes what needs quoting, a line break could end it
         base_model=base,
         base_model_relation=("adapter" if adapter else "finetune") if base else None,
         library_name="peft" if adapter else "transformers",
