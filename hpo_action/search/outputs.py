@@ -20,7 +20,9 @@ from hpo_action.search.duplicates import is_discarded
 from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, chosen_trial, first_value, pareto_front, selection_rule
 from hpo_action.search.pruning import COMPANION_ATTR, companion_study
 from hpo_action.search.slots import finished
+from hpo_action.search.storage import shown_storage
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
+from hpo_action.train.model_source import public_model_name
 from hpo_action.train.models import adapter_sha256
 
 if TYPE_CHECKING:
@@ -156,11 +158,11 @@ def summarize(
     )
     return RunSummary(
         study_name=study.study_name,
-        storage=storage,
+        storage=shown_storage(storage, Path(cfg.output.dir)),
         objective_metric=cfg.search.objective.metric,
         objective_direction=str(cfg.search.objective.direction),
         method=cfg.model.method,
-        base_model=cfg.model.name,
+        base_model=public_model_name(cfg.model),
         sampler=cfg.search.sampler,
         pruner=cfg.search.pruner,
         states=counts,
@@ -177,7 +179,7 @@ def summarize(
             params=params,
             metrics=best.user_attrs.get("metrics", {}),
             forgetting_excess=best.user_attrs.get(EXCESS_ATTR, {}),
-            adapter=str(best_dir) if best_dir else None,
+            adapter=os.path.relpath(best_dir, cfg.output.dir) if best_dir else None,
             forgetting_drop=best.user_attrs.get(DROP_ATTR, {}),
             values=list(best.values) if len(best.values) > 1 else [],
         ),

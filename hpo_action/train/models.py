@@ -16,6 +16,7 @@ from hpo_action.config import ModelConfig
 from hpo_action.errors import ConfigError
 from hpo_action.notices import say
 from hpo_action.train.demo_model import ensure_demo_model, is_demo_model
+from hpo_action.train.model_source import public_model_name
 from hpo_action.train.peft_variants import KeptBase, keep_base, lora_config, save_adapter, save_initial
 from hpo_action.train.threads import limit_torch_threads
 
@@ -68,7 +69,10 @@ class BaseModel:
         return trained
 
     def save(self, trained: Any, folder: Path) -> None:
-        """Save the trained weights so they load on the original base model (see train/peft_variants.py)."""
+        """Save the trained weights so they load on the original base model (see train/peft_variants.py); an
+        adapter names its base by its public name, never this machine's folder (the version ships this file)."""
+        for adapter in getattr(trained, "peft_config", {}).values():
+            adapter.base_model_name_or_path = public_model_name(self.config)
         save_adapter(trained, folder, self._kept)
 
     def frozen_copy(self) -> tuple[Any, int]:
