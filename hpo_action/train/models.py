@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,9 +72,12 @@ class BaseModel:
     def save(self, trained: Any, folder: Path) -> None:
         """Save the trained weights so they load on the original base model (see train/peft_variants.py); an
         adapter names its base by its public name, never this machine's folder (the version ships this file)."""
-        for adapter in getattr(trained, "peft_config", {}).values():
-            adapter.base_model_name_or_path = public_model_name(self.config)
         save_adapter(trained, folder, self._kept)
+        config = folder / ADAPTER_FILES[0]
+        if config.is_file():  # after saving: PEFT looks the name up (a folder, else the Hub) while it saves
+            data = json.loads(config.read_text(encoding="utf-8"))
+            data["base_model_name_or_path"] = public_model_name(self.config)
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def frozen_copy(self) -> tuple[Any, int]:
         """A frozen copy of the base for the KL term of full fine-tuning (LoRA disables its adapter instead), and
