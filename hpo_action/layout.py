@@ -13,12 +13,19 @@ MARKER = ".hpo-action"
 # (name in the output folder, what it holds): the README's "Output folder" table lists exactly these.
 ENTRIES: tuple[tuple[str, str], ...] = (
     ("study.db", "the Optuna study (with the default SQLite storage)"),
-    ("trials.csv", "number, state, value, steps, seconds, one column per parameter, error"),
+    (
+        "trials.csv",
+        "number, state, value, steps, seconds, one column per parameter, per forgetting set its measured delta "
+        "against the base (`forgetting_<set>`, < 0: forgot) and its constraint value (`margin_excess_<set>`: the "
+        "drop beyond the margin, > 0: infeasible), error",
+    ),
     ("trials/", "the saved adapters of trials (only the best one after the study, unless output.keep_all_adapters)"),
     ("best/", "the best trial's adapter and tokenizer, plus params.json (all trial parameters and the value)"),
     (
         "summary.json",
-        "the study: name, objectives, counts by state, every trial, the chosen trial and the rule that chose it",
+        "the study: name, objectives, counts by state, every trial, the chosen trial and the rule that chose it; "
+        "paths relative to the output folder (best adapter `best`, a SQLite study inside it `sqlite:///study.db`), "
+        "the base model by its public name",
     ),
     (
         "checkpoints/",
@@ -43,16 +50,42 @@ ENTRIES: tuple[tuple[str, str], ...] = (
 
 
 def mark(folder: Path, kind: str, **details: object) -> None:
-    """Claim a folder hpo-action wrote (before it becomes visible under its final name)."""
-    (folder / MARKER).write_text(json.dumps({"kind": kind, **details}) + "\n", encoding="utf-8")
+    """Claim a folder hpo-action wrote (before it becomes visible under its final name), listing every file in it:
+    a file that appears later and is not claimed is a person's, and stops hpo-action from deleting the folder."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
+    (folder / MARKER).write_text(json.dumps({"kind": kind, **details, "files": files}) + "\n", encoding="utf-8")
+
+
+def claim(folder: Path, *names: str) -> None:
+    """Add files hpo-action wrote into a folder it marked earlier (best/'s params.json, generation_config.json);
+    nothing happens to a folder without a marker (e.g. an adapter given to `tune-decoding`)."""
+    data = _marker(folder)
+    if data is None:
+        return
+    data["files"] = sorted({*data.get("files", []), *names})
+    (folder / MARKER).write_text(json.dumps(data) + "\n", encoding="utf-8")
 
 
 def is_ours(folder: Path, kind: str) -> bool:
-    marker = folder / MARKER
+    data = _marker(folder)
+    return data is not None and data.get("kind") == kind
+
+
+def foreign_files(folder: Path) -> list[Path]:
+    """The files in a marked folder that hpo-action did not write (none for a marker older than its file list)."""
+    data = _marker(folder)
+    if data is None or "files" not in data:
+        return []
+    ours = {*data["files"], MARKER}
+    return sorted(p for p in folder.rglob("*") if not p.is_dir() and p.relative_to(folder).as_posix() not in ours)
+
+
+def _marker(folder: Path) -> dict[str, object] | None:
     try:
-        return marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("kind") == kind
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
+    return data if isinstance(data, dict) else None
 
 
 @dataclass(frozen=True)
@@ -146,13 +179,18 @@ class RunLayout:
 
     def foreign_entries(self) -> list[Path]:
         """What sits where hpo-action deletes or replaces things but was not written by it: anything in trials/
-        other than its marked, numbered trial folders (and their in-progress copies), and an unmarked best/."""
+        other than its marked, numbered trial folders (and their in-progress copies), an unmarked best/, and any
+        file inside those marked folders that their marker does not list."""
         foreign = []
         if self.trials_dir.is_dir():
             for child in sorted(self.trials_dir.iterdir()):
                 partial = child.name.startswith(".") and child.name.endswith(".partial")
                 if not (partial or (child.name.isdigit() and child.is_dir() and is_ours(child, "trial"))):
                     foreign.append(child)
+                elif not partial:
+                    foreign.extend(foreign_files(child))
         if self.best_dir.exists() and not (self.best_dir.is_dir() and is_ours(self.best_dir, "trial")):
             foreign.append(self.best_dir)
+        elif self.best_dir.exists():
+            foreign.extend(foreign_files(self.best_dir))
         return foreign

@@ -161,6 +161,7 @@ def _evaluate_and_gate(
         )
     if not best.adapter:
         raise TrialError("the best trial's weights were not kept, so there is nothing to evaluate")
+    adapter = Path(cfg.output.dir) / best.adapter  # summary.json names it relative to the output folder
     test = searched.splits.test or []
     champion_dir = None
     if champion is not None and champion_predictions is None:
@@ -175,12 +176,10 @@ def _evaluate_and_gate(
     base = searched.base or load_base_model(cfg.model)  # worker processes kept theirs; they have exited
     if cfg.evaluate.decoding_search:
         with _log_group("decoding search", console):
-            _search_decoding(cfg, base, Path(best.adapter), searched.splits.validation, console)
+            _search_decoding(cfg, base, adapter, searched.splits.validation, console)
     console.print(f"evaluating trial #{best.number} on {len(test)} test examples")
     with _log_group("evaluate and gate", console):
-        return evaluate_and_gate(
-            cfg, base, searched.splits, Path(best.adapter), sets, champion_predictions, champion_dir
-        )
+        return evaluate_and_gate(cfg, base, searched.splits, adapter, sets, champion_predictions, champion_dir)
 
 
 def _search_decoding(

@@ -55,7 +55,7 @@ def test_the_card_credits_a_hub_base_and_never_a_local_path(tmp_path: Path):
     card = _card(tmp_path, {"name": str(local)})
     assert card.data.base_model is None and "base_model_relation" not in card.data.to_dict()
     assert str(tmp_path) not in card.content  # neither the header nor the body names the machine's folders
-    assert "a base model from a local folder" in card.text
+    assert "a local folder named `my-base`; supply it yourself" in card.text
 
     credited = _card(tmp_path, {"name": str(local), "card_base_model": "org/the-original"})
     assert credited.data.base_model == "org/the-original"

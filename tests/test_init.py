@@ -104,7 +104,7 @@ def test_the_starter_uses_its_replay_file_and_promotes_on_a_cpu(tmp_path: Path):
     assert summary.n_trials == 1 and set(summary.states) == {"COMPLETE"}, summary.states
     assert summary.best is not None and summary.best.adapter
     gate = GateDecision.read(tmp_path / "runs" / "gate.json")  # a verdict on the best trial's weights
-    assert gate.adapter_sha256 == adapter_sha256(Path(summary.best.adapter)) and gate.primary.n > 0
+    assert gate.adapter_sha256 == adapter_sha256(tmp_path / "runs" / summary.best.adapter) and gate.primary.n > 0
     assert gate.decision == "promote", gate.reasons
     assert [(row.name, row.status) for row in gate.forgetting] == [("copy", "passed")]
     assert "replay: 240 rows of replay_copy.jsonl" in done.stderr

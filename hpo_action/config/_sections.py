@@ -56,7 +56,7 @@ class ModelConfig(_Section):
     card_base_model: str | None = Field(
         None,
         description="Hub id the model card credits as the base when model.name is a local folder "
-        "(unset: the card names no base; a local path is never published).",
+        "(unset: the card names the folder by its name only; a local path is never published).",
     )
 
     @field_validator("card_base_model")

@@ -25,6 +25,7 @@ from hpo_action.judge.generation import Decoding, read_decoding
 from hpo_action.judge.predictions import write_predictions
 from hpo_action.metrics import NORMALIZERS, Metric, resolve_metric
 from hpo_action.notices import progress
+from hpo_action.train.model_source import public_model_name
 from hpo_action.train.models import BaseModel, adapter_sha256, load_base_model
 
 if TYPE_CHECKING:
@@ -174,7 +175,9 @@ def attach_trained(base: BaseModel, folder: Path) -> tuple[PreTrainedModel, dict
 
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.dtype).to(base.device)
     model.eval()
-    return model, {"model": base.config.name, "adapter": str(Path(folder).resolve()), "adapter_sha256": digest}
+    # Public names only: the meta ships with a version (the adapter is known by its hash, not by its folder).
+    meta = {"model": public_model_name(base.config), "adapter": Path(folder).resolve().name, "adapter_sha256": digest}
+    return model, meta
 
 
 def load_for_eval(
@@ -186,7 +189,8 @@ def load_for_eval(
     base = load_base_model(model_cfg)
     if adapter is None:
         base.model.eval()
-        return base.model, base.tokenizer, {"model": model_cfg.name, "adapter": None, "adapter_sha256": None}
+        meta = {"model": public_model_name(model_cfg), "adapter": None, "adapter_sha256": None}
+        return base.model, base.tokenizer, meta
     model, meta = attach_trained(base, Path(adapter))
     return model, base.tokenizer, meta
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_action.files import write_text_atomic
+from hpo_action.layout import claim
 
 GENERATION_CONFIG = "generation_config.json"
 _OURS = "hpo_action"  # the key that marks a file written by us (a fully fine-tuned model ships its own)
@@ -72,6 +73,7 @@ def write_generation_config(folder: Path, decoding: Decoding, defaults: dict[str
     kwargs = {key: value for key, value in decoding.generate_kwargs().items() if key != "num_beams"}
     config = GenerationConfig(**ids, **kwargs, **{_OURS: {"decoding": decoding.to_json()}})
     write_text_atomic(path, config.to_json_string(use_diff=True))
+    claim(path.parent, GENERATION_CONFIG)  # best/'s marker lists it, so a later study may replace best/
     return path
 
 

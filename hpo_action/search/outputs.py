@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
 from hpo_action.files import is_no_space, write_text_atomic
-from hpo_action.layout import RunLayout, is_ours
+from hpo_action.layout import RunLayout, claim, foreign_files, is_ours
 from hpo_action.search.duplicates import is_discarded
 from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, chosen_trial, first_value, pareto_front, selection_rule
 from hpo_action.search.objective import CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
 from hpo_action.search.pruning import COMPANION_ATTR, companion_study
 from hpo_action.search.slots import finished
+from hpo_action.search.storage import shown_storage
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
+from hpo_action.train.model_source import public_model_name
 from hpo_action.train.models import adapter_sha256
 
 if TYPE_CHECKING:
@@ -76,12 +78,15 @@ def _first_objective_curves(study: optuna.Study) -> dict[int, list[tuple[int, fl
 
 
 def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
-    """One row per trial: number, state, value, steps, seconds, one column per parameter and forgetting set, error."""
+    """One row per trial: number, state, value, steps, seconds, one column per parameter, per forgetting set its
+    measured delta against the base (`forgetting_<set>`, as the report's trade-off line shows it; < 0: forgot) and
+    its constraint value (`margin_excess_<set>`: the drop beyond the margin; > 0: infeasible), error."""
     rows = []
     for record in records:
         row: dict[str, Any] = {k: getattr(record, k) for k in ("number", "state", "value", "steps", "seconds")}
         row.update({f"param_{k}": v for k, v in record.params.items()})
-        row.update({f"forgetting_{k}": v for k, v in record.forgetting.items()})
+        row.update({f"forgetting_{k}": 0.0 - drop for k, drop in record.forgetting_drop.items()})
+        row.update({f"margin_excess_{k}": v for k, v in record.forgetting.items()})
         rows.append({**row, "error": record.error})
     columns: list[str] = []
     for row in rows:
@@ -105,13 +110,15 @@ def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any])
     if not source.is_dir():
         return None
     target, output = layout.best_dir, layout.root
-    if target.exists() and not is_ours(target, "trial"):
-        raise OutputError(f"output.dir: {target} was not written by hpo-action; move it away (it would be replaced)")
+    foreign = [target] if target.exists() and not is_ours(target, "trial") else foreign_files(target)
+    if foreign:
+        raise OutputError(f"output.dir: {foreign[0]} was not written by hpo-action; move it away (it would be deleted)")
     staging = Path(tempfile.mkdtemp(dir=output, prefix=".best-"))
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True)
         info = {"trial": best.number, "value": first_value(best), "params": params}
         (staging / layout.best_params.name).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        claim(staging, layout.best_params.name)
         if target.exists() and adapter_sha256(target) == adapter_sha256(staging):
             os.replace(staging / layout.best_params.name, layout.best_params)  # the same weights: keep the verdict
             shutil.rmtree(staging, ignore_errors=True)
@@ -159,11 +166,11 @@ def summarize(
     )
     return RunSummary(
         study_name=study.study_name,
-        storage=storage,
+        storage=shown_storage(storage, Path(cfg.output.dir)),
         objective_metric=cfg.search.objective.metric,
         objective_direction=str(cfg.search.objective.direction),
         method=cfg.model.method,
-        base_model=cfg.model.name,
+        base_model=public_model_name(cfg.model),
         sampler=cfg.search.sampler,
         pruner=cfg.search.pruner,
         states=counts,
@@ -180,7 +187,7 @@ def summarize(
             params=params,
             metrics=best.user_attrs.get("metrics", {}),
             forgetting_excess=best.user_attrs.get(EXCESS_ATTR, {}),
-            adapter=str(best_dir) if best_dir else None,
+            adapter=os.path.relpath(best_dir, cfg.output.dir) if best_dir else None,
             forgetting_drop=best.user_attrs.get(DROP_ATTR, {}),
             values=list(best.values) if len(best.values) > 1 else [],
         ),

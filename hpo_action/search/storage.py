@@ -29,6 +29,20 @@ def storage_url(cfg: HpoConfig) -> str:
     return cfg.search.storage or f"sqlite:///{Path(cfg.output.dir) / 'study.db'}"
 
 
+def shown_storage(url: str, root: Path) -> str:
+    """The storage as summary.json (which ships with a version) shows it: a study file inside the output folder
+    relative to it (sqlite:///study.db), one elsewhere by its name only, a database URL as given (redacted). No
+    folder of this machine is published."""
+    prefix = "sqlite:///" if url.startswith("sqlite:///") else "" if "://" not in url else None
+    if prefix is None:
+        return url
+    path = Path(url.removeprefix(prefix)).expanduser().resolve()
+    try:
+        return prefix + path.relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return f"{prefix}<outside the output folder>/{path.name}"
+
+
 def open_storage(url: str, search: SearchConfig | None = None) -> optuna.storages.BaseStorage:
     """An Optuna RDB storage for URLs, a journal storage for file paths (e.g. runs/study.journal).
 

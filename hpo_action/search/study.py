@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from hpo_action.config import HpoConfig
 from hpo_action.errors import ConfigError, TrialError
 from hpo_action.interrupts import raise_if_pressed
-from hpo_action.layout import RunLayout, is_ours
+from hpo_action.layout import RunLayout, foreign_files, is_ours
 from hpo_action.redaction import redact_url
 from hpo_action.search.duplicates import claim_invocation, derive_seed, exhausted, is_discarded, seed_stream
 from hpo_action.search.finalist import chosen_trial
@@ -190,7 +190,7 @@ def keep_only_best(study: optuna.Study, trials_dir: Path) -> None:
     finalist = chosen_trial(study)
     best = str(finalist.number) if finalist is not None else None
     for child in trials_dir.iterdir():
-        if child.name.isdigit() and child.name != best and is_ours(child, "trial"):
+        if child.name.isdigit() and child.name != best and is_ours(child, "trial") and not foreign_files(child):
             shutil.rmtree(child, ignore_errors=True)
 
 

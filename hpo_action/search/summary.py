@@ -43,7 +43,7 @@ class BestTrial:
     params: dict[str, Any]  # every trial parameter: the train defaults, the searched ones, a batch override
     metrics: dict[str, float]
     forgetting_excess: dict[str, float]
-    adapter: str | None  # best/ when its weights were kept
+    adapter: str | None  # "best" (relative to the output folder) when its weights were kept
     forgetting_drop: dict[str, float] = field(default_factory=dict)  # the probes' drop against the base per set
     values: list[float] = field(default_factory=list)  # one per objective (multi-objective studies)
 
@@ -62,11 +62,11 @@ class RunSummary:
     """summary.json: the study, its trials and its best trial."""
 
     study_name: str
-    storage: str  # redacted
+    storage: str  # redacted; a file storage inside the output folder relative to it (search/storage.py)
     objective_metric: str
     objective_direction: str
     method: str
-    base_model: str
+    base_model: str  # its public name (train/model_source.py), never a folder of this machine
     sampler: str
     pruner: str
     states: dict[str, int]

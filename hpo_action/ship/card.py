@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hpo_action.search.summary import RunSummary
 from hpo_action.ship.attestation import Provenance
 from hpo_action.sources import is_hub_id
 from hpo_action.train.demo_model import is_demo_model
+from hpo_action.train.model_source import public_model_name
 
 PLOT_TITLES = {
     "optimization_history.png": "Optimization history",
@@ -61,6 +63,7 @@ def render_card(
         fetch=fetch,
         load_argument="path" if fetch else json.dumps(load_from or title, ensure_ascii=False),
         method_name=METHOD_NAMES[cfg.model.method],
+        base=base_model_source(cfg.model),
         reference_name=f"the champion v{champion_version}" if champion_version else "the base model",
         params={md_text(name): md_text(value) for name, value in summary.best.params.items()},
         summary=summary,
@@ -97,6 +100,39 @@ def card_title(cfg: HpoConfig, registry_title: str | None) -> str:
     """registry.title, else the registry's own (a Hub repo's name), else '<base model>-<method>': never the name
     of a folder such as 'registry'."""
     return cfg.registry.title or registry_title or f"{Path(cfg.model.name).name}-{cfg.model.method}"
+
+
+@dataclass(frozen=True)
+class BaseModelSource:
+    """How a reader of the card gets the base model: its public name, a note on where it comes from, the
+    `from_pretrained` argument, and the lines (if any) that make that argument exist."""
+
+    name: str
+    note: str | None
+    argument: str
+    setup: str | None = None
+
+
+def base_model_source(model: ModelConfig) -> BaseModelSource:
+    """A Hub id (or model.card_base_model) loads by its id; the bundled demo is rebuilt in code by
+    `ensure_demo_model()`; a local folder is named, and the reader supplies it. Never this machine's path."""
+    name = public_model_name(model)
+    if is_demo_model(model.name):
+        return BaseModelSource(
+            name,
+            "hpo-action's bundled tiny demo model, built in code: `ensure_demo_model()` from "
+            "`hpo_action.train.demo_model` rebuilds it, seeded, in about 30 s on a CPU",
+            "ensure_demo_model()",
+            "from hpo_action.train.demo_model import ensure_demo_model  # pip install hpo-action",
+        )
+    credited = card_base_model(model)
+    if credited:
+        return BaseModelSource(credited, None, json.dumps(credited, ensure_ascii=False))
+    return BaseModelSource(
+        name,
+        f"a local folder named `{name}`; supply it yourself",
+        json.dumps(f"PATH/TO/{name}", ensure_ascii=False),
+    )
 
 
 def card_base_model(model: ModelConfig) -> str | None:

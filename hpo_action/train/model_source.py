@@ -11,7 +11,7 @@ from hpo_action.config import ModelConfig
 from hpo_action.errors import ConfigError
 from hpo_action.notices import say
 from hpo_action.sources import is_hub_id
-from hpo_action.train.demo_model import is_demo_model
+from hpo_action.train.demo_model import DEMO_MODEL_ID, is_demo_model
 
 PROBE_SECONDS = 5.0  # one request; a Hub that needs longer to answer a model's metadata is out of reach for us
 
@@ -25,6 +25,17 @@ def check_model_source(model: ModelConfig) -> None:
     if Path(name).expanduser().is_absolute() or not is_hub_id(name):
         raise ConfigError(f"model.name: folder not found: {name}; check the path, or give a Hub id ('org/name')")
     _check_hub_model(model)
+
+
+def public_model_name(model: ModelConfig) -> str:
+    """The base model's name as published files give it (adapter_config.json, summary.json, the predictions'
+    meta): the Hub id, 'hpo-action/tiny-demo' for the bundled demo, and for a local folder model.card_base_model or
+    else the folder's own name. Never a path: it means nothing on another machine and shows this one's layout."""
+    if is_demo_model(model.name):
+        return DEMO_MODEL_ID
+    if is_hub_id(model.name):
+        return model.name
+    return model.card_base_model or Path(model.name).name
 
 
 def _check_hub_model(model: ModelConfig) -> None:

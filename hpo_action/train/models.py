@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from hpo_action.config import ModelConfig
 from hpo_action.errors import ConfigError
 from hpo_action.notices import say
 from hpo_action.train.demo_model import ensure_demo_model, is_demo_model
+from hpo_action.train.model_source import public_model_name
 from hpo_action.train.peft_variants import KeptBase, keep_base, lora_config, save_adapter, save_initial
 from hpo_action.train.threads import limit_torch_threads
 
@@ -68,8 +70,14 @@ class BaseModel:
         return trained
 
     def save(self, trained: Any, folder: Path) -> None:
-        """Save the trained weights so they load on the original base model (see train/peft_variants.py)."""
+        """Save the trained weights so they load on the original base model (see train/peft_variants.py); an
+        adapter names its base by its public name, never this machine's folder (the version ships this file)."""
         save_adapter(trained, folder, self._kept)
+        config = folder / ADAPTER_FILES[0]
+        if config.is_file():  # after saving: PEFT looks the name up (a folder, else the Hub) while it saves
+            data = json.loads(config.read_text(encoding="utf-8"))
+            data["base_model_name_or_path"] = public_model_name(self.config)
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def frozen_copy(self) -> tuple[Any, int]:
         """A frozen copy of the base for the KL term of full fine-tuning (LoRA disables its adapter instead), and

@@ -53,10 +53,13 @@ class LocalRegistry:
         return str(champion.path)
 
     def load_reference(self, version: int) -> str:
-        return str(self.root / VERSIONS / str(version))
+        """Relative to the registry's folder, spelled REGISTRY: the card ships, and this machine's path would mean
+        nothing elsewhere (and show its layout)."""
+        return f"REGISTRY/{VERSIONS}/{version}"
 
-    def fetch_code(self, version: int) -> None:
-        return None
+    def fetch_code(self, version: int) -> str:
+        reference = json.dumps(self.load_reference(version))
+        return f"# REGISTRY: the registry's folder (it holds {POINTER}) where you keep it\npath = {reference}"
 
     def next_version(self, expected: Champion | None) -> int:
         return self._next_version() if (self.root / VERSIONS).is_dir() else 1
