@@ -150,6 +150,6 @@ def test_replay_rows_that_are_forgetting_rows_exit_2_naming_the_file(tmp_path: P
         main(["run", "-c", str(write_config(tmp_path, raw))])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
-    assert "data.replay[0]" in message and str(tmp_path / "leaky.jsonl") in message
+    assert "data.replay.0" in message and str(tmp_path / "leaky.jsonl") in message
     assert "gate.forgetting[copy]" in message and "forget_copy.jsonl" in message
     assert not (tmp_path / "out").exists()

@@ -70,10 +70,13 @@ class Columns(_Section):
 
 
 class ReplaySource(_Section):
-    """Rows of a skill to keep, mixed into the training batches (replay); read like data.train."""
+    """Rows of a skill to keep, mixed into the training batches (replay); read in their own format, like a
+    gate.forgetting set, so a skill kept in raw prompt/completion rows is replayed as such beside chat training."""
 
-    data: str = Field(description="Local .jsonl/.csv/.parquet file, or a Hub dataset id, in data.format.")
+    data: str = Field(description="Local .jsonl/.csv/.parquet file, or a Hub dataset id, in its own `format`.")
     weight: float = Field(1.0, gt=0, description="This source's share of the replay rows, relative to the others.")
+    format: Format | None = Field(None, description="The file's row format; default data.format.")
+    columns: Columns | None = Field(None, description="The file's column names; default data.columns.")
 
     @model_validator(mode="before")
     @classmethod

@@ -24,7 +24,7 @@ REPLAY_COLUMN = "replay"  # 1 on replay rows, 0 on train rows: the KL term is ta
 def check_held_out(replay: tuple[ReplaySet, ...], held_out: dict[str, tuple[str, Rows]]) -> None:
     """Refuse replay rows that are also evaluation rows (same id, or the same content): trained on, they would
     leak into the gate. `held_out` maps a role ('gate.forgetting[copy]') to (its file, its rows)."""
-    for index, replay_set in enumerate(replay):
+    for replay_set in replay:
         ids = {str(row["id"]): row for row in replay_set.rows}
         texts = {row_text(row): row for row in replay_set.rows}
         for role, (origin, rows) in held_out.items():
@@ -36,7 +36,7 @@ def check_held_out(replay: tuple[ReplaySet, ...], held_out: dict[str, tuple[str,
                 else:
                     continue
                 raise DataError(
-                    f"data.replay[{index}]: {replay_set.source}: {what} is also in {role} ({origin}); replay data "
+                    f"{replay_set.key}: {replay_set.source}: {what} is also in {role} ({origin}); replay data "
                     "must not be evaluation data, or it leaks into the gate (if the ids are per-file row numbers, "
                     "make them unique across files)"
                 )
