@@ -43,8 +43,17 @@ def check_held_out(replay: tuple[ReplaySet, ...], held_out: dict[str, tuple[str,
 
 
 def row_text(row: dict[str, Any]) -> str:
-    """A row's content without its id (prompt and completion, messages, or text), to compare across files."""
-    return canonical_json({key: value for key, value in row.items() if key != "id"})
+    """What of a row reaches the model, to compare across files: its prompt and completion (a chat: the earlier
+    turns and the last one; text: the whole), whitespace collapsed. Other fields (a `source` tag, a note) never
+    reach the model, so they cannot make a copied evaluation row a different row; nor can the format it is in."""
+    if "messages" in row:
+        turns = [str(message["content"]) for message in row["messages"]]
+        prompt, completion = " ".join(turns[:-1]), turns[-1]
+    elif "text" in row:
+        prompt, completion = "", str(row["text"])
+    else:
+        prompt, completion = str(row["prompt"]), str(row["completion"])
+    return canonical_json([" ".join(prompt.split()), " ".join(completion.split())])
 
 
 def mixed_order(
