@@ -248,7 +248,12 @@ class SearchConfig(_Section):
     forgetting_constraint: bool = Field(
         False, description="Score gate.forgetting sets after each trial; trials that forget are infeasible."
     )
-    forgetting_probe_size: int = Field(64, ge=1, description="Rows per forgetting set scored after each trial.")
+    forgetting_probe_size: int | None = Field(
+        None,
+        ge=1,
+        description="Rows of each forgetting set scored after each trial (its probe part, which the gate never "
+        "tests; the gate uses the rest); default 30% of the set.",
+    )
     workers: int = Field(
         1,
         ge=0,

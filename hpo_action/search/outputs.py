@@ -17,7 +17,15 @@ from hpo_action.errors import OutputError
 from hpo_action.files import is_no_space, write_text_atomic
 from hpo_action.layout import RunLayout, is_ours
 from hpo_action.search.duplicates import is_discarded
-from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, chosen_trial, first_value, pareto_front, selection_rule
+from hpo_action.search.finalist import (
+    DROP_ATTR,
+    EXCESS_ATTR,
+    chosen_trial,
+    feasible_count,
+    first_value,
+    pareto_front,
+    selection_rule,
+)
 from hpo_action.search.pruning import COMPANION_ATTR, companion_study
 from hpo_action.search.slots import finished
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
@@ -153,6 +161,7 @@ def summarize(
         objectives=[{"metric": o.metric, "direction": str(o.direction)} for o in objectives],
         rule=selection_rule(cfg),
         pareto_front=[t.number for t in pareto_front(study)],
+        feasible=feasible_count(study),
     )
     return RunSummary(
         study_name=study.study_name,
