@@ -57,7 +57,7 @@ def trial_runner(cfg: HpoConfig, splits: Splits, forgetting: dict[str, Rows] | N
         console.print("replay: " + ", ".join(f"{len(rows)} rows of {Path(r.source).name}" for rows, r in sources))
     probes = ()
     if probes_needed(cfg):
-        sets = forgetting or load_forgetting_sets(cfg)  # `search` alone checks none before: load them here
+        sets = forgetting or load_forgetting_sets(cfg)  # a worker process loads them itself, like the preflight
         probes = build_probes(cfg, base, sets)
         shown = (f"{p.name} base {p.baseline:.3g} on {len(p.rows)} probe rows" for p in probes)
         console.print("forgetting probes (rows the gate never tests): " + ", ".join(shown))
