@@ -105,15 +105,18 @@ class Task:
         from hpo_action.data.loading import load_splits
         from hpo_action.data.tokenize import tokenize_replay, tokenize_splits
         from hpo_action.judge.forgetting import build_probes, load_forgetting_sets
+        from hpo_action.judge.forgetting_split import forgetting_parts
 
         self.name, self.folder, self.base = name, folder, base
         self.cfg = apply_overrides(base_cfg, task_folder(name, folder / "data"), source=name)
         self.splits = load_splits(self.cfg.data)
-        self.sets = load_forgetting_sets(self.cfg)
         cache = folder / "cache"
         self.train, self.validation, _ = tokenize_splits(self.splits, base.tokenizer, self.cfg.data, cache)
         self.replay, _ = tokenize_replay(self.splits.replay, base.tokenizer, self.cfg.data, cache)
-        self.probes = build_probes(self.cfg, base, self.sets)
+        probed = apply_overrides(self.cfg, {"search.forgetting_constraint": True}, source="probes")
+        sets = load_forgetting_sets(self.cfg)
+        self.probes = build_probes(probed, base, sets)  # each set's probe part; the gate below tests the rest
+        self.sets = {name: part.gate for name, part in forgetting_parts(probed, sets).items()}
         self.reference = self._score(base.model)
 
     def _score(self, model: Any) -> dict[str, dict[str, dict[str, Any]]]:

@@ -27,12 +27,12 @@ from hpo_action.judge.assess import evaluate_and_gate
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.decoding import DecodingSearch, search_decoding
 from hpo_action.judge.evaluate import EvalSettings, attach_trained, evaluate
-from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair, too_small_to_pass
+from hpo_action.judge.forgetting_split import forgetting_parts, small_set_warnings
+from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair
 from hpo_action.judge.gate_files import ForgettingFiles
 from hpo_action.judge.generation import write_generation_config
 from hpo_action.judge.predictions import read_meta, read_predictions
 from hpo_action.layout import RunLayout
-from hpo_action.metrics import metric_kind
 from hpo_action.preflight import Checked, check_run_inputs
 from hpo_action.redaction import redact_url
 from hpo_action.report import github
@@ -85,7 +85,9 @@ class _Searched:
 def search(cfg: HpoConfig, extra_trials: int | None = None, console: Console | None = None) -> RunSummary:
     """Run (or resume) the study and write trials.csv, best/, summary.json and the plots."""
     checked = check_run_inputs(cfg, gating=False)
-    return _study(cfg, extra_trials, console or make_console(stderr=True), checked).summary
+    console = console or make_console(stderr=True)
+    _warn_small_forgetting_sets(cfg, checked.forgetting_sets, console)
+    return _study(cfg, extra_trials, console, checked).summary
 
 
 def run(
@@ -291,12 +293,8 @@ def _print_findings(findings: list[Finding], console: Console) -> None:
 
 
 def _warn_small_forgetting_sets(cfg: HpoConfig, sets: Sets, console: Console) -> None:
-    warnings = [
-        too_small_to_pass(benchmark.name, len(sets[benchmark.name]), benchmark.margin, cfg.gate.alpha)
-        for benchmark in cfg.gate.forgetting
-        if benchmark.name in sets and metric_kind(benchmark.metric) == "boolean"
-    ]
-    _warn([w for w in warnings if w], console)
+    """Forgetting sets whose gate part cannot show the margin, or whose probe part no trial can pass."""
+    _warn(small_set_warnings(cfg, forgetting_parts(cfg, sets)), console)
 
 
 def _warn(warnings: Sequence[str], console: Console) -> None:

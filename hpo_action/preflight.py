@@ -14,6 +14,7 @@ from hpo_action.data.rows import Rows
 from hpo_action.data.tokenize import first_trained_position, tokenize_rows
 from hpo_action.errors import ConfigError, GateError
 from hpo_action.judge.forgetting import load_forgetting_sets
+from hpo_action.judge.forgetting_split import forgetting_parts, probes_needed
 from hpo_action.judge.predictions import read_predictions
 from hpo_action.layout import RunLayout
 from hpo_action.search.samplers import make_pruner, make_sampler
@@ -52,9 +53,10 @@ def check_run_inputs(cfg: HpoConfig, champion_predictions: Path | None = None, g
     check_method(cfg.model)  # QLoRA without CUDA or bitsandbytes fails before any worker starts
     check_model_source(cfg.model)  # a missing folder or an unreachable Hub: one line, before any worker starts
     splits = load_splits(cfg.data)
-    sets = load_forgetting_sets(cfg) if gating else {}
+    sets = load_forgetting_sets(cfg) if gating or splits.replay or probes_needed(cfg) else {}
+    forgetting_parts(cfg, sets)  # a probe that leaves a set's gate part no rows fails now
     if splits.replay:
-        _check_replay_held_out(cfg, splits, sets if gating else load_forgetting_sets(cfg))
+        _check_replay_held_out(cfg, splits, sets)
     if champion_predictions is not None and splits.test is not None:
         _check_champion_ids(champion_predictions, splits)
     _check_trial_length(cfg, splits)  # else every trial fails in a worker

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from hpo_action.config import HpoConfig, is_forgetting_objective
+from hpo_action.config import HpoConfig
 from hpo_action.data.loading import Splits
 from hpo_action.data.rows import Rows
 from hpo_action.data.tokenize import tokenize_for_study, tokenize_replay
 from hpo_action.judge.forgetting import build_probes, load_forgetting_sets
+from hpo_action.judge.forgetting_split import probes_needed
 from hpo_action.layout import RunLayout
 from hpo_action.train.cross_validation import CrossValidatedRunner
 from hpo_action.train.models import load_base_model
@@ -56,9 +57,10 @@ def trial_runner(cfg: HpoConfig, splits: Splits, forgetting: dict[str, Rows] | N
         console.print("replay: " + ", ".join(f"{len(rows)} rows of {Path(r.source).name}" for rows, r in sources))
     probes = ()
     if probes_needed(cfg):
-        sets = forgetting or load_forgetting_sets(cfg)  # `search` alone checks none before: load them here
+        sets = forgetting or load_forgetting_sets(cfg)  # a worker process loads them itself, like the preflight
         probes = build_probes(cfg, base, sets)
-        console.print("forgetting probes: " + ", ".join(f"{p.name} base {p.baseline:.3g}" for p in probes))
+        shown = (f"{p.name} base {p.baseline:.3g} on {len(p.rows)} probe rows" for p in probes)
+        console.print("forgetting probes (rows the gate never tests): " + ", ".join(shown))
     reference = None
     if cfg.model.method == "full" and cfg.may_be_nonzero("kl_to_base"):
         reference, size = base.frozen_copy()
@@ -67,9 +69,3 @@ def trial_runner(cfg: HpoConfig, splits: Splits, forgetting: dict[str, Rows] | N
         )
     runner = TrialRunner(cfg, base, train, validation, probes, replay, reference)
     return CrossValidatedRunner(runner, folds) if len(folds) > 1 else runner
-
-
-def probes_needed(cfg: HpoConfig) -> bool:
-    """Forgetting probes run after each trial for the constraint or for a forgetting objective."""
-    wanted = cfg.search.forgetting_constraint or any(is_forgetting_objective(o.metric) for o in cfg.search.objectives)
-    return wanted and bool(cfg.gate.forgetting)

@@ -57,7 +57,7 @@ def test_a_finished_study_opens_in_optuna_dashboard_with_its_trial_attributes(tm
         search={
             "n_trials": 3,
             "pruner": "none",
-            "workers": 1,  # a worker loads the forgetting probes itself (in-process search does not yet: issue 20)
+            "workers": 1,  # a worker loads the forgetting probes itself, as the in-process search does
             "forgetting_constraint": True,
             "forgetting_probe_size": 16,
             "budget": {"max_steps": 2, "eval_every": 1},

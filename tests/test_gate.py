@@ -66,6 +66,8 @@ FORGETTING_KEYS = {
     "status",
     "needed_n",
     "note",
+    "probe_rows",  # rows of the set the search's probe took, never tested by the gate
+    "gate_rows",  # the rows the gate tested (n)
 }
 CFG = GateConfig(resamples=1000)
 

@@ -30,7 +30,7 @@ COPY = {"name": "copy", "data": "forget_copy.jsonl", "metric": "exact_match", "m
 
 
 def _raw(tmp_path: Path, **search) -> dict:
-    raw = small_config(tmp_path, search={"objectives": OBJECTIVES, "forgetting_probe_size": 16, **search})
+    raw = small_config(tmp_path, search={"objectives": OBJECTIVES, "forgetting_probe_size": 64, **search})
     raw["gate"]["forgetting"] = [COPY]
     return raw
 

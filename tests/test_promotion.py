@@ -10,6 +10,8 @@ import pytest
 
 from hpo_action.cli import main
 from hpo_action.config import parse_config
+from hpo_action.judge.forgetting import load_forgetting_sets
+from hpo_action.judge.forgetting_split import forgetting_parts
 from hpo_action.pipeline import run
 from hpo_action.search.storage import storage_url, study_name
 
@@ -61,6 +63,14 @@ def test_forgetting_constraint_picks_the_best_feasible_trial(tmp_path: Path):
     assert by_lr[1e-4].constraints["forgetting:copy"] <= 0
     assert study.best_trial.number == by_lr[1e-4].number
     assert result.forgetting[0].passed
+    # The gate tested only the rows the probe never saw (issue 21): the quickstart's 128 probe rows held back.
+    (copy,) = json.loads((Path(cfg.output.dir) / "gate.json").read_text())["forgetting"]
+    assert (copy["probe_rows"], copy["gate_rows"], copy["n"]) == (128, 272, 272)
+    gated = {json.loads(line)["id"] for line in (Path(cfg.output.dir) / "predictions" / "copy.base.jsonl").open()}
+    probed = {row["id"] for row in forgetting_parts(cfg, load_forgetting_sets(cfg))["copy"].probe}
+    assert len(gated) == 272 and len(probed) == 128 and not gated & probed
+    summary = json.loads((Path(cfg.output.dir) / "summary.json").read_text())
+    assert summary["selection"]["feasible"] == 1  # the gentle trial only
 
 
 def test_champion_predictions_replace_the_base_as_reference(tmp_path: Path):

@@ -136,20 +136,32 @@ def test_full_fine_tuning_distills_to_a_frozen_reference_copy(tmp_path: Path):
     assert not any(p.requires_grad for p in runner.reference.parameters())
 
 
-@pytest.mark.parametrize("overlap", ["id", "text"])
+@pytest.mark.parametrize("overlap", ["id", "text", "extra-field", "whitespace", "as-chat"])
 def test_replay_rows_that_are_forgetting_rows_exit_2_naming_the_file(tmp_path: Path, capsys, overlap: str):
     raw = small_config(tmp_path)
     raw["gate"]["forgetting"] = [{"name": "copy", "data": "forget_copy.jsonl", "metric": "exact_match"}]
     forgotten = json.loads((QUICKSTART / "forget_copy.jsonl").read_text().splitlines()[5])
-    if overlap == "text":
+    if overlap != "id":
         forgotten["id"] = "my-own-id"
-    rows = (QUICKSTART / "replay_copy.jsonl").read_text() + json.dumps(forgotten) + "\n"
-    (tmp_path / "leaky.jsonl").write_text(rows)
-    raw["data"]["replay"] = ["leaky.jsonl"]
+    if overlap == "extra-field":  # a field that never reaches the model does not make it another row
+        forgotten["source"] = "scraped"
+    if overlap == "whitespace":
+        spaced = "  " + forgotten["prompt"].replace(" ", "  ")
+        forgotten.update(prompt=spaced, completion=forgotten["completion"] + "\n")
+    if overlap == "as-chat":  # the same prompt and completion, in a chat-format replay source
+        turns = [{"role": "user", "content": forgotten.pop("prompt")}]
+        forgotten["messages"] = [*turns, {"role": "assistant", "content": forgotten.pop("completion")}]
+        rows = json.dumps(forgotten) + "\n"
+        (tmp_path / "leaky.jsonl").write_text(rows)
+        raw["data"]["replay"] = [{"data": "leaky.jsonl", "format": "messages"}]
+    else:
+        rows = (QUICKSTART / "replay_copy.jsonl").read_text() + json.dumps(forgotten) + "\n"
+        (tmp_path / "leaky.jsonl").write_text(rows)
+        raw["data"]["replay"] = ["leaky.jsonl"]
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "-c", str(write_config(tmp_path, raw))])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
-    assert "data.replay[0]" in message and str(tmp_path / "leaky.jsonl") in message
+    assert "data.replay.0" in message and str(tmp_path / "leaky.jsonl") in message
     assert "gate.forgetting[copy]" in message and "forget_copy.jsonl" in message
     assert not (tmp_path / "out").exists()

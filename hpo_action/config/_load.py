@@ -147,7 +147,7 @@ def _resolve_paths(cfg: HpoConfig, base_dir: Path) -> None:
     if data.test:
         data.test = _local_or_hub(data.test, "data.test", base_dir)
     for index, source in enumerate(data.replay):
-        source.data = _local_or_hub(source.data, f"data.replay[{index}]", base_dir)
+        source.data = _local_or_hub(source.data, f"data.replay.{index}.data", base_dir)
     for benchmark in cfg.gate.forgetting:
         if benchmark.data:
             benchmark.data = _absolute(benchmark.data, base_dir)

@@ -79,10 +79,13 @@ class Columns(_Section):
 
 
 class ReplaySource(_Section):
-    """Rows of a skill to keep, mixed into the training batches (replay); read like data.train."""
+    """Rows of a skill to keep, mixed into the training batches (replay); read in their own format, like a
+    gate.forgetting set, so a skill kept in raw prompt/completion rows is replayed as such beside chat training."""
 
-    data: str = Field(description="Local .jsonl/.csv/.parquet file, or a Hub dataset id, in data.format.")
+    data: str = Field(description="Local .jsonl/.csv/.parquet file, or a Hub dataset id, in its own `format`.")
     weight: float = Field(1.0, gt=0, description="This source's share of the replay rows, relative to the others.")
+    format: Format | None = Field(None, description="The file's row format; default data.format.")
+    columns: Columns | None = Field(None, description="The file's column names; default data.columns.")
 
     @model_validator(mode="before")
     @classmethod
@@ -254,7 +257,12 @@ class SearchConfig(_Section):
     forgetting_constraint: bool = Field(
         False, description="Score gate.forgetting sets after each trial; trials that forget are infeasible."
     )
-    forgetting_probe_size: int = Field(64, ge=1, description="Rows per forgetting set scored after each trial.")
+    forgetting_probe_size: int | None = Field(
+        None,
+        ge=1,
+        description="Rows of each forgetting set scored after each trial (its probe part, which the gate never "
+        "tests; the gate uses the rest); default 30% of the set.",
+    )
     workers: int = Field(
         1,
         ge=0,

@@ -27,11 +27,18 @@ _CANONICAL = {"prompt_completion": ("prompt", "completion"), "messages": ("messa
 
 @dataclass(frozen=True)
 class ReplaySet:
-    """One data.replay source's rows, with its weight among the replay sources."""
+    """One data.replay source's rows, with its weight among the replay sources and the data settings it is read
+    and tokenized with (its own format and columns, else data's)."""
 
     source: str
     weight: float
     rows: Rows
+    data_cfg: DataConfig
+    key: str  # the config entry, e.g. data.replay.0: errors name it and its own keys
+
+    @property
+    def format(self) -> str:
+        return self.data_cfg.format
 
 
 @dataclass(frozen=True)
@@ -120,11 +127,15 @@ def load_splits(cfg: DataConfig) -> Splits:
                     "(if the ids are per-file row numbers, make them unique across files or drop the id column)"
                 )
     warnings = _content_overlaps(test, {"data.train": train, "data.validation": validation}) if test else ()
-    replay = tuple(
-        ReplaySet(source.data, source.weight, load_rows(source.data, cfg, f"data.replay[{index}]"))
-        for index, source in enumerate(cfg.replay)
-    )
+    replay = tuple(_load_replay(cfg, index) for index in range(len(cfg.replay)))
     return Splits(train=train, validation=validation, test=test, warnings=warnings, folds=folds, replay=replay)
+
+
+def _load_replay(cfg: DataConfig, index: int) -> ReplaySet:
+    """data.replay[index] in its own format and columns (a shape error names data.replay.N.format/columns)."""
+    source, key = cfg.replay[index], f"data.replay.{index}"
+    own = cfg.model_copy(update={"format": source.format or cfg.format, "columns": source.columns or cfg.columns})
+    return ReplaySet(source.data, source.weight, load_rows(source.data, own, key, key), own, key)
 
 
 def _content_overlaps(test: Rows, others: dict[str, Rows]) -> tuple[str, ...]:

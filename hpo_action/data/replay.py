@@ -24,7 +24,7 @@ REPLAY_COLUMN = "replay"  # 1 on replay rows, 0 on train rows: the KL term is ta
 def check_held_out(replay: tuple[ReplaySet, ...], held_out: dict[str, tuple[str, Rows]]) -> None:
     """Refuse replay rows that are also evaluation rows (same id, or the same content): trained on, they would
     leak into the gate. `held_out` maps a role ('gate.forgetting[copy]') to (its file, its rows)."""
-    for index, replay_set in enumerate(replay):
+    for replay_set in replay:
         ids = {str(row["id"]): row for row in replay_set.rows}
         texts = {row_text(row): row for row in replay_set.rows}
         for role, (origin, rows) in held_out.items():
@@ -36,15 +36,24 @@ def check_held_out(replay: tuple[ReplaySet, ...], held_out: dict[str, tuple[str,
                 else:
                     continue
                 raise DataError(
-                    f"data.replay[{index}]: {replay_set.source}: {what} is also in {role} ({origin}); replay data "
+                    f"{replay_set.key}: {replay_set.source}: {what} is also in {role} ({origin}); replay data "
                     "must not be evaluation data, or it leaks into the gate (if the ids are per-file row numbers, "
                     "make them unique across files)"
                 )
 
 
 def row_text(row: dict[str, Any]) -> str:
-    """A row's content without its id (prompt and completion, messages, or text), to compare across files."""
-    return canonical_json({key: value for key, value in row.items() if key != "id"})
+    """What of a row reaches the model, to compare across files: its prompt and completion (a chat: the earlier
+    turns and the last one; text: the whole), whitespace collapsed. Other fields (a `source` tag, a note) never
+    reach the model, so they cannot make a copied evaluation row a different row; nor can the format it is in."""
+    if "messages" in row:
+        turns = [str(message["content"]) for message in row["messages"]]
+        prompt, completion = " ".join(turns[:-1]), turns[-1]
+    elif "text" in row:
+        prompt, completion = "", str(row["text"])
+    else:
+        prompt, completion = str(row["prompt"]), str(row["completion"])
+    return canonical_json([" ".join(prompt.split()), " ".join(completion.split())])
 
 
 def mixed_order(

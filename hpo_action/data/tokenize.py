@@ -102,7 +102,7 @@ def tokenize_splits(
 ) -> tuple[datasets.Dataset, datasets.Dataset, bool]:
     """Tokenized (train, validation, cache_hit); test is never tokenized here because the study never sees it."""
     parts, hit = _cached(
-        {"train": (splits.train, "data.train"), "validation": (splits.validation, "data.validation")},
+        {"train": (splits.train, "data.train", cfg), "validation": (splits.validation, "data.validation", cfg)},
         tokenizer,
         cfg,
         cache_dir,
@@ -124,7 +124,7 @@ def tokenize_folds(
     folds: Folds, tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, cache_dir: Path
 ) -> tuple[list[tuple[datasets.Dataset, datasets.Dataset]], bool]:
     """Each fold's tokenized (train, validation), with the pool tokenized once; and whether the cache had it."""
-    parts, hit = _cached({"pool": (list(folds.pool), "data.train")}, tokenizer, cfg, cache_dir)
+    parts, hit = _cached({"pool": (list(folds.pool), "data.train", cfg)}, tokenizer, cfg, cache_dir)
     pool = parts["pool"]
     fold_of = [folds.assignment[row_id] for row_id in pool["id"]]
     split = []
@@ -140,32 +140,35 @@ def tokenize_folds(
 def tokenize_replay(
     replay: tuple[ReplaySet, ...], tokenizer: PreTrainedTokenizerBase, cfg: DataConfig, cache_dir: Path
 ) -> tuple[list[datasets.Dataset], bool]:
-    """Each data.replay source tokenized like train, in the same cache (its own key): once per study."""
+    """Each data.replay source tokenized in its own format (a prompt/completion row's loss on its completion, a
+    chat row's on its last assistant turn), into the same input_ids/labels columns as train: once per study."""
     if not replay:
         return [], True
     parts, hit = _cached(
-        {f"replay-{i}": (r.rows, f"data.replay[{i}]") for i, r in enumerate(replay)}, tokenizer, cfg, cache_dir
+        {f"replay-{i}": (r.rows, r.key, r.data_cfg) for i, r in enumerate(replay)}, tokenizer, cfg, cache_dir
     )
     return list(parts.values()), hit
 
 
 def _cached(
-    parts: dict[str, tuple[Rows, str]],
+    parts: dict[str, tuple[Rows, str, DataConfig]],
     tokenizer: PreTrainedTokenizerBase,
     cfg: DataConfig,
     cache_dir: Path,
 ) -> tuple[dict[str, datasets.Dataset], bool]:
-    """Tokenized datasets by name (each from its rows, `role` naming it in errors), and whether they were cached.
+    """Tokenized datasets by name (each from its rows, `role` naming it in errors, and its own data settings:
+    a replay source's format may differ from `cfg`'s), and whether they were cached.
 
     The cache folder is keyed by data, tokenizer, format and max_length, and appears atomically (written to a
     temp folder, then renamed), so a crash never leaves half a cache and concurrent writers agree.
     """
     import datasets
 
-    fingerprints = [rows_fingerprint(rows) for rows, _ in parts.values()] + [tokenizer_fingerprint(tokenizer)]
+    fingerprints = [rows_fingerprint(rows) for rows, _, _ in parts.values()] + [tokenizer_fingerprint(tokenizer)]
     names = list(parts) if list(parts) != ["train", "validation"] else []  # holdout keeps its old cache key
+    own = [own.format for _, _, own in parts.values() if own.format != cfg.format]  # replay's own formats
     key = hashlib.sha256(
-        json.dumps([_CACHE_VERSION, *fingerprints, cfg.format, cfg.max_length, *names]).encode()
+        json.dumps([_CACHE_VERSION, *fingerprints, cfg.format, cfg.max_length, *names, *own]).encode()
     ).hexdigest()
     cache_dir = Path(cache_dir)
     target = cache_dir / f"tokenized-{key[:16]}"
@@ -176,13 +179,13 @@ def _cached(
             logger.warning("tokenized cache %s is unreadable (%s); rebuilding it", target, err)
             shutil.rmtree(target, ignore_errors=True)
 
-    counts = " and ".join(f"{len(rows)} {name}" for name, (rows, _) in parts.items())
+    counts = " and ".join(f"{len(rows)} {name}" for name, (rows, _, _) in parts.items())
     say(f"tokenizing {counts} examples (once, cached)")
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
     try:
-        for name, (rows, role) in parts.items():
-            columns = tokenize_rows(rows, tokenizer, cfg, role=role)
+        for name, (rows, role, own) in parts.items():
+            columns = tokenize_rows(rows, tokenizer, own, role=role)
             if not columns["id"]:
                 raise DataError(
                     f"{role}: no row keeps a completion token within data.max_length={cfg.max_length}; "

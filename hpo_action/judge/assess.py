@@ -18,6 +18,7 @@ from hpo_action.errors import ConfigError
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.evaluate import EvalSettings, attach_trained, score_and_write
 from hpo_action.judge.forgetting import benchmark_settings
+from hpo_action.judge.forgetting_split import forgetting_parts
 from hpo_action.judge.gate import ForgettingInput, gate, pair
 from hpo_action.judge.generation import Decoding, read_decoding
 from hpo_action.judge.predictions import RecordsById, read_predictions, write_predictions
@@ -75,7 +76,7 @@ def evaluate_and_gate(
     """Score reference and candidate, write predictions and gate.json; returns the gate's decision.
 
     The reference on the test split is, in order: stored champion predictions, the champion's weights in
-    `champion_dir` (re-evaluated here), or the base model. Forgetting sets are always against the base model.
+    `champion_dir` (re-evaluated here), or the base model. Forgetting sets: always against the base, gate parts only.
     A trained model generates with the settings saved beside its weights (generation_config.json from the
     decoding search), on the test split and the forgetting sets alike: what a user of the published model gets.
     The base model has no settings of its own, so it generates with the candidate's, on both: the gate then
@@ -83,7 +84,8 @@ def evaluate_and_gate(
     gate.json's config records both (`decoding`, `reference_decoding`).
     """
     layout = RunLayout(Path(cfg.output.dir))
-    scorer = _Scorer(cfg, base, splits, sets, layout)
+    parts = forgetting_parts(cfg, sets)  # the gate tests only the rows the search's probe never saw
+    scorer = _Scorer(cfg, base, splits, {name: part.gate for name, part in parts.items()}, layout)
     base_meta = {"model": cfg.model.name, **BASE_META}
     decoding = read_decoding(candidate_dir)  # the base is scored with the candidate's settings: one comparison
     champion = read_predictions(champion_predictions) if champion_predictions else None
@@ -112,6 +114,7 @@ def evaluate_and_gate(
     primary = pair(candidate_test, reference, cfg.primary_metric, names=("candidate", role))
     sha, fingerprint = candidate_meta["adapter_sha256"], rows_fingerprint(scorer.test_rows)
     decision = gate(primary, inputs, cfg.gate, adapter_sha256=sha, test_fingerprint=fingerprint)
+    decision = _with_probe_rows(decision, {name: len(part.probe) for name, part in parts.items()})
     if decoding is not None or reference_decoding is not None:
         settings = replace(
             decision.config,
@@ -121,3 +124,9 @@ def evaluate_and_gate(
         decision = replace(decision, config=settings)
     decision.write(layout.gate)
     return decision
+
+
+def _with_probe_rows(decision: GateDecision, held_back: dict[str, int]) -> GateDecision:
+    """Each forgetting row records how many of its set's rows the search's probe took (and the gate never saw)."""
+    rows = tuple(replace(row, probe_rows=held_back.get(row.name, 0)) for row in decision.forgetting)
+    return replace(decision, forgetting=rows)

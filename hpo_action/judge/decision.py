@@ -73,6 +73,7 @@ class ForgettingResult:
     status: Status
     needed_n: int | None = None  # when inconclusive: examples that would show non-inferiority if nothing was lost
     note: str | None = None
+    probe_rows: int = 0  # rows of the set held back for the search's probe, never tested here (n: the gate's rows)
 
     @property
     def passed(self) -> bool:
@@ -133,6 +134,7 @@ class GateDecision:
         data["promote"] = self.promote
         for row, result in zip(data["forgetting"], self.forgetting, strict=True):
             row["passed"] = result.passed
+            row["gate_rows"] = result.n
             row["p_adjusted"] = result.p_value  # no multiplicity adjustment: an intersection-union test (README)
         return data
 

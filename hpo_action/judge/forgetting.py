@@ -1,17 +1,19 @@
 """Forgetting: the benchmarks the base model could do, loaded once; their per-trial probes for the search's
-constraint; and how each set is scored (its own data format and metric)."""
+constraint (each set's probe part, judge/forgetting_split.py); and how each set is scored (its own format and
+metric)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_action.config import DataConfig, ForgettingBenchmark, HpoConfig
+from hpo_action.config import DataConfig, ForgettingBenchmark, GateConfig, HpoConfig
 from hpo_action.data.loading import load_rows
 from hpo_action.data.rows import Rows
 from hpo_action.judge.evaluate import EvalSettings, score_rows
-from hpo_action.metrics import metric_direction
+from hpo_action.judge.forgetting_split import constraint_value, forgetting_parts, probe_verdict
 from hpo_action.train.models import BaseModel
+from hpo_action.train.trial import ProbeReading
 
 
 def benchmark_settings(cfg: HpoConfig, benchmark: ForgettingBenchmark) -> tuple[EvalSettings, DataConfig]:
@@ -34,36 +36,43 @@ def load_forgetting_sets(cfg: HpoConfig) -> dict[str, Rows]:
 
 @dataclass(frozen=True)
 class ForgettingProbe:
-    """A small fixed sample of a forgetting set with the base model's score, scored after each trial so that
-    forgetting beyond the margin makes the trial infeasible (train's `Probe`)."""
+    """A set's probe part (rows the gate never tests) with the base model's per-row scores, scored after each
+    trial: the trial is feasible only if the gate's own test would pass on these rows (train's `Probe`)."""
 
     name: str
     rows: Rows
     data_cfg: DataConfig
     settings: EvalSettings
-    baseline: float
-    margin: float
-    higher_is_better: bool
+    base_scores: dict[str, float]  # by row id
+    benchmark: ForgettingBenchmark
+    gate: GateConfig
 
-    def excess_drop(self, model: Any, tokenizer: Any) -> float:
-        """How far the trained model falls below the base beyond the margin: feasible when ≤ 0."""
-        metric = self.settings.metrics[0]
+    @property
+    def baseline(self) -> float:
+        return sum(self.base_scores.values()) / max(len(self.base_scores), 1)
+
+    def measure(self, model: Any, tokenizer: Any) -> ProbeReading:
+        """The drop on the probe rows (point estimate) and the constraint from the gate's lower bound."""
+        metric = self.benchmark.metric
         records = score_rows(model, tokenizer, self.rows, self.data_cfg, self.settings)
-        value = sum(float(r[metric]) for r in records) / max(len(records), 1)
-        drop = self.baseline - value if self.higher_is_better else value - self.baseline
-        return drop - self.margin
+        scores = {str(r["id"]): float(r[metric]) for r in records}
+        ids = sorted(self.base_scores)
+        candidate, base = [scores[i] for i in ids], [self.base_scores[i] for i in ids]
+        b = self.benchmark
+        result = probe_verdict(self.name, candidate, base, metric, b.margin, b.direction, self.gate)
+        return ProbeReading(drop=-result.delta, excess=constraint_value(result))
 
 
 def build_probes(cfg: HpoConfig, base: BaseModel, sets: dict[str, Rows]) -> tuple[ForgettingProbe, ...]:
-    """Fixed small samples of the data forgetting sets, scored once on the base model."""
+    """The data forgetting sets' probe parts, scored once on the base model."""
+    parts = forgetting_parts(cfg, sets)
     probes = []
     for benchmark in cfg.gate.forgetting:
         if benchmark.name not in sets:  # an lm-eval run per trial costs too much; the final gate still runs it
             continue
         settings, data_cfg = benchmark_settings(cfg, benchmark)
-        sample = sorted(sets[benchmark.name], key=lambda r: str(r["id"]))[: cfg.search.forgetting_probe_size]
+        sample = parts[benchmark.name].probe
         records = score_rows(base.model, base.tokenizer, sample, data_cfg, settings)
-        baseline = sum(float(r[benchmark.metric]) for r in records) / max(len(records), 1)
-        higher = metric_direction(benchmark.metric, benchmark.direction) == "maximize"
-        probes.append(ForgettingProbe(benchmark.name, sample, data_cfg, settings, baseline, benchmark.margin, higher))
+        scores = {str(r["id"]): float(r[benchmark.metric]) for r in records}
+        probes.append(ForgettingProbe(benchmark.name, sample, data_cfg, settings, scores, benchmark, cfg.gate))
     return tuple(probes)

@@ -462,10 +462,11 @@ def _no_trial_within_margin(run: _Run) -> list[Finding]:
         return []
     if any(all(excess <= 0 for excess in r.forgetting.values()) for r in completed):
         return []
-    least = min(completed, key=lambda r: max(r.forgetting.values()))
+    least = min(completed, key=lambda r: max(_drop(r, name) for name in r.forgetting))
     margins = {b.name: b.margin for b in run.cfg.gate.forgetting}
     worst = ", ".join(
-        f"{name} dropped {excess + margins.get(name, 0):.3g} (margin {margins.get(name, 0):g})"
+        f"{name} dropped {_drop(least, name):.3g} (margin {margins.get(name, 0):g}"
+        f"{'' if _drop(least, name) > margins.get(name, 0) else ', not shown within it on the probe rows'})"
         for name, excess in least.forgetting.items()
         if excess > 0
     )
@@ -476,11 +477,16 @@ def _no_trial_within_margin(run: _Run) -> list[Finding]:
             "no_trial_within_margin",
             3,
             "every trial forgot beyond its margin: nothing to gate",
-            f"all {len(completed)} completed trials dropped more than a forgetting margin on the probes; the one that "
-            f"forgot least, #{least.number}: {worst}",
+            f"all {len(completed)} completed trials failed the gate's forgetting test on their probe rows; the one "
+            f"that forgot least, #{least.number}: {worst}",
             "; ".join(_forgetting_remedies(run.cfg, params, sets, "the trial that forgot least")),
         )
     ]
+
+
+def _drop(record: Any, name: str) -> float:
+    """A trial's drop on a set's probe against the base (recorded beside its constraint value after every probe)."""
+    return float(record.forgetting_drop.get(name, 0.0))
 
 
 def _forgetting_remedies(

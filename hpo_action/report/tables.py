@@ -257,12 +257,21 @@ def pareto_table(summary: RunSummary) -> TableModel | None:
 
 
 def tradeoff_line(summary: RunSummary) -> str | None:
-    """The chosen trial's forgetting on the per-trial probes (delta against the base), when probes ran."""
+    """The chosen trial's forgetting on the per-trial probes (delta against the base), and how many trials were
+    feasible, when probes ran."""
     best = summary.best
+    feasible = summary.selection.feasible if summary.selection else None
+    counted = None
+    if feasible is not None:
+        completed = summary.states.get("COMPLETE", 0)
+        counted = (
+            f"{feasible} of {completed} completed trials feasible (the gate's forgetting test passed on the probes)"
+        )
     if best is None or not best.forgetting_drop:
-        return None
+        return counted
     deltas = ", ".join(f"{name} {signed(0.0 - drop)}" for name, drop in sorted(best.forgetting_drop.items()))
-    return f"trade-off: trial #{best.number}, {summary.objective_metric} {fmt(best.value)}; forgetting probes: {deltas}"
+    line = f"trade-off: trial #{best.number}, {summary.objective_metric} {fmt(best.value)}; forgetting probes: {deltas}"
+    return f"{line}; {counted}" if counted else line
 
 
 def checkpoint_line(summary: RunSummary) -> str | None:

@@ -1,8 +1,9 @@
 """Which trial the study hands to the gate, by one explicit rule, and the Pareto front of a multi-objective study.
 
 Single objective: Optuna's best trial (the best feasible one under the forgetting constraint). Multi-objective:
-the best trial on the first objective among the completed trials that forgot within every set's margin on the
-probes; the Pareto front is shown beside it so the trade-off is visible, but the rule, not a person, picks.
+the best trial on the first objective among the completed trials whose probes pass the gate's own non-inferiority
+test (judge/forgetting_split.py); the Pareto front is shown beside it so the trade-off is visible, but the rule, not
+a person, picks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hpo_action.errors import TrialError
 if TYPE_CHECKING:
     import optuna
 
-EXCESS_ATTR = "forgetting_excess"  # per set: the probe's drop beyond its margin (≤ 0: within the margin)
+EXCESS_ATTR = "forgetting_excess"  # per set: the gate's lower bound on the probe rows below −margin (≤ 0: passed)
 DROP_ATTR = "forgetting_drop"  # per set: the probe's drop against the base model (> 0: worse)
 
 
@@ -33,6 +34,15 @@ def selection_rule(cfg: HpoConfig) -> str:
 def within_margins(trial: optuna.trial.FrozenTrial) -> bool:
     """Every forgetting probe of the trial stayed within its margin (true when no probe ran)."""
     return all(excess <= 0 for excess in trial.user_attrs.get(EXCESS_ATTR, {}).values())
+
+
+def feasible_count(study: optuna.Study) -> int | None:
+    """Completed trials within every margin on the probes; None when no probe ran after any of them."""
+    import optuna
+
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    probed = [t for t in completed if EXCESS_ATTR in t.user_attrs]
+    return sum(within_margins(t) for t in probed) if probed else None
 
 
 def first_value(trial: optuna.trial.FrozenTrial) -> float | None:

@@ -17,7 +17,15 @@ from hpo_action.errors import OutputError
 from hpo_action.files import is_no_space, write_text_atomic
 from hpo_action.layout import RunLayout, claim, foreign_files, is_ours
 from hpo_action.search.duplicates import is_discarded
-from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, chosen_trial, first_value, pareto_front, selection_rule
+from hpo_action.search.finalist import (
+    DROP_ATTR,
+    EXCESS_ATTR,
+    chosen_trial,
+    feasible_count,
+    first_value,
+    pareto_front,
+    selection_rule,
+)
 from hpo_action.search.objective import CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
 from hpo_action.search.pruning import COMPANION_ATTR, companion_study
 from hpo_action.search.slots import finished
@@ -80,7 +88,8 @@ def _first_objective_curves(study: optuna.Study) -> dict[int, list[tuple[int, fl
 def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
     """One row per trial: number, state, value, steps, seconds, one column per parameter, per forgetting set its
     measured delta against the base (`forgetting_<set>`, as the report's trade-off line shows it; < 0: forgot) and
-    its constraint value (`margin_excess_<set>`: the drop beyond the margin; > 0: infeasible), error."""
+    its constraint value (`margin_excess_<set>`: how far the gate's lower bound on the probe rows falls below
+    −margin; > 0: infeasible), error."""
     rows = []
     for record in records:
         row: dict[str, Any] = {k: getattr(record, k) for k in ("number", "state", "value", "steps", "seconds")}
@@ -163,6 +172,7 @@ def summarize(
         objectives=[{"metric": o.metric, "direction": str(o.direction)} for o in objectives],
         rule=selection_rule(cfg),
         pareto_front=[t.number for t in pareto_front(study)],
+        feasible=feasible_count(study),
     )
     return RunSummary(
         study_name=study.study_name,

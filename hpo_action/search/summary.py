@@ -55,6 +55,7 @@ class Selection:
     objectives: list[dict[str, str]]  # [{"metric", "direction"}], the first pruned on and deciding
     rule: str
     pareto_front: list[int] = field(default_factory=list)  # trial numbers, non-dominated
+    feasible: int | None = None  # completed trials whose every forgetting probe passed the gate's test; None: no probe
 
 
 @dataclass(frozen=True)

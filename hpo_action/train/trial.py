@@ -76,20 +76,27 @@ class TrialResult:
     steps: int = 0
     seconds: float = 0.0
     stopped_early: bool = False
-    forgetting: dict[str, float] = field(default_factory=dict)  # drop against the base, beyond the margin if > 0
+    forgetting: dict[str, float] = field(default_factory=dict)  # the probe's constraint value: > 0 infeasible
     train_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss) at each log
     fold_values: list[float] = field(default_factory=list)  # kfold: each fold's objective (value is their mean)
     forgetting_drop: dict[str, float] = field(default_factory=dict)  # drop against the base (> 0: worse)
 
 
+@dataclass(frozen=True)
+class ProbeReading:
+    """One probe's result after a trial: the drop against the base (> 0: worse) and the constraint value (≤ 0:
+    feasible; for a forgetting set, how far the gate's lower bound on its probe rows falls below −margin)."""
+
+    drop: float
+    excess: float
+
+
 class Probe(Protocol):
-    """Scored after each trial (e.g. a forgetting set): how far the trained model falls beyond what is allowed;
-    the trial is feasible when every probe returns ≤ 0."""
+    """Scored after each trial (e.g. a forgetting set); the trial is feasible when every reading's excess ≤ 0."""
 
     name: str
-    margin: float
 
-    def excess_drop(self, model: Any, tokenizer: Any) -> float: ...
+    def measure(self, model: Any, tokenizer: Any) -> ProbeReading: ...
 
 
 class TrialRunner:
@@ -155,7 +162,7 @@ class TrialRunner:
                 if not tracker.curve or tracker.curve[-1][0] != trainer.state.global_step:
                     tracker.record(trainer.evaluate(), trainer.state.global_step)
             value = tracker.curve[-1][1]
-            excess = {p.name: p.excess_drop(model, self.base.tokenizer) for p in self.probes}
+            readings = {p.name: p.measure(model, self.base.tokenizer) for p in self.probes}
             result = TrialResult(
                 value=value,
                 metrics=tracker.last_metrics,
@@ -163,8 +170,8 @@ class TrialRunner:
                 steps=trainer.state.global_step,
                 seconds=time.perf_counter() - started,
                 stopped_early=tracker.stopped_early,
-                forgetting=excess,
-                forgetting_drop={p.name: excess[p.name] + p.margin for p in self.probes},
+                forgetting={name: reading.excess for name, reading in readings.items()},
+                forgetting_drop={name: reading.drop for name, reading in readings.items()},
                 train_curve=tracker.train_curve,
             )
             target = save_to(result) if save_to else None
