@@ -20,7 +20,7 @@ from hpo_action.ship.registry import LocalRegistry
 from hpo_action.ship.registry.ledger import finish_gate, start_gate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import gate_sequence as benchmark  # noqa: E402
+import gate_sequence as benchmark
 
 ALPHA = 0.05
 
