@@ -13,6 +13,10 @@ next gate. Pure: no registry, no torch.
   Statistical Methods in Medical Research 30(4):976-993): gate k at α·γ_k, plus the whole level of gate k − 1 when
   that gate promoted. A true promotion passes its level on instead of spending it, so a registry that keeps
   promoting real gains keeps its power, and the family-wise error stays at most α under arbitrary dependence.
+- online-fdr: LORD++ (Javanmard & Montanari 2018, Ann. Stat. 46(2); Ramdas et al. 2017, NeurIPS, "Online control
+  of the false discovery rate with decaying memory"), with W0 = α/2 and the same γ: every promotion earns α of
+  wealth for the gates after it. It controls the false discovery rate (independent p-values); when every
+  candidate is only as good as its champion, every promotion is false, so that is the chance of any.
 
 A gate counts as started before its decision is known: a gate that crashed or never reported its outcome spent its
 level and passes nothing on.
@@ -26,8 +30,8 @@ from typing import Any, Literal
 
 from hpo_action.config import GateConfig
 
-Procedure = Literal["fixed", "alpha-spending", "online"]
-PROCEDURES: tuple[Procedure, ...] = ("fixed", "alpha-spending", "online")
+Procedure = Literal["fixed", "alpha-spending", "online", "online-fdr"]
+PROCEDURES: tuple[Procedure, ...] = ("fixed", "alpha-spending", "online", "online-fdr")
 GateOutcome = Literal["started", "promote", "reject", "inconclusive"]
 
 
@@ -61,13 +65,25 @@ class Ledger:
         k = len(self.gates) + 1
         if self.procedure == "fixed":
             return self.alpha
+        if self.procedure == "online-fdr":
+            return self._lord(k)
         level = self.alpha * spending_weight(k)
         if self.procedure == "online" and self.gates and self.gates[-1].outcome == "promote":
             level += self.gates[-1].level  # fallback: a promotion passes its level on
         return level
 
+    def _lord(self, k: int) -> float:
+        """LORD++: W0·γ_k + (α − W0)·γ_{k−τ1} + α·Σ_{j≥2} γ_{k−τj}, τj the gates that promoted, W0 = α/2."""
+        wealth = self.alpha / 2
+        promoted = [entry.k for entry in self.gates if entry.outcome == "promote"]
+        level = wealth * spending_weight(k)
+        for i, tau in enumerate(promoted):
+            level += (self.alpha - wealth if i == 0 else self.alpha) * spending_weight(k - tau)
+        return level
+
     def spent(self) -> float:
-        """The error budget used up by the gates so far: every level, except (online) one that was passed on."""
+        """The error budget used up by the gates so far: every level, except (online) one that was passed on;
+        online-fdr's wealth is earned back by promotions, so its levels are summed as they are."""
         if self.procedure == "fixed":
             return self.alpha * len(self.gates)
         last = len(self.gates) - 1
@@ -144,6 +160,12 @@ def controlled_error(procedure: Procedure, alpha: float) -> str:
         return (
             f"each gate on its own: the chance that this promotion is a false one is at most {alpha:.0%}; "
             "over many gates the chance that some promotion was false grows with every gate"
+        )
+    if procedure == "online-fdr":
+        return (
+            f"over this registry's whole life, on average at most {alpha:.0%} of its promotions are false ones (false "
+            f"discovery rate); while no candidate has truly beaten its champion, the chance of any false promotion "
+            f"is at most {alpha:.0%}"
         )
     return (
         f"over this registry's whole life, the chance that any promotion so far was a false one is at most {alpha:.0%}"
