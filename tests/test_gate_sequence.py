@@ -15,7 +15,7 @@ import pytest
 from hpo_action.cli import main
 from hpo_action.config import GateConfig
 from hpo_action.errors import ConfigError
-from hpo_action.judge.sequence import Ledger, spending_weight
+from hpo_action.judge.sequence import Ledger, at_level, spending_weight
 from hpo_action.ship.registry import LocalRegistry
 from hpo_action.ship.registry.ledger import finish_gate, start_gate
 
@@ -65,6 +65,14 @@ def test_a_gate_that_never_reported_spent_its_level_and_passes_nothing_on():
     assert ledger.spent() == pytest.approx(entry.level)
     with pytest.raises(ValueError):
         ledger.finished(2, "promote")
+
+
+def test_a_small_level_gets_the_resamples_to_reach_it():
+    cfg = GateConfig(resamples=999)
+    tight = at_level(cfg, ALPHA * spending_weight(20))  # 7.6e-5
+    assert tight.alpha == pytest.approx(ALPHA * spending_weight(20))
+    assert (tight.resamples + 1) * tight.alpha >= 10 > (tight.resamples - 1) * tight.alpha
+    assert at_level(cfg, ALPHA).resamples == 999  # never fewer than configured
 
 
 def test_local_registry_counts_gates_before_their_outcome(tmp_path: Path):
