@@ -15,7 +15,7 @@ computes the MDE and needed n, which take 20 ms a call and decide nothing).
 - half real gains: 20 gates, each candidate a real +5-point gain with probability 1/2: any false promotion, the
   false share of promotions (its mean is the false discovery rate) and the share of real gains promoted.
 
-    python benchmarks/gate_sequence.py [--lives 2000] [--gates 20] [--n 1000]
+    python benchmarks/gate_sequence.py [--lives 1000] [--gates 20] [--n 1000]
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def table(rows: list[Row]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lives", type=int, default=2000)
+    parser.add_argument("--lives", type=int, default=1000)
     parser.add_argument("--gates", type=int, default=20)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)

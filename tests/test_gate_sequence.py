@@ -14,10 +14,10 @@ import pytest
 
 from hpo_action.cli import main
 from hpo_action.config import GateConfig
-from hpo_action.errors import ConfigError
-from hpo_action.judge.sequence import Ledger, at_level, spending_weight
+from hpo_action.errors import ConfigError, GateError
+from hpo_action.judge.sequence import Ledger, at_level, per_gate, spending_weight
 from hpo_action.ship.registry import LocalRegistry
-from hpo_action.ship.registry.ledger import finish_gate, start_gate
+from hpo_action.ship.registry.ledger import check_counted, finish_gate, start_gate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gate_sequence as benchmark
@@ -96,6 +96,19 @@ def test_a_registry_keeps_its_procedure_and_alpha(tmp_path: Path):
         with pytest.raises(ConfigError, match=r"gate.sequence/gate.alpha: reg has run 1 gates under online"):
             start_gate(registry, other, "reg")
     assert len(json.loads((tmp_path / "reg" / "gates.json").read_text())["gates"]) == 1  # nothing half-written
+
+
+def test_publish_refuses_a_promotion_the_ledger_never_counted(tmp_path: Path):
+    registry = LocalRegistry(tmp_path / "reg")
+    check_counted(registry, None, "gate.json")  # a registry that never counted a gate keeps no promise yet
+    counted = start_gate(registry, GateConfig(), "reg")
+    finish_gate(registry, counted, "promote")
+    check_counted(registry, counted.to_json(), "gate.json")
+    elsewhere = per_gate(ALPHA).to_json()  # gated on files, or by a run without this registry
+    forged = {**counted.to_json(), "level": ALPHA}  # counted as gate 1 but tested at alpha, not alpha_1
+    for recorded in (None, elsewhere, forged, {**counted.to_json(), "registry": "other"}):
+        with pytest.raises(GateError, match=r"gate.json: this gate is not in reg's gate ledger"):
+            check_counted(registry, recorded, "gate.json")
 
 
 def _start(root: str, barrier, results) -> None:

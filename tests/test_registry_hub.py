@@ -367,6 +367,8 @@ def test_the_gate_ledger_counts_gates_on_its_own_branch_and_never_moves_main(hub
     assert third.level == pytest.approx(0.05 * 6 / math.pi**2 / 9)  # gate 2 never reported: nothing passed on
     stored = json.loads(tree(hub, LEDGER_BRANCH)["gates.json"])
     assert [(g["k"], g["outcome"]) for g in stored["gates"]] == [(1, "promote"), (2, "started"), (3, "started")]
+    assert registry.read_ledger() == stored
+    assert HubRegistry("hf://org/never-gated").read_ledger() is None
     assert main_of(hub).branches["main"] == champion.revision  # the champion's compare-and-swap still holds
     assert registry.publish(version(tmp_path, "v2"), expected=champion).version == 2
 

@@ -386,4 +386,6 @@ def test_the_gate_ledger_is_a_registered_model_tag_that_a_rival_write_cannot_era
     assert (first.k, second.k) == (1, 3)  # the rival is gate 2
     stored = json.loads(client().get_registered_model(registry.name).tags[LEDGER_TAG])
     assert [(g["k"], g["outcome"]) for g in stored["gates"]] == [(1, "promote"), (2, "started"), (3, "started")]
+    assert registry.read_ledger() == stored
+    assert open_registry(model_uri()).read_ledger() is None  # a model that never counted a gate
     assert registry.read_champion() is None  # counting gates moved no alias

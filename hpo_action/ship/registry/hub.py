@@ -220,6 +220,23 @@ class HubRegistry:
                 return now
             raise
 
+    def read_ledger(self) -> dict[str, Any] | None:
+        with self._errors("read the gate ledger"):
+            if self._head() is None:
+                return None
+            try:
+                head = self._api.repo_info(self.repo_id, revision=LEDGER_BRANCH).sha
+            except RevisionNotFoundError:
+                return None
+            return self._ledger_at(head)
+
+    def _ledger_at(self, sha: str) -> dict[str, Any] | None:
+        try:
+            path = self._api.hf_hub_download(self.repo_id, LEDGER, revision=sha, local_dir=self._folder(sha))
+        except RemoteEntryNotFoundError:
+            return None
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
     def update_ledger(self, change: Change) -> dict[str, Any]:
         """Change the gate ledger (`gates.json` on the `gate-ledger` branch) in one commit whose parent must be the
         branch head it was read at; a 412 (another gate counted meanwhile) re-reads and tries again."""
@@ -229,12 +246,7 @@ class HubRegistry:
             self._api.create_branch(self.repo_id, branch=LEDGER_BRANCH, exist_ok=True)
             for _ in range(_LEDGER_TRIES):
                 head = self._api.repo_info(self.repo_id, revision=LEDGER_BRANCH).sha
-                try:
-                    path = self._api.hf_hub_download(self.repo_id, LEDGER, revision=head, local_dir=self._folder(head))
-                    current = json.loads(Path(path).read_text(encoding="utf-8"))
-                except RemoteEntryNotFoundError:
-                    current = None
-                updated = change(current)
+                updated = change(self._ledger_at(head))
                 operation = CommitOperationAdd(LEDGER, (json.dumps(updated, indent=2) + "\n").encode())
                 try:
                     self._api.create_commit(

@@ -8,12 +8,13 @@ rule itself is pure (`hpo_action.judge.sequence`); a backend only offers `update
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
 from hpo_action.config import GateConfig
-from hpo_action.errors import ConfigError, RegistryError
+from hpo_action.errors import ConfigError, GateError, RegistryError
 from hpo_action.judge.sequence import GateOutcome, Ledger, SequenceLevel, per_gate
 
 LEDGER = "gates.json"
@@ -26,6 +27,10 @@ class LedgerStore(Protocol):
 
     def update_ledger(self, change: Change) -> dict[str, Any]:
         """Apply `change` to the stored ledger (None when there is none yet) atomically; returns the stored one."""
+        ...
+
+    def read_ledger(self) -> dict[str, Any] | None:
+        """The stored ledger, or None when the registry has never counted a gate."""
         ...
 
 
@@ -70,6 +75,32 @@ def finish_gate(registry: Any, level: SequenceLevel, outcome: GateOutcome) -> No
         return _read(data, level.registry).finished(level.k, outcome).to_json()
 
     registry.update_ledger(change)
+
+
+def check_counted(registry: Any, recorded: dict[str, Any] | None, where: str) -> None:
+    """Refuse to publish a promotion that this registry's gate ledger never counted (a run gated without this
+    registry, or against another): its level was not the registry's α_k, so the whole-life promise would break.
+    A registry that has never counted a gate, or counts at a fixed level, accepts it."""
+    if not isinstance(registry, LedgerStore):
+        return
+    data = registry.read_ledger()
+    ledger = _read(data, registry.name) if data is not None else None
+    if ledger is None or ledger.procedure == "fixed":
+        return
+    recorded = recorded or {}
+    k = recorded.get("k")
+    counted = (
+        recorded.get("registry") == registry.name
+        and recorded.get("procedure") == ledger.procedure
+        and isinstance(k, int)
+        and 1 <= k <= len(ledger.gates)
+        and math.isclose(ledger.gates[k - 1].level, float(recorded.get("level", -1.0)))
+    )
+    if not counted:
+        raise GateError(
+            f"{where}: this gate is not in {registry.name}'s gate ledger, whose promise ({ledger.procedure}) covers "
+            "only the gates it counted; gate the run again with registry.uri set to this registry"
+        )
 
 
 def _read(data: dict[str, Any], name: str | None) -> Ledger:

@@ -105,6 +105,13 @@ class LocalRegistry:
             self._fail_at("pointer")
             return self._load(version)
 
+    def read_ledger(self) -> dict[str, Any] | None:
+        path = self.root / LEDGER
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except json.JSONDecodeError:
+            raise RegistryError(f"registry {self.root}: {LEDGER} is corrupt; restore it") from None
+
     def update_ledger(self, change: Change) -> dict[str, Any]:
         """Change the gate ledger under the registry's lock (what publishers hold too)."""
         try:
@@ -112,13 +119,8 @@ class LocalRegistry:
         except OSError as err:
             raise RegistryError(f"registry {self.root}: cannot create it: {err.strerror}") from None
         with self._locked():
-            path = self.root / LEDGER
-            try:
-                current = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-            except json.JSONDecodeError:
-                raise RegistryError(f"registry {self.root}: {LEDGER} is corrupt; restore it") from None
-            updated = change(current)
-            _write_atomic(path, json.dumps(updated, indent=2) + "\n", self._fail_at)
+            updated = change(self.read_ledger())
+            _write_atomic(self.root / LEDGER, json.dumps(updated, indent=2) + "\n", self._fail_at)
             return updated
 
     def _read_pointer(self) -> dict[str, Any] | None:

@@ -231,6 +231,18 @@ class MlflowRegistry:
             if not token:
                 return found
 
+    def read_ledger(self) -> dict[str, Any] | None:
+        from mlflow.exceptions import MlflowException
+
+        with self._errors("read the gate ledger"):
+            try:
+                text = self._client.get_registered_model(self.model_name).tags.get(LEDGER_TAG)
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                return None
+            return json.loads(text) if text else None
+
     def update_ledger(self, change: Change) -> dict[str, Any]:
         """Change the gate ledger, the registered model's `hpo_action.gates` tag. MLflow has no conditional tag
         update, so the write is read back: a rival gate's write in between shows as another value, and this gate
