@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair
 from hpo_action.judge.gate_files import ForgettingFiles
 from hpo_action.judge.generation import write_generation_config
 from hpo_action.judge.predictions import read_meta, read_predictions
+from hpo_action.judge.sequence import at_level, per_gate
 from hpo_action.layout import RunLayout
 from hpo_action.preflight import Checked, check_run_inputs
 from hpo_action.redaction import redact_url
@@ -64,6 +65,7 @@ from hpo_action.session import banner, quiet_libraries, trial_runner
 from hpo_action.ship.manifest import ChampionRef, record_run_manifest
 from hpo_action.ship.publish import Publication, publish_run, record_gated_champion
 from hpo_action.ship.registry import Champion, Registry, open_registry
+from hpo_action.ship.registry.ledger import finish_gate, start_gate
 from hpo_action.ship.verify import trust_champion
 from hpo_action.train.batch_planner import BatchPlan, plan_batch
 from hpo_action.train.lr_find import LrFindResult, lr_range_test
@@ -116,7 +118,14 @@ def run(
     if searched.summary.best is None:  # nothing to gate: the doctor's findings say why, before the error does
         _print_findings(diagnose(searched.summary, cfg)[:TOP_FINDINGS], console)
     drills.at("after-best")
-    decision = _evaluate_and_gate(cfg, searched, checked.forgetting_sets, champion, champion_predictions, console)
+    level = start_gate(registry, cfg.gate, registry.name) if registry else per_gate(cfg.gate.alpha)
+    console.print(level.line())
+    gated = cfg.model_copy(update={"gate": at_level(cfg.gate, level.level)})
+    decision = _evaluate_and_gate(gated, searched, checked.forgetting_sets, champion, champion_predictions, console)
+    decision = replace(decision, config=replace(decision.config, sequence=level.to_json()))
+    decision.write(RunLayout(Path(cfg.output.dir)).gate)
+    if registry is not None:
+        finish_gate(registry, level, decision.decision)
     layout = RunLayout(Path(cfg.output.dir))
     record_run_manifest(layout, trusted)  # every file publish will ship, gate.json included
     drills.at("after-gate")
@@ -477,6 +486,8 @@ def gate_files(
         paired = pair(cand_f, ref_f, chosen, names=(f"{name} candidate", f"{name} reference"))
         inputs.append(ForgettingInput(name, paired, files.margin))
     decision = gate(pair(cand_rows, ref_rows, metric), inputs, cfg)
+    sequence = per_gate(cfg.alpha).to_json()  # no registry here: per-gate control, said so in gate.json
+    decision = replace(decision, config=replace(decision.config, sequence=sequence))
     if out is not None:
         decision.write(out)
     (console or make_console()).print(verdict(decision))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -55,11 +56,20 @@ def test_two_runs_promote_then_gate_against_the_champion(tmp_path: Path, capsys)
     ):
         assert (v1 / name).is_file(), name
     assert "against the base model" in (v1 / "README.md").read_text()
+    # gate 1 of the registry's life ran at alpha * 6/pi^2 (online, the default), and the card says what that means
+    assert first.primary.alpha == pytest.approx(0.05 * 6 / math.pi**2)
+    assert first.config.sequence["k"] == 1
+    assert "chance that any promotion so far was a false one is at most 5%" in (v1 / "README.md").read_text()
 
     second = run(_cfg(tmp_path, registry, "run2", seed=1))
     assert second.primary.reference == pytest.approx(first.primary.candidate)  # v1 is the reference
     assert not (tmp_path / "run2" / "predictions" / "test.champion.jsonl").exists()  # stored predictions reused
     assert json.loads((tmp_path / "run2" / "gated_against.json").read_text())["version"] == 1
+    # online fallback: gate 1 promoted, so gate 2 gets its level on top of its own share
+    assert second.config.sequence["k"] == 2
+    assert second.primary.alpha == pytest.approx(0.05 * 6 / math.pi**2 * (1 + 1 / 4))
+    ledger = json.loads((registry / "gates.json").read_text())
+    assert [(g["k"], g["outcome"]) for g in ledger["gates"]] == [(1, "promote"), (2, second.decision)]
     capsys.readouterr()
     main(["champion", "--registry", str(registry), "--json"])  # returns normally on success
     shown = json.loads(capsys.readouterr().out)

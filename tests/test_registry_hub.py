@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,13 @@ import pytest
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import _auth
 
-from hpo_action.config import RegistryConfig
+from hpo_action.config import GateConfig, RegistryConfig
 from hpo_action.errors import ConfigError, RegistryError
+from hpo_action.judge.sequence import Ledger
 from hpo_action.ship.registry import open_registry
 from hpo_action.ship.registry._base import CARD, GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META
-from hpo_action.ship.registry.hub import HubRegistry
+from hpo_action.ship.registry.hub import LEDGER_BRANCH, HubRegistry
+from hpo_action.ship.registry.ledger import finish_gate, start_gate
 
 from .hub_server import HubServer, Repo
 
@@ -427,3 +430,42 @@ def test_an_mlflow_server_that_drips_is_cut_at_the_timeout_too(tmp_path: Path, m
             open_registry("mlflow://champ", RegistryConfig(uri="mlflow://champ", timeout=3)).read_champion()
         assert time.monotonic() - started < 3 + 5
         assert slow.state.requests("GET", "/api/")  # it was asked, and answered slowly
+
+
+def test_the_gate_ledger_counts_gates_on_its_own_branch_and_never_moves_main(hub: HubServer, tmp_path: Path) -> None:
+    registry = HubRegistry(URI)
+    registry.publish(version(tmp_path, "v1"), expected=None)
+    champion = registry.read_champion()
+    cfg = GateConfig(sequence="online")
+    first = start_gate(registry, cfg, REPO)
+    finish_gate(registry, first, "promote")
+
+    def another_gate_counts_first(repo: Repo, branch: str) -> None:  # a rival gate commits between read and write
+        if branch == LEDGER_BRANCH:
+            hub.state.before_commit = None
+            rival = Ledger.from_json(json.loads(repo.resolve(LEDGER_BRANCH).files["gates.json"])).started()[0]
+            repo.commit(LEDGER_BRANCH, "rival", {"gates.json": json.dumps(rival.to_json()).encode()})
+
+    hub.state.before_commit = another_gate_counts_first
+    third = start_gate(registry, cfg, REPO)
+
+    assert (first.k, third.k) == (1, 3)  # the 412 re-read the ledger: the rival is gate 2
+    assert 412 in [r.status for r in hub.state.requests("POST", f"/commit/{LEDGER_BRANCH}")]
+    assert third.level == pytest.approx(0.05 * 6 / math.pi**2 / 9)  # gate 2 never reported: nothing passed on
+    stored = json.loads(tree(hub, LEDGER_BRANCH)["gates.json"])
+    assert [(g["k"], g["outcome"]) for g in stored["gates"]] == [(1, "promote"), (2, "started"), (3, "started")]
+    assert registry.read_ledger() == stored
+    assert HubRegistry("hf://org/never-gated").read_ledger() is None
+    assert main_of(hub).branches["main"] == champion.revision  # the champion's compare-and-swap still holds
+    assert registry.publish(version(tmp_path, "v2"), expected=champion).version == 2
+
+
+def test_the_first_gate_of_a_new_registry_creates_the_repo_and_the_first_publish_follows(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    registry = HubRegistry(URI)
+    started = start_gate(registry, GateConfig(sequence="alpha-spending"), REPO)
+    assert (started.k, started.level) == (1, pytest.approx(0.05 * 6 / math.pi**2))
+    assert main_of(hub).private
+    assert registry.read_champion() is None  # counting a gate made no champion
+    assert registry.publish(version(tmp_path, "v1"), expected=None).version == 1

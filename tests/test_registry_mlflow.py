@@ -16,9 +16,13 @@ from typing import Any
 
 import pytest
 
+from hpo_action.config import GateConfig
 from hpo_action.errors import ConfigError, RegistryError
+from hpo_action.judge.sequence import Ledger
 from hpo_action.ship.registry import open_registry, registry_secrets
 from hpo_action.ship.registry._base import CARD, GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META
+from hpo_action.ship.registry.ledger import finish_gate, start_gate
+from hpo_action.ship.registry.mlflow_registry import LEDGER_TAG
 
 from .conftest import MLFLOW_CANARY
 from .helpers import promoted_decision
@@ -360,3 +364,28 @@ def test_the_quickstart_publishes_through_the_action_and_reloads_from_the_mlflow
     assert champion.reusable_for(fingerprint, settings.metrics, settings.normalize, settings.max_new_tokens)
     tags = client().get_model_version("quickstart-adapter", "1").tags
     assert tags["hpo_action.test_fingerprint"] == fingerprint and tags["hpo_action.decision"] == "promote"
+
+
+def test_the_gate_ledger_is_a_registered_model_tag_that_a_rival_write_cannot_erase(tmp_path: Path) -> None:
+    registry = open_registry(model_uri())
+    cfg = GateConfig(sequence="online")
+    first = start_gate(registry, cfg, registry.name)
+    finish_gate(registry, first, "promote")
+    real_set = registry._client.set_registered_model_tag
+    rival_written = []
+
+    def rival_writes_after_us(name: str, key: str, value: str) -> None:  # another gate counts between our write
+        real_set(name, key, value)  # and our read-back: ours is lost, and the read-back must see it
+        if not rival_written:
+            rival = Ledger.from_json(json.loads(value))
+            rival = Ledger(rival.procedure, rival.alpha, rival.gates[:-1]).started()[0]
+            rival_written.append(real_set(name, key, json.dumps(rival.to_json())))
+
+    registry._client.set_registered_model_tag = rival_writes_after_us
+    second = start_gate(registry, cfg, registry.name)
+    assert (first.k, second.k) == (1, 3)  # the rival is gate 2
+    stored = json.loads(client().get_registered_model(registry.name).tags[LEDGER_TAG])
+    assert [(g["k"], g["outcome"]) for g in stored["gates"]] == [(1, "promote"), (2, "started"), (3, "started")]
+    assert registry.read_ledger() == stored
+    assert open_registry(model_uri()).read_ledger() is None  # a model that never counted a gate
+    assert registry.read_champion() is None  # counting gates moved no alias

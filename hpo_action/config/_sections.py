@@ -374,7 +374,20 @@ class GateConfig(_Section):
         description="Default: mcnemar-midp for boolean metrics (tango when min_effect > 0), "
         "permutation+bootstrap for scores.",
     )
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="Level of every one-sided test.")
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="Error budget: with sequence fixed, the level of every one-sided test; otherwise the chance of "
+        "any false promotion over the registry's whole life.",
+    )
+    sequence: Literal["fixed", "alpha-spending", "online", "online-fdr"] = Field(
+        "online",
+        description="Error control across the registry's successive gates (the registry counts them). online: "
+        "gate k tests at alpha*6/(pi^2 k^2), plus the previous gate's level when it promoted (online fallback); "
+        "alpha-spending: alpha*6/(pi^2 k^2); online-fdr: LORD++, false discovery rate at alpha (each promotion earns "
+        "alpha for later gates); fixed: alpha at every gate. Without a registry every gate is fixed.",
+    )
     min_effect: float = Field(
         0.0, ge=0, description="Promote only if the improvement is significantly above this (the test's H0)."
     )

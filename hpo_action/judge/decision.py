@@ -93,6 +93,7 @@ class GateSettings:
     seed: int
     decoding: dict[str, Any] | None = None  # the candidate's generation settings (decoding search), else greedy
     reference_decoding: dict[str, Any] | None = None  # the reference's: the candidate's for the base, a champion's own
+    sequence: dict[str, Any] | None = None  # this gate's place in its registry's life (judge/sequence.SequenceLevel)
 
 
 @dataclass(frozen=True)

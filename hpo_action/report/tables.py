@@ -15,6 +15,7 @@ from rich.text import Text
 
 from hpo_action.judge.decision import Check, ForgettingResult, GateDecision, PrimaryResult
 from hpo_action.judge.decoding import DecodingSearch
+from hpo_action.judge.sequence import SequenceLevel
 from hpo_action.report.escape import md_text
 from hpo_action.search.summary import RunSummary, TrialRecord
 
@@ -126,6 +127,12 @@ def evidence_line(decision: GateDecision) -> str | None:
     )
 
 
+def error_control_line(decision: GateDecision) -> str | None:
+    """Which error the decision controls: this gate's number and level in its registry's life (`gate.sequence`)."""
+    recorded = decision.config.sequence
+    return None if recorded is None else f"error control: {SequenceLevel.from_json(recorded).line()}"
+
+
 def forgetting_line(decision: GateDecision) -> str | None:
     """Said when no forgetting set ran, so that a verdict never implies that nothing was forgotten."""
     return None if decision.forgetting else "forgetting: not checked (no gate.forgetting set was configured)"
@@ -155,6 +162,9 @@ def verdict(decision: GateDecision) -> Group:
     note = forgetting_line(decision)
     if note:
         parts.append(Text(f"  ? {note}"))
+    control = error_control_line(decision)
+    if control:
+        parts.append(Text(f"  {control}"))
     evidence = evidence_line(decision)
     if evidence:
         parts.append(Text(f"  {evidence}", style="dim"))
@@ -168,6 +178,8 @@ def verdict_markdown(decision: GateDecision) -> list[str]:
     lines += [f"- {mark(check)} {md_text(check.text)}" for check in decision.checks()]
     note = forgetting_line(decision)
     lines += [f"- ? {md_text(note)}"] if note else []
+    control = error_control_line(decision)
+    lines += ["", f"- {md_text(control)}"] if control else []
     evidence = evidence_line(decision)
     lines += ["", f"_{md_text(evidence)}_"] if evidence else []
     lines.append("")

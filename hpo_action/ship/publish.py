@@ -26,6 +26,7 @@ from hpo_action.ship.card import card_title, render_card
 from hpo_action.ship.manifest import ATTESTATION, SIGNATURE, ChampionRef, Manifest, check_run_manifest, hash_folder
 from hpo_action.ship.registry import Champion, Registry, open_registry, scheme_of
 from hpo_action.ship.registry._base import CARD
+from hpo_action.ship.registry.ledger import check_counted
 from hpo_action.ship.signing import SigningPlan, sign_folder, signing_plan
 from hpo_action.train.models import adapter_sha256
 
@@ -108,6 +109,7 @@ def publish_run(
     env = dict(os.environ) if env is None else env
     plan = signing_plan(cfg.registry.signing, env)
     registry = open_registry(uri, cfg.registry)
+    check_counted(registry, gate.config.sequence, str(layout.gate))
     expected = gated_champion(layout, registry)
     _check_same_champion(layout, expected, recorded.champion)
     version = registry.next_version(expected)

@@ -3,7 +3,8 @@
 Layout of `main`: the champion's files at the root (so `PeftModel.from_pretrained("namespace/name")` loads it),
 `registry.json` (`{"version": n, "history": [1..n], "files": [...]}`; `files` lists the root files that belong to
 the champion, so a promotion deletes exactly those the new version lacks and nothing a person added), and
-`versions/<n>/` with each version's gate result, params, summary and test predictions.
+`versions/<n>/` with each version's gate result, params, summary and test predictions. The gate ledger
+(`gate.sequence`) is `gates.json` on its own branch, `gate-ledger`, so counting a gate never moves `main`.
 
 A promotion is staged first: the new tree is committed to a `candidates/<run-id>` branch made from main's head, so
 a crash mid-upload never touches `main`. It is then replayed as **one** commit on `main` whose parent must be the
@@ -53,11 +54,14 @@ from hpo_action.errors import ConfigError, RegistryError
 
 from ._base import GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META, Champion, champion_changed
 from ._deadline import limit_hub_requests, within
+from .ledger import LEDGER, Change
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BRANCH = "main"
+LEDGER_BRANCH = "gate-ledger"  # the gate ledger's own branch: counting a gate never moves main (the champion)
+_LEDGER_TRIES = 8
 REGISTRY_FILE = "registry.json"
 VERSIONS = "versions"
 # Kept under versions/<n>/ too, so every past version can be re-read (and re-gated) after its weights left the root.
@@ -235,6 +239,52 @@ class HubRegistry:
                 logger.warning("%s: the Hub answered an error but applied v%d (%s); continuing", self.uri, version, now)
                 return now
             raise
+
+    def read_ledger(self) -> dict[str, Any] | None:
+        return self._bounded("read the gate ledger", self._read_ledger)
+
+    def _read_ledger(self) -> dict[str, Any] | None:
+        if self._head() is None:
+            return None
+        try:
+            head = self._api.repo_info(self.repo_id, revision=LEDGER_BRANCH).sha
+        except RevisionNotFoundError:
+            return None
+        return self._ledger_at(head)
+
+    def _ledger_at(self, sha: str) -> dict[str, Any] | None:
+        try:
+            path = self._api.hf_hub_download(self.repo_id, LEDGER, revision=sha, local_dir=self._folder(sha))
+        except RemoteEntryNotFoundError:
+            return None
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+    def update_ledger(self, change: Change) -> dict[str, Any]:
+        """Change the gate ledger (`gates.json` on the `gate-ledger` branch) in one commit whose parent must be the
+        branch head it was read at; a 412 (another gate counted meanwhile) re-reads and tries again."""
+        return self._bounded("update the gate ledger", lambda: self._update_ledger(change))
+
+    def _update_ledger(self, change: Change) -> dict[str, Any]:
+        if self._head() is None:  # the first gate of a registry that has no repo yet
+            self._api.create_repo(self.repo_id, private=self.private, exist_ok=True)
+        self._api.create_branch(self.repo_id, branch=LEDGER_BRANCH, exist_ok=True)
+        for _ in range(_LEDGER_TRIES):
+            head = self._api.repo_info(self.repo_id, revision=LEDGER_BRANCH).sha
+            updated = change(self._ledger_at(head))
+            operation = CommitOperationAdd(LEDGER, (json.dumps(updated, indent=2) + "\n").encode())
+            try:
+                self._api.create_commit(
+                    self.repo_id,
+                    [operation],
+                    revision=LEDGER_BRANCH,
+                    parent_commit=head,
+                    commit_message=f"Gate ledger: {len(updated.get('gates', []))} gates",
+                )
+                return updated
+            except HfHubHTTPError as error:
+                if error.response is None or error.response.status_code != 412:
+                    raise
+        raise RegistryError(f"{self.uri}: the gate ledger kept changing; {_LEDGER_TRIES} tries failed")
 
     def _drop_branch(self, branch: str) -> None:
         """The staging branch has served its purpose once main holds the promotion (registry.keep_candidates)."""

@@ -2,7 +2,8 @@
 
     <root>/champion.json        {"version": n, "history": [promoted versions]}   (replaced atomically)
     <root>/versions/<n>/        adapter, README.md, gate.json, params.json, summary.json, predictions/, plots/
-    <root>/.lock                held (flock) while a publisher compares and swaps
+    <root>/gates.json           the gate ledger: every gate started, its level and outcome (`gate.sequence`)
+    <root>/.lock                held (flock) while a publisher compares and swaps, or a gate is counted
 
 A version folder appears by one rename of a complete staging folder, and becomes the champion by one rename of
 the pointer; a crash at any point leaves the previous champion in place and no half-written version visible.
@@ -24,6 +25,7 @@ from hpo_action.errors import RegistryError
 from hpo_action.files import PUBLIC_MODE
 
 from ._base import PARAMS, Champion, champion_changed
+from .ledger import LEDGER, Change
 
 POINTER = "champion.json"
 VERSIONS = "versions"
@@ -105,6 +107,24 @@ class LocalRegistry:
             _write_atomic(self.root / POINTER, json.dumps(new_pointer, sort_keys=True) + "\n", self._fail_at)
             self._fail_at("pointer")
             return self._load(version)
+
+    def read_ledger(self) -> dict[str, Any] | None:
+        path = self.root / LEDGER
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except json.JSONDecodeError:
+            raise RegistryError(f"registry {self.root}: {LEDGER} is corrupt; restore it") from None
+
+    def update_ledger(self, change: Change) -> dict[str, Any]:
+        """Change the gate ledger under the registry's lock (what publishers hold too)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RegistryError(f"registry {self.root}: cannot create it: {err.strerror}") from None
+        with self._locked():
+            updated = change(self.read_ledger())
+            _write_atomic(self.root / LEDGER, json.dumps(updated, indent=2) + "\n", self._fail_at)
+            return updated
 
     def _read_pointer(self) -> dict[str, Any] | None:
         path = self.root / POINTER

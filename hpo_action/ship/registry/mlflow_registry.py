@@ -23,6 +23,8 @@ move is made by a version gated against the champion it replaces. What MLflow le
 else (the UI, another tool) between step 5's read and its write is overwritten; and a publisher killed between steps
 2 and 5 leaves a pending version that makes later publications against that same champion refuse, naming it, until
 its `hpo_action.state` tag is set to `refused`.
+
+The gate ledger (`gate.sequence`) is the registered model's `hpo_action.gates` tag: JSON, written and read back.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from hpo_action.redaction import redact_text, redact_url, url_secrets
 from ._base import GATE, PARAMS, Champion, champion_changed
 from ._deadline import DeadlineExceeded, within
 from ._deadline import passed as deadline_passed
+from .ledger import Change
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -62,6 +65,8 @@ EXPERIMENT = "hpo-action"
 STATE = "hpo_action.state"  # pending → promoted | refused
 GATED_AGAINST = "hpo_action.gated_against"  # v<k>, or none
 REFUSED = "hpo_action.refused"  # why a version was not promoted
+LEDGER_TAG = "hpo_action.gates"  # the gate ledger (gate.sequence), on the registered model
+_LEDGER_TRIES = 8
 SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 # MLflow's own rules for aliases: word characters and dashes; 'latest' and 'v<number>' are reserved.
 _ALIAS = re.compile(r"^[\w-]+$")
@@ -238,6 +243,38 @@ class MlflowRegistry:
             token = page.token
             if not token:
                 return found
+
+    def read_ledger(self) -> dict[str, Any] | None:
+        return self._bounded("read the gate ledger", self._read_ledger)
+
+    def _read_ledger(self) -> dict[str, Any] | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            text = self._client.get_registered_model(self.model_name).tags.get(LEDGER_TAG)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return None
+        return json.loads(text) if text else None
+
+    def update_ledger(self, change: Change) -> dict[str, Any]:
+        """Change the gate ledger, the registered model's `hpo_action.gates` tag. MLflow has no conditional tag
+        update, so the write is read back: a rival gate's write in between shows as another value, and this gate
+        re-reads and counts itself again (its first entry stays, spent). Left open: two writes whose read-backs
+        both precede the other's write (the module docstring's alias race, here for a gate number)."""
+        return self._bounded("update the gate ledger", lambda: self._update_ledger(change))
+
+    def _update_ledger(self, change: Change) -> dict[str, Any]:
+        self._ensure_model()
+        for _ in range(_LEDGER_TRIES):
+            current = self._client.get_registered_model(self.model_name).tags.get(LEDGER_TAG)
+            updated = change(json.loads(current) if current else None)
+            text = json.dumps(updated, separators=(",", ":"))
+            self._client.set_registered_model_tag(self.model_name, LEDGER_TAG, text)
+            if self._client.get_registered_model(self.model_name).tags.get(LEDGER_TAG) == text:
+                return updated
+        raise RegistryError(f"{self.uri}: the gate ledger kept changing; {_LEDGER_TRIES} tries failed")
 
     def _ensure_model(self) -> None:
         from mlflow.exceptions import MlflowException
