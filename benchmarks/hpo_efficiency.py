@@ -17,8 +17,9 @@ Metrics per strategy (medians with bootstrap 95% CIs over the replays): the fina
 equal compute (training steps: the defaults' median spend), the steps until the true regret first reaches ≤ ε,
 the steps until it reaches ε and *stays* there to the end of the study (Kaplan-Meier median, censored at the
 study's budget), and P(regret ≤ ε) at 25/50/100% of equal compute (Wilson CIs); ε is the training-seed standard
-deviation of the table's best configuration. The ratios compare (a) against (b), (c) and (e); the oracle fraction
-of a strategy is the oracle's KM median steps to stay within ε ÷ the strategy's (1: as good as the limit).
+deviation pooled over the table's best configurations (Table.pooled_seed_sd, with its CI). The ratios compare (a)
+against (b), (c) and (e); the oracle fraction of a strategy is the oracle's KM median steps to stay within ε ÷
+the strategy's (1: as good as the limit).
 
 A table whose manifest does not match the code and config under test, or one marked stale, is refused (exit 2);
 `--allow-stale` replays a stale table as recorded (e.g. --tasks quickstart60,flat).
@@ -158,7 +159,8 @@ def task_summary(table: Table, replays: dict[str, list[Replay]], labels: dict[st
     """Per strategy: final regret, regret at equal compute, steps to ε; the ratios of (a) to the anchors."""
     truth = table.true_losses()
     best_point = min(truth, key=truth.__getitem__)
-    epsilon = table.seed_sd(best_point)
+    pooled = table.pooled_seed_sd()
+    epsilon = pooled["epsilon"]
     equal = bootstrap_median([r.total_steps() for r in replays["a"]])["median"]
     stays = {key: _stay_times(runs, epsilon) for key, runs in replays.items()}
     rows = {}
@@ -193,6 +195,10 @@ def task_summary(table: Table, replays: dict[str, list[Replay]], labels: dict[st
         "best_configuration": dict(zip(table.grid, best_point, strict=True)),
         "best_true_loss": truth[best_point],
         "epsilon": epsilon,
+        "epsilon_ci": [pooled["low"], pooled["high"]],
+        "epsilon_rule": f"training-seed sd pooled over the {pooled['configurations']} best configurations "
+        f"(chi-square 95% CI, {pooled['df']} df)",
+        "best_configuration_seed_sd": table.seed_sd(best_point),
         "equal_compute_steps": equal,
         "configurations": len(truth),
         "training_seeds": table.seeds,
@@ -336,7 +342,8 @@ def headline(per_task: dict[str, Any], seeds: int, train_seeds: int, trials: int
 def print_summary(per_task: dict[str, Any]) -> None:
     for task, t in per_task.items():
         print(
-            f"\n{task}: ε = {t['epsilon']:.4f} (seed sd of the best configuration, true loss {t['best_true_loss']:.4f})"
+            f"\n{task}: ε = {t['epsilon']:.4f} [{t['epsilon_ci'][0]:.4f}, {t['epsilon_ci'][1]:.4f}] "
+            f"({t['epsilon_rule']}); best true loss {t['best_true_loss']:.4f}"
         )
         print(
             f"{'':4}{'strategy':44}{'final regret':>24}{'regret @ equal':>24}{'steps to ε':>20}{'reached':>8}"

@@ -86,6 +86,20 @@ class Table:
         worst = self.worst_final()
         return statistics.stdev(self._final(point, s, worst) for s in self.seeds)
 
+    def pooled_seed_sd(self, top: int = 20) -> dict[str, Any]:
+        """ε: the training-seed standard deviation pooled over the `top` best configurations (at most a quarter of
+        the table, at least 2), with its chi-square 95% CI on k·(seeds − 1) degrees of freedom (normal seed noise):
+        one configuration's sd from 3 seeds is too noisy to be a threshold."""
+        from scipy.stats import chi2
+
+        truth = self.true_losses()
+        k = max(2, min(top, len(truth) // 4))
+        chosen = sorted(truth, key=truth.__getitem__)[:k]
+        variance = statistics.fmean(self.seed_sd(p) ** 2 for p in chosen)
+        df = k * (len(self.seeds) - 1)
+        low, high = (math.sqrt(df * variance / chi2.ppf(q, df)) for q in (0.975, 0.025))
+        return {"epsilon": math.sqrt(variance), "low": low, "high": high, "configurations": k, "df": df}
+
     def _final(self, point: tuple[Any, ...], seed: int, worst: float) -> float:
         final = self.rows[(*point, seed)]["final"]
         return final if final is not None and math.isfinite(final) else worst

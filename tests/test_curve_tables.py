@@ -202,3 +202,25 @@ def test_the_quickstart_table_matches_todays_trial_loop(monkeypatch: pytest.Monk
         for step, value in zip(recorded["steps"], recorded["values"], strict=True):
             if step <= 50:
                 assert now[step] == pytest.approx(value, rel=DRIFT_TOLERANCE), (params, step, manifest["commit"])
+
+
+def test_epsilon_is_the_seed_sd_pooled_over_the_best_configurations():
+    import numpy as np
+    from scipy.stats import chi2
+
+    table = synthetic_table()
+    rng = random.Random(3)
+    rows = {}
+    for key, row in table.rows.items():
+        for seed in (0, 1, 2):
+            rows[(*key[:-1], seed)] = {**row, "final": row["final"] + rng.gauss(0, 0.05)}
+    table = Table("synthetic", table.grid, [0, 1, 2], rows, table.config)
+    truth = table.true_losses()
+    top = sorted(truth, key=truth.__getitem__)[: len(truth) // 4]
+    finals = np.array([[rows[(*p, s)]["final"] for s in (0, 1, 2)] for p in top])
+    variance = finals.var(axis=1, ddof=1).mean()
+    pooled = table.pooled_seed_sd()
+    assert pooled["configurations"] == len(top) and pooled["df"] == 2 * len(top)
+    assert pooled["epsilon"] == pytest.approx(math.sqrt(variance))
+    assert pooled["low"] == pytest.approx(math.sqrt(pooled["df"] * variance / chi2.isf(0.025, pooled["df"])))
+    assert pooled["low"] < pooled["epsilon"] < pooled["high"]
