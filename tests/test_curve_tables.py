@@ -224,3 +224,17 @@ def test_epsilon_is_the_seed_sd_pooled_over_the_best_configurations():
     assert pooled["epsilon"] == pytest.approx(math.sqrt(variance))
     assert pooled["low"] == pytest.approx(math.sqrt(pooled["df"] * variance / chi2.isf(0.025, pooled["df"])))
     assert pooled["low"] < pooled["epsilon"] < pooled["high"]
+
+
+def test_another_major_version_of_a_training_library_is_refused_a_minor_one_left_to_the_drift_test(tmp_path: Path):
+    for suffix in (".json", ".parquet"):
+        shutil.copy(RESULTS / f"curves_quickstart{suffix}", tmp_path / f"curves_quickstart{suffix}")
+    manifest = json.loads((tmp_path / "curves_quickstart.json").read_text())
+    major = int(manifest["versions"]["transformers"].split(".")[0])
+    manifest["versions"]["transformers"] = f"{major}.0.0"
+    (tmp_path / "curves_quickstart.json").write_text(json.dumps(manifest))
+    Table.load("quickstart", tmp_path)
+    manifest["versions"]["transformers"] = f"{major - 1}.9.0"
+    (tmp_path / "curves_quickstart.json").write_text(json.dumps(manifest))
+    with pytest.raises(TableMismatch, match=r"transformers"):
+        Table.load("quickstart", tmp_path)
