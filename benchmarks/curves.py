@@ -13,9 +13,13 @@ saw). Two tasks:
     python benchmarks/curves.py --task quickstart      # resumable: rerun the same command after an interruption
     python benchmarks/curves.py --task all
 
-Writes benchmarks/results/curves_<task>.parquet and curves_<task>.json (the manifest: library versions, the
-config, the grid, the machine, the wall time). Progress is kept in curves_<task>.partial.jsonl until the table
-is complete.
+    OMP_NUM_THREADS=1 python benchmarks/curves.py --task quickstart   # how the committed table was built
+
+Writes benchmarks/results/curves_<task>.parquet and curves_<task>.json (the manifest: the pins of
+benchmarks/table_manifest.py (commit, demo model hash, data fingerprint, threads, library versions, the config),
+the grid, the machine, the wall time). Progress is kept in curves_<task>.partial.jsonl until the table is complete.
+The replay refuses a table whose pins differ from the code under test; tests/test_curve_tables.py retrains rows of
+the committed table and compares them with the recorded curves.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from table_manifest import pins
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,9 +68,10 @@ TASKS = {
         "quickstart",
         {},
         {
-            "learning_rate": log_grid(1e-5, 1e-1, 12),
-            "lora_r": [2, 4, 8, 16],
-            "lora_alpha": [8, 16, 32],
+            "learning_rate": log_grid(3e-3, 3e-2, 3),
+            "lora_r": [8, 16],
+            "replay_ratio": [0.3, 0.5],
+            "kl_to_base": [0.2, 1.0],
         },
     ),
     "flat": Task(
@@ -96,16 +103,31 @@ def task_config(task: Task) -> Any:
     return apply_overrides(cfg, task.overrides, source=f"curves:{task.name}") if task.overrides else cfg
 
 
-def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int) -> dict[str, Any]:
-    """One training run of the table: the whole curve (also when it diverges), steps and seconds."""
+def session_runner(cfg: Any) -> Any:
+    """The product's trial runner for `cfg` (replay rows, forgetting probes, KL reference), its files in a scratch
+    folder."""
+    from rich.console import Console
+
+    from hpo_action.data.loading import load_splits
+    from hpo_action.session import quiet_libraries, trial_runner
+
+    quiet_libraries()
+    folder = Path(tempfile.mkdtemp(prefix="hpo-curves-"))
+    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(folder)})})
+    return trial_runner(cfg, load_splits(cfg.data), None, Console(quiet=True))
+
+
+def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int, stop_at: int | None = None) -> dict[str, Any]:
+    """One training run of the table: the whole curve (also when it diverges), steps and seconds. With `stop_at`
+    (the drift test) the run stops at that step the way a pruned trial stops."""
     from hpo_action.search.space import trial_defaults
-    from hpo_action.train.trial import TrialError
+    from hpo_action.train.trial import Pruned, TrialError
 
     curve: list[tuple[int, float]] = []
 
     def record(value: float, step: int) -> bool:
         curve.append((step, value))
-        return False  # never pruned: the table holds every curve in full
+        return stop_at is not None and step >= stop_at  # the table itself is never pruned: every curve in full
 
     runner.cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
     started = time.perf_counter()
@@ -113,9 +135,13 @@ def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int) -> dict[st
     try:
         result = runner.run({**trial_defaults(cfg), **params}, report=record)
         steps = result.steps
+        forgetting = result.forgetting
     except TrialError as err:  # diverged (non-finite loss): the curve so far, and where it stopped
         error = str(err)[:200]
         steps = (curve[-1][0] if curve else 0) + cfg.search.budget.eval_every
+        forgetting = {}
+    except Pruned as pruned:
+        error, steps, forgetting = "stopped", pruned.step, {}
     seconds = time.perf_counter() - started
     return {
         **params,
@@ -123,8 +149,9 @@ def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int) -> dict[st
         "steps": [s for s, _ in curve],
         "values": [v for _, v in curve],
         "final": curve[-1][1] if curve and error is None else math.nan,
-        "status": "ok" if error is None else "fail",
+        "status": "ok" if error is None else "stopped" if error == "stopped" else "fail",
         "error": error,
+        "forgetting": json.dumps(forgetting),  # per probe set: the constraint value (> 0: beyond the margin)
         "run_steps": steps,
         "seconds": round(seconds, 3),
         "seconds_per_step": round(seconds / max(steps, 1), 5),
@@ -133,13 +160,6 @@ def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int) -> dict[st
 
 def build(task: Task, limit: int | None = None) -> Path:
     """Train the missing rows of the table (resuming from the partial file), then write parquet + manifest."""
-    from hpo_action.data.loading import load_splits
-    from hpo_action.data.tokenize import tokenize_splits
-    from hpo_action.session import quiet_libraries
-    from hpo_action.train.models import load_base_model
-    from hpo_action.train.trial import TrialRunner
-
-    quiet_libraries()
     cfg = task_config(task)
     partial = RESULTS / f"curves_{task.name}.partial.jsonl"
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
@@ -152,10 +172,7 @@ def build(task: Task, limit: int | None = None) -> Path:
     ]
     print(f"{task.name}: {len(done)} rows done, {len(todo)} to train", flush=True)
     started = time.monotonic()
-    base = load_base_model(cfg.model)
-    folder = Path(tempfile.mkdtemp(prefix="hpo-curves-"))
-    train, validation, _ = tokenize_splits(load_splits(cfg.data), base.tokenizer, cfg.data, folder / "cache")
-    runner = TrialRunner(cfg, base, train, validation)
+    runner = session_runner(cfg)
     with partial.open("a") as sink:
         for seed, params in todo[:limit] if limit else todo:
             row = run_one(runner, cfg, params, seed)
@@ -185,8 +202,7 @@ def write_table(task: Task, cfg: Any, rows: list[dict[str, Any]], wall: float) -
         "training_seeds": list(TRAINING_SEEDS),
         "configurations": len(task.configurations()),
         "rows": len(rows),
-        "config": cfg.model_dump(mode="json"),
-        "versions": _versions(),
+        **pins(cfg, _torch_threads()),
         "machine": _machine(),
         "train_seconds_total": round(sum(r["seconds"] for r in rows), 1),
         "wall_s_last_session": round(wall, 1),
@@ -201,12 +217,6 @@ def _key(row: dict[str, Any], task: Task) -> tuple[Any, ...]:
     return (row["train_seed"], *(row[k] for k in task.grid))
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("hpo-action", "torch", "transformers", "trl", "peft", "optuna")}
-
-
 def _machine() -> dict[str, Any]:
     info = Path("/proc/cpuinfo")
     lines = info.read_text().splitlines() if info.is_file() else []
@@ -216,7 +226,6 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "cpu": cpu,
-        "torch_threads": _torch_threads(),
     }
 
 

@@ -1,5 +1,7 @@
 """Statistics of replayed studies: medians with bootstrap 95% CIs (infinities allowed: a replay that never
-reached ε counts as inf), paired ratios of medians, and the stagnation rule that stops a study."""
+reached ε counts as inf), paired ratios of medians, Kaplan-Meier medians of censored times (steps until the
+incumbent stays within ε, censored at the replay's budget), proportions with Wilson CIs, and the stagnation rule
+that stops a study."""
 
 from __future__ import annotations
 
@@ -40,6 +42,72 @@ def bootstrap_ratio(a: list[float], b: list[float], seed: int = 0) -> dict[str, 
     ordered = sorted(math.inf if r is None else r for r in ratios)
     low, high = ordered[int(0.025 * RESAMPLES)], ordered[int(0.975 * RESAMPLES) - 1]
     return {"ratio": point, "low": low, "high": high, "excludes_1": bool(high < 1 or low > 1)}
+
+
+def km_median(times: Any, events: Any) -> float:
+    """The Kaplan-Meier median of right-censored times (Kaplan & Meier 1958): the first event time at which the
+    product-limit survival S(t) = prod(1 - d_i / n_i) falls to 0.5 or below; inf when it never does (the budget
+    ran out first for too many). `events[i]` is False for a time censored at times[i]."""
+    import numpy as np
+
+    t, d = np.asarray(times, dtype=float), np.asarray(events, dtype=bool)
+    order = np.lexsort((~d, t))  # at a tie, events before censorings (the usual convention)
+    t, d = t[order], d[order]
+    at_risk = len(t) - np.arange(len(t))
+    survival = np.cumprod(np.where(d, 1.0 - 1.0 / at_risk, 1.0))
+    hit = np.nonzero(d & (survival <= 0.5 + 1e-12))[0]
+    return float(t[hit[0]]) if len(hit) else math.inf
+
+
+def km_summary(times: list[float], events: list[bool], seed: int = 0) -> dict[str, Any]:
+    """The Kaplan-Meier median with a percentile-bootstrap 95% CI (resampling replays), and the event count."""
+    import numpy as np
+
+    t, d = np.asarray(times, dtype=float), np.asarray(events, dtype=bool)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(t), (RESAMPLES, len(t)))
+    medians = sorted(km_median(t[p], d[p]) for p in picks)
+    return {
+        "median": km_median(t, d),
+        "low": medians[int(0.025 * RESAMPLES)],
+        "high": medians[int(0.975 * RESAMPLES) - 1],
+        "events": int(d.sum()),
+        "replays": len(t),
+    }
+
+
+def km_ratio(
+    a: tuple[list[float], list[bool]], b: tuple[list[float], list[bool]], seed: int = 0
+) -> dict[str, Any] | None:
+    """KM median of a ÷ KM median of b, with a paired bootstrap CI (replay i of both shares its seeds); None when
+    either median is never (censored at the budget: the ratio is undefined); a resample's undefined ratio counts
+    as inf."""
+    import numpy as np
+
+    ta, da, tb, db = (np.asarray(x) for x in (*a, *b))
+    point = _finite_ratio(km_median(ta, da), km_median(tb, db))
+    if point is None:
+        return None
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for p in rng.integers(0, len(ta), (RESAMPLES, len(ta))):
+        ratio = _finite_ratio(km_median(ta[p], da[p]), km_median(tb[p], db[p]))
+        ratios.append(math.inf if ratio is None else ratio)
+    ratios.sort()
+    low, high = ratios[int(0.025 * RESAMPLES)], ratios[int(0.975 * RESAMPLES) - 1]
+    return {"ratio": point, "low": low, "high": high, "excludes_1": bool(high < 1 or low > 1)}
+
+
+def proportion(hits: int, n: int) -> dict[str, float]:
+    """hits / n with the Wilson score 95% interval (scipy's binomtest)."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"p": hits / n, "low": float(interval.low), "high": float(interval.high), "hits": hits, "n": n}
+
+
+def _finite_ratio(a: float, b: float) -> float | None:
+    return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else None
 
 
 def _ratio(a: float, b: float) -> float | None:

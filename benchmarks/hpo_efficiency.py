@@ -11,16 +11,25 @@ Strategies, on each task's own search space (benchmarks/curves.py):
     e  transformers' hyperparameter_search recipe: LR log-uniform 1e-6..1e-4, Optuna's default TPE, no pruning
     f  GPSampler + Hyperband
     g  TPE + Hyperband, stopped by a stagnation rule (no better trial in 10)
+    o  the oracle pruner (knows each curve's final value) with the defaults' sampler: the limit of pruning
 
 Metrics per strategy (medians with bootstrap 95% CIs over the replays): the final true regret, the regret at
-equal compute (training steps), and the steps needed to reach a true regret ≤ ε, where ε is the training-seed
-standard deviation of the table's best configuration. The ratios compare (a) against (b), (c) and (e).
+equal compute (training steps: the defaults' median spend), the steps until the true regret first reaches ≤ ε,
+the steps until it reaches ε and *stays* there to the end of the study (Kaplan-Meier median, censored at the
+study's budget), and P(regret ≤ ε) at 25/50/100% of equal compute (Wilson CIs); ε is the training-seed standard
+deviation pooled over the table's best configurations (Table.pooled_seed_sd, with its CI). The ratios compare (a)
+against (b), (c) and (e); the oracle fraction of a strategy is the oracle's KM median steps to stay within ε ÷
+the strategy's (1: as good as the limit).
+
+A table whose manifest does not match the code and config under test, or one marked stale, is refused (exit 2);
+`--allow-stale` replays a stale table as recorded (e.g. --tasks quickstart60,flat).
 
     python benchmarks/hpo_efficiency.py                  # both tables, 100 study seeds × 3 training seeds
     python benchmarks/hpo_efficiency.py --cycle-seeds --random-trials 160   # RESULTS.md's run:
                                                          # training seed = study seed mod 3, (b) 160 trials
     python benchmarks/hpo_efficiency.py --quick          # CI: the shipped quickstart table, a few replays
     python benchmarks/hpo_efficiency.py --variants       # the before/after table of candidate defaults
+    python benchmarks/hpo_efficiency.py --tasks quickstart --strategies abco --cycle-seeds   # RESULTS.md, 2026-12
 
 Writes benchmarks/results/hpo_efficiency.json (+ .png); nothing about speed is asserted.
 """
@@ -40,6 +49,9 @@ from efficiency_stats import (
     bootstrap_median,
     bootstrap_ratio,
     finite,
+    km_ratio,
+    km_summary,
+    proportion,
     stagnated,
 )
 from table_replay import RESULTS, Replay, Table, replay
@@ -60,7 +72,9 @@ STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "f": ("GPSampler + Hyperband", {"sampler": "gp", "pruner": "hyperband"}),
     "g": ("TPE + Hyperband + stagnation stop", {"sampler": "tpe", "pruner": "hyperband"}),
+    "o": ("oracle pruner (knows each final value), the defaults' sampler", {}),
 }
+BUDGET_FRACTIONS = (0.25, 0.5, 1.0)  # of equal compute, for P(regret ≤ ε)
 # Candidate defaults (changes of strategy (a), one at a time): the before/after table of RESULTS.md.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "v0": ("defaults before (TPE 3 start-up, multivariate; Hyperband rf 3 from the 1st eval; warm start)", {}),
@@ -68,12 +82,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "v2": ("TPE univariate", {"sampler_options": {"multivariate": False}}),
     "v3": ("no warm start", {"warm_start": False}),
     "v4": ("Hyperband reduction_factor 2", {"pruner_options": {"reduction_factor": 2}}),
-    "v5": ("Hyperband min_resource 2 evaluations", {"pruner_options": {"min_resource": 20}}),
+    "v5": ("Hyperband min_resource 2 evaluations", {"pruner_options": {"min_resource": "2 evaluations"}}),
     "v6": ("successive halving", {"pruner": "successive_halving"}),
     "v7": ("median pruner", {"pruner": "median"}),
     "v8": ("no pruning", {"pruner": "none"}),
-    "v9": ("evaluate every 20 steps", {"budget": {"eval_every": 20}}),
 }
+# (Until 2026-12 a row v9 "evaluate every 20 steps" stood here: on a 10-step table with Hyperband's first rung at
+# min_resource it was v5 again, the same experiment counted twice.)
 TRIALS = 40
 _TABLES: dict[str, Table] = {}
 TABLES_DIR = [RESULTS]  # where the tables are read from (--tables)
@@ -89,6 +104,8 @@ def strategy_config(table: Table, key: str, overrides: dict[str, Any], trials: i
         search.pop(name, None)  # the product's defaults, unless the strategy sets them
     budget = {**search.get("budget", {}), **overrides.get("budget", {})}
     search.update({**overrides, "budget": budget, "n_trials": trials, "timeout": None, "workers": 0})
+    if search.get("pruner_options", {}).get("min_resource") == "2 evaluations":
+        search["pruner_options"] = {"min_resource": 2 * budget["eval_every"]}
     if key == "d":
         search["sampler_options"] = {"grid_points": 4}
     if key == "e":
@@ -99,18 +116,19 @@ def strategy_config(table: Table, key: str, overrides: dict[str, Any], trials: i
     return HpoConfig.model_validate(raw)
 
 
-def _replay_job(job: tuple[str, str, dict[str, Any], int, int, int]) -> tuple[str, str, int, int, Replay]:
+def _replay_job(job: tuple[str, str, dict[str, Any], int, int, int, bool]) -> tuple[str, str, int, int, Replay]:
     import warnings
 
     warnings.filterwarnings("ignore")  # Optuna's experimental-API and heartbeat notes, thousands of times
-    task, key, overrides, trials, study_seed, train_seed = job
+    task, key, overrides, trials, study_seed, train_seed, allow_stale = job
     if task not in _TABLES:
-        _TABLES[task] = Table.load(task, TABLES_DIR[0])
+        _TABLES[task] = Table.load(task, TABLES_DIR[0], allow_stale)
     table = _TABLES[task]
     truth = table.true_losses()
     cfg = strategy_config(table, key, overrides, trials)
     stop = stagnated(10) if key == "g" else None
-    return task, key, study_seed, train_seed, replay(table, cfg, study_seed, train_seed, truth, stop)
+    result = replay(table, cfg, study_seed, train_seed, truth, stop, oracle=key == "o")
+    return task, key, study_seed, train_seed, result
 
 
 def run_replays(
@@ -120,11 +138,12 @@ def run_replays(
     trials: int,
     jobs: int,
     trials_of: dict[str, int] | None = None,
+    allow_stale: bool = False,
 ) -> dict[str, dict[str, list[Replay]]]:
     """Every (task, strategy, (study seed, training seed)) replay, on `jobs` processes; in the order of pairs.
     `trials_of` gives some strategies a longer study than `trials`."""
     work = [
-        (task, key, overrides, (trials_of or {}).get(key, trials), seed, train_seed)
+        (task, key, overrides, (trials_of or {}).get(key, trials), seed, train_seed, allow_stale)
         for task in tasks
         for key, overrides in strategies.items()
         for seed, train_seed in pairs[key]
@@ -140,8 +159,10 @@ def task_summary(table: Table, replays: dict[str, list[Replay]], labels: dict[st
     """Per strategy: final regret, regret at equal compute, steps to ε; the ratios of (a) to the anchors."""
     truth = table.true_losses()
     best_point = min(truth, key=truth.__getitem__)
-    epsilon = table.seed_sd(best_point)
+    pooled = table.pooled_seed_sd()
+    epsilon = pooled["epsilon"]
     equal = bootstrap_median([r.total_steps() for r in replays["a"]])["median"]
+    stays = {key: _stay_times(runs, epsilon) for key, runs in replays.items()}
     rows = {}
     for key, runs in replays.items():
         rows[key] = {
@@ -151,24 +172,46 @@ def task_summary(table: Table, replays: dict[str, list[Replay]], labels: dict[st
             "regret_at_equal_compute": bootstrap_median([r.regret_at(equal) for r in runs]),
             "steps_to_epsilon": bootstrap_median([r.steps_to(epsilon) for r in runs]),
             "reached_epsilon": sum(math.isfinite(r.steps_to(epsilon)) for r in runs),
+            "steps_to_stay_within_epsilon": km_summary(*stays[key]),
+            "p_within_epsilon": {
+                f"{fraction:.0%}": proportion(sum(r.regret_at(fraction * equal) <= epsilon for r in runs), len(runs))
+                for fraction in BUDGET_FRACTIONS
+            },
+            "oracle_fraction": km_ratio(stays["o"], stays[key]) if "o" in stays else None,
             "total_steps": bootstrap_median([r.total_steps() for r in runs]),
             "regret_by_budget": {b: bootstrap_median([r.regret_at(b) for r in runs]) for b in BUDGETS},
         }
     to_eps = {key: [r.steps_to(epsilon) for r in runs] for key, runs in replays.items()}
+    anchors = (("random", "b"), ("tpe_no_pruning", "c"), ("hf_default", "e"))
     ratios = {
         f"ratio_vs_{name}": bootstrap_ratio(to_eps["a"], to_eps[key]) if key in to_eps and "a" in to_eps else None
-        for name, key in (("random", "b"), ("tpe_no_pruning", "c"), ("hf_default", "e"))
+        for name, key in anchors
+    }
+    stay_ratios = {
+        f"stay_ratio_vs_{name}": km_ratio(stays["a"], stays[key]) if key in stays and "a" in stays else None
+        for name, key in anchors
     }
     return {
         "best_configuration": dict(zip(table.grid, best_point, strict=True)),
         "best_true_loss": truth[best_point],
         "epsilon": epsilon,
+        "epsilon_ci": [pooled["low"], pooled["high"]],
+        "epsilon_rule": f"training-seed sd pooled over the {pooled['configurations']} best configurations "
+        f"(chi-square 95% CI, {pooled['df']} df)",
+        "best_configuration_seed_sd": table.seed_sd(best_point),
         "equal_compute_steps": equal,
         "configurations": len(truth),
         "training_seeds": table.seeds,
         **ratios,
+        **stay_ratios,
         "strategies": rows,
     }
+
+
+def _stay_times(runs: list[Replay], epsilon: float) -> tuple[list[float], list[bool]]:
+    """Each replay's steps until it stays within ε, and whether it did (False: censored at its budget)."""
+    pairs = [r.steps_to_stay(epsilon) for r in runs]
+    return [t for t, _ in pairs], [event for _, event in pairs]
 
 
 def main() -> None:
@@ -189,19 +232,20 @@ def main() -> None:
     parser.add_argument("--gp-seeds", type=int, help="Study seeds of (f), whose sampler is slow (default: --seeds).")
     parser.add_argument("--variants", action="store_true", help="The candidate defaults (one training seed each).")
     parser.add_argument("--tables", default=str(RESULTS), help="Folder of the curves_<task> tables.")
+    parser.add_argument("--allow-stale", action="store_true", help="Replay tables marked stale, as recorded.")
     args = parser.parse_args()
     TABLES_DIR[0] = Path(args.tables)
+    tasks = ["quickstart"] if args.quick else args.tasks.split(",")
+    tables = {task: Table.load_or_exit(task, TABLES_DIR[0], args.allow_stale) for task in tasks}
     if args.variants:
-        return variants_main(args)
+        return variants_main(args, tables)
 
     from hpo_action.session import quiet_libraries
 
     quiet_libraries()
     started = time.monotonic()
-    tasks = ["quickstart"] if args.quick else args.tasks.split(",")
-    keys = "abc" if args.quick else args.strategies
+    keys = "abco" if args.quick else args.strategies
     seeds, trials = (4, 12) if args.quick else (args.seeds, args.trials)
-    tables = {task: Table.load(task, TABLES_DIR[0]) for task in tasks}
     train_seeds = tables[tasks[0]].seeds[:1] if args.quick else tables[tasks[0]].seeds
     strategies = {key: STRATEGIES[key][1] for key in keys}
     every = [(seed, train_seed) for seed in range(seeds) for train_seed in train_seeds]
@@ -210,10 +254,11 @@ def main() -> None:
     gp_pairs = cycled[: args.gp_seeds or seeds]
     pairs = {key: gp_pairs if key == "f" else cycled if args.cycle_seeds else every for key in strategies}
     longer = {"b": args.random_trials} if args.random_trials else None
-    replays = run_replays(tasks, strategies, pairs, trials, 1 if args.quick else args.jobs, longer)
+    replays = run_replays(tasks, strategies, pairs, trials, 1 if args.quick else args.jobs, longer, args.allow_stale)
     labels = {key: STRATEGIES[key][0] for key in keys}
     per_task = {task: task_summary(tables[task], replays[task], labels) for task in tasks}
     result = headline(per_task, seeds, 1 if args.cycle_seeds else len(train_seeds), trials, args.quick)
+    result["manifest"] = {task: manifest_pins(task) for task in tasks}
     result["random_trials"] = args.random_trials or trials
     result["gp_study_seeds"] = len(gp_pairs) if "f" in strategies else None
     result["wall_s"] = round(time.monotonic() - started, 1)
@@ -226,15 +271,22 @@ def main() -> None:
     print(f"wrote {RESULTS / name}.json and .png in {result['wall_s']} s")
 
 
-def variants_main(args: argparse.Namespace) -> None:
+def manifest_pins(task: str) -> dict[str, Any]:
+    """The pins of the table a result was replayed from (its manifest without the config and the grid)."""
+    manifest = json.loads((TABLES_DIR[0] / f"curves_{task}.json").read_text())
+    return {k: v for k, v in manifest.items() if k not in ("config", "grid", "machine")}
+
+
+def variants_main(args: argparse.Namespace, tables: dict[str, Table]) -> None:
     """The before/after table: each candidate default over `seeds` study seeds, training seed = seed mod 3."""
     started = time.monotonic()
-    tasks = args.tasks.split(",")
-    tables = {task: Table.load(task, TABLES_DIR[0]) for task in tasks}
+    tasks = list(tables)
     seeds_of_table = tables[tasks[0]].seeds
     pairs = [(seed, seeds_of_table[seed % len(seeds_of_table)]) for seed in range(args.seeds)]
     strategies = {key: overrides for key, (_, overrides) in VARIANTS.items()}
-    replays = run_replays(tasks, strategies, dict.fromkeys(strategies, pairs), args.trials, args.jobs)
+    replays = run_replays(
+        tasks, strategies, dict.fromkeys(strategies, pairs), args.trials, args.jobs, allow_stale=args.allow_stale
+    )
     labels = {key: label for key, (label, _) in VARIANTS.items()}
     per_task = {}
     for task in tasks:
@@ -245,6 +297,7 @@ def variants_main(args: argparse.Namespace) -> None:
         per_task[task] = summary
     print_summary(per_task)
     result = {"study_seeds": args.seeds, "trials_per_study": args.trials, "variants": labels, "tasks": per_task}
+    result["manifest"] = {task: manifest_pins(task) for task in tasks}
     result["wall_s"] = round(time.monotonic() - started, 1)
     (RESULTS / "hpo_defaults_table.json").write_text(json.dumps(finite(result), indent=2) + "\n")
     print(f"wrote {RESULTS / 'hpo_defaults_table.json'} in {result['wall_s']} s")
@@ -257,6 +310,12 @@ def headline(per_task: dict[str, Any], seeds: int, train_seeds: int, trials: int
         values = [t[name]["ratio"] if t[name] else None for t in per_task.values()]
         return None if any(v is None for v in values) else max(values)
 
+    def stays(t: dict[str, Any]) -> dict[str, Any]:
+        steps = {key: row["steps_to_stay_within_epsilon"] for key, row in t["strategies"].items()}
+        ratios = {name: t[name] for name in t if name.startswith("stay_ratio_vs_")}
+        p_within = {key: row["p_within_epsilon"] for key, row in t["strategies"].items()}
+        return {"steps_km_median": steps, **ratios, "p_within_epsilon_at_budget": p_within}
+
     return {
         "ratio_vs_random": worst("ratio_vs_random"),
         "ratio_vs_tpe_no_pruning": worst("ratio_vs_tpe_no_pruning"),
@@ -264,6 +323,11 @@ def headline(per_task: dict[str, Any], seeds: int, train_seeds: int, trials: int
         "seeds": seeds * train_seeds,
         "regret_at_equal_compute": {
             task: {key: row["regret_at_equal_compute"]["median"] for key, row in t["strategies"].items()}
+            for task, t in per_task.items()
+        },
+        "stays_within_eps": {task: stays(t) for task, t in per_task.items()},
+        "oracle_fraction": {
+            task: {key: row["oracle_fraction"] for key, row in t["strategies"].items() if key != "o"}
             for task, t in per_task.items()
         },
         "epsilon": {task: t["epsilon"] for task, t in per_task.items()},
@@ -278,16 +342,28 @@ def headline(per_task: dict[str, Any], seeds: int, train_seeds: int, trials: int
 def print_summary(per_task: dict[str, Any]) -> None:
     for task, t in per_task.items():
         print(
-            f"\n{task}: ε = {t['epsilon']:.4f} (seed sd of the best configuration, true loss {t['best_true_loss']:.4f})"
+            f"\n{task}: ε = {t['epsilon']:.4f} [{t['epsilon_ci'][0]:.4f}, {t['epsilon_ci'][1]:.4f}] "
+            f"({t['epsilon_rule']}); best true loss {t['best_true_loss']:.4f}"
         )
-        print(f"{'':4}{'strategy':44}{'final regret':>26}{'regret @ equal':>26}{'steps to ε':>24}{'reached':>9}")
+        print(
+            f"{'':4}{'strategy':44}{'final regret':>24}{'regret @ equal':>24}{'steps to ε':>20}{'reached':>8}"
+            f"{'steps to stay in ε (KM)':>26}{'stayed':>8}{'P(≤ε) @100%':>13}{'oracle fraction':>22}"
+        )
         for key, row in t["strategies"].items():
             cells = [_cell(row[name]) for name in ("final_regret", "regret_at_equal_compute", "steps_to_epsilon")]
             reached = f"{row['reached_epsilon']}/{row['replays']}"
-            print(f"({key}) {row['label']:44}{cells[0]:>26}{cells[1]:>26}{cells[2]:>24}{reached:>9}")
+            stay = row["steps_to_stay_within_epsilon"]
+            oracle = _cell(row["oracle_fraction"], "ratio") if row["oracle_fraction"] else "undefined"
+            print(
+                f"({key}) {row['label'][:44]:44}{cells[0]:>24}{cells[1]:>24}{cells[2]:>20}{reached:>8}"
+                f"{_cell(stay):>26}{stay['events']:>8}{row['p_within_epsilon']['100%']['p']:>13.2f}{oracle:>22}"
+            )
         for name in ("ratio_vs_random", "ratio_vs_tpe_no_pruning", "ratio_vs_hf_default"):
-            ratio = t[name]
-            print(f"  {name}: {ratio and _cell(ratio, 'ratio')}")
+            ratio, stay_ratio = t[name], t["stay_" + name]
+            print(
+                f"  {name}: first touch {ratio and _cell(ratio, 'ratio')}; "
+                f"stays {_cell(stay_ratio, 'ratio') if stay_ratio else 'undefined'}"
+            )
 
 
 def _cell(stats: dict[str, Any], key: str = "median") -> str:

@@ -25,19 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from curves import TASKS, task_config
+from curves import TASKS, session_runner, task_config
 from table_replay import RESULTS, Table
-
-
-def runner_for(cfg: Any, folder: Path) -> Any:
-    from hpo_action.data.loading import load_splits
-    from hpo_action.data.tokenize import tokenize_splits
-    from hpo_action.train.models import load_base_model
-    from hpo_action.train.trial import TrialRunner
-
-    base = load_base_model(cfg.model)
-    train, validation, _ = tokenize_splits(load_splits(cfg.data), base.tokenizer, cfg.data, folder / "cache")
-    return TrialRunner(cfg, base, train, validation)
 
 
 def real_study(cfg: Any, runner: Any, budget: int, folder: Path, lr_auto: bool) -> dict[str, Any]:
@@ -82,7 +71,7 @@ def true_regret(table: Table, params: dict[str, Any], defaults: dict[str, Any]) 
 def _wait_for_table(task: str) -> Table:
     while not (RESULTS / f"curves_{task}.parquet").is_file():
         time.sleep(30)
-    return Table.load(task)
+    return Table.load_or_exit(task)
 
 
 def main() -> None:
@@ -110,7 +99,7 @@ def main() -> None:
     for task_name in args.tasks.split(","):
         base_cfg = task_config(TASKS[task_name])
         folder = Path(tempfile.mkdtemp(prefix=f"hpo-real-{task_name}-"))
-        runner = runner_for(base_cfg, folder)
+        runner = session_runner(base_cfg)  # the product's runner: replay rows, probes, KL reference
         rows: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
         for seed in range(args.seeds):
             for arm, spec in arms.items():

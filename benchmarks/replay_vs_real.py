@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--allow-stale", action="store_true", help="Replay tables marked stale, as recorded.")
     args = parser.parse_args()
     started = time.monotonic()
     real = json.loads((RESULTS / "lr_bounds_effect.json").read_text())
@@ -78,11 +79,13 @@ def main() -> None:
 
     result: dict[str, Any] = {"budget_steps": budget, "range_test_steps": AUTO_STEPS, "tasks": {}}
     for task, arms in real["tasks"].items():
-        table = Table.load(task)
+        table = Table.load_or_exit(task, allow_stale=args.allow_stale)
         lr_range = arms["auto"]["runs"][0]["lr_range"]  # the range test is deterministic: one window per task
         strategies = {"configured": arm_overrides(table, None), "auto": arm_overrides(table, lr_range)}
         pairs = [(seed, train_seed) for seed in range(args.seeds) for train_seed in table.seeds]
-        replays = run_replays([task], strategies, dict.fromkeys(strategies, pairs), args.trials, args.jobs)[task]
+        replays = run_replays(
+            [task], strategies, dict.fromkeys(strategies, pairs), args.trials, args.jobs, allow_stale=args.allow_stale
+        )[task]
         rows = {
             "configured": compare(arms["configured"]["runs"], replays["configured"], budget),
             "auto": compare(arms["auto"]["runs"], replays["auto"], budget - AUTO_STEPS),

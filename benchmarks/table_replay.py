@@ -1,19 +1,27 @@
 """Replay a search strategy against a learning-curve table (benchmarks/curves.py): the study code is hpo-action's
 own (`open_study`: sampler, pruner, warm start, seeding; `run_trials`: the slot lock, the duplicate check, the
-loop), and only the trial execution is replaced by a lookup. `TableRunner.run` maps the suggested parameters to
-the nearest grid point (log distance for the learning rate), reports the recorded curve of one training seed
-step by step to the real pruner, and returns the recorded final loss; a diverged curve fails the trial as the
-real one did. The storage is Optuna's in-memory one (thousands of studies; nothing else changes).
+loop, the forgetting constraint), and only the trial execution is replaced by a lookup. `TableRunner.run` maps the
+suggested parameters to the nearest grid point (log distance for the learning rate), reports the recorded curve of
+one training seed step by step to the real pruner, and returns the recorded final loss and forgetting readings; a
+diverged curve fails the trial as the real one did. The storage is Optuna's in-memory one (thousands of studies).
 
-Each replay yields the incumbent after every trial (the product's choice: the best completed trial so far), its
-*true* loss (the mean over the table's training seeds) and the training steps spent so far.
+As in a real run: each study has its own name in the product's pattern (Hyperband assigns brackets by hashing the
+study name with the trial number, so one shared name would give every replay the same bracket sequence), a trial
+is never pruned at its last evaluation (`_Tracker.record`: a finished trial is complete), and the incumbent is the
+trial the product would hand to the gate (`chosen_trial`: the best feasible completed trial).
+
+Each replay yields the incumbent after every trial, its *true* loss (the mean over the table's training seeds) and
+the training steps spent so far. A table whose manifest does not match the code under test is refused
+(benchmarks/table_manifest.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import statistics
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,15 +43,32 @@ class Table:
     config: dict[str, Any]
 
     @classmethod
-    def load(cls, task: str, folder: Path = RESULTS) -> Table:
+    def load(cls, task: str, folder: Path = RESULTS, allow_stale: bool = False) -> Table:
+        """The table of `task`; TableMismatch when its manifest does not match the task's config and libraries
+        here, or it is marked stale and `allow_stale` is not set."""
         import pyarrow.parquet as pq
+        from curves import TASKS, task_config
+        from table_manifest import check, relative
 
-        manifest = json.loads((folder / f"curves_{task}.json").read_text())
+        path = folder / f"curves_{task}.json"
+        manifest = json.loads(path.read_text())
+        check(manifest, relative(str(path)), task_config(TASKS[task]) if task in TASKS else None, allow_stale)
         grid = manifest["grid"]
         rows = {}
         for row in pq.read_table(folder / f"curves_{task}.parquet").to_pylist():
             rows[(*(row[k] for k in grid), row["train_seed"])] = row
         return cls(task, grid, manifest["training_seeds"], rows, manifest["config"])
+
+    @classmethod
+    def load_or_exit(cls, task: str, folder: Path = RESULTS, allow_stale: bool = False) -> Table:
+        """`load` for a command line: a refused table is one line on stderr and exit code 2."""
+        from table_manifest import TableMismatch
+
+        try:
+            return cls.load(task, folder, allow_stale)
+        except TableMismatch as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def points(self) -> list[tuple[Any, ...]]:
         return sorted({key[:-1] for key in self.rows}, key=str)
@@ -60,6 +85,20 @@ class Table:
     def seed_sd(self, point: tuple[Any, ...]) -> float:
         worst = self.worst_final()
         return statistics.stdev(self._final(point, s, worst) for s in self.seeds)
+
+    def pooled_seed_sd(self, top: int = 20) -> dict[str, Any]:
+        """ε: the training-seed standard deviation pooled over the `top` best configurations (at most a quarter of
+        the table, at least 2), with its chi-square 95% CI on k·(seeds − 1) degrees of freedom (normal seed noise):
+        one configuration's sd from 3 seeds is too noisy to be a threshold."""
+        from scipy.stats import chi2
+
+        truth = self.true_losses()
+        k = max(2, min(top, len(truth) // 4))
+        chosen = sorted(truth, key=truth.__getitem__)[:k]
+        variance = statistics.fmean(self.seed_sd(p) ** 2 for p in chosen)
+        df = k * (len(self.seeds) - 1)
+        low, high = (math.sqrt(df * variance / chi2.ppf(q, df)) for q in (0.975, 0.025))
+        return {"epsilon": math.sqrt(variance), "low": low, "high": high, "configurations": k, "df": df}
 
     def _final(self, point: tuple[Any, ...], seed: int, worst: float) -> float:
         final = self.rows[(*point, seed)]["final"]
@@ -86,15 +125,40 @@ class Step:
     point: tuple[Any, ...]
     steps: int
     observed: float | None
+    chosen: tuple[Any, ...] | None = None  # the incumbent once this trial ended (the product's finalist rule)
+
+
+class OraclePruner:
+    """The limit of pruning: knows each curve's final value (the table's row for the study's training seed), and
+    stops a trial at its first evaluation unless it will become the incumbent (finish better than the product's
+    choice so far, and, under the forgetting constraint, within the margins). For the same suggestions, no pruner
+    that sees only the curve so far spends fewer steps to the same incumbents."""
+
+    def __init__(self, table: Table, train_seed: int, defaults: dict[str, Any], constrained: bool) -> None:
+        self.table, self.train_seed, self.defaults, self.constrained = table, train_seed, defaults, constrained
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        from hpo_action.search.finalist import chosen_trial
+
+        row = self.table.rows[(*self.table.nearest({**self.defaults, **trial.params}), self.train_seed)]
+        final = row["final"] if row["status"] == "ok" else math.inf
+        if self.constrained and any(v > 0 for v in json.loads(row.get("forgetting") or "{}").values()):
+            return True  # beyond a margin: never the incumbent
+        incumbent = chosen_trial(study)
+        return final >= (incumbent.value if incumbent is not None else math.inf)
 
 
 class TableRunner:
     """Stands in for `TrialRunner`: same call, the table's recorded curve instead of training."""
 
-    def __init__(self, table: Table, train_seed: int, metric: str = "eval_loss", eval_every: int = 0) -> None:
+    def __init__(
+        self, table: Table, train_seed: int, metric: str = "eval_loss", eval_every: int = 0, max_steps: int = 0
+    ) -> None:
         self.table, self.train_seed, self.metric = table, train_seed, metric
         self.eval_every = eval_every  # report only these steps (a sparser cadence than the table's); 0: all
+        self.max_steps = max_steps  # the budget: a trial that reached it is complete, whatever the pruner says
         self.log: list[Step] = []
+        self.points: dict[int, tuple[Any, ...]] = {}  # trial number → the grid point it ran
 
     def run(
         self,
@@ -102,11 +166,15 @@ class TableRunner:
         report: Callable[[float, int], bool] | None = None,
         save_to: Callable[[Any], Path | None] | None = None,
         trial_number: int | None = None,
+        checkpoints: Any = None,
     ) -> Any:
+        """`checkpoints` (search.resume_trials) is accepted and unused: a looked-up curve has nothing to resume."""
         from hpo_action.errors import TrialError
         from hpo_action.train.trial import Pruned, TrialResult
 
         point = self.table.nearest(params)
+        if trial_number is not None:
+            self.points[trial_number] = point
         row = self.table.rows[(*point, self.train_seed)]
         curve = [
             (step, value)
@@ -114,7 +182,8 @@ class TableRunner:
             if not self.eval_every or step % self.eval_every == 0 or step == row["steps"][-1]
         ]
         for step, value in curve:
-            if report is not None and report(value, step):
+            # the real trial's guard (_Tracker.record): the last evaluation is reported, never pruned
+            if report is not None and report(value, step) and step < self.max_steps:
                 self.log.append(Step(point, step, None))
                 raise Pruned(step, value)
         if row["status"] != "ok":
@@ -127,6 +196,7 @@ class TableRunner:
             curve=curve,
             steps=row["run_steps"],
             seconds=row["run_steps"] * row["seconds_per_step"],
+            forgetting=json.loads(row.get("forgetting") or "{}"),  # the constraint, when search sets it
         )
         if save_to is not None:
             save_to(result)  # the product decides whether it would keep the weights; nothing is written
@@ -160,6 +230,21 @@ class Replay:
         """Steps spent when the incumbent's true regret first reaches ≤ epsilon; inf when it never does."""
         return next((s for s, r in zip(self.steps, self.regret, strict=True) if r <= epsilon), math.inf)
 
+    def steps_to_stay(self, epsilon: float) -> tuple[float, bool]:
+        """Steps spent when the incumbent's true regret reaches ≤ epsilon and stays there to the end of the study,
+        and whether it did (False: censored at the study's total steps, the budget)."""
+        time = None
+        for steps, regret in zip(self.steps, self.regret, strict=True):
+            time = (time or steps) if regret <= epsilon else None
+        return (float(time), True) if time is not None else (float(self.total_steps()), False)
+
+
+def study_name(cfg: Any, study_seed: int) -> str:
+    """The product's pattern (`hpo-` and 12 hex digits of the config's fingerprint), one name per study seed: real
+    studies of distinct users carry distinct names, and Hyperband's brackets hash the name."""
+    digest = hashlib.sha256(f"{cfg.fingerprint()}/{study_seed}".encode()).hexdigest()
+    return f"hpo-{digest[:12]}"
+
 
 def replay(
     table: Table,
@@ -168,45 +253,57 @@ def replay(
     train_seed: int,
     truth: dict[tuple[Any, ...], float],
     stop: Callable[[Any], bool] | None = None,
+    oracle: bool = False,
 ) -> Replay:
-    """One study of `cfg` against the table, through the product's `open_study` and `run_trials`."""
+    """One study of `cfg` against the table, through the product's `open_study` and `run_trials`; with `oracle`,
+    the study's pruner is the OraclePruner."""
     import optuna
 
     from hpo_action.search import study as study_module
+    from hpo_action.search.finalist import chosen_trial
+    from hpo_action.search.space import trial_defaults
 
-    runner = TableRunner(table, train_seed, cfg.search.objective.metric, cfg.search.budget.eval_every)
+    budget = cfg.search.budget
+    runner = TableRunner(table, train_seed, cfg.search.objective.metric, budget.eval_every, budget.max_steps)
+
+    def note_incumbent(study: Any, trial: Any) -> None:
+        finalist = chosen_trial(study)
+        if runner.log and trial.number in runner.points:  # a trial the runner ran (not refused before training)
+            runner.log[-1].chosen = runner.points.get(finalist.number) if finalist is not None else None
+
     best = min(truth.values())
     with tempfile.TemporaryDirectory(prefix="hpo-replay-") as folder:
+        search = {"seed": study_seed, "storage": None, "study_name": study_name(cfg, study_seed)}
         cfg = cfg.model_copy(
             update={
-                "search": cfg.search.model_copy(update={"seed": study_seed, "storage": None, "study_name": "replay"}),
+                "search": cfg.search.model_copy(update=search),
                 "output": cfg.output.model_copy(update={"dir": folder}),
             }
         )
-        real_open = study_module.open_storage
+        real_open, real_pruner = study_module.open_storage, study_module.make_pruner
         study_module.open_storage = lambda url, search=None: optuna.storages.InMemoryStorage()
+        if oracle:
+            constrained = cfg.search.forgetting_constraint
+            study_module.make_pruner = lambda cfg: OraclePruner(table, train_seed, trial_defaults(cfg), constrained)
         try:
             study = study_module.open_study(cfg)
         finally:
-            study_module.open_storage = real_open
-        if stop is None:
-            study_module.run_trials(study, cfg, runner, target=cfg.search.n_trials, prune_adapters=False)
-        else:  # a stopping rule between trials: the loop asked for one trial at a time
-            for count in range(1, cfg.search.n_trials + 1):
-                study_module.run_trials(study, cfg, runner, target=count, prune_adapters=False)
-                if stop(study):
-                    break
+            study_module.open_storage, study_module.make_pruner = real_open, real_pruner
+        count = cfg.search.n_trials if stop is None else 1
+        while True:  # with a stopping rule, the loop asks for one trial at a time
+            study_module.run_trials(study, cfg, runner, target=count, prune_adapters=False, on_trial=note_incumbent)
+            if stop is None or count >= cfg.search.n_trials or stop(study):
+                break
+            count += 1
     return incumbents(runner.log, truth, best)
 
 
 def incumbents(log: list[Step], truth: dict[tuple[Any, ...], float], best: float) -> Replay:
-    """After each trial: steps so far, and the true regret of the best completed trial so far (ties: first)."""
-    spent, chosen, observed = 0, None, math.inf
+    """After each trial: steps so far, and the true regret of the trial the product would choose then."""
+    spent = 0
     steps, regrets = [], []
     for step in log:
         spent += step.steps
-        if step.observed is not None and step.observed < observed:
-            chosen, observed = step.point, step.observed
         steps.append(spent)
-        regrets.append(truth[chosen] - best if chosen is not None else math.inf)
+        regrets.append(truth[step.chosen] - best if step.chosen is not None else math.inf)
     return Replay(steps, regrets, len(log))

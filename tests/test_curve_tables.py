@@ -1,0 +1,240 @@
+"""The learning-curve tables and their replay (benchmarks/curves.py, table_replay.py, hpo_efficiency.py): the replay
+runs the product's study code as a real run does (its own study name per seed, no prune at the last step, the
+forgetting constraint, the oracle pruner's limit), the metrics of "found it" (stays within ε, Kaplan-Meier median
+checked against scipy), the manifest refusal, and the drift test that retrains rows of the committed table."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from curves import TASKS, run_one, session_runner, task_config
+from efficiency_stats import km_median, km_summary
+from hpo_efficiency import strategy_config
+from table_manifest import TableMismatch, config_pin
+from table_replay import Replay, Table, TableRunner, replay, study_name
+
+from hpo_action.train.trial import Pruned
+
+RESULTS = ROOT / "benchmarks" / "results"
+DRIFT_TOLERANCE = 0.02  # relative, on eval_loss at steps 25 and 50: room for another CPU's float rounding only
+
+
+def synthetic_table(infeasible: tuple[Any, ...] | None = None) -> Table:
+    """A table over today's quickstart space: a bowl around lr 1e-2 whose curves fall towards their final loss;
+    `infeasible` marks one grid point as forgetting beyond the margin."""
+    grid = TASKS["quickstart"].grid
+    rows = {}
+    for config in TASKS["quickstart"].configurations():
+        point = tuple(config[k] for k in grid)
+        final = (math.log10(config["learning_rate"]) + 2) ** 2 + 0.05 * (config["lora_r"] == 8)
+        final += 0.1 * config["kl_to_base"] + 0.02 * config["replay_ratio"] + 0.1
+        excess = 0.1 if point == infeasible else -0.01
+        steps = [25, 50, 75, 100]
+        rows[(*point, 0)] = {
+            **config,
+            "steps": steps,
+            "values": [final + 2.0 * (1 - s / 100) for s in steps],
+            "final": final,
+            "status": "ok",
+            "error": None,
+            "forgetting": json.dumps({"copy": excess}),
+            "run_steps": 100,
+            "seconds_per_step": 0.1,
+        }
+    return Table("synthetic", grid, [0], rows, config_pin(task_config(TASKS["quickstart"])))
+
+
+def replay_once(table: Table, key: str, seed: int, trials: int = 8, oracle: bool = False) -> Replay:
+    cfg = strategy_config(table, key, {}, trials)
+    return replay(table, cfg, seed, 0, table.true_losses(), oracle=oracle)
+
+
+def test_a_replayed_study_runs_its_trials_through_the_product():
+    """Regression: the product's objective passes `checkpoints=` to the runner; the table runner refused it and
+    every replayed trial failed (every strategy then showed an infinite regret)."""
+    run = replay_once(synthetic_table(), "a", seed=0)
+    assert run.trials == 8
+    assert math.isfinite(run.final_regret())
+
+
+def test_a_trial_is_never_pruned_at_its_last_step():
+    table = synthetic_table()
+    params = {"learning_rate": 0.01, "lora_r": 16, "replay_ratio": 0.3, "kl_to_base": 0.2}
+    always = TableRunner(table, 0, eval_every=25, max_steps=100)
+    with pytest.raises(Pruned) as pruned:
+        always.run(params, report=lambda value, step: True)
+    assert pruned.value.step == 25
+    last_only = TableRunner(table, 0, eval_every=100, max_steps=100)  # one evaluation, at the last step
+    result = last_only.run(params, report=lambda value, step: True)
+    assert result.steps == 100 and result.value == table.rows[(0.00949, 16, 0.3, 0.2, 0)]["final"]
+
+
+def test_each_study_seed_has_its_own_name_in_the_products_pattern(monkeypatch: pytest.MonkeyPatch):
+    from hpo_action.search import study as study_module
+
+    table = synthetic_table()
+    seen = []
+    real = study_module.open_study
+    monkeypatch.setattr(study_module, "open_study", lambda cfg: seen.append(cfg.search.study_name) or real(cfg))
+    for seed in (0, 1):
+        replay_once(table, "a", seed, trials=2)
+    cfg = strategy_config(table, "a", {}, 2)
+    assert seen == [study_name(cfg, 0), study_name(cfg, 1)] and seen[0] != seen[1]
+    assert all(re.fullmatch(r"hpo-[0-9a-f]{12}", name) for name in seen)
+
+
+def test_the_incumbent_is_the_trial_the_product_would_choose():
+    """With search.forgetting_constraint, a trial beyond the forgetting margin is never the incumbent, however good
+    its loss: the best grid point marked infeasible is never picked, while it is picked when feasible."""
+    truth = synthetic_table().true_losses()
+    best = min(truth, key=truth.__getitem__)
+    feasible = [replay_once(synthetic_table(), "c", seed, trials=16).regret for seed in range(4)]
+    blocked = [replay_once(synthetic_table(best), "c", seed, trials=16).regret for seed in range(4)]
+    assert any(0.0 in regrets for regrets in feasible)
+    assert all(0.0 not in regrets for regrets in blocked)
+
+
+def test_the_oracle_pruner_stops_exactly_the_trials_that_would_not_become_the_incumbent():
+    table = synthetic_table()
+    run = replay_once(table, "a", seed=3, trials=16, oracle=True)
+    plain = replay_once(table, "c", seed=3, trials=16)
+    assert run.trials == 16
+    spent = [b - a for a, b in zip([0, *run.steps], run.steps, strict=False)]
+    assert set(spent) <= {25, 100}  # pruned at the first evaluation, or run in full
+    regrets = [math.inf, *run.regret]
+    for index, steps in enumerate(spent):  # a full run improves the incumbent; a pruned one would not have
+        assert (regrets[index + 1] < regrets[index]) == (steps == 100)
+    assert run.total_steps() < plain.total_steps()
+
+
+def test_steps_to_stay_within_epsilon_ignore_a_first_touch():
+    left_again = Replay(steps=[100, 200, 300, 400], regret=[0.5, 0.05, 0.5, 0.05], trials=4)
+    assert left_again.steps_to(0.1) == 200
+    assert left_again.steps_to_stay(0.1) == (400.0, True)
+    never_stays = Replay(steps=[100, 200, 300], regret=[0.05, 0.05, 0.5], trials=3)
+    assert never_stays.steps_to(0.1) == 100
+    assert never_stays.steps_to_stay(0.1) == (300.0, False)  # censored at the study's budget
+
+
+def test_the_kaplan_meier_median_matches_scipy():
+    from scipy.stats import CensoredData, ecdf
+
+    rng = random.Random(7)
+    for _ in range(20):
+        n = rng.randint(5, 60)
+        times = [float(rng.choice(range(25, 2000, 25))) for _ in range(n)]
+        events = [rng.random() < 0.7 for _ in range(n)]
+        data = CensoredData.right_censored(times, [not e for e in events])
+        sf = ecdf(data).sf
+        below = [q for q, p in zip(sf.quantiles, sf.probabilities, strict=True) if p <= 0.5 + 1e-12]
+        expected = float(below[0]) if below else math.inf
+        assert km_median(times, events) == expected
+    summary = km_summary([100.0, 200.0, 300.0, 400.0], [True, True, False, False])
+    assert summary["median"] == 200.0 and summary["events"] == 2 and summary["low"] <= 200.0 <= summary["high"]
+
+
+def test_a_stale_table_is_refused_with_exit_2_and_one_line():
+    done = subprocess.run(
+        [sys.executable, "benchmarks/hpo_efficiency.py", "--tasks", "flat", "--seeds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "curves_flat.json: stale table" in lines[0] and "--allow-stale" in lines[0]
+    stale = Table.load("flat", allow_stale=True)  # asked for explicitly, it replays as recorded
+    assert stale.task == "flat" and stale.rows
+
+
+def test_a_table_whose_config_differs_from_the_code_is_refused(tmp_path: Path):
+    for suffix in (".json", ".parquet"):
+        shutil.copy(RESULTS / f"curves_quickstart{suffix}", tmp_path / f"curves_quickstart{suffix}")
+    Table.load("quickstart", tmp_path)  # the committed table matches today's code
+    manifest = json.loads((tmp_path / "curves_quickstart.json").read_text())
+    manifest["config"]["search"]["budget"]["max_steps"] = 60
+    (tmp_path / "curves_quickstart.json").write_text(json.dumps(manifest))
+    with pytest.raises(TableMismatch, match=r"search\.budget\.max_steps"):
+        Table.load("quickstart", tmp_path)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/hpo_efficiency.py", "--quick", "--tables", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "does not match the code under test" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_quickstart_table_matches_todays_trial_loop(monkeypatch: pytest.MonkeyPatch):
+    """The drift test: two rows of the committed table (its best configuration and its median one), retrained now
+    with today's trial loop on the table's thread count, up to step 50 (stopped there as a pruned trial stops),
+    agree with the recorded curve within DRIFT_TOLERANCE. A change of the trial loop, the demo model or the data
+    that moves the curves fails here (on the machine that built the table the rows reproduce bit for bit)."""
+    table = Table.load("quickstart")
+    manifest = json.loads((RESULTS / "curves_quickstart.json").read_text())
+    monkeypatch.setenv("OMP_NUM_THREADS", str(manifest["torch_threads"]))
+    truth = table.true_losses()
+    ranked = sorted(table.points(), key=truth.__getitem__)
+    cfg = task_config(TASKS["quickstart"])
+    runner = session_runner(cfg)
+    for point in (ranked[0], ranked[len(ranked) // 2]):
+        recorded = table.rows[(*point, 0)]
+        params = dict(zip(table.grid, point, strict=True))
+        row = run_one(runner, cfg, params, seed=0, stop_at=50)
+        now = dict(zip(row["steps"], row["values"], strict=True))
+        for step, value in zip(recorded["steps"], recorded["values"], strict=True):
+            if step <= 50:
+                assert now[step] == pytest.approx(value, rel=DRIFT_TOLERANCE), (params, step, manifest["commit"])
+
+
+def test_epsilon_is_the_seed_sd_pooled_over_the_best_configurations():
+    import numpy as np
+    from scipy.stats import chi2
+
+    table = synthetic_table()
+    rng = random.Random(3)
+    rows = {}
+    for key, row in table.rows.items():
+        for seed in (0, 1, 2):
+            rows[(*key[:-1], seed)] = {**row, "final": row["final"] + rng.gauss(0, 0.05)}
+    table = Table("synthetic", table.grid, [0, 1, 2], rows, table.config)
+    truth = table.true_losses()
+    top = sorted(truth, key=truth.__getitem__)[: len(truth) // 4]
+    finals = np.array([[rows[(*p, s)]["final"] for s in (0, 1, 2)] for p in top])
+    variance = finals.var(axis=1, ddof=1).mean()
+    pooled = table.pooled_seed_sd()
+    assert pooled["configurations"] == len(top) and pooled["df"] == 2 * len(top)
+    assert pooled["epsilon"] == pytest.approx(math.sqrt(variance))
+    assert pooled["low"] == pytest.approx(math.sqrt(pooled["df"] * variance / chi2.isf(0.025, pooled["df"])))
+    assert pooled["low"] < pooled["epsilon"] < pooled["high"]
+
+
+def test_another_major_version_of_a_training_library_is_refused_a_minor_one_left_to_the_drift_test(tmp_path: Path):
+    for suffix in (".json", ".parquet"):
+        shutil.copy(RESULTS / f"curves_quickstart{suffix}", tmp_path / f"curves_quickstart{suffix}")
+    manifest = json.loads((tmp_path / "curves_quickstart.json").read_text())
+    major = int(manifest["versions"]["transformers"].split(".")[0])
+    manifest["versions"]["transformers"] = f"{major}.0.0"
+    (tmp_path / "curves_quickstart.json").write_text(json.dumps(manifest))
+    Table.load("quickstart", tmp_path)
+    manifest["versions"]["transformers"] = f"{major - 1}.9.0"
+    (tmp_path / "curves_quickstart.json").write_text(json.dumps(manifest))
+    with pytest.raises(TableMismatch, match=r"transformers"):
+        Table.load("quickstart", tmp_path)
