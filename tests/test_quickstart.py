@@ -93,7 +93,9 @@ def test_quickstart_explains_itself_learns_keeps_copy_promotes_and_resumes_witho
     states = Counter(t.state.name for t in study.trials if not is_discarded(t))
     assert states["COMPLETE"] + states["PRUNED"] == 10, states  # the trial count ends it, no clock; none failed
     assert states["FAIL"] == states["RUNNING"] == 0, states
-    assert all("replay_ratio" in t.params and "kl_to_base" in t.params for t in study.trials)  # remedies searched
+    assert all("replay_ratio" in t.params and "kl_to_base" in t.params for t in study.trials)  # searched by default
+    warm = [t.user_attrs.get("warm_start") for t in study.trials[:2]]
+    assert warm == ["defaults", "strong remedies"] and all(t.state.name == "COMPLETE" for t in study.trials[:2])
     assert (tmp_path / "best" / "adapter_model.safetensors").is_file()
     gate = json.loads((tmp_path / "gate.json").read_text())
     assert gate["decision"] == "promote", gate["reasons"]
@@ -105,6 +107,12 @@ def test_quickstart_explains_itself_learns_keeps_copy_promotes_and_resumes_witho
     assert "gate: PROMOTE" in text
     report = (tmp_path / "report.md").read_text()
     assert "trade-off: trial #" in report  # the chosen trial's forgetting on the probes
+    # The search, not the train defaults, found the winner (issue 22: the defaults are generic, not the answer).
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    best, first = summary["best"], study.trials[0]
+    assert best["number"] >= 2 and best["value"] < first.value, (best, first.value)
+    gain = f"beats the warm start (#0, the train defaults) by {first.value - best['value']:.4g} eval_loss"
+    assert gain in report
 
     again = _run(tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
