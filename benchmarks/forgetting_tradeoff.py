@@ -76,7 +76,8 @@ def task_folder(task: str, folder: Path) -> dict[str, Any]:
 
 def strategy_overrides(strategy: str, space: dict[str, Any]) -> dict[str, Any]:
     """The search settings of one strategy on top of the quickstart's: its space for the learning rate and the
-    rank, and for the remedies the quickstart's own ranges (so (d) on the quickstart task is the quickstart)."""
+    rank, and for the remedies the ranges it searches by default (config/remedies.py; so (d) on the quickstart task
+    is the quickstart)."""
     plain = {k: v for k, v in space.items() if k not in REMEDIES}
     fixed = {"replay_ratio": 0.0, "kl_to_base": 0.0}
     if strategy in ("a", "b"):
@@ -141,7 +142,8 @@ class Task:
 
         started = time.monotonic()
         out = self.folder / f"{strategy}-{seed}"
-        overrides = strategy_overrides(strategy, self.cfg.search.model_dump()["space"])
+        space = {name: spec.model_dump() for name, spec in self.cfg.space_with_defaults().items()}
+        overrides = strategy_overrides(strategy, space)  # the remedies' ranges: the quickstart's defaults
         overrides.update({"search.seed": seed, "train.seed": 42 + seed})  # the sampler and the training both vary
         overrides.update({"search.n_trials": trials, "output.dir": str(out)})
         overrides.update({"search.study_name": f"{strategy}-{seed}", "search.workers": 0})

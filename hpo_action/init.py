@@ -41,24 +41,17 @@ DEMO_VALUES: dict[str, Change] = {
     "search.forgetting_constraint": ("true", "a trial that forgets copy beyond its margin is not chosen"),
     "search.forgetting_probe_size": ("128", "of the 400 rows of data/forget_copy.jsonl"),
     "search.budget": ("{max_steps: 100, eval_every: 25}", "steps per trial; real models: e.g. 300 and 50"),
-    "search.space": (None, "the demo's ranges; for real LoRA: LR 1e-5..3e-4 (start 2e-4), rank 8-64"),
+    "search.space": (None, "the tiny model's ranges; replay_ratio and kl_to_base are searched by default"),
     "search.space.learning_rate": ("{low: 3.0e-3, high: 3.0e-2, log: true}", None),
     "search.space.lora_r": ("{choices: [8, 16]}", None),
     "train.per_device_train_batch_size": ("16", None),
     "train.gradient_accumulation_steps": ("1", None),
-    "train.warmup_ratio": ("0.0", None),
-    "train.lora_alpha": ("16", None),
-    "train.lora_dropout": ("0.0", None),
-    "train.replay_ratio": ("0.4", None),
-    "train.kl_to_base": ("0.5", None),
     "evaluate.max_new_tokens": ("12", None),
     "gate.forgetting": (
         "[{name: copy, data: data/forget_copy.jsonl, metric: exact_match, margin: 0.05}]",
         "the demo model's pretraining skill must survive",
     ),
 }
-# Keys the template leaves unset on purpose (train.learning_rate: the method's default), set for the demo.
-DEMO_ADDED: dict[str, Change] = {"train.learning_rate": ("1.0e-2", "the warm-start trial's rate on the tiny model")}
 # Searched by the template, fixed for the demo (alpha and dropout above).
 DEMO_REMOVED = ("search.space.lora_alpha", "search.space.lora_dropout")
 # The train defaults a dataset size sets (templates/starting_points.yaml).
@@ -116,10 +109,9 @@ def starter_config() -> str:
 
 def _demo_text() -> str:
     try:
-        text = set_values(template("hpo.yaml").read_text("utf-8"), DEMO_VALUES, remove=DEMO_REMOVED, strict=True)
+        return set_values(template("hpo.yaml").read_text("utf-8"), DEMO_VALUES, remove=DEMO_REMOVED, strict=True)
     except ConfigError as err:
         raise RuntimeError(f"templates/hpo.yaml: {err}: update hpo_action.init.DEMO_VALUES") from None
-    return set_values(text, DEMO_ADDED)
 
 
 def sized_config(size: str | None, rows: int | None, model: str | None = None, cuda: bool = False) -> str:

@@ -50,6 +50,7 @@ from hpo_action.report.tables import (
     tradeoff_line,
     trials_table,
     verdict,
+    warm_start_line,
 )
 from hpo_action.report.terminal import StudyProgress, make_console
 from hpo_action.search import lr_bounds
@@ -432,7 +433,7 @@ def _write_outputs(
     for table in (pareto_table(summary), best_table(summary)):
         if table is not None:
             console.print(to_rich(table))
-    for line in (tradeoff_line(summary), checkpoint_line(summary)):
+    for line in (warm_start_line(summary), tradeoff_line(summary), checkpoint_line(summary)):
         if line:
             console.print(line)
     console.print(f"outputs in {layout.root}")

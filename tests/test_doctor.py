@@ -268,7 +268,8 @@ def test_forgetting_that_blocks_promotion_names_the_remedies_with_numbers():
     assert "copy: exact_match 1 (base) -> 0.6, change -0.4" in finding.evidence
     assert "margin -0.05): failed" in finding.evidence
     assert "data.replay: [" in finding.remedy and "forget_copy.jsonl" in finding.remedy
-    assert "search.space.kl_to_base {low: 0.2, high: 1.0}" in finding.remedy
+    assert "search.space.kl_to_base {low: 0.1, high: 3, log: true}" in finding.remedy  # config/remedies.py's range
+    assert "replay_ratio is then searched over {low: 0.05, high: 0.5} by default" in finding.remedy
     assert "a lower learning rate than the finalist's 0.0012 (about 0.0004)" in finding.remedy
     assert "a smaller rank than 16 (about 8)" in finding.remedy and "forgetting_constraint: true" in finding.remedy
 
@@ -280,6 +281,13 @@ def test_forgetting_that_blocks_promotion_names_the_remedies_with_numbers():
     assert "replay_ratio up to 0.6 (the finalist used 0.3)" in finding.remedy
     assert "kl_to_base: up to 1 (the finalist used 0.5)" in finding.remedy
     assert "data.replay: [" not in finding.remedy and "forgetting_constraint" not in finding.remedy
+
+    raw["search"]["space"].update(replay_ratio=0.0, kl_to_base=0.0)  # replay rows given, remedies fixed off
+    cfg = parse_config(raw)
+    (finding,) = [f for f in diagnose(_summary(cfg, trials), cfg, _forgot_copy(cfg)) if f.code.startswith("forget")]
+    assert "use the replay data: search.space.replay_ratio {low: 0.05, high: 0.5} (the finalist had none)" in (
+        finding.remedy
+    )
 
 
 def test_a_promoted_run_has_no_forgetting_finding():

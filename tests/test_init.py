@@ -14,7 +14,7 @@ import hpo_action
 from hpo_action.config import load_config
 from hpo_action.errors import ConfigError
 from hpo_action.files import template
-from hpo_action.init import DEMO_ADDED, DEMO_VALUES, write_starter
+from hpo_action.init import DEMO_VALUES, write_starter
 from hpo_action.judge.decision import GateDecision
 from hpo_action.search.summary import RunSummary
 from hpo_action.train.models import adapter_sha256
@@ -53,9 +53,11 @@ def test_starter_differs_from_the_template_only_in_the_demo_values(tmp_path: Pat
     starter = _leaves(yaml.safe_load((tmp_path / "hpo.yaml").read_text()))
     original = _leaves(yaml.safe_load(template("hpo.yaml").read_text()))
     changed = {key for key in starter.keys() | original.keys() if starter.get(key) != original.get(key)}
-    assert all(any(key == k or key.startswith(f"{k}.") for k in {**DEMO_VALUES, **DEMO_ADDED}) for key in changed), (
-        changed
-    )
+    assert all(any(key == k or key.startswith(f"{k}.") for k in DEMO_VALUES) for key in changed), changed
+    assert not {key for key in changed if key.startswith("train.")} - {  # the template's generic trial defaults
+        "train.per_device_train_batch_size",
+        "train.gradient_accumulation_steps",
+    }
 
 
 def test_init_refuses_to_overwrite_and_force_does(tmp_path: Path):
@@ -86,14 +88,16 @@ def test_workflow_templates_install_this_version():
 
 @pytest.mark.slow
 def test_the_starter_uses_its_replay_file_and_promotes_on_a_cpu(tmp_path: Path):
-    """The starter as written (its budget, replay file, KL to the base and forgetting constraint), run in an empty
-    folder; one trial, its warm start, keeps the test short."""
+    """The starter as written (its budget, replay file and forgetting constraint; the remedies searched by default,
+    the template's generic train defaults), run in an empty folder; its two warm starts keep the test short: the
+    defaults with the gentlest remedies, then the strong remedies, which keep copy."""
     write_starter(tmp_path)
     cfg = load_config(tmp_path / "hpo.yaml")
     assert [Path(source.data).name for source in cfg.data.replay] == ["replay_copy.jsonl"]
-    assert cfg.search.forgetting_constraint and cfg.train.replay_ratio > 0
+    assert cfg.search.forgetting_constraint and {"replay_ratio", "kl_to_base"} <= set(cfg.active_space())
+    assert cfg.train.learning_rate is None and cfg.learning_rate == 2e-4  # LoRA's documented start, not tuned
     done = subprocess.run(
-        [sys.executable, "-m", "hpo_action", "run", "-c", "hpo.yaml", "--n-trials", "1", "--workers", "0"],
+        [sys.executable, "-m", "hpo_action", "run", "-c", "hpo.yaml", "--n-trials", "2", "--workers", "0"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -101,7 +105,8 @@ def test_the_starter_uses_its_replay_file_and_promotes_on_a_cpu(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = RunSummary.read(tmp_path / "runs" / "summary.json")
-    assert summary.n_trials == 1 and set(summary.states) == {"COMPLETE"}, summary.states
+    assert summary.n_trials == 2 and set(summary.states) == {"COMPLETE"}, summary.states
+    assert [r.warm_start for r in summary.trials] == ["defaults", "strong remedies"]
     assert summary.best is not None and summary.best.adapter
     gate = GateDecision.read(tmp_path / "runs" / "gate.json")  # a verdict on the best trial's weights
     assert gate.adapter_sha256 == adapter_sha256(tmp_path / "runs" / summary.best.adapter) and gate.primary.n > 0

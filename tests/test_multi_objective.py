@@ -93,8 +93,9 @@ def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     ],
     ids=["one-to-several", "another-forgetting-objective", "several-to-one"],
 )
+@pytest.mark.parametrize("command", ["search", "run"])
 def test_a_study_made_for_other_objectives_is_refused_before_anything_trains(
-    tmp_path: Path, capsys, before: dict, after: dict
+    tmp_path: Path, capsys, before: dict, after: dict, command: str
 ):
     raw = _raw(tmp_path)
     raw["search"].pop("objectives")
@@ -102,7 +103,7 @@ def test_a_study_made_for_other_objectives_is_refused_before_anything_trains(
     open_study(parse_config(raw, base_dir=tmp_path))  # the output folder's study, made for `before`
     raw["search"].update(after)
     with pytest.raises(SystemExit) as exit_info:
-        main(["search", "-c", str(write_config(tmp_path, raw)), "--workers", "0"])
+        main([command, "-c", str(write_config(tmp_path, raw)), "--workers", "0"])
     assert exit_info.value.code == 2
     line = error_line(capsys.readouterr().err)
     assert "search.objective" in line and "a study keeps its objectives" in line and "--output" in line

@@ -21,6 +21,7 @@ from hpo_action.config._variants import (
     check_strategy,
     check_variants,
 )
+from hpo_action.config.remedies import default_remedy_space
 from hpo_action.metrics import metric_direction, resolve_metric
 from hpo_action.sources import HUB_ID
 
@@ -253,7 +254,11 @@ class SearchConfig(_Section):
         "The first is pruned on and picks the finalist among the trials that forget within every margin.",
     )
     budget: Budget = Field(default_factory=Budget, description="Steps per trial and the evaluation cadence.")
-    warm_start: bool = Field(True, description="Enqueue the train defaults as the first trial.")
+    warm_start: bool = Field(
+        True,
+        description="Enqueue the train defaults as the first trial (and, when the forgetting remedies are searched "
+        "and forgetting is probed, the defaults with both remedies at the top of their range as the second).",
+    )
     forgetting_constraint: bool = Field(
         False, description="Score gate.forgetting sets after each trial; trials that forget are infeasible."
     )
@@ -299,7 +304,12 @@ class SearchConfig(_Section):
         "step) in output.dir/checkpoints/<trial>/, one deep; a trial killed mid-run resumes from its last "
         "checkpoint when the same command runs again. Deleted when the trial ends. Not with kfold.",
     )
-    space: dict[str, ParamSpec] = Field(default_factory=dict, description="The searched (or fixed) parameters.")
+    space: dict[str, ParamSpec] = Field(
+        default_factory=dict,
+        description="The searched (or fixed) parameters. With data.replay, a gate.forgetting data set and the "
+        "forgetting probed, replay_ratio (0.05-0.5) and kl_to_base (0.1-3, log; not for full) are searched unless "
+        "named here.",
+    )
 
     @field_validator("space")
     @classmethod
@@ -563,11 +573,15 @@ class HpoConfig(_Section):
         method = self.model.method
         return {
             name: spec
-            for name, spec in self.search.space.items()
+            for name, spec in self.space_with_defaults().items()
             if (spec.methods is None or method in spec.methods)
             and not (method == "full" and name in LORA_ONLY)
             and not (method != "full" and name in FULL_ONLY)
         }
+
+    def space_with_defaults(self) -> dict[str, ParamSpec]:
+        """search.space and the remedy ranges searched by default (config/remedies.py)."""
+        return {**self.search.space, **default_remedy_space(self)}
 
     def may_be_nonzero(self, parameter: str) -> bool:
         """Whether some trial can run with this numeric trial parameter above zero (its default, or the space)."""
@@ -594,7 +608,7 @@ class HpoConfig(_Section):
         parts = {
             "model": self.model.model_dump(),
             "data": self.data.model_dump(),
-            "space": {k: v.model_dump() for k, v in sorted(self.search.space.items())},
+            "space": {k: v.model_dump() for k, v in sorted(self.space_with_defaults().items())},
             "objective": self.search.objective.model_dump(),
             "budget": self.search.budget.model_dump(),
             "train": {**self.train.model_dump(), "learning_rate": self.learning_rate},

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hpo_action.config import ForgettingBenchmark, HpoConfig, ParamSpec, ReplaySource, TrainConfig
+from hpo_action.config.remedies import REMEDY_RANGES
 from hpo_action.config.starting import starting_points
 from hpo_action.judge.decision import GateDecision
 from hpo_action.report.tables import TableModel, fmt
@@ -377,6 +378,8 @@ def _edge(value: Any, spec: ParamSpec) -> str | None:
         return "low" if value == min(numbers) else "high" if value == max(numbers) else None
     if spec.type not in ("float", "int") or spec.low is None or spec.high is None or spec.high <= spec.low:
         return None
+    if not spec.low <= value <= spec.high:  # drawn under another range (or a default outside it): no edge of this one
+        return None
     scale = math.log if spec.log else float
     position = (scale(float(value)) - scale(spec.low)) / (scale(spec.high) - scale(spec.low))
     return "low" if position <= EDGE else "high" if position >= 1 - EDGE else None
@@ -506,15 +509,19 @@ def _forgetting_remedies(
         )
         remedies.append(
             f"replay the skill: data.replay: [{entries}] (other examples of the skill than the gate's "
-            f"{', '.join(b.data or b.name for b in sets)}, in its own format) with search.space.replay_ratio "
-            "{low: 0.3, high: 0.5}"
+            f"{', '.join(b.data or b.name for b in sets)}, in its own format): with the forgetting constraint on, "
+            f"replay_ratio is then searched over {_flow(REMEDY_RANGES['replay_ratio'])} by default"
         )
     elif ratio == 0:
-        remedies.append(f"use the replay data: search.space.replay_ratio {{low: 0.3, high: 0.5}} ({whose} had none)")
+        remedies.append(
+            f"use the replay data: search.space.replay_ratio {_flow(REMEDY_RANGES['replay_ratio'])} ({whose} had none)"
+        )
     else:
         remedies.append(f"replay more: replay_ratio up to {fmt(min(2 * ratio, 0.8))} ({whose} used {fmt(ratio)})")
     if kl == 0:
-        remedies.append(f"distil to the base: search.space.kl_to_base {{low: 0.2, high: 1.0}} ({whose} had none)")
+        remedies.append(
+            f"distil to the base: search.space.kl_to_base {_flow(REMEDY_RANGES['kl_to_base'])} ({whose} had none)"
+        )
     else:
         remedies.append(f"a stronger kl_to_base: up to {fmt(2 * kl)} ({whose} used {fmt(kl)})")
     rate = float(params.get("learning_rate") or cfg.learning_rate)
@@ -525,6 +532,11 @@ def _forgetting_remedies(
     if not cfg.search.forgetting_constraint and not cfg.search.multi_objective:
         remedies.append("search.forgetting_constraint: true, so that trials that forget are not chosen")
     return remedies
+
+
+def _flow(spec: ParamSpec) -> str:
+    """A range as the YAML a user would write in search.space."""
+    return f"{{low: {fmt(spec.low)}, high: {fmt(spec.high)}{', log: true' if spec.log else ''}}}"
 
 
 def _test_too_small(run: _Run) -> list[Finding]:

@@ -16,6 +16,7 @@ from hpo_action.report.tables import (
     tradeoff_line,
     trials_table,
     verdict_markdown,
+    warm_start_line,
 )
 from hpo_action.search.summary import RunSummary
 
@@ -52,6 +53,9 @@ def run_markdown(
             for f in findings[:TOP_FINDINGS]
         ]
         lines.append("")
+    beyond = warm_start_line(summary)
+    if beyond:
+        lines += [md_text(beyond), ""]
     tradeoff = tradeoff_line(summary)
     if tradeoff:
         lines += [f"**{md_text(tradeoff)}** (delta against the base model; the gate's own test is above)", ""]

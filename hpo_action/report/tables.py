@@ -17,6 +17,7 @@ from hpo_action.judge.decision import Check, ForgettingResult, GateDecision, Pri
 from hpo_action.judge.decoding import DecodingSearch
 from hpo_action.judge.sequence import SequenceLevel
 from hpo_action.report.escape import md_text
+from hpo_action.search.space import DEFAULTS
 from hpo_action.search.summary import RunSummary, TrialRecord
 
 _STYLE = {"promote": "bold green", "reject": "bold red", "inconclusive": "bold yellow"}
@@ -284,6 +285,36 @@ def tradeoff_line(summary: RunSummary) -> str | None:
     deltas = ", ".join(f"{name} {signed(0.0 - drop)}" for name, drop in sorted(best.forgetting_drop.items()))
     line = f"trade-off: trial #{best.number}, {summary.objective_metric} {fmt(best.value)}; forgetting probes: {deltas}"
     return f"{line}; {counted}" if counted else line
+
+
+def warm_start_line(summary: RunSummary) -> str | None:
+    """What the search found beyond its starting point: the chosen trial against the warm start (trial 0, the train
+    defaults) on the objective. None without a warm start or a chosen trial, and for several objectives (the
+    Pareto table compares those)."""
+    best, warm = summary.best, next((r for r in summary.trials if r.warm_start == DEFAULTS), None)
+    if best is None or warm is None or summary.multi_objective:
+        return None
+    metric = summary.objective_metric
+    if warm.number == best.number:
+        return (
+            f"the warm start (trial #{warm.number}, the train defaults) is the best trial: the search found nothing "
+            "better"
+        )
+    if warm.value is None:
+        state = warm.state.lower()
+        return f"best trial #{best.number}, {metric} {fmt(best.value)}; the warm start (#{warm.number}) {state}"
+    gain = best.value - warm.value if summary.objective_direction == "maximize" else warm.value - best.value
+    if gain > 0:
+        return (
+            f"best trial #{best.number} beats the warm start (#{warm.number}, the train defaults) by {fmt(gain)} "
+            f"{metric} ({fmt(best.value)} against {trial_value(warm)})"
+        )
+    forgot = sorted(name for name, excess in warm.forgetting.items() if excess > 0)
+    why = f"it failed the forgetting test on the {', '.join(forgot)} probes" if forgot else f"it {warm.state.lower()}"
+    return (
+        f"best trial #{best.number}, {metric} {fmt(best.value)}, chosen over the warm start (#{warm.number}, "
+        f"{trial_value(warm)}): {why}"
+    )
 
 
 def checkpoint_line(summary: RunSummary) -> str | None:

@@ -15,7 +15,7 @@ from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, beats_finalist, o
 from hpo_action.search.orphans import WORKER_ATTR, worker_id
 from hpo_action.search.pruning import FirstObjectivePruning, companion_study
 from hpo_action.search.slots import TrialSlotLock
-from hpo_action.search.space import suggest
+from hpo_action.search.space import suggest, warm_start_kind
 from hpo_action.search.watchdog import TrialWatchdog
 from hpo_action.train.checkpoints import TrialCheckpoints, identity
 from hpo_action.train.runner import Runner
@@ -66,7 +66,9 @@ class Objective:
         finally:
             self.lock.release()  # the trial exists and holds its slot; other workers may ask for theirs
         started = time.perf_counter()
-        pruning = FirstObjectivePruning(trial, self.companion)
+        # A warm start trains to the end: the point the search is measured against, and the strong remedies' slow
+        # start would otherwise be pruned before the skill it keeps is ever probed.
+        pruning = FirstObjectivePruning(trial, self.companion, exempt=bool(warm_start_kind(trial.user_attrs)))
         if self.watchdog is not None:
             self.watchdog.arm(trial.number)
         try:

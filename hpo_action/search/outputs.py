@@ -29,6 +29,7 @@ from hpo_action.search.finalist import (
 from hpo_action.search.objective import CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
 from hpo_action.search.pruning import COMPANION_ATTR, companion_study
 from hpo_action.search.slots import finished
+from hpo_action.search.space import warm_start_kind
 from hpo_action.search.storage import shown_storage
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
 from hpo_action.train.model_source import public_model_name
@@ -66,6 +67,7 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
                 forgetting_drop=dict(t.user_attrs.get(DROP_ATTR, {})),
                 resumed_from_step=int(t.user_attrs.get(RESUMED_ATTR, 0)),
                 checkpoint_bytes=int(t.user_attrs.get(CHECKPOINT_BYTES_ATTR, 0)),
+                warm_start=warm_start_kind(t.user_attrs),
             )
         )
     return records

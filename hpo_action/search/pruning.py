@@ -45,8 +45,9 @@ def companion_study(study: optuna.Study, cfg: HpoConfig | None = None) -> optuna
 class FirstObjectivePruning:
     """One trial's link to the pruner: `report(value, step)` says whether to stop; `finish` closes the mirror."""
 
-    def __init__(self, trial: optuna.Trial, companion: optuna.Study | None) -> None:
+    def __init__(self, trial: optuna.Trial, companion: optuna.Study | None, exempt: bool = False) -> None:
         self.trial, self.companion, self.mirror = trial, companion, None
+        self.exempt = exempt  # reports its values but is never stopped (the warm starts)
         if companion is not None:
             with warnings.catch_warnings():  # the mirror needs no heartbeat: the main trial beats for both
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -57,7 +58,7 @@ class FirstObjectivePruning:
         raise_if_pressed()  # each evaluation is where a swallowed Ctrl-C is caught up with
         target = self.mirror if self.mirror is not None else self.trial
         target.report(value, step)
-        return target.should_prune()
+        return not self.exempt and target.should_prune()
 
     def finish(self, state: str, value: float | None = None) -> None:
         """Close the mirror trial as COMPLETE (with the first objective's value), PRUNED or FAIL."""

@@ -6,9 +6,14 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig, ParamSpec
+from hpo_action.config.remedies import remedy_starts
 
 if TYPE_CHECKING:
     import optuna
+
+WARM_START_ATTR = "warm_start"  # user attribute of a queued warm start: which one it is (warm_start_kind)
+DEFAULTS = "defaults"
+STRONG_REMEDIES = "strong remedies"  # the second warm start: the defaults with the searched remedies at their top
 
 
 def suggest(trial: optuna.Trial, cfg: HpoConfig) -> dict[str, Any]:
@@ -46,8 +51,14 @@ def searched(cfg: HpoConfig) -> dict[str, ParamSpec]:
 
 def warm_start_params(cfg: HpoConfig) -> dict[str, Any]:
     """The train defaults, moved into the space, so the study's best is never worse than the defaults."""
-    defaults = cfg.resolved_train()
+    defaults = {**cfg.resolved_train(), **remedy_starts(cfg)}  # remedies searched by default: their measured start
     return {name: _into_range(defaults[name], spec) for name, spec in searched(cfg).items()}
+
+
+def warm_start_kind(user_attrs: dict[str, Any]) -> str:
+    """Which warm start a trial is ("" for a sampled trial); studies made before the kinds stored `True`."""
+    value = user_attrs.get(WARM_START_ATTR)
+    return DEFAULTS if value is True else value if isinstance(value, str) else ""
 
 
 def _into_range(value: Any, spec: ParamSpec) -> Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo_action.config import HpoConfig
+from hpo_action.config.remedies import remedies_matter, strong_remedies
 from hpo_action.errors import ConfigError, TrialError
 from hpo_action.interrupts import raise_if_pressed
 from hpo_action.layout import RunLayout, foreign_files, is_ours
@@ -20,7 +21,7 @@ from hpo_action.search.objective import CHECKPOINT_ATTR, Objective
 from hpo_action.search.orphans import fail_orphans, fail_stale
 from hpo_action.search.samplers import make_pruner, make_sampler
 from hpo_action.search.slots import claimed, slot_lock
-from hpo_action.search.space import searched, warm_start_params
+from hpo_action.search.space import DEFAULTS, STRONG_REMEDIES, WARM_START_ATTR, searched, warm_start_params
 from hpo_action.search.storage import open_storage, retry_callback, storage_url, study_name
 from hpo_action.search.watchdog import TrialWatchdog
 from hpo_action.train.checkpoints import sweep
@@ -61,7 +62,11 @@ def open_study(cfg: HpoConfig, seed: int | None = None) -> optuna.Study:
     if held or stream or invocation:
         study.sampler = make_sampler(cfg, derive_seed(base, held, stream, invocation))
     if cfg.search.warm_start and cfg.search.sampler != "grid" and not study.trials and searched(cfg):
-        study.enqueue_trial(warm_start_params(cfg), user_attrs={"warm_start": True})
+        warm = warm_start_params(cfg)
+        study.enqueue_trial(warm, user_attrs={WARM_START_ATTR: DEFAULTS})
+        strong = strong_remedies(warm, searched(cfg))
+        if remedies_matter(cfg) and strong != warm:
+            study.enqueue_trial(strong, user_attrs={WARM_START_ATTR: STRONG_REMEDIES})
     return study
 
 

@@ -1,0 +1,79 @@
+"""Default ranges for the forgetting remedies: searched when a config keeps a skill and gives the rows to replay, but
+says nothing about how much to replay or distil.
+
+When `gate.forgetting` has a data set, `data.replay` has a source, and the search sees forgetting (the constraint,
+or a forgetting objective), `replay_ratio` and `kl_to_base` that `search.space` does not name are searched over
+the ranges below (kl_to_base not for full fine-tuning: it would keep a second copy of the model), and a second
+warm-start trial trains the train defaults with both at the top of their range. `train`'s values stay the first
+warm start's (moved into the range; a 0, no remedy, starts at REMEDY_STARTS instead); a range or a fixed value
+in `search.space` (e.g. `replay_ratio: 0.0`) keeps the user's choice; a grid search gets no extra dimension.
+
+Why these ranges (benchmarks/remedy_ranges.py, results/remedy_ranges.json): on a task unlike the quickstart (the
+`alphabet` skill of forgetting_tradeoff.py, scored by per-token loss with a 0.1-nat margin), at a rate high enough
+to forget (LoRA, 1e-2, 100 steps), no KL weight alone kept the skill (probe drop 1.0-2.5 nats without replay); a
+replay share of 0.1 with a KL weight of 0.3 or more did, and 0.25 did alone, at the validation loss of plain
+tuning (0.009-0.024 against 0.011). A share of 0.5 still kept it at a higher loss (0.045-0.084), 0.75 crowded the
+new task out (0.79-2.3); a KL weight of 3 slowed learning only without replay (0.24 → 1.55). Continual
+pre-training found a few percent of replay enough for a small shift and about a quarter for a large one (Ibrahim
+et al. 2024, "Simple and Scalable Strategies to Continually Pre-train Large Language Models"). Hence replay
+0.05-0.5 and a KL weight of 0.1-3 on a log scale (distillation weights span decades), the first warm start at
+replay 0.25 and KL 1 (the kept cell with the lowest validation loss, 0.009), the strong one at the top of both.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpo_action.config._spec import ParamSpec
+
+if TYPE_CHECKING:
+    from hpo_action.config._sections import HpoConfig
+
+REMEDY_RANGES: dict[str, ParamSpec] = {
+    "replay_ratio": ParamSpec(low=0.05, high=0.5),
+    "kl_to_base": ParamSpec(low=0.1, high=3.0, log=True),
+}
+
+
+# The first warm start's remedies when train leaves them at 0 (no remedy, outside the ranges): the cell of the
+# measurement below with the lowest validation loss among those that kept the skill.
+REMEDY_STARTS: dict[str, float] = {"replay_ratio": 0.25, "kl_to_base": 1.0}
+
+
+def remedy_starts(cfg: HpoConfig) -> dict[str, float]:
+    """The first warm start's value of each remedy searched by default that train leaves at 0."""
+    return {name: REMEDY_STARTS[name] for name in default_remedy_space(cfg) if not getattr(cfg.train, name)}
+
+
+def remedies_matter(cfg: HpoConfig) -> bool:
+    """Whether the search can weigh the remedies: a skill to keep, rows to replay, and trials judged on forgetting
+    (the constraint, or a forgetting objective)."""
+    from hpo_action.config._sections import is_forgetting_objective
+
+    search = cfg.search
+    if not cfg.data.replay or not any(b.kind == "data" for b in cfg.gate.forgetting):
+        return False
+    return search.forgetting_constraint or any(is_forgetting_objective(o.metric) for o in search.objectives)
+
+
+def default_remedy_space(cfg: HpoConfig) -> dict[str, ParamSpec]:
+    """The remedy dimensions this config searches without naming them: empty unless the remedies matter, for a grid
+    search, and for what `search.space` names."""
+    if cfg.search.sampler == "grid" or not remedies_matter(cfg):
+        return {}
+    given = set(cfg.search.space)
+    if cfg.model.method == "full":
+        given.add("kl_to_base")
+    return {name: spec for name, spec in REMEDY_RANGES.items() if name not in given}
+
+
+def strong_remedies(params: dict[str, Any], space: dict[str, ParamSpec]) -> dict[str, Any]:
+    """`params` with every remedy that `space` searches at the top of its range: the second warm start."""
+    strong = dict(params)
+    for name in REMEDY_RANGES:
+        spec = space.get(name)
+        if spec is not None and spec.type in ("float", "int"):
+            strong[name] = spec.high
+        elif spec is not None and spec.type == "categorical":
+            strong[name] = max(spec.choices)
+    return strong
