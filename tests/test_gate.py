@@ -25,7 +25,17 @@ from .helpers import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gate_calibration as calibration
 
-TOP_KEYS = {"decision", "promote", "reasons", "primary", "forgetting", "config", "adapter_sha256", "test_fingerprint"}
+TOP_KEYS = {
+    "decision",
+    "promote",
+    "reasons",
+    "primary",
+    "forgetting",
+    "forgetting_rule",
+    "config",
+    "adapter_sha256",
+    "test_fingerprint",
+}
 PRIMARY_KEYS = {
     "metric",
     "n",
@@ -48,6 +58,7 @@ PRIMARY_KEYS = {
     "needed_n",
     "table",
     "note",
+    "estimand",
 }
 FORGETTING_KEYS = {
     "name",
@@ -66,6 +77,7 @@ FORGETTING_KEYS = {
     "status",
     "needed_n",
     "note",
+    "estimand",
 }
 CFG = GateConfig(resamples=1000)
 
@@ -129,15 +141,21 @@ def test_lower_is_better_metrics_are_oriented():
     rng = np.random.default_rng(1)
     reference = rng.normal(2.0, 0.3, 300)
     candidate = reference - 0.1 + rng.normal(0, 0.05, 300)  # lower loss: better
-    decision = gate(Paired("loss", candidate.tolist(), reference.tolist(), False), [], CFG)
+    # On the default range [0, ln V] no test valid for every law there can show 0.1 with 300 pairs (a mass of
+    # 0.1/(2 ln V) at the worst difference would hide in them); the known range [0, 4] can.
+    decision = gate(
+        Paired("loss", candidate.tolist(), reference.tolist(), False),
+        [],
+        CFG.model_copy(update={"score_range": (0.0, 4.0)}),
+    )
     assert decision.decision == "promote"
-    assert decision.primary.test == "permutation+bootstrap"
+    assert decision.primary.test == "betting"
     assert decision.primary.delta == pytest.approx(0.1, abs=0.02)
     assert decision.primary.bound > 0
     flipped = gate(
         Paired("loss", candidate.tolist(), reference.tolist(), False),
         [],
-        GateConfig(resamples=1000, direction="maximize"),
+        GateConfig(resamples=1000, direction="maximize", score_range=(0.0, 4.0)),
     )
     assert flipped.decision == "reject" and "significantly worse" in flipped.reasons[0]
 
