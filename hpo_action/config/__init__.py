@@ -12,6 +12,7 @@ from hpo_action.config._load import (
     parse_set_option,
 )
 from hpo_action.config._sections import (
+    BOOLEAN_MARGIN,
     DEFAULT_LEARNING_RATE,
     FORGETTING,
     FULL_ONLY,
@@ -48,6 +49,7 @@ from hpo_action.config._variants import (
 )
 
 __all__ = [
+    "BOOLEAN_MARGIN",
     "DECODING_PARAMETERS",
     "DEFAULT_LEARNING_RATE",
     "FORGETTING",

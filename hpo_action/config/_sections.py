@@ -28,7 +28,16 @@ Format = Literal["prompt_completion", "messages", "text"]
 Direction = Literal["minimize", "maximize"]
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
 PRUNERS = ("hyperband", "successive_halving", "median", "percentile", "wilcoxon", "none")
-GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "tango", "permutation+bootstrap", "bootstrap", "permutation", "t")
+GATE_TESTS = (
+    "mcnemar-midp",
+    "mcnemar-exact",
+    "tango",
+    "betting",
+    "permutation+bootstrap",
+    "bootstrap",
+    "permutation",
+    "t",
+)
 # Starting learning rate by method (docs/domain.md): the warm-start trial uses it when the config sets none.
 DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 2e-4, "qlora": 1e-4, "full": 2e-5}
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", *LORA_VARIANTS)
@@ -332,6 +341,9 @@ class SearchConfig(_Section):
         return len(self.objectives) > 1
 
 
+BOOLEAN_MARGIN = 0.02  # two points of accuracy: the default margin of a boolean forgetting metric
+
+
 class ForgettingBenchmark(_Section):
     """A skill the base model had that the candidate must keep (non-inferiority against the base)."""
 
@@ -344,10 +356,11 @@ class ForgettingBenchmark(_Section):
     include_path: str | None = Field(None, description="kind lm_eval: a folder of local task YAMLs.")
     limit: int | None = Field(None, ge=1, description="kind lm_eval: examples per task.")
     metric: str = Field("loss", description="kind data: a metric of the registry; kind lm_eval: a task metric (acc).")
-    margin: float = Field(
-        0.02,
+    margin: float | None = Field(
+        None,
         ge=0,
-        description="Largest tolerated loss of the metric, in its own units (0.02: two points of accuracy).",
+        description="Largest tolerated loss of the metric, in its own units; default 0.02 (two points) for a boolean "
+        "metric; a score metric (loss) has no default and must set it.",
     )
     direction: Direction | None = Field(None, description="Overrides the metric's direction.")
 
@@ -359,6 +372,13 @@ class ForgettingBenchmark(_Section):
             raise ValueError(f"forgetting benchmark {self.name!r} needs 'data' (a local file)")
         if self.kind == "data":
             resolve_metric(self.metric)
+        if self.margin is None:
+            if self.kind == "data" and resolve_metric(self.metric).kind == "score":
+                raise ValueError(
+                    f"gate.forgetting[{self.name}].margin: {self.metric} is a score, so there is no default margin; "
+                    f"set the largest tolerated worsening in {self.metric} units (e.g. margin: 0.05)"
+                )
+            object.__setattr__(self, "margin", BOOLEAN_MARGIN)
         if self.kind == "lm_eval" and not self.tasks:
             raise ValueError(f"forgetting benchmark {self.name!r} of kind lm_eval needs 'tasks'")
         return self
@@ -372,7 +392,7 @@ class GateConfig(_Section):
     test: Literal[GATE_TESTS] | None = Field(  # type: ignore[valid-type]
         None,
         description="Default: mcnemar-midp for boolean metrics (tango when min_effect > 0), "
-        "permutation+bootstrap for scores.",
+        "betting for scores (valid at every n for scores in a known range).",
     )
     alpha: float = Field(
         0.05,
@@ -397,7 +417,11 @@ class GateConfig(_Section):
         description="The smallest gain worth having: reject when the upper bound rules it out; it sets needed_n.",
     )
     power: float = Field(0.8, ge=0.5, lt=1, description="Power at which the MDE and needed_n are computed.")
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the two-sided interval shown as `ci`.")
+    score_range: tuple[float, float] | None = Field(
+        None,
+        description="[LOW, HIGH]: the range every per-example score of the primary metric lies in, for the betting "
+        "test; default for loss [0, ln V] and perplexity [1, V] (V the vocabulary size), values clipped into it.",
+    )
     resamples: int = Field(10_000, ge=100, description="Resamples of the bootstrap and permutation tests.")
     seed: int = Field(0, description="Seed of the resampling tests.")
     forgetting: list[ForgettingBenchmark] = Field(
@@ -406,6 +430,8 @@ class GateConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> GateConfig:
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise ValueError(f"score_range must be [LOW, HIGH] with LOW < HIGH, got {list(self.score_range)}")
         if self.target_effect <= self.min_effect:
             raise ValueError(f"target_effect ({self.target_effect}) must exceed min_effect ({self.min_effect})")
         if (self.resamples + 1) * self.alpha < 10:  # fewer than 10 resamples beyond the critical value
