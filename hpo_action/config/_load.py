@@ -69,6 +69,10 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         message = f"unknown key{hint}"
     else:
         message = first["msg"].removeprefix("Value error, ")
+        field, sep, rest = message.partition(": ")
+        owner = _model_at((*loc, field)) if loc and sep else None
+        if owner is not None and field in owner.model_fields:  # a section's check about one of its fields: name it
+            key, message = f"{key}.{field}", rest
         if first["type"] != "missing" and "input" in first and not isinstance(first["input"], dict):
             message += f" (got {first['input']!r})"
     more = len(err.errors()) - 1

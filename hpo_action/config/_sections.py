@@ -375,8 +375,8 @@ class ForgettingBenchmark(_Section):
         if self.margin is None:
             if self.kind == "data" and resolve_metric(self.metric).kind == "score":
                 raise ValueError(
-                    f"gate.forgetting[{self.name}].margin: {self.metric} is a score, so there is no default margin; "
-                    f"set the largest tolerated worsening in {self.metric} units (e.g. margin: 0.05)"
+                    f"margin: {self.metric} is a score, so there is no default margin; set the largest tolerated "
+                    f"worsening of {self.name!r} in {self.metric} units (e.g. margin: 0.05)"
                 )
             object.__setattr__(self, "margin", BOOLEAN_MARGIN)
         if self.kind == "lm_eval" and not self.tasks:

@@ -182,7 +182,7 @@ def ordered_checks(
 ) -> list[Check]:
     deciding = {"reject": {"reject", "failed"}, "inconclusive": {"inconclusive"}, "promote": {"promote", "passed"}}
     checks = [Check(primary.metric, primary.status, _primary_reason(primary))]
-    checks += [Check(row.name, row.status, _forgetting_reason(row)) for row in forgetting]
+    checks += [Check(row.name, row.status, _forgetting_reason(row, primary.alpha)) for row in forgetting]
     first = [check for check in checks if check.status in deciding[decision]]
     return first + [check for check in checks if check.status not in deciding[decision]]
 
@@ -199,7 +199,7 @@ def _primary_reason(p: PrimaryResult) -> str:
         worse = "significantly worse; " if p.upper_bound < 0 else ""
         return (
             f"{p.metric}: {worse}a gain of {p.target_effect:g} is ruled out: delta {p.delta:+.4g}, "
-            f"upper bound {p.upper_bound:.4g} < target_effect {p.target_effect:g}{note}"
+            f"one-sided {1 - p.alpha:.0%} upper bound {p.upper_bound:.4g} < target_effect {p.target_effect:g}{note}"
         )
     return (
         f"{p.metric}: not shown better: delta {p.delta:+.4g}, {lower}, p = {p.p_value:.3g}{note}; "
@@ -208,21 +208,22 @@ def _primary_reason(p: PrimaryResult) -> str:
     )
 
 
-def _forgetting_reason(row: ForgettingResult) -> str:
+def _forgetting_reason(row: ForgettingResult, alpha: float) -> str:
     change = f"{row.metric} {row.reference:.4g} -> {row.candidate:.4g}"
+    level = f"one-sided {1 - alpha:.0%}"
     if row.status == "passed":
         return (
             f"{row.name}: passed (this set's own one-sided test): {change}, "
-            f"lower bound {row.bound:.4g} > -{row.margin:g}"
+            f"{level} lower bound {row.bound:.4g} > -{row.margin:g}"
         )
     if row.status == "failed":
         return (
             f"forgetting on {row.name}: {change}, worse by more than the margin {row.margin:g} "
-            f"(upper bound {row.upper_bound:.4g} < -{row.margin:g})"
+            f"({level} upper bound {row.upper_bound:.4g} < -{row.margin:g})"
         )
     note = f" ({row.note})" if row.note else ""
     needed = f"; about {row.needed_n} examples would show it if nothing was forgotten" if row.needed_n else ""
     return (
         f"forgetting on {row.name}: cannot tell at n = {row.n} whether {row.metric} stayed within {row.margin:g}: "
-        f"{change}, lower bound {row.bound:.4g}, p = {row.p_value:.3g}{note}{needed}"
+        f"{change}, {level} lower bound {row.bound:.4g}, p = {row.p_value:.3g}{note}{needed}"
     )

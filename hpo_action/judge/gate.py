@@ -320,56 +320,71 @@ def forgetting_result(
     if rng is not None:
         paired = _in_range(paired, rng, f"forgetting {item.name}")
     better, worse = _oriented(paired, item.direction)
-    n = len(better)
     if rng is None:
-        test = "tango"
-        outcome = stats.paired_proportion_test(better, worse, -margin, cfg.alpha, "tango")
-        discordance = float(np.mean(better != worse))
-        short = None
-
-        def needed() -> int | None:
-            if margin <= 0:
-                return None
-            return max(
-                stats.paired_proportion_n(0.0, discordance, -margin, cfg.alpha, cfg.power),
-                stats.noninferiority_min_n(margin, cfg.alpha),
-            )
-
+        m = _noninferior_booleans(better, worse, margin, cfg)
     else:
-        test = "betting"
         bounds = rng.oriented(metric_direction(paired.metric, item.direction) == "maximize")
         if margin >= bounds[1] - bounds[0]:
             raise GateError(f"forgetting {item.name}: margin {margin:g} is wider than the range of {paired.metric}")
-        outcome = stats.betting_mean_test(better, worse, bounds, -margin, cfg.alpha, seed=cfg.seed)
-        short = f"only {_pairs(n, 'pair')} (a decision needs {MIN_PAIRS})" if n < MIN_PAIRS else None
-        power = {"alpha": cfg.alpha, "power": cfg.power, "reps": POWER_REPS, "seed": cfg.seed}
-        simulate = partial(stats.betting_n, better - worse, 0.0, bounds, -margin, **power)
-
-        def needed() -> int | None:  # the examples that would show non-inferiority if nothing was lost
-            return simulate() if margin > 0 else None
-
-    if short is None and outcome.p_value < cfg.alpha:
+        m = _noninferior_scores(better, worse, margin, bounds, cfg)
+    outcome = m.outcome
+    if m.short is None and outcome.p_value < cfg.alpha:
         status: Status = "passed"
-    elif short is None and outcome.upper < -margin:
+    elif m.short is None and outcome.upper < -margin:
         status = "failed"
     else:
         status = "inconclusive"
     return ForgettingResult(
         name=item.name,
         metric=paired.metric,
-        n=n,
+        n=len(better),
         reference=float(np.mean(paired.reference)),
         candidate=float(np.mean(paired.candidate)),
         delta=outcome.estimate,
         bound=outcome.lower,
         upper_bound=outcome.upper,
         margin=float(margin),
-        test=test,
+        test=m.test,
         p_value=outcome.p_value,
         status=status,
-        needed_n=needed() if status == "inconclusive" and figures else None,
-        note=short or outcome.reason,
+        needed_n=m.needed() if status == "inconclusive" and figures and margin > 0 else None,
+        note=m.short or outcome.reason,
         estimand=rng.estimand if rng else _estimand(paired),
+    )
+
+
+@dataclass(frozen=True)
+class _NonInferior:
+    """One forgetting set's test at −margin, before its status: the test, and the examples it would need."""
+
+    test: str
+    outcome: stats.BoundedTest
+    short: str | None  # why the set is too small to decide on, if it is
+    needed: Callable[[], int]  # examples that would show non-inferiority if nothing was lost (margin > 0)
+
+
+def _noninferior_booleans(better: np.ndarray, worse: np.ndarray, margin: float, cfg: GateConfig) -> _NonInferior:
+    outcome = stats.paired_proportion_test(better, worse, -margin, cfg.alpha, "tango")
+    discordance = float(np.mean(better != worse))
+
+    def needed() -> int:
+        return max(
+            stats.paired_proportion_n(0.0, discordance, -margin, cfg.alpha, cfg.power),
+            stats.noninferiority_min_n(margin, cfg.alpha),
+        )
+
+    return _NonInferior("tango", outcome, None, needed)
+
+
+def _noninferior_scores(
+    better: np.ndarray, worse: np.ndarray, margin: float, bounds: tuple[float, float], cfg: GateConfig
+) -> _NonInferior:
+    n = len(better)
+    outcome = stats.betting_mean_test(better, worse, bounds, -margin, cfg.alpha, seed=cfg.seed)
+    short = f"only {_pairs(n, 'pair')} (a decision needs {MIN_PAIRS})" if n < MIN_PAIRS else None
+    power = {"alpha": cfg.alpha, "power": cfg.power, "reps": POWER_REPS, "seed": cfg.seed}
+    return _NonInferior(
+        "betting", outcome, short, partial(stats.betting_n, better - worse, 0.0, bounds, -margin, **power)
     )
 
 

@@ -81,7 +81,8 @@ def betting_max_evidence(n: int, score_range: tuple[float, float], delta0: float
     low, high = _check_range(score_range)
     width = high - low
     m0 = (delta0 + width) / (2 * width)
-    return float(np.exp(_log_mean_capital(np.ones((1, n)), np.array([m0]), n, alpha))[0])
+    log_capital = float(_log_mean_capital(np.ones((1, n)), np.array([m0]), n, alpha)[0])
+    return math.exp(min(log_capital, 700.0))  # beyond e^700 (a float's end) it is only ever compared with 1/alpha
 
 
 def betting_power(
@@ -221,10 +222,13 @@ def _stakes(x: np.ndarray, n: int, alpha: float) -> np.ndarray:
     return np.sqrt(2 * math.log(1 / alpha) / (n * np.maximum(variance, 1e-12)))
 
 
-def _log_mean_capital(x: np.ndarray, m: np.ndarray, n: int, alpha: float) -> np.ndarray:
+def _log_mean_capital(
+    x: np.ndarray, m: np.ndarray, n: int, alpha: float, stakes: np.ndarray | None = None
+) -> np.ndarray:
     """log of the capital K(m) averaged over the rows of x (orderings; the last axis is time), for each m; x may carry
-    leading axes (replications) before the orderings axis, which the result keeps."""
-    stakes = _stakes(x, n, alpha)
+    leading axes (replications) before the orderings axis, which the result keeps. `stakes`: `_stakes(x, n, alpha)`,
+    which does not depend on m, when the caller has it."""
+    stakes = _stakes(x, n, alpha) if stakes is None else stakes
     m = np.asarray(m, float)
     shape = (len(m),) + (1,) * x.ndim
     mm = m.reshape(shape)
@@ -236,13 +240,13 @@ def _log_mean_capital(x: np.ndarray, m: np.ndarray, n: int, alpha: float) -> np.
 
 def _largest_rejected(x: np.ndarray, n: int, alpha: float) -> float:
     """The largest m in [0, 1] with K(m) ≥ 1/alpha (K decreases in m), found by bisection; 0 when none."""
-    threshold = math.log(1 / alpha)
-    if _log_mean_capital(x, np.array([0.0]), n, alpha)[0] < threshold:
+    threshold, stakes = math.log(1 / alpha), _stakes(x, n, alpha)
+    if _log_mean_capital(x, np.array([0.0]), n, alpha, stakes)[0] < threshold:
         return 0.0
     low, high = 0.0, 1.0
     for _ in range(_BISECTION):
         middle = (low + high) / 2
-        if _log_mean_capital(x, np.array([middle]), n, alpha)[0] >= threshold:
+        if _log_mean_capital(x, np.array([middle]), n, alpha, stakes)[0] >= threshold:
             low = middle
         else:
             high = middle
