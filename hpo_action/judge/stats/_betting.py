@@ -21,6 +21,7 @@ import functools
 import math
 
 import numpy as np
+from scipy import stats as sps
 
 from ._common import BoundedTest, Scores, _check_alpha, _check_n, _constant, _pair, _prob, _z_pair
 
@@ -114,12 +115,13 @@ def betting_n(
     cap: int = 1_000_000,
 ) -> int:
     """The pairs at which the betting test reaches `power` when the differences look like `differences` shifted to
-    mean `effect`: the normal approximation of the log-capital (`_approximate_power`) proposes n, and the simulated
-    power of the test itself confirms it, n growing by 10% until it does; `cap` when even that many fall short."""
+    mean `effect` (their spread raised to its upper confidence limit, `_planning_differences`): the normal
+    approximation of the log-capital (`_approximate_power`) proposes n, and the simulated power of the test itself
+    confirms it, n growing by 10% until it does; `cap` when even that many fall short."""
     _z_pair(alpha, power)
     if not effect > delta0:
         raise ValueError(f"effect must exceed delta0={delta0}, got {effect}")
-    d = np.asarray(differences, float)
+    d = _planning_differences(np.asarray(differences, float), alpha)
 
     def approx(n: int) -> bool:
         return _approximate_power(d, n, effect, score_range, delta0, alpha) >= power
@@ -155,7 +157,7 @@ def betting_mde(
     _z_pair(alpha, power)
     low_s, high_s = _check_range(score_range)
     width = high_s - low_s
-    d = np.asarray(differences, float)
+    d = _planning_differences(np.asarray(differences, float), alpha)
 
     def approx(effect: float) -> bool:
         return _approximate_power(d, n, effect, score_range, delta0, alpha) >= power
@@ -172,6 +174,20 @@ def betting_mde(
             return width
         effect = min(width, delta0 + (effect - delta0) * 1.05)
     return effect
+
+
+def _planning_differences(d: np.ndarray, alpha: float) -> np.ndarray:
+    """The observed differences spread about their mean so that their variance is its (1 − alpha) upper confidence
+    limit, s²·(1 + z·√((κ − 1)/n)) with κ the sample kurtosis (the large-sample law of s²): a sample of skewed,
+    heavy-tailed losses usually shows less spread than its law has, and a plan drawn from it alone falls short
+    of its power (benchmarks/RESULTS.md, "Score families")."""
+    n, centred = d.size, d - d.mean()
+    variance = float(np.mean(centred**2))
+    if n < 2 or variance == 0:
+        return d
+    kurtosis = float(np.mean(centred**4)) / variance**2
+    z = float(sps.norm.ppf(1 - alpha))
+    return d.mean() + centred * math.sqrt(1 + z * math.sqrt(max(kurtosis - 1, 0.0) / n))
 
 
 def _approximate_power(
