@@ -494,3 +494,30 @@ def test_1_the_default_score_test_holds_its_level_in_every_family(family: calibr
     for n in calibration.SIZES:
         rate, _ = calibration.false_promotion(family, n, "betting", 100, seed=21)
         assert rate <= limit, (family.name, n, rate)
+
+
+def test_gate_cli_refuses_a_loss_forgetting_pair_without_a_margin_and_takes_a_score_range(tmp_path: Path):
+    """Issue 21 items 1 and 6 on `hpo-action gate`: a score pair needs MARGIN; a metric of unknown range needs
+    --score-range, and a score outside it exits 2 rather than being clipped."""
+    cand, ref = _booleans(60, 0, 100, 40)
+    lm = _write(tmp_path / "lm.jsonl", [{"id": i, "loss": 1.0} for i in range(50)])
+    code, result, err = _gate_cli(tmp_path, cand, ref, "--forgetting", f"lm={lm},{lm},,loss")
+    assert code == 2 and result is None
+    assert "--forgetting lm: loss is a score, so there is no default margin; give MARGIN" in err
+    rows = [{"id": i, "bleu": 10.0 + i % 7} for i in range(40)]
+    code, result, err = _gate_cli(tmp_path, rows, rows, "--metric", "bleu")
+    assert code == 2 and "gate.score_range: the score test needs the range of 'bleu'" in err
+    code, result, err = _gate_cli(tmp_path, rows, rows, "--metric", "bleu", "--score-range", "0", "12")
+    assert code == 2 and "a candidate bleu of 13 lies outside gate.score_range [0, 12]" in err
+    code, result, _ = _gate_cli(tmp_path, rows, rows, "--metric", "bleu", "--score-range", "0", "100")
+    assert code == 0 and result["primary"]["test"] == "betting" and result["decision"] != "promote"
+    assert result["primary"]["estimand"] == "the mean difference in bleu (scores in [0, 100])"
+
+
+def test_betting_says_inconclusive_when_no_data_of_this_size_could_reach_the_level():
+    """Ten pairs all at the top of the range still cannot give an e-value of 1/alpha at alpha = 0.001."""
+    paired = Paired("accuracy_score", [1.0] * 10, [0.0] * 10, False)
+    decision = gate(paired, [], CFG.model_copy(update={"alpha": 0.001, "score_range": (0.0, 1.0)}))
+    assert decision.decision == "inconclusive"
+    assert "10 pairs cannot reach level 0.001, even if all favour the candidate" in decision.reasons[0]
+    assert gate(paired, [], CFG.model_copy(update={"score_range": (0.0, 1.0)})).decision == "promote"
