@@ -29,6 +29,10 @@ ORDERINGS = 4  # orderings averaged: the stakes settle within a few dozen exampl
 _TRUNCATION = 0.9  # c: one example never costs more than 90% of the capital (the paper uses 1/2 to 3/4)
 _PRIOR_VARIANCE = 0.25  # σ̂²_0, the largest variance a [0, 1] score can have; weight of one example
 _BISECTION = 60  # halvings of [0, 1]: below 1e-15 relative to the range
+# One power simulation bets on at most this many examples (about 2 s), with no fewer than _MIN_REPS data sets:
+# beyond 10^4 pairs the reps shrink (50 at 10^5), so the confirmation of a huge needed_n is coarser, not slower.
+_MAX_WORK = 20_000_000
+_MIN_REPS = 50
 
 
 def betting_mean_test(
@@ -287,6 +291,7 @@ def _rejections(
 ) -> np.ndarray:
     low, high = _check_range(score_range)
     width = high - low
+    reps = max(_MIN_REPS, min(reps, _MAX_WORK // (n * ORDERINGS)))  # bounded time at a very large n
     if d.size == 0:
         raise ValueError("need observed differences to simulate from, got none")
     centred = d - d.mean()
