@@ -77,9 +77,10 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     else:
         message = first["msg"].removeprefix("Value error, ")
         field, sep, rest = message.partition(": ")
-        owner = _model_at((*loc, field)) if loc and sep else None
-        if owner is not None and field in owner.model_fields:  # a section's check about one of its fields: name it
-            key, message = f"{key}.{field}", rest
+        path = (*loc, *field.split(".")) if sep and " " not in field else ()
+        owner = _model_at(path) if path else None
+        if owner is not None and path[-1] in owner.model_fields:  # a check about one field (gate.score_range): name it
+            key, message = ".".join(map(str, path)), rest
         if first["type"] != "missing" and "input" in first and not isinstance(first["input"], dict):
             message += f" (got {first['input']!r})"
     more = len(err.errors()) - 1

@@ -341,6 +341,7 @@ class SearchConfig(_Section):
         return len(self.objectives) > 1
 
 
+RANGED_SCORES = ("loss", "perplexity")  # scores whose range the gate knows: [0, ln V] and [1, V]
 BOOLEAN_MARGIN = 0.02  # two points of accuracy: the default margin of a boolean forgetting metric
 
 
@@ -557,6 +558,21 @@ class HpoConfig(_Section):
             if not scored or (name and name not in scored):
                 wanted = f"a gate.forgetting set named {name!r}" if name else "a gate.forgetting set of kind data"
                 raise ValueError(f"search.objectives: {objective.metric!r} needs {wanted} (the per-trial probes)")
+        return self
+
+    @model_validator(mode="after")
+    def _score_range_known(self) -> HpoConfig:
+        """The betting test needs each score's range: loss and perplexity have theirs; say so now, not after the
+        search, when another score metric would reach the gate without gate.score_range."""
+        if self.gate.score_range is not None or self.gate.test not in (None, "betting"):
+            return self
+        scored = [self.primary_metric] + [b.metric for b in self.gate.forgetting if b.kind == "data"]
+        for name in scored:
+            if resolve_metric(name).kind == "score" and name not in RANGED_SCORES:
+                raise ValueError(
+                    f"gate.score_range: {name!r} is a score of unknown range, which the gate's score test needs; "
+                    "set gate.score_range: [LOW, HIGH] (every per-example value inside), or another gate.test"
+                )
         return self
 
     @model_validator(mode="after")
