@@ -420,8 +420,9 @@ class GateConfig(_Section):
     power: float = Field(0.8, ge=0.5, lt=1, description="Power at which the MDE and needed_n are computed.")
     score_range: tuple[float, float] | None = Field(
         None,
-        description="[LOW, HIGH]: the range every per-example score of the primary metric lies in, for the betting "
-        "test; default for loss [0, ln V] and perplexity [1, V] (V the vocabulary size), values clipped into it.",
+        description="[LOW, HIGH]: the range of every per-example score of the primary metric (and of a forgetting "
+        "score other than loss/perplexity), for the betting test; a score outside it is an error. Without it, loss "
+        "is clipped to [0, ln V] and perplexity to [1, V] (V the vocabulary size); another score metric needs it.",
     )
     resamples: int = Field(10_000, ge=100, description="Resamples of the bootstrap and permutation tests.")
     seed: int = Field(0, description="Seed of the resampling tests.")
