@@ -46,6 +46,14 @@ def _with(**sections):
             _with(evaluate={"metrics": ["tests.user_metrics:OutputLength"]}),
             "hpo.yaml: gate.score_range: 'output_length' is a score of unknown range",  # before the search, not after
         ),
+        (
+            _with(gate={"forgetting": [{"name": "q", "kind": "lm_eval", "tasks": ["t"], "metric": "f1", "margin": 1}]}),
+            "gate.score_range: 'f1' is a score of unknown range",
+        ),
+        (
+            _with(gate={"forgetting": [{"name": "q", "kind": "lm_eval", "tasks": ["t"], "metric": "f1"}]}),
+            "gate.forgetting.0.margin: f1 is a score, so there is no default margin",
+        ),
         (_with(gate={"confidence": 0.9}), "gate.confidence: removed: the gate shows only the bounds of its own test"),
         (_with(search={"space": {"lora_r": {"low": 2, "hihg": 8}}}), "search.space.lora_r.hihg: unknown key; did you"),
         (_with(data={"replay": [{"data": "r.jsonl", "wieght": 2}]}), "data.replay.0.wieght: unknown key; did you mean"),

@@ -341,6 +341,8 @@ class SearchConfig(_Section):
         return len(self.objectives) > 1
 
 
+# lm-eval's per-sample accuracies (0 or 1 each): the only lm-eval metrics with a margin default and a known range.
+LM_EVAL_ACCURACIES = ("acc", "acc_norm", "acc_mutual_info", "acc_bytes", "exact_match")
 RANGED_SCORES = ("loss", "perplexity")  # scores whose range the gate knows: [0, ln V] and [1, V]
 BOOLEAN_MARGIN = 0.02  # two points of accuracy: the default margin of a boolean forgetting metric
 
@@ -374,7 +376,7 @@ class ForgettingBenchmark(_Section):
         if self.kind == "data":
             resolve_metric(self.metric)
         if self.margin is None:
-            if self.kind == "data" and resolve_metric(self.metric).kind == "score":
+            if not self.is_boolean:
                 raise ValueError(
                     f"margin: {self.metric} is a score, so there is no default margin; set the largest tolerated "
                     f"worsening of {self.name!r} in {self.metric} units (e.g. margin: 0.05)"
@@ -383,6 +385,19 @@ class ForgettingBenchmark(_Section):
         if self.kind == "lm_eval" and not self.tasks:
             raise ValueError(f"forgetting benchmark {self.name!r} of kind lm_eval needs 'tasks'")
         return self
+
+    @property
+    def is_boolean(self) -> bool:
+        """Right or wrong per example (a margin in accuracy points makes sense): a boolean metric of the registry,
+        or an lm-eval accuracy (`acc`, `exact_match,strict-match`)."""
+        if self.kind == "lm_eval":
+            return self.metric.partition(",")[0] in LM_EVAL_ACCURACIES
+        return resolve_metric(self.metric).kind == "boolean"
+
+    @property
+    def range_known(self) -> bool:
+        """The gate knows this metric's range without gate.score_range: a boolean, an accuracy, loss, perplexity."""
+        return self.is_boolean or (self.kind == "data" and self.metric in RANGED_SCORES)
 
 
 class GateConfig(_Section):
@@ -567,13 +582,14 @@ class HpoConfig(_Section):
         search, when another score metric would reach the gate without gate.score_range."""
         if self.gate.score_range is not None or self.gate.test not in (None, "betting"):
             return self
-        scored = [self.primary_metric] + [b.metric for b in self.gate.forgetting if b.kind == "data"]
-        for name in scored:
-            if resolve_metric(name).kind == "score" and name not in RANGED_SCORES:
-                raise ValueError(
-                    f"gate.score_range: {name!r} is a score of unknown range, which the gate's score test needs; "
-                    "set gate.score_range: [LOW, HIGH] (every per-example value inside), or another gate.test"
-                )
+        unknown = [b.metric for b in self.gate.forgetting if not b.range_known]
+        primary = self.primary_metric
+        unknown += [primary] if resolve_metric(primary).kind == "score" and primary not in RANGED_SCORES else []
+        for name in unknown[:1]:
+            raise ValueError(
+                f"gate.score_range: {name!r} is a score of unknown range, which the gate's score test needs; "
+                "set gate.score_range: [LOW, HIGH] (every per-example value inside), or another gate.test"
+            )
         return self
 
     @model_validator(mode="after")
