@@ -137,11 +137,11 @@ def test_packing_restarts_positions_per_example_and_leaves_validation_whole(lora
     packed, cut = {**params, "packing": True}, {**params, "max_length": 16, "packing": True}
     model = runner.base.attach(packed)
     try:
-        trainer = runner._trainer(model, packed, str(tmp_path), TrainerCallback())
+        trainer = runner._trainer(model, packed, str(tmp_path), [TrainerCallback()])
         row = next(row for row in trainer.train_dataset if len(row["seq_lengths"]) > 1)
         positions = trainer.data_collator([row])["position_ids"][0].tolist()
         assert trainer.padding_free and positions.count(0) == len(row["seq_lengths"])  # restart per example
-        trainer = runner._trainer(model, cut, str(tmp_path), TrainerCallback())
+        trainer = runner._trainer(model, cut, str(tmp_path), [TrainerCallback()])
         assert max(len(ids) for ids in trainer.train_dataset["input_ids"]) <= 16
         assert trainer.eval_dataset["input_ids"] == runner.eval_dataset["input_ids"]  # never cut or packed
         assert max(len(ids) for ids in trainer.eval_dataset["input_ids"]) > 16

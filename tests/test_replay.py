@@ -78,7 +78,7 @@ def test_chat_training_replays_prompt_completion_rows_with_their_own_loss_masks(
     try:
         from transformers import TrainerCallback
 
-        trainer = runner._trainer(model, params, str(tmp_path / "scratch"), TrainerCallback())
+        trainer = runner._trainer(model, params, str(tmp_path / "scratch"), [TrainerCallback()])
         batch = next(iter(trainer.get_train_dataloader()))  # what the model is trained on, collated
     finally:
         base.detach(model)

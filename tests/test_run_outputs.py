@@ -19,17 +19,21 @@ from .helpers import error_line, small_config, write_config
 
 pytestmark = pytest.mark.slow
 
+MARGIN = 0.3
+
 
 @pytest.fixture(scope="module")
 def studied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A one-trial study with the forgetting constraint on: the trial records its probe's delta and excess."""
+    """A one-trial study with the forgetting constraint on: the trial records its probe's delta and excess. The
+    probe (120 rows) and the margin (0.3) are large enough that a trial that keeps the copy skill is feasible."""
     from hpo_action.pipeline import search
 
     root = tmp_path_factory.mktemp("outputs")
     raw = small_config(root)
     raw["search"].update(
-        n_trials=1, pruner="none", forgetting_constraint=True, forgetting_probe_size=16, budget={"max_steps": 4}
+        n_trials=1, pruner="none", forgetting_constraint=True, forgetting_probe_size=120, budget={"max_steps": 4}
     )
+    raw["gate"]["forgetting"][0]["margin"] = MARGIN
     raw["search"]["budget"]["eval_every"] = 4
     config = write_config(root, raw)
     with pytest.MonkeyPatch.context() as patch:
@@ -44,7 +48,9 @@ def test_trials_csv_holds_the_measured_delta_under_the_sets_name_and_the_excess_
     summary = RunSummary.read(out / "summary.json")
     (trial,) = summary.trials
     drop, excess = trial.forgetting_drop["copy"], trial.forgetting["copy"]
-    assert excess == pytest.approx(drop - 0.05)  # the margin of gate.forgetting[copy]
+    # The constraint value is how far the probe's lower bound falls below −margin: ≤ 0 for this feasible trial, and
+    # never below the point estimate's own distance (drop − margin), since the bound lies under the estimate.
+    assert drop - MARGIN - 1e-12 <= excess <= 0
     assert float(row["forgetting_copy"]) == pytest.approx(-drop)
     assert float(row["margin_excess_copy"]) == pytest.approx(excess)
     # The report's trade-off line shows the same number as the column named after the set.

@@ -101,7 +101,8 @@ def publish_run(
 ) -> Publication:
     """Publish a promoted run as the new champion: exactly the files the gate recorded in manifest.json (any
     difference is refused, naming the file), the card, the gate's attestation and, unless signing is off, the
-    model-signing signature over all of them. With `dry_run`, only render the card and list the files."""
+    model-signing signature over all of them. With `dry_run`, only render the card and list the files (the gate
+    ledger's count is checked only when publishing)."""
     layout = RunLayout(Path(run_dir))
     gate = gated_evidence(layout)
     recorded, files = check_run_manifest(layout)
@@ -109,7 +110,6 @@ def publish_run(
     env = dict(os.environ) if env is None else env
     plan = signing_plan(cfg.registry.signing, env)
     registry = open_registry(uri, cfg.registry)
-    check_counted(registry, gate.config.sequence, str(layout.gate))
     expected = gated_champion(layout, registry)
     _check_same_champion(layout, expected, recorded.champion)
     version = registry.next_version(expected)
@@ -126,8 +126,9 @@ def publish_run(
     load_from, fetch = registry.load_reference(version), registry.fetch_code(version)
     card = render_card(cfg, summary, gate, plots, title, previous, env, load_from, fetch, provenance)
     names = sorted([*files, CARD, ATTESTATION, *([SIGNATURE] if plan.method != "off" else [])])
-    if dry_run:
+    if dry_run:  # lists and renders only: the gate ledger is read when publishing (a dry run may run offline)
         return Publication(card, names, None)
+    check_counted(registry, gate.config.sequence, str(layout.gate))
     write_text_atomic(layout.model_card, card)
     with _staged(layout, files, recorded.files, f"{title}-v{version}") as folder:
         (folder / ATTESTATION).write_bytes(attestation)
