@@ -6,11 +6,18 @@ at 3 points, never "reject" at a worthwhile true gain). `tests/test_gate.py` run
 resamples; this script runs more sets and writes benchmarks/results/gate_calibration.json.
 
     python benchmarks/gate_calibration.py [--sets 2000] [--resamples 999]
+
+`--families` runs issue 21's score families instead: the false-promotion rate of the default score test and of
+the old one (`permutation+bootstrap`) at equal (clipped) means, n = 10, 30, 200, 1000, and the simulated power at
+the needed_n the gate reports → benchmarks/results/gate_families.json.
+
+    python benchmarks/gate_calibration.py --families [--sets 300] [--power-sets 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -25,7 +32,10 @@ from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.gate import ForgettingInput, Paired, gate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gate_calibration.json"
+FAMILY_RESULTS = RESULTS.with_name("gate_families.json")
 ALPHA = 0.05
+VOCAB = 32_000  # the vocabulary the families' gates assume: losses clip to [0, ln 32000] = [0, 10.37]
+SIZES = (10, 30, 200, 1000)
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ def rare_big_increases(rng: np.random.Generator, n: int, margin: float) -> Paire
 def primary_only(
     paired: Callable[[np.random.Generator], Paired],
 ) -> Callable[[np.random.Generator, GateConfig], GateDecision]:
-    return lambda rng, cfg: gate(paired(rng), [], cfg)
+    return lambda rng, cfg: gate(paired(rng), [], cfg, figures=False)
 
 
 def forgetting_only(
@@ -81,7 +91,7 @@ def forgetting_only(
 
     def draw(rng: np.random.Generator, cfg: GateConfig) -> GateDecision:
         clear = booleans(rng, 400, 0.3, 0.0)
-        return gate(clear, [ForgettingInput("set", paired(rng), margin)], cfg)
+        return gate(clear, [ForgettingInput("set", paired(rng), margin)], cfg, figures=False)
 
     return draw
 
@@ -221,11 +231,124 @@ def simulate(scenario: Scenario, sets: int, cfg: GateConfig, seed: int = 0) -> O
     )
 
 
+# --- issue 21: score families ------------------------------------------------------------------------------------
+# Each family draws raw (candidate, reference) per-example losses; `Family.draw` shifts the candidate so that the
+# *clipped* means (the estimand of the default test, losses clipped to [0, ln V]) differ by exactly `effect`
+# (reference minus candidate: the improvement), the shift found once on a large sample.
+
+
+def _exchangeable(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return rng.lognormal(0.0, 1.0, n), rng.lognormal(0.0, 1.0, n)
+
+
+def _heavier_tailed(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return rng.lognormal(0.5**2 / 2 - 1.0 / 2, 1.0, n), rng.lognormal(0.0, 0.5, n)
+
+
+def _rare_large(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slightly better on 98% of examples, +5 on 2%: what a sample of 10 or 30 rarely shows."""
+    reference = rng.lognormal(0.5, 0.5, n)
+    return reference - 0.1 + rng.normal(0.0, 0.1, n) + 5.0 * (rng.random(n) < 0.02), reference
+
+
+def _skewed_t2(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Differences from Student's t with 2 degrees of freedom, the right tail doubled (infinite variance, skew)."""
+    reference = rng.lognormal(1.0, 0.4, n)
+    t = rng.standard_t(2, n)
+    return reference + 0.3 * np.where(t > 0, 2 * t, t), reference
+
+
+def _lognormal_differences(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Usually a little better, sometimes much worse: a lognormal(0, 1) difference with its mean removed."""
+    reference = rng.lognormal(1.0, 0.4, n)
+    return reference + 0.5 * rng.lognormal(0.0, 1.0, n), reference
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    raw: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+
+    @functools.cache  # noqa: B019 (a handful of frozen families, kept for the whole run)
+    def shift(self, effect: float) -> float:
+        """The shift c with mean(clip(ref)) − mean(clip(cand − c)) = effect, on 2·10^6 draws (bisection)."""
+        cand, ref = self.raw(np.random.default_rng(2024), 2_000_000)
+        top = math.log(VOCAB)
+        target = float(np.mean(np.clip(ref, 0, top))) - effect
+        low, high = -top, top
+        for _ in range(50):
+            middle = (low + high) / 2
+            low, high = (middle, high) if np.mean(np.clip(cand - middle, 0, top)) > target else (low, middle)
+        return (low + high) / 2
+
+    def draw(self, rng: np.random.Generator, n: int, shift: float) -> Paired:
+        cand, ref = self.raw(rng, n)
+        return losses(cand - shift, ref)
+
+
+FAMILIES = (
+    Family("exchangeable (both lognormal(0, 1))", _exchangeable),
+    Family("heavier-tailed candidate, equal mean", _heavier_tailed),
+    Family("rare large losses (+5 on 2%)", _rare_large),
+    Family("skewed t(2) differences", _skewed_t2),
+    Family("lognormal differences", _lognormal_differences),
+)
+
+
+def false_promotion(family: Family, n: int, test: str, sets: int, seed: int = 0) -> tuple[float, float]:
+    """The share of `sets` null data sets (equal clipped means) that `test` promotes, and its SE."""
+    cfg = GateConfig(test=test, resamples=999)
+    rng, shift = np.random.default_rng(seed), family.shift(0.0)
+    hits = sum(gate(family.draw(rng, n, shift), [], cfg, vocab_size=VOCAB, figures=False).promote for _ in range(sets))
+    rate = hits / sets
+    return rate, math.sqrt(max(rate * (1 - rate), ALPHA * (1 - ALPHA)) / sets)
+
+
+def power_at_needed_n(family: Family, sets: int, pilot: int = 200, seed: int = 0) -> tuple[int, float, float]:
+    """The needed_n the gate reports from a pilot of `pilot` pairs at the target effect, and the share of `sets`
+    fresh data sets of that size, at the same effect, that the default test promotes (with its SE)."""
+    cfg = GateConfig()
+    rng, shift = np.random.default_rng(seed), family.shift(cfg.target_effect)
+    needed = gate(family.draw(rng, pilot, shift), [], cfg, vocab_size=VOCAB).primary.needed_n
+    assert needed is not None, "the pilot already promoted: nothing to check"
+    hits = sum(
+        gate(family.draw(rng, needed, shift), [], cfg, vocab_size=VOCAB, figures=False).promote for _ in range(sets)
+    )
+    rate = hits / sets
+    return needed, rate, math.sqrt(rate * (1 - rate) / sets)
+
+
+def run_families(sets: int, power_sets: int) -> None:
+    rows: list[dict[str, object]] = []
+    for family in FAMILIES:
+        for n in SIZES:
+            row: dict[str, object] = {"family": family.name, "n": n}
+            for test in ("permutation+bootstrap", "betting"):
+                started = time.perf_counter()
+                rate, se = false_promotion(family, n, test, sets)
+                row[test] = {"rate": rate, "se": se}
+                took = time.perf_counter() - started
+                print(f"{family.name:42s} n={n:5d} {test:22s} {rate:.3f} ± {se:.3f} ({took:.0f} s)", flush=True)
+            rows.append(row)
+    power = []
+    for family in FAMILIES:
+        needed, rate, se = power_at_needed_n(family, power_sets)
+        power.append({"family": family.name, "needed_n": needed, "power": rate, "se": se})
+        print(f"{family.name:42s} needed_n {needed}: power {rate:.3f} ± {se:.3f}", flush=True)
+    payload = {"sets": sets, "power_sets": power_sets, "alpha": ALPHA, "vocab": VOCAB, "false_promotion": rows}
+    FAMILY_RESULTS.write_text(json.dumps({**payload, "power_at_needed_n": power}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", type=int, default=2000)
     parser.add_argument("--resamples", type=int, default=999)
+    parser.add_argument("--families", action="store_true", help="issue 21's score families instead")
+    parser.add_argument("--power-sets", type=int, default=200)
     args = parser.parse_args()
+    if args.families:
+        run_families(args.sets, args.power_sets)
+        return
     cfg = GateConfig(resamples=args.resamples)
     results = []
     for scenario in scenarios(cfg):

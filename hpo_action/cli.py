@@ -411,6 +411,13 @@ def _gate_default(name: str) -> str:
 @click.option("--min-effect", type=float, help=f"Improvement the test must exceed {_gate_default('min_effect')}.")
 @click.option("--target-effect", type=float, help=f"Smallest gain worth having {_gate_default('target_effect')}.")
 @click.option("--power", type=float, help=f"Power of the MDE and needed n {_gate_default('power')}.")
+@click.option(
+    "--score-range",
+    type=float,
+    nargs=2,
+    metavar="LOW HIGH",
+    help="The range of every per-example score, for the betting test (loss and perplexity have their own).",
+)
 @click.option("--resamples", type=int, help=f"Resamples of the resampling tests {_gate_default('resamples')}.")
 @click.option("--seed", type=int, help=f"Seed of the resampling tests {_gate_default('seed')}.")
 @click.option("--forgetting", multiple=True, metavar="NAME=CAND,REF[,MARGIN[,METRIC]]", help="Repeatable.")

@@ -29,7 +29,7 @@ from hpo_action.judge.decoding import DecodingSearch, search_decoding
 from hpo_action.judge.evaluate import EvalSettings, attach_trained, evaluate
 from hpo_action.judge.forgetting_split import forgetting_parts, small_set_warnings
 from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair
-from hpo_action.judge.gate_files import ForgettingFiles
+from hpo_action.judge.gate_files import ForgettingFiles, margin_for
 from hpo_action.judge.generation import write_generation_config
 from hpo_action.judge.predictions import read_meta, read_predictions
 from hpo_action.judge.sequence import at_level, per_gate
@@ -485,8 +485,9 @@ def gate_files(
         how = f"name it: --forgetting {name}=CAND,REF,MARGIN,METRIC"
         chosen = choose_metric(cand_f, ref_f, files.metric or metric, f"--forgetting {name}", how)
         paired = pair(cand_f, ref_f, chosen, names=(f"{name} candidate", f"{name} reference"))
-        inputs.append(ForgettingInput(name, paired, files.margin))
-    decision = gate(pair(cand_rows, ref_rows, metric), inputs, cfg)
+        inputs.append(ForgettingInput(name, paired, margin_for(files, paired.boolean, chosen)))
+    vocab_size = read_meta(candidate).get("vocab_size")
+    decision = gate(pair(cand_rows, ref_rows, metric), inputs, cfg, vocab_size=vocab_size)
     sequence = per_gate(cfg.alpha).to_json()  # no registry here: per-gate control, said so in gate.json
     decision = replace(decision, config=replace(decision.config, sequence=sequence))
     if out is not None:

@@ -45,6 +45,10 @@ def test_card_parses_and_carries_the_evidence(tmp_path: Path):
     assert "![Optimization history](plots/optimization_history.png)" in body
     assert "https://github.com/o/r/actions/runs/42" in body
     assert "against the base model" in body
+    # Issue 21 items 1, 4, 6: the estimand in words, bounds labelled as the test's own, what "passed" means.
+    assert "delta estimates the difference in the share of examples with exact_match true" in body
+    assert "one-sided 95% lower" in body and "together form a two-sided 90% interval" in body
+    assert "intersection-union test" in body and "95% CI" not in body
 
 
 def test_run_url_only_inside_github_actions():

@@ -31,6 +31,30 @@ def _with(**sections):
             _with(gate={"forgetting": [{"name": "copy", "data": "f.jsonl", "margn": 0.1}]}),
             "gate.forgetting.0.margn: unknown key; did you mean 'margin'?",  # a typo inside a list item
         ),
+        (
+            _with(
+                gate={
+                    "forgetting": [
+                        {"name": "a", "data": "f.jsonl", "metric": "exact_match"},
+                        {"name": "b", "data": "f.jsonl"},
+                    ]
+                }
+            ),
+            "gate.forgetting.1.margin: loss is a score, so there is no default margin",  # issue 21 item 6
+        ),
+        (
+            _with(evaluate={"metrics": ["tests.user_metrics:OutputLength"]}),
+            "hpo.yaml: gate.score_range: 'output_length' is a score of unknown range",  # before the search, not after
+        ),
+        (
+            _with(gate={"forgetting": [{"name": "q", "kind": "lm_eval", "tasks": ["t"], "metric": "f1", "margin": 1}]}),
+            "gate.score_range: 'f1' is a score of unknown range",
+        ),
+        (
+            _with(gate={"forgetting": [{"name": "q", "kind": "lm_eval", "tasks": ["t"], "metric": "f1"}]}),
+            "gate.forgetting.0.margin: f1 is a score, so there is no default margin",
+        ),
+        (_with(gate={"confidence": 0.9}), "gate.confidence: removed: the gate shows only the bounds of its own test"),
         (_with(search={"space": {"lora_r": {"low": 2, "hihg": 8}}}), "search.space.lora_r.hihg: unknown key; did you"),
         (_with(data={"replay": [{"data": "r.jsonl", "wieght": 2}]}), "data.replay.0.wieght: unknown key; did you mean"),
         (_with(search={"space": {"lora_r": {"low": 8, "high": 2}}}), "low (8.0) must not exceed high (2.0)"),

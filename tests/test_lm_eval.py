@@ -79,7 +79,7 @@ def test_unknown_metric_names_the_available_ones(base: BaseModel) -> None:
     with pytest.raises(
         ConfigError, match=r"gate\.forgetting\[copy\]\.metric: .* no per-sample metric 'f1'; it has acc"
     ):
-        score_lm_eval(base.model, base.tokenizer, benchmark(metric="f1", limit=2))
+        score_lm_eval(base.model, base.tokenizer, benchmark(metric="f1", limit=2, margin=0.1))
 
 
 def test_missing_package_names_the_extra(base: BaseModel, monkeypatch: pytest.MonkeyPatch) -> None:

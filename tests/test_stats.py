@@ -493,3 +493,66 @@ def test_stats_is_a_leaf_package() -> None:
         }
     allowed = {"__future__", "functools", "math", "itertools", "collections", "dataclasses", "typing", "numpy", "scipy"}
     assert imported <= allowed, imported - allowed
+
+
+# --- betting (Waudby-Smith & Ramdas 2023), issue 21 ----------------------------------------------------------------
+
+
+def _capital_by_hand(x: list[float], m: float, alpha: float) -> float:
+    """The paper's predictable plug-in bet, one example at a time in plain Python (an independent reading of it)."""
+    n, capital, mean, variance = len(x), 1.0, 0.5, 0.25
+    sum_x, sum_sq = 0.0, 0.0
+    for seen, value in enumerate(x, start=1):
+        stake = min(math.sqrt(2 * math.log(1 / alpha) / (n * variance)), 0.9 / m)
+        capital *= 1 + stake * (value - m)
+        sum_sq += (value - mean) ** 2
+        sum_x += value
+        mean = (0.5 + sum_x) / (seen + 1)
+        variance = (0.25 + sum_sq) / (seen + 1)
+    return capital
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_betting_capital_matches_a_plain_reading_of_the_paper(seed: int):
+    rng = np.random.default_rng(seed)
+    reference = rng.uniform(0, 1, 80)
+    candidate = np.clip(reference + rng.normal(0.15, 0.2, 80), 0, 1)
+    result = stats.betting_mean_test(candidate, reference, (0.0, 1.0), 0.0, 0.05, orderings=1, seed=seed)
+    order = np.random.default_rng(seed).permutation(80)
+    x = ((candidate - reference + 1) / 2)[order]
+    expected = _capital_by_hand(x.tolist(), 0.5, 0.05)
+    assert result.p_value == pytest.approx(min(1.0, 1 / expected), rel=1e-9)
+    assert result.estimate == pytest.approx(float(np.mean(candidate - reference)))
+
+
+def test_betting_bounds_invert_the_test_and_hold_their_level():
+    rng = np.random.default_rng(4)
+    for i in range(60):
+        n = int(rng.integers(10, 300))
+        reference = rng.beta(2, 5, n)
+        candidate = np.clip(reference + rng.normal(float(rng.uniform(-0.05, 0.1)), 0.2, n), 0, 1)
+        delta0 = float(rng.choice([0.0, 0.02, -0.03]))
+        result = stats.betting_mean_test(candidate, reference, (0.0, 1.0), delta0, 0.05, seed=i)
+        assert (result.p_value < 0.05) == (result.lower > delta0)
+        assert result.lower <= result.estimate <= result.upper
+    # At the null boundary with skewed, heavy-tailed bounded scores: rarely rejected (at most alpha + 2 SE).
+    hits = 0
+    for i in range(300):
+        d = np.where(rng.random(100) < 0.02, -0.9, 0.9 * 0.02 / 0.98)  # mean exactly 0: rare large losses
+        hits += stats.betting_mean_test(0.5 + d / 2, 0.5 - d / 2, (0.0, 1.0), 0.0, 0.05, seed=i).p_value < 0.05
+    assert hits / 300 <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 300)
+
+
+def test_betting_n_reaches_its_power_on_fresh_simulations():
+    """Issue 21 item 5: at the n the betting test reports, its power (fresh draws from the same law) is >= 0.75."""
+    rng = np.random.default_rng(6)
+    law = rng.lognormal(0.0, 0.8, 5000) * 0.1  # skewed differences, mean removed below
+    law -= law.mean()
+    pilot = law[rng.integers(0, law.size, 300)]
+    n = stats.betting_n(pilot, 0.05, (0.0, 2.0), 0.0, 0.05, 0.8, reps=200, seed=1)
+    hits = 0
+    for i in range(200):
+        d = law[rng.integers(0, law.size, n)] + 0.05
+        hits += stats.betting_mean_test(1.0 + d / 2, 1.0 - d / 2, (0.0, 2.0), 0.0, 0.05, seed=i).p_value < 0.05
+    assert hits / 200 >= 0.75, (n, hits / 200)
+    assert stats.betting_mde(pilot, n, (0.0, 2.0), 0.0, 0.05, 0.8, reps=200, seed=1) <= 0.05 * 1.1

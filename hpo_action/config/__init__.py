@@ -12,11 +12,13 @@ from hpo_action.config._load import (
     parse_set_option,
 )
 from hpo_action.config._sections import (
+    BOOLEAN_MARGIN,
     DEFAULT_LEARNING_RATE,
     FORGETTING,
     FULL_ONLY,
     GATE_TESTS,
     GITHUB_ISSUER,
+    LM_EVAL_ACCURACIES,
     LORA_ONLY,
     PRUNERS,
     SAMPLERS,
@@ -48,12 +50,14 @@ from hpo_action.config._variants import (
 )
 
 __all__ = [
+    "BOOLEAN_MARGIN",
     "DECODING_PARAMETERS",
     "DEFAULT_LEARNING_RATE",
     "FORGETTING",
     "FULL_ONLY",
     "GATE_TESTS",
     "GITHUB_ISSUER",
+    "LM_EVAL_ACCURACIES",
     "LORA_INITS",
     "LORA_ONLY",
     "PRUNERS",

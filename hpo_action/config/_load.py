@@ -59,6 +59,13 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+# Keys that once existed: a config that still sets one is told why it went, not only that it is unknown.
+REMOVED_KEYS = {
+    ("gate", "confidence"): "removed: the gate shows only the bounds of its own test (each one-sided at 1 - alpha, "
+    "together the two-sided 1 - 2*alpha interval); delete the key",
+}
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = tuple(first["loc"])
@@ -66,9 +73,14 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         owner = _model_at(loc)
         hint = did_you_mean(str(loc[-1]), owner.model_fields) if owner else ""
-        message = f"unknown key{hint}"
+        message = REMOVED_KEYS.get(loc, f"unknown key{hint}")
     else:
         message = first["msg"].removeprefix("Value error, ")
+        field, sep, rest = message.partition(": ")
+        path = (*loc, *field.split(".")) if sep and " " not in field else ()
+        owner = _model_at(path) if path else None
+        if owner is not None and path[-1] in owner.model_fields:  # a check about one field (gate.score_range): name it
+            key, message = ".".join(map(str, path)), rest
         if first["type"] != "missing" and "input" in first and not isinstance(first["input"], dict):
             message += f" (got {first['input']!r})"
     more = len(err.errors()) - 1

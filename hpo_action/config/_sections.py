@@ -29,7 +29,16 @@ Format = Literal["prompt_completion", "messages", "text"]
 Direction = Literal["minimize", "maximize"]
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
 PRUNERS = ("hyperband", "successive_halving", "median", "percentile", "wilcoxon", "none")
-GATE_TESTS = ("mcnemar-midp", "mcnemar-exact", "tango", "permutation+bootstrap", "bootstrap", "permutation", "t")
+GATE_TESTS = (
+    "mcnemar-midp",
+    "mcnemar-exact",
+    "tango",
+    "betting",
+    "permutation+bootstrap",
+    "bootstrap",
+    "permutation",
+    "t",
+)
 # Starting learning rate by method (docs/domain.md): the warm-start trial uses it when the config sets none.
 DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 2e-4, "qlora": 1e-4, "full": 2e-5}
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", *LORA_VARIANTS)
@@ -342,6 +351,12 @@ class SearchConfig(_Section):
         return len(self.objectives) > 1
 
 
+# lm-eval's per-sample accuracies (0 or 1 each): the only lm-eval metrics with a margin default and a known range.
+LM_EVAL_ACCURACIES = ("acc", "acc_norm", "acc_mutual_info", "acc_bytes", "exact_match")
+RANGED_SCORES = ("loss", "perplexity")  # scores whose range the gate knows: [0, ln V] and [1, V]
+BOOLEAN_MARGIN = 0.02  # two points of accuracy: the default margin of a boolean forgetting metric
+
+
 class ForgettingBenchmark(_Section):
     """A skill the base model had that the candidate must keep (non-inferiority against the base)."""
 
@@ -354,10 +369,11 @@ class ForgettingBenchmark(_Section):
     include_path: str | None = Field(None, description="kind lm_eval: a folder of local task YAMLs.")
     limit: int | None = Field(None, ge=1, description="kind lm_eval: examples per task.")
     metric: str = Field("loss", description="kind data: a metric of the registry; kind lm_eval: a task metric (acc).")
-    margin: float = Field(
-        0.02,
+    margin: float | None = Field(
+        None,
         ge=0,
-        description="Largest tolerated loss of the metric, in its own units (0.02: two points of accuracy).",
+        description="Largest tolerated loss of the metric, in its own units; default 0.02 (two points) for a boolean "
+        "metric; a score metric (loss) has no default and must set it.",
     )
     direction: Direction | None = Field(None, description="Overrides the metric's direction.")
 
@@ -369,9 +385,29 @@ class ForgettingBenchmark(_Section):
             raise ValueError(f"forgetting benchmark {self.name!r} needs 'data' (a local file)")
         if self.kind == "data":
             resolve_metric(self.metric)
+        if self.margin is None:
+            if not self.is_boolean:
+                raise ValueError(
+                    f"margin: {self.metric} is a score, so there is no default margin; set the largest tolerated "
+                    f"worsening of {self.name!r} in {self.metric} units (e.g. margin: 0.05)"
+                )
+            object.__setattr__(self, "margin", BOOLEAN_MARGIN)
         if self.kind == "lm_eval" and not self.tasks:
             raise ValueError(f"forgetting benchmark {self.name!r} of kind lm_eval needs 'tasks'")
         return self
+
+    @property
+    def is_boolean(self) -> bool:
+        """Right or wrong per example (a margin in accuracy points makes sense): a boolean metric of the registry,
+        or an lm-eval accuracy (`acc`, `exact_match,strict-match`)."""
+        if self.kind == "lm_eval":
+            return self.metric.partition(",")[0] in LM_EVAL_ACCURACIES
+        return resolve_metric(self.metric).kind == "boolean"
+
+    @property
+    def range_known(self) -> bool:
+        """The gate knows this metric's range without gate.score_range: a boolean, an accuracy, loss, perplexity."""
+        return self.is_boolean or (self.kind == "data" and self.metric in RANGED_SCORES)
 
 
 class GateConfig(_Section):
@@ -382,7 +418,7 @@ class GateConfig(_Section):
     test: Literal[GATE_TESTS] | None = Field(  # type: ignore[valid-type]
         None,
         description="Default: mcnemar-midp for boolean metrics (tango when min_effect > 0), "
-        "permutation+bootstrap for scores.",
+        "betting for scores (valid at every n for scores in a known range).",
     )
     alpha: float = Field(
         0.05,
@@ -407,7 +443,12 @@ class GateConfig(_Section):
         description="The smallest gain worth having: reject when the upper bound rules it out; it sets needed_n.",
     )
     power: float = Field(0.8, ge=0.5, lt=1, description="Power at which the MDE and needed_n are computed.")
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the two-sided interval shown as `ci`.")
+    score_range: tuple[float, float] | None = Field(
+        None,
+        description="[LOW, HIGH]: the range of every per-example score of the primary metric (and of a forgetting "
+        "score other than loss/perplexity), for the betting test; a score outside it is an error. Without it, loss "
+        "is clipped to [0, ln V] and perplexity to [1, V] (V the vocabulary size); another score metric needs it.",
+    )
     resamples: int = Field(10_000, ge=100, description="Resamples of the bootstrap and permutation tests.")
     seed: int = Field(0, description="Seed of the resampling tests.")
     forgetting: list[ForgettingBenchmark] = Field(
@@ -416,6 +457,8 @@ class GateConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> GateConfig:
+        if self.score_range is not None and not self.score_range[0] < self.score_range[1]:
+            raise ValueError(f"score_range must be [LOW, HIGH] with LOW < HIGH, got {list(self.score_range)}")
         if self.target_effect <= self.min_effect:
             raise ValueError(f"target_effect ({self.target_effect}) must exceed min_effect ({self.min_effect})")
         if (self.resamples + 1) * self.alpha < 10:  # fewer than 10 resamples beyond the critical value
@@ -541,6 +584,22 @@ class HpoConfig(_Section):
             if not scored or (name and name not in scored):
                 wanted = f"a gate.forgetting set named {name!r}" if name else "a gate.forgetting set of kind data"
                 raise ValueError(f"search.objectives: {objective.metric!r} needs {wanted} (the per-trial probes)")
+        return self
+
+    @model_validator(mode="after")
+    def _score_range_known(self) -> HpoConfig:
+        """The betting test needs each score's range: loss and perplexity have theirs; say so now, not after the
+        search, when another score metric would reach the gate without gate.score_range."""
+        if self.gate.score_range is not None or self.gate.test not in (None, "betting"):
+            return self
+        unknown = [b.metric for b in self.gate.forgetting if not b.range_known]
+        primary = self.primary_metric
+        unknown += [primary] if resolve_metric(primary).kind == "score" and primary not in RANGED_SCORES else []
+        for name in unknown[:1]:
+            raise ValueError(
+                f"gate.score_range: {name!r} is a score of unknown range, which the gate's score test needs; "
+                "set gate.score_range: [LOW, HIGH] (every per-example value inside), or another gate.test"
+            )
         return self
 
     @model_validator(mode="after")

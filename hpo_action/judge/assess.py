@@ -113,7 +113,7 @@ def evaluate_and_gate(
     drills.at("after-evaluate")
     primary = pair(candidate_test, reference, cfg.primary_metric, names=("candidate", role))
     sha, fingerprint = candidate_meta["adapter_sha256"], rows_fingerprint(scorer.test_rows)
-    decision = gate(primary, inputs, cfg.gate, adapter_sha256=sha, test_fingerprint=fingerprint)
+    decision = gate(primary, inputs, cfg.gate, sha, fingerprint, vocab_size=len(base.tokenizer))
     decision = _with_probe_rows(decision, {name: len(part.probe) for name, part in parts.items()})
     if decoding is not None or reference_decoding is not None:
         settings = replace(

@@ -15,6 +15,11 @@ from hpo_action.errors import GateError
 from hpo_action.files import write_text_atomic
 
 Outcome = Literal["promote", "reject", "inconclusive"]
+# What "passed" means when several forgetting sets are tested (gate.json, the table and the card say it).
+FORGETTING_RULE = (
+    "promotion needs every set passed: an intersection-union test, so the decision keeps its level alpha with no "
+    "correction; each set's 'passed' is its own level-alpha test, not a family-wise statement about all sets"
+)
 Status = Literal["passed", "failed", "inconclusive"]
 
 
@@ -39,8 +44,8 @@ class PrimaryResult:
     delta: float
     bound: float  # one-sided (1 − alpha) lower bound: the inversion of the test, so p < alpha ⟺ bound > min_effect
     upper_bound: float  # one-sided (1 − alpha) upper bound: reject when it is below target_effect
-    ci: tuple[float, float]  # two-sided interval at `confidence`, for display only
-    confidence: float
+    ci: tuple[float, float]  # (bound, upper_bound): the two-sided interval at `confidence` = 1 − 2·alpha they form
+    confidence: float  # 1 − 2·alpha: never a level other than the test's
     test: str
     p_value: float
     alpha: float
@@ -53,6 +58,7 @@ class PrimaryResult:
     needed_n: int | None = None  # when inconclusive: the examples needed to detect target_effect with `power`
     table: Table | None = None
     note: str | None = None  # the statistics' own remark, e.g. "no evidence: the models never disagree"
+    estimand: str = ""  # what delta and the bounds estimate, in words (e.g. the clipped mean loss difference)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class ForgettingResult:
     needed_n: int | None = None  # when inconclusive: examples that would show non-inferiority if nothing was lost
     note: str | None = None
     probe_rows: int = 0  # rows of the set held back for the search's probe, never tested here (n: the gate's rows)
+    estimand: str = ""
 
     @property
     def passed(self) -> bool:
@@ -88,7 +95,6 @@ class GateSettings:
     min_effect: float
     target_effect: float
     power: float
-    confidence: float
     resamples: int
     seed: int
     decoding: dict[str, Any] | None = None  # the candidate's generation settings (decoding search), else greedy
@@ -137,6 +143,7 @@ class GateDecision:
             row["passed"] = result.passed
             row["gate_rows"] = result.n
             row["p_adjusted"] = result.p_value  # no multiplicity adjustment: an intersection-union test (README)
+        data["forgetting_rule"] = FORGETTING_RULE
         return data
 
     @classmethod
@@ -175,7 +182,7 @@ def ordered_checks(
 ) -> list[Check]:
     deciding = {"reject": {"reject", "failed"}, "inconclusive": {"inconclusive"}, "promote": {"promote", "passed"}}
     checks = [Check(primary.metric, primary.status, _primary_reason(primary))]
-    checks += [Check(row.name, row.status, _forgetting_reason(row)) for row in forgetting]
+    checks += [Check(row.name, row.status, _forgetting_reason(row, primary.alpha)) for row in forgetting]
     first = [check for check in checks if check.status in deciding[decision]]
     return first + [check for check in checks if check.status not in deciding[decision]]
 
@@ -192,7 +199,7 @@ def _primary_reason(p: PrimaryResult) -> str:
         worse = "significantly worse; " if p.upper_bound < 0 else ""
         return (
             f"{p.metric}: {worse}a gain of {p.target_effect:g} is ruled out: delta {p.delta:+.4g}, "
-            f"upper bound {p.upper_bound:.4g} < target_effect {p.target_effect:g}{note}"
+            f"one-sided {1 - p.alpha:.0%} upper bound {p.upper_bound:.4g} < target_effect {p.target_effect:g}{note}"
         )
     return (
         f"{p.metric}: not shown better: delta {p.delta:+.4g}, {lower}, p = {p.p_value:.3g}{note}; "
@@ -201,18 +208,22 @@ def _primary_reason(p: PrimaryResult) -> str:
     )
 
 
-def _forgetting_reason(row: ForgettingResult) -> str:
+def _forgetting_reason(row: ForgettingResult, alpha: float) -> str:
     change = f"{row.metric} {row.reference:.4g} -> {row.candidate:.4g}"
+    level = f"one-sided {1 - alpha:.0%}"
     if row.status == "passed":
-        return f"{row.name}: kept: {change}, lower bound {row.bound:.4g} > -{row.margin:g}"
+        return (
+            f"{row.name}: passed (this set's own one-sided test): {change}, "
+            f"{level} lower bound {row.bound:.4g} > -{row.margin:g}"
+        )
     if row.status == "failed":
         return (
             f"forgetting on {row.name}: {change}, worse by more than the margin {row.margin:g} "
-            f"(upper bound {row.upper_bound:.4g} < -{row.margin:g})"
+            f"({level} upper bound {row.upper_bound:.4g} < -{row.margin:g})"
         )
     note = f" ({row.note})" if row.note else ""
     needed = f"; about {row.needed_n} examples would show it if nothing was forgotten" if row.needed_n else ""
     return (
         f"forgetting on {row.name}: cannot tell at n = {row.n} whether {row.metric} stayed within {row.margin:g}: "
-        f"{change}, lower bound {row.bound:.4g}, p = {row.p_value:.3g}{note}{needed}"
+        f"{change}, {level} lower bound {row.bound:.4g}, p = {row.p_value:.3g}{note}{needed}"
     )

@@ -236,6 +236,7 @@ def score_and_write(
             **meta,
             "data_fingerprint": data_fingerprint,
             "metrics": list(settings.metrics),
+            "vocab_size": len(tokenizer),  # the gate clips per-example loss to [0, ln vocab_size]
             "settings": asdict(settings),
             "n": len(records),
             "versions": _versions(),

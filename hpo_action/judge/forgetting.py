@@ -59,7 +59,7 @@ class ForgettingProbe:
         ids = sorted(self.base_scores)
         candidate, base = [scores[i] for i in ids], [self.base_scores[i] for i in ids]
         b = self.benchmark
-        result = probe_verdict(self.name, candidate, base, metric, b.margin, b.direction, self.gate)
+        result = probe_verdict(self.name, candidate, base, metric, b.margin, b.direction, self.gate, len(tokenizer))
         return ProbeReading(drop=-result.delta, excess=constraint_value(result))
 
 

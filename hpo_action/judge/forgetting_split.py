@@ -75,12 +75,14 @@ def probe_verdict(
     margin: float,
     direction: str | None,
     gate: GateConfig,
+    vocab_size: int | None = None,
 ) -> ForgettingResult:
-    """The gate's own non-inferiority test on the probe rows: a trial is feasible only if its probe would pass the
-    gate at the probe's size (the lower bound above −margin, not the point estimate)."""
+    """The gate's own non-inferiority test on the probe rows (a loss clipped to the same [0, ln V]): a trial is
+    feasible only if its probe would pass the gate at the probe's size (the lower bound above −margin, not the
+    point estimate). No power figures: feasibility never needs them."""
     boolean = metric_kind(metric) == "boolean"
     paired = Paired(metric, candidate, base, boolean)
-    return forgetting_result(ForgettingInput(name, paired, margin, direction), gate)
+    return forgetting_result(ForgettingInput(name, paired, margin, direction), gate, vocab_size, figures=False)
 
 
 def constraint_value(result: ForgettingResult) -> float:

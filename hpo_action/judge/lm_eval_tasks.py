@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hpo_action.config import ForgettingBenchmark
+from hpo_action.config import LM_EVAL_ACCURACIES, ForgettingBenchmark
 from hpo_action.errors import ConfigError
 from hpo_action.judge.predictions import RecordsById
 
-BINARY_METRICS = ("acc", "acc_norm", "acc_mutual_info", "acc_bytes", "exact_match")
+BINARY_METRICS = LM_EVAL_ACCURACIES
 
 
 def score_lm_eval(model: Any, tokenizer: Any, benchmark: ForgettingBenchmark, batch_size: int = 16) -> RecordsById:

@@ -441,7 +441,8 @@ def _forgetting_blocks_promotion(run: _Run) -> list[Finding]:
         return []
     evidence = "; ".join(
         f"{row.name}: {row.metric} {fmt(row.reference)} (base) -> {fmt(row.candidate)}, change {row.delta:+.3g} "
-        f"(lower bound {row.bound:+.3g} against the margin -{row.margin:g}): {row.status}"
+        f"(one-sided {1 - run.decision.primary.alpha:.0%} lower bound {row.bound:+.3g} against the margin "
+        f"-{row.margin:g}): {row.status}"
         for row in blocking
     )
     best = run.summary.best

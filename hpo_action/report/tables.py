@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from hpo_action.judge.decision import Check, ForgettingResult, GateDecision, PrimaryResult
+from hpo_action.judge.decision import FORGETTING_RULE, Check, ForgettingResult, GateDecision, PrimaryResult
 from hpo_action.judge.decoding import DecodingSearch
 from hpo_action.judge.sequence import SequenceLevel
 from hpo_action.report.escape import md_text
@@ -62,7 +62,17 @@ def mark(check: Check) -> str:
 def primary_table(p: PrimaryResult) -> TableModel:
     """The primary test: means, the improvement, the one-sided bounds that decide, p, power."""
     level = f"{1 - p.alpha:.0%}"
-    columns = ("metric", "n", "candidate", "reference", "delta", f"{level} lower", f"{level} upper", "p", "MDE")
+    columns = (
+        "metric",
+        "n",
+        "candidate",
+        "reference",
+        "delta",
+        f"one-sided {level} lower",
+        f"one-sided {level} upper",
+        "p",
+        "MDE",
+    )
     row = (
         p.metric,
         str(p.n),
@@ -74,7 +84,10 @@ def primary_table(p: PrimaryResult) -> TableModel:
         f"{p.p_value:.3g}",
         num(p.mde),
     )
-    title = f"primary: {p.metric}, {p.test} (H0: improvement <= {p.min_effect:g}, alpha {p.alpha:g})"
+    title = (
+        f"primary: {p.metric}, {p.test} (H0: improvement <= {p.min_effect:g}, alpha {p.alpha:g}; the two bounds "
+        f"invert this test and together form a two-sided {p.confidence:.0%} interval)"
+    )
     return TableModel(title, columns, (row,))
 
 
@@ -86,10 +99,11 @@ def contingency_table(p: PrimaryResult) -> TableModel | None:
     return TableModel("paired outcomes", ("both right", "candidate only", "reference only", "neither"), (row,), left=0)
 
 
-def forgetting_table(rows: tuple[ForgettingResult, ...]) -> TableModel | None:
+def forgetting_table(rows: tuple[ForgettingResult, ...], alpha: float) -> TableModel | None:
     if not rows:
         return None
-    columns = ("", "benchmark", "metric", "n", "base", "candidate", "delta", "lower bound", "margin", "p", "result")
+    lower = f"one-sided {1 - alpha:.0%} lower"
+    columns = ("", "benchmark", "metric", "n", "base", "candidate", "delta", lower, "margin", "p", "result")
     body = tuple(
         (
             MARKS[{"passed": True, "failed": False}.get(row.status)],
@@ -106,14 +120,15 @@ def forgetting_table(rows: tuple[ForgettingResult, ...]) -> TableModel | None:
         )
         for row in rows
     )
-    return TableModel("forgetting: non-inferiority against the base model, per set", columns, body, left=3)
+    title = f"forgetting: non-inferiority against the base model, per set; {FORGETTING_RULE}"
+    return TableModel(title, columns, body, left=3)
 
 
 def gate_tables(decision: GateDecision) -> list[TableModel]:
     tables = [
         primary_table(decision.primary),
         contingency_table(decision.primary),
-        forgetting_table(decision.forgetting),
+        forgetting_table(decision.forgetting, decision.primary.alpha),
     ]
     return [table for table in tables if table is not None]
 
@@ -137,6 +152,18 @@ def error_control_line(decision: GateDecision) -> str | None:
 def forgetting_line(decision: GateDecision) -> str | None:
     """Said when no forgetting set ran, so that a verdict never implies that nothing was forgotten."""
     return None if decision.forgetting else "forgetting: not checked (no gate.forgetting set was configured)"
+
+
+def estimand_lines(decision: GateDecision) -> list[str]:
+    """What delta and the bounds estimate, in words: the primary metric's, and a forgetting set's where it differs."""
+    primary = decision.primary
+    lines = [f"{primary.metric}: delta estimates {primary.estimand}"] if primary.estimand else []
+    lines += [
+        f"{row.name}: delta estimates {row.estimand}"
+        for row in decision.forgetting
+        if row.estimand and row.estimand != primary.estimand
+    ]
+    return lines
 
 
 def to_rich(table: TableModel) -> Table:
@@ -163,6 +190,7 @@ def verdict(decision: GateDecision) -> Group:
     note = forgetting_line(decision)
     if note:
         parts.append(Text(f"  ? {note}"))
+    parts.extend(Text(f"  {line}", style="dim") for line in estimand_lines(decision))
     control = error_control_line(decision)
     if control:
         parts.append(Text(f"  {control}"))
@@ -179,6 +207,7 @@ def verdict_markdown(decision: GateDecision) -> list[str]:
     lines += [f"- {mark(check)} {md_text(check.text)}" for check in decision.checks()]
     note = forgetting_line(decision)
     lines += [f"- ? {md_text(note)}"] if note else []
+    lines += ["", *(f"_{md_text(line)}_" for line in estimand_lines(decision))]
     control = error_control_line(decision)
     lines += ["", f"- {md_text(control)}"] if control else []
     evidence = evidence_line(decision)

@@ -12,6 +12,7 @@ scipy and the standard library only.
 
 from __future__ import annotations
 
+from ._betting import betting_max_evidence, betting_mde, betting_mean_test, betting_n, betting_power
 from ._common import ALTERNATIVES, Alternative, BoundedTest, Scores
 from ._mcnemar import McNemarMethod, McNemarResult, mcnemar
 from ._means import MEAN_METHODS, MeanMethod, paired_mean_mde, paired_mean_n, paired_mean_test
@@ -39,6 +40,11 @@ __all__ = [
     "MeanMethod",
     "ProportionMethod",
     "Scores",
+    "betting_max_evidence",
+    "betting_mde",
+    "betting_mean_test",
+    "betting_n",
+    "betting_power",
     "mcnemar",
     "mcnemar_mde",
     "mcnemar_n",

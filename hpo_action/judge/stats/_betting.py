@@ -1,0 +1,307 @@
+"""Paired means of bounded scores by betting: a test valid at every n, inverted exactly, and its power by simulation.
+
+Waudby-Smith, I. & Ramdas, A. (2023), "Estimating means of bounded random variables by betting", JRSS-B 86(1):1–27.
+Each score lies in a known range [low, high], so a difference d = candidate − reference lies in [−R, R] with
+R = high − low, and x = (d + R)/(2R) in [0, 1]. Against H0: E[x] ≤ m a gambler who stakes λ_t ≥ 0 (fixed before
+seeing x_t) grows the capital K(m) = Π_t (1 + λ_t·(x_t − m)); under H0 its expectation is at most 1, so K is an
+e-value and P(K(m) ≥ 1/α) ≤ α by Markov's inequality, at every n, for any law of bounded scores, heavy tails and
+skew included: nothing is approximated. The average of K over a few seeded orderings of the examples is still an
+e-value (Section 6 of the paper) and makes the result nearly independent of the file's order.
+
+The stake is the paper's predictable plug-in tuned for a fixed n, λ_t = √(2·log(1/α)/(n·σ̂²_{t−1})), truncated at
+c/m (c = 0.9) so that every factor stays positive. Each factor, and so K, decreases in m: the lower bound, the
+largest m that K still rejects at 1/α, inverts the same test (p < α ⟺ lower > δ0), and the upper bound inverts
+the test of H0: E[x] ≥ m on 1 − x. The estimand is the mean difference of the scores *as given*: a caller that clips
+losses into the range says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from scipy import stats as sps
+
+from ._common import BoundedTest, Scores, _check_alpha, _check_n, _constant, _pair, _prob, _z_pair
+
+ORDERINGS = 4  # orderings averaged: the stakes settle within a few dozen examples, so a few remove the order effect
+_TRUNCATION = 0.9  # c: one example never costs more than 90% of the capital (the paper uses 1/2 to 3/4)
+_PRIOR_VARIANCE = 0.25  # σ̂²_0, the largest variance a [0, 1] score can have; weight of one example
+_BISECTION = 60  # halvings of [0, 1]: below 1e-15 relative to the range
+# One power simulation bets on at most this many examples (about 2 s), with no fewer than _MIN_REPS data sets:
+# beyond 10^4 pairs the reps shrink (50 at 10^5), so the confirmation of a huge needed_n is coarser, not slower.
+_MAX_WORK = 20_000_000
+_MIN_REPS = 50
+
+
+def betting_mean_test(
+    candidate: Scores,
+    reference: Scores,
+    score_range: tuple[float, float],
+    delta0: float = 0.0,
+    alpha: float = 0.05,
+    orderings: int = ORDERINGS,
+    seed: int = 0,
+) -> BoundedTest:
+    """H0: mean(candidate − reference) ≤ delta0 for scores known to lie in `score_range`, by betting (module doc).
+
+    p = min(1, 1/K(δ0)); `lower` and `upper` are the one-sided (1 − alpha) bounds that invert the test, within
+    [−R, R]. A score outside the range is a ValueError: the guarantee holds only for scores inside it.
+    """
+    _check_alpha(alpha)
+    cand, ref = _pair(candidate, reference)
+    low, high = _check_range(score_range)
+    for name, arr in (("candidate", cand), ("reference", ref)):
+        bad = np.flatnonzero((arr < low) | (arr > high))
+        if bad.size:
+            value = arr[bad[0]]
+            raise ValueError(f"{name} score at index {bad[0]} is {value:g}, outside the range [{low:g}, {high:g}]")
+    width = high - low
+    if not -width < delta0 < width:
+        raise ValueError(f"delta0 must lie inside (-{width:g}, {width:g}), the range of a difference; got {delta0}")
+    d = cand - ref
+    n, estimate = len(d), float(np.mean(d))
+    common = {"estimate": estimate, "delta0": float(delta0), "alpha": alpha, "method": "betting", "n": n}
+    x = (d + width) / (2 * width)
+    order = _orderings(n, orderings, seed)
+    m0 = (delta0 + width) / (2 * width)
+    e_value = float(np.exp(_log_mean_capital(x[order], np.array([m0]), n, alpha))[0])
+    lower_x = _largest_rejected(x[order], n, alpha)
+    upper_x = 1.0 - _largest_rejected(1.0 - x[order], n, alpha)
+    reason = _constant(d) if np.ptp(d) == 0 else None
+    return BoundedTest(
+        **common,
+        p_value=_prob(1.0 / e_value) if e_value > 0 else 1.0,
+        lower=float(2 * width * lower_x - width),
+        upper=float(2 * width * upper_x - width),
+        reason=reason,
+    )
+
+
+def betting_max_evidence(n: int, score_range: tuple[float, float], delta0: float, alpha: float) -> float:
+    """The largest e-value n examples can give against δ ≤ delta0: every example at the top of the range. Below
+    1/alpha, no data of this size can promote, so the gate says inconclusive rather than test."""
+    _check_n(n)
+    low, high = _check_range(score_range)
+    width = high - low
+    m0 = (delta0 + width) / (2 * width)
+    log_capital = float(_log_mean_capital(np.ones((1, n)), np.array([m0]), n, alpha)[0])
+    return math.exp(min(log_capital, 700.0))  # beyond e^700 (a float's end) it is only ever compared with 1/alpha
+
+
+def betting_power(
+    differences: np.ndarray,
+    n: int,
+    effect: float,
+    score_range: tuple[float, float],
+    delta0: float = 0.0,
+    alpha: float = 0.05,
+    reps: int = 400,
+    seed: int = 0,
+) -> float:
+    """The simulated power of `betting_mean_test` at n pairs when the differences look like `differences` shifted
+    to mean `effect` (resampled with replacement, kept inside [−R, R]): the share of reps with p < alpha."""
+    _check_n(n)
+    d = np.asarray(differences, float)
+    return float(np.mean(_rejections(d, n, effect, score_range, delta0, alpha, reps, seed)))
+
+
+def betting_n(
+    differences: np.ndarray,
+    effect: float,
+    score_range: tuple[float, float],
+    delta0: float = 0.0,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    reps: int = 400,
+    seed: int = 0,
+    cap: int = 1_000_000,
+) -> int:
+    """The pairs at which the betting test reaches `power` when the differences look like `differences` shifted to
+    mean `effect` (their spread raised to its upper confidence limit, `_planning_differences`): the normal
+    approximation of the log-capital (`_approximate_power`) proposes n, and the simulated power of the test itself
+    confirms it, n growing by 10% until it does; `cap` when even that many fall short."""
+    _z_pair(alpha, power)
+    if not effect > delta0:
+        raise ValueError(f"effect must exceed delta0={delta0}, got {effect}")
+    d = _planning_differences(np.asarray(differences, float), alpha)
+
+    def approx(n: int) -> bool:
+        return _approximate_power(d, n, effect, score_range, delta0, alpha) >= power
+
+    high = 8
+    while not approx(high) and high < cap:
+        high = min(cap, high * 2)
+    low = high // 2
+    while low + 1 < high:
+        middle = (low + high) // 2
+        low, high = (middle, high) if not approx(middle) else (low, middle)
+    n = high
+    while betting_power(d, n, effect, score_range, delta0, alpha, reps, seed) < power:
+        if n >= cap:
+            return cap
+        n = min(cap, math.ceil(n * 1.1))
+    return n
+
+
+def betting_mde(
+    differences: np.ndarray,
+    n: int,
+    score_range: tuple[float, float],
+    delta0: float = 0.0,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    reps: int = 400,
+    seed: int = 0,
+) -> float:
+    """The smallest effect the betting test detects with `power` at n pairs: the normal approximation proposes it
+    (bisection), and the simulated power of the test itself confirms it, the effect growing by 5% of its excess
+    over delta0 until it does; R (the whole range) when nothing inside the range is detectable."""
+    _z_pair(alpha, power)
+    low_s, high_s = _check_range(score_range)
+    width = high_s - low_s
+    d = _planning_differences(np.asarray(differences, float), alpha)
+
+    def approx(effect: float) -> bool:
+        return _approximate_power(d, n, effect, score_range, delta0, alpha) >= power
+
+    if not approx(width):
+        return width
+    low, high = delta0, width
+    while high - low > max(1e-3 * (high - delta0), 1e-9 * width):  # 0.1% of the effect over delta0
+        middle = (low + high) / 2
+        low, high = (middle, high) if not approx(middle) else (low, middle)
+    effect = high
+    while betting_power(d, n, effect, score_range, delta0, alpha, reps, seed) < power:
+        if effect >= width:
+            return width
+        effect = min(width, delta0 + (effect - delta0) * 1.05)
+    return effect
+
+
+def _planning_differences(d: np.ndarray, alpha: float) -> np.ndarray:
+    """The observed differences spread about their mean so that their variance is its (1 − alpha) upper confidence
+    limit, s²·(1 + z·√((κ − 1)/n)) with κ the sample kurtosis (the large-sample law of s²): a sample of skewed,
+    heavy-tailed losses usually shows less spread than its law has, and a plan drawn from it alone falls short
+    of its power (benchmarks/RESULTS.md, "Score families")."""
+    n, centred = d.size, d - d.mean()
+    variance = float(np.mean(centred**2))
+    if n < 2 or variance == 0:
+        return d
+    kurtosis = float(np.mean(centred**4)) / variance**2
+    z = float(sps.norm.ppf(1 - alpha))
+    return d.mean() + centred * math.sqrt(1 + z * math.sqrt(max(kurtosis - 1, 0.0) / n))
+
+
+def _approximate_power(
+    d: np.ndarray, n: int, effect: float, score_range: tuple[float, float], delta0: float, alpha: float
+) -> float:
+    """Power of one ordering with the stake the test settles on, λ = min(√(2·log(1/α)/(n·σ²)), c/m): its log-capital
+    is a sum of n independent log(1 + λ(x − m)), taken as normal with their mean and variance over the shifted
+    differences. Only a proposal: `betting_n` and `betting_mde` confirm it by simulating the test."""
+    low, high = _check_range(score_range)
+    width = high - low
+    x = (np.clip(d - d.mean() + effect, -width, width) + width) / (2 * width)
+    m = (delta0 + width) / (2 * width)
+    variance = max(float(np.var(x)), 1e-12)
+    stake = min(math.sqrt(2 * math.log(1 / alpha) / (n * variance)), _TRUNCATION / m)
+    gains = np.log1p(stake * (x - m))
+    mean, spread = float(gains.mean()) * n, math.sqrt(max(float(gains.var()), 1e-300) * n)
+    return float(_normal_cdf((mean - math.log(1 / alpha)) / spread))
+
+
+def _normal_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+def _check_range(score_range: tuple[float, float]) -> tuple[float, float]:
+    low, high = (float(v) for v in score_range)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"score_range must be two finite numbers low < high, got {score_range}")
+    return low, high
+
+
+def _orderings(n: int, count: int, seed: int) -> np.ndarray:
+    """`count` seeded random orderings of n examples, as an index array (count, n): random, so that no order in the
+    file (by id, by length) can line up with the stakes."""
+    if int(count) != count or count < 1:
+        raise ValueError(f"orderings must be a positive integer, got {count}")
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(n) for _ in range(int(count))])
+
+
+def _stakes(x: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """λ̃_t = √(2·log(1/α)/(n·σ̂²_{t−1})) for each row of x (the last axis is time), from the examples before t only:
+    σ̂²_t = (σ̂²_0 + Σ_{i≤t}(x_i − μ̂_{i−1})²)/(t + 1), μ̂_t = (1/2 + Σ_{i≤t} x_i)/(t + 1) (the paper's eq. 27)."""
+    count = np.arange(1, x.shape[-1] + 1)  # examples seen after step t
+    seen_mean = (0.5 + np.cumsum(x, axis=-1)) / (count + 1)
+    mean_before = np.concatenate([np.full((*x.shape[:-1], 1), 0.5), seen_mean[..., :-1]], axis=-1)
+    seen_variance = (_PRIOR_VARIANCE + np.cumsum((x - mean_before) ** 2, axis=-1)) / (count + 1)
+    variance = np.concatenate([np.full((*x.shape[:-1], 1), _PRIOR_VARIANCE), seen_variance[..., :-1]], axis=-1)
+    return np.sqrt(2 * math.log(1 / alpha) / (n * np.maximum(variance, 1e-12)))
+
+
+def _log_mean_capital(
+    x: np.ndarray, m: np.ndarray, n: int, alpha: float, stakes: np.ndarray | None = None
+) -> np.ndarray:
+    """log of the capital K(m) averaged over the rows of x (orderings; the last axis is time), for each m; x may carry
+    leading axes (replications) before the orderings axis, which the result keeps. `stakes`: `_stakes(x, n, alpha)`,
+    which does not depend on m, when the caller has it."""
+    stakes = _stakes(x, n, alpha) if stakes is None else stakes
+    m = np.asarray(m, float)
+    shape = (len(m),) + (1,) * x.ndim
+    mm = m.reshape(shape)
+    stake = np.minimum(stakes[None], _TRUNCATION / np.maximum(mm, 1e-300))
+    log_capital = np.log1p(stake * (x[None] - mm)).sum(axis=-1)  # (len(m), ..., orderings)
+    top = log_capital.max(axis=-1, keepdims=True)
+    return (top + np.log(np.exp(log_capital - top).mean(axis=-1, keepdims=True)))[..., 0]
+
+
+def _largest_rejected(x: np.ndarray, n: int, alpha: float) -> float:
+    """The largest m in [0, 1] with K(m) ≥ 1/alpha (K decreases in m), found by bisection; 0 when none."""
+    threshold, stakes = math.log(1 / alpha), _stakes(x, n, alpha)
+    if _log_mean_capital(x, np.array([0.0]), n, alpha, stakes)[0] < threshold:
+        return 0.0
+    low, high = 0.0, 1.0
+    for _ in range(_BISECTION):
+        middle = (low + high) / 2
+        if _log_mean_capital(x, np.array([middle]), n, alpha, stakes)[0] >= threshold:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+@functools.lru_cache(maxsize=256)
+def _draw_indices(size: int, n: int, reps: int, seed: int) -> np.ndarray:
+    """The resampling indices of a power simulation: the same for every n and effect of one search (cached)."""
+    return np.random.default_rng(seed).integers(0, size, size=(reps, n))
+
+
+def _rejections(
+    d: np.ndarray,
+    n: int,
+    effect: float,
+    score_range: tuple[float, float],
+    delta0: float,
+    alpha: float,
+    reps: int,
+    seed: int,
+) -> np.ndarray:
+    low, high = _check_range(score_range)
+    width = high - low
+    reps = max(_MIN_REPS, min(reps, _MAX_WORK // (n * ORDERINGS)))  # bounded time at a very large n
+    if d.size == 0:
+        raise ValueError("need observed differences to simulate from, got none")
+    centred = d - d.mean()
+    drawn = np.clip(centred[_draw_indices(d.size, n, reps, seed)] + effect, -width, width)
+    x = (drawn + width) / (2 * width)
+    order = _orderings(n, ORDERINGS, seed)
+    m0 = np.array([(delta0 + width) / (2 * width)])
+    out = np.empty(reps, dtype=bool)
+    chunk = max(1, (1 << 22) // (n * ORDERINGS))
+    for start in range(0, reps, chunk):
+        block = x[start : start + chunk][:, order]  # (reps, orderings, n)
+        out[start : start + chunk] = _log_mean_capital(block, m0, n, alpha)[0] > math.log(1 / alpha)
+    return out
