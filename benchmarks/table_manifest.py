@@ -2,7 +2,9 @@
 whose pins differ from the code and config under test: a table describes one trial loop, one config, one set of
 data files and one set of libraries, and evidence replayed from another would silently describe something else.
 
-Pinned and compared before a replay: the task's config (paths relative to the project), the fingerprint of every
+Pinned and compared before a replay: the task's config (paths relative to the project; compared in the sections
+that shape a curve, CURVE_SECTIONS, and in the options the table knew: an option added later, at a default that
+changes no curve, must not void a table, and if it does change one the drift test says so), the fingerprint of every
 data file the config names, and the major versions of the libraries that train (torch, transformers, trl, peft).
 Pinned for the record: the exact versions, the project commit (and whether the trial loop had uncommitted edits),
 the demo model's weight hash and the torch thread count. What these cannot tell (an edit of the trial loop, a minor
@@ -26,6 +28,8 @@ PINNED_LIBRARIES = ("torch", "transformers", "trl", "peft")
 RECORDED_LIBRARIES = ("hpo-action", *PINNED_LIBRARIES, "optuna")
 # What decides a curve: the trial loop, and the table's builder (its grid and runner).
 TRIAL_LOOP = ("hpo_action/train", "hpo_action/data", "hpo_action/session.py", "benchmarks/curves.py")
+# The config sections a learning curve depends on; the gate, evaluation, registry and output never touch one.
+CURVE_SECTIONS = ("model", "data", "train", "search")
 
 
 class TableMismatch(ValueError):
@@ -105,9 +109,14 @@ def mismatches(manifest: dict[str, Any], cfg: Any) -> list[str]:
     """The pins of `manifest` that differ from `cfg` and the libraries installed here, in words."""
     found = []
     config = config_pin(cfg)
-    if manifest.get("config") != config:
-        keys = _differing(manifest.get("config") or {}, config)
-        found.append(f"config differs at {', '.join(keys[:3]) or 'its top level'}")
+    recorded_config = manifest.get("config") or {}
+    keys = [
+        key
+        for section in CURVE_SECTIONS
+        for key in _differing(recorded_config.get(section), config.get(section), f"{section}.")
+    ]
+    if keys:
+        found.append(f"config differs at {', '.join(keys[:3])}")
     if manifest.get("data_fingerprint") != data_fingerprint(config):
         found.append("data files differ (data_fingerprint)")
     recorded = manifest.get("versions", {})
@@ -121,10 +130,12 @@ def _major(text: str | None) -> str | None:
     return text.split(".", 1)[0] if text else None
 
 
-def _differing(a: Any, b: Any, path: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [key for k in sorted(set(a) | set(b)) for key in _differing(a.get(k), b.get(k), f"{path}{k}.")]
-    return [] if a == b else [path.rstrip(".")]
+def _differing(recorded: Any, today: Any, path: str = "") -> list[str]:
+    """The dotted keys whose values differ; a key the recorded config lacks is an option added since (ignored),
+    except in the search space, which is compared whole (a parameter added to it changes every study)."""
+    if isinstance(recorded, dict) and isinstance(today, dict) and path != "search.space.":
+        return [key for k in sorted(recorded) for key in _differing(recorded[k], today.get(k), f"{path}{k}.")]
+    return [] if recorded == today else [path.rstrip(".")]
 
 
 def check(manifest: dict[str, Any], where: str, cfg: Any | None, allow_stale: bool = False) -> None:
