@@ -27,6 +27,8 @@ from hpo_efficiency import strategy_config
 from table_manifest import TableMismatch, config_pin
 from table_replay import Replay, Table, TableRunner, replay, study_name
 
+from hpo_action.config.remedies import remedies_matter, strong_remedies
+from hpo_action.search.space import searched, warm_start_params
 from hpo_action.train.trial import Pruned
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -116,7 +118,12 @@ def test_the_oracle_pruner_stops_exactly_the_trials_that_would_not_become_the_in
     spent = [b - a for a, b in zip([0, *run.steps], run.steps, strict=False)]
     assert set(spent) <= {25, 100}  # pruned at the first evaluation, or run in full
     regrets = [math.inf, *run.regret]
-    for index, steps in enumerate(spent):  # a full run improves the incumbent; a pruned one would not have
+    cfg = strategy_config(table, "a", {}, 16)
+    warm = warm_start_params(cfg)
+    warm_starts = 2 if remedies_matter(cfg) and strong_remedies(warm, searched(cfg)) != warm else 1
+    assert spent[:warm_starts] == [100] * warm_starts  # the warm starts are never pruned, by the product's rule
+    for index, steps in enumerate(spent[warm_starts:], start=warm_starts):
+        # after them, a full run improves the incumbent; a pruned one would not have
         assert (regrets[index + 1] < regrets[index]) == (steps == 100)
     assert run.total_steps() < plain.total_steps()
 
