@@ -11,6 +11,7 @@ from hpo_action.config._load import (
     parse_config,
     parse_set_option,
 )
+from hpo_action.config._ray import PBT_MUTABLE, pbt_mutable
 from hpo_action.config._sections import (
     DEFAULT_LEARNING_RATE,
     FORGETTING,
@@ -32,6 +33,7 @@ from hpo_action.config._sections import (
     Objective,
     OutputConfig,
     ParamSpec,
+    RaySearch,
     RegistryConfig,
     ReplaySource,
     SearchConfig,
@@ -56,6 +58,7 @@ __all__ = [
     "GITHUB_ISSUER",
     "LORA_INITS",
     "LORA_ONLY",
+    "PBT_MUTABLE",
     "PRUNERS",
     "SAMPLERS",
     "TARGET_PRESETS",
@@ -72,6 +75,7 @@ __all__ = [
     "Objective",
     "OutputConfig",
     "ParamSpec",
+    "RaySearch",
     "RegistryConfig",
     "ReplaySource",
     "SearchConfig",
@@ -83,4 +87,5 @@ __all__ = [
     "mutates_base",
     "parse_config",
     "parse_set_option",
+    "pbt_mutable",
 ]

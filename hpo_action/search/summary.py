@@ -34,6 +34,7 @@ class TrialRecord:
     forgetting_drop: dict[str, float] = field(default_factory=dict)  # the probes' drop against the base per set
     resumed_from_step: int = 0  # search.resume_trials: the checkpoint's step this trial resumed from (0: none)
     checkpoint_bytes: int = 0  # search.resume_trials: the size of its last checkpoint
+    schedule: list[list[Any]] = field(default_factory=list)  # PBT: [step, {parameter: value}] its weights went through
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,151 @@
+"""The Ray Tune backend (search.backend ray): config checks, a PBT copy on the real tiny model (weights, optimizer
+and data position from the better trial, the new learning rate from the first step on, the lineage as schedule),
+and a whole PBT run on a local Ray that the test starts itself, gated and published through the same code."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from hpo_action.config import parse_config
+from hpo_action.data.loading import load_splits
+from hpo_action.data.tokenize import tokenize_splits
+from hpo_action.search import ray_trial
+from hpo_action.search.outputs import write_trials_csv
+from hpo_action.search.ray_trial import RayCheckpoints
+from hpo_action.search.space import trial_defaults
+from hpo_action.search.summary import TrialRecord
+from hpo_action.train.models import load_base_model
+from hpo_action.train.trial import TrialRunner
+
+from .helpers import small_config
+
+PBT_SPACE = {"learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}, "lora_r": {"choices": [8, 16]}}
+
+
+def _ray_config(tmp_path: Path, **ray: object) -> dict:
+    raw = small_config(tmp_path)
+    raw["search"].update(backend="ray", space=dict(PBT_SPACE), ray=ray, budget={"max_steps": 9, "eval_every": 3})
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda raw: raw["search"].update(space={"lora_r": {"choices": [8, 16]}}), "search.space: PBT needs"),
+        (lambda raw: raw["search"]["ray"].update(perturbation_interval=4), "perturbation_interval"),
+        (lambda raw: raw["search"]["ray"].update(perturbation_interval=9), "perturbation_interval"),
+        (lambda raw: raw["search"]["ray"].update(search_alg="optuna"), "search_alg"),
+        (lambda raw: raw["data"].update(validation_strategy="kfold"), "kfold"),
+        (lambda raw: raw["search"].update(lr_bounds="auto"), "lr_bounds"),
+    ],
+)
+def test_what_the_ray_backend_cannot_do_fails_on_load(tmp_path: Path, change, named: str):
+    raw = _ray_config(tmp_path)
+    parse_config(raw, base_dir=tmp_path)  # the base config is fine
+    change(raw)
+    with pytest.raises((ValidationError, ValueError), match=named):
+        parse_config(raw, base_dir=tmp_path)
+
+
+def test_asha_takes_optunas_tpe_and_any_space(tmp_path: Path):
+    raw = _ray_config(tmp_path, scheduler="asha", search_alg="optuna")
+    raw["search"]["space"] = {"lora_r": {"choices": [8, 16]}}
+    cfg = parse_config(raw, base_dir=tmp_path)
+    assert (cfg.search.ray.scheduler, cfg.search.ray.search_alg) == ("asha", "optuna")
+
+
+def test_trials_csv_holds_each_pbt_trials_schedule(tmp_path: Path):
+    schedule = [[0, {"learning_rate": 0.01}], [20, {"learning_rate": 0.012}]]
+    records = [TrialRecord(0, "COMPLETE", 0.5, 40, 1.0, {"learning_rate": 0.012}, schedule=schedule)]
+    write_trials_csv(records, tmp_path / "trials.csv")
+    (row,) = csv.DictReader((tmp_path / "trials.csv").open())
+    assert json.loads(row["schedule"]) == schedule
+
+
+def test_a_pbt_copy_resumes_the_better_trial_at_its_new_learning_rate(tmp_path: Path, monkeypatch):
+    """Trial B copies trial A's checkpoint at step 3 and goes on at twice A's rate: B's curve up to step 3 is A's,
+    it resumes at step 3 (not 0), and the rate the Trainer logs at step 6 is B's schedule, not A's (the resumed
+    scheduler would otherwise carry A's rate on)."""
+    reported: list[tuple[dict, Path]] = []
+
+    def keep(metrics: dict, folder: Path) -> None:  # what Ray would persist: a copy of the reported folder
+        copy = tmp_path / "reported" / str(len(reported))
+        shutil.copytree(folder, copy)
+        reported.append((metrics, copy))
+
+    monkeypatch.setattr(ray_trial, "_report", keep)
+    cfg = parse_config(_ray_config(tmp_path), base_dir=tmp_path)
+    base = load_base_model(cfg.model)
+    train, validation, _ = tokenize_splits(load_splits(cfg.data), base.tokenizer, cfg.data, tmp_path / "cache")
+    runner = TrialRunner(cfg, base, train, validation)
+    a = {**trial_defaults(cfg), "learning_rate": 5e-3}
+    first = RayCheckpoints(tmp_path / "a", a, cfg)
+    result_a = runner.run(a, report=first.record, checkpoints=first)
+    assert [m["step"] for m, _ in reported] == [3, 6]  # the last step is reported by the trainable, with the adapter
+    metrics, at_3 = reported[0]
+    assert metrics["objective"] == pytest.approx(result_a.curve[0][1])
+
+    b = {**a, "learning_rate": 1e-2}
+    second = RayCheckpoints(tmp_path / "b", b, cfg)
+    second.adopt(at_3)
+    result_b = runner.run(b, report=second.record, checkpoints=second)
+    assert second.resumed_from_step == 3
+    assert result_b.curve[0] == pytest.approx(result_a.curve[0])
+    assert result_b.curve[1][1] != pytest.approx(result_a.curve[1][1])
+    assert second.schedule == [[0, first.reported], [3, second.reported]]
+    rate_a, rate_b = (_rate_at(tmp_path / name / "checkpoint-9", 6) for name in ("a", "b"))
+    assert rate_a > 0 and rate_b == pytest.approx(2 * rate_a, rel=1e-6)
+
+
+def _rate_at(checkpoint: Path, step: int) -> float:
+    """The learning rate the Trainer logged at `step` (its cosine schedule there times the peak rate)."""
+    logged = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    return next(entry["learning_rate"] for entry in logged if entry.get("step") == step and "learning_rate" in entry)
+
+
+@pytest.mark.slow
+def test_pbt_on_a_local_ray_gates_and_publishes_the_winner(tmp_path: Path):
+    """`hpo-action run` with search.backend ray on this CPU: a local Ray (started here, on the real cores), four
+    trials, PBT every 20 steps; every trial completes, at least one copied a better one (its schedule shows the
+    change, inside the configured range), the winner is the best completed value, its adapter is in best/, the
+    gate decides on it and a promotion publishes a card that names the search."""
+    pytest.importorskip("ray.tune")
+    from hpo_action.pipeline import run
+    from hpo_action.search.summary import RunSummary
+
+    raw = small_config(tmp_path, registry={"uri": str(tmp_path / "registry")})
+    raw["search"].update(
+        backend="ray",
+        n_trials=4,
+        space=dict(PBT_SPACE),
+        budget={"max_steps": 40, "eval_every": 10},
+        ray={"perturbation_interval": 20},
+    )
+    cfg = parse_config(raw, base_dir=tmp_path)
+    decision = run(cfg)
+    out = Path(cfg.output.dir)
+    summary = RunSummary.read(out / "summary.json")
+    assert summary.states == {"COMPLETE": 4}
+    assert summary.pruner == "ray:pbt" and summary.storage == "ray"
+    copied = [t for t in summary.trials if len(t.schedule) > 1]
+    assert copied, "no trial copied a better one"
+    for trial in copied:
+        for _, params in trial.schedule:
+            assert 1e-3 <= params["learning_rate"] <= 3e-2
+        assert trial.resumed_from_step > 0
+    best = min(summary.trials, key=lambda t: t.value)
+    assert summary.best is not None and summary.best.number == best.number
+    assert summary.best.adapter == "best" and (out / "best" / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "best" / "params.json").read_text())["trial"] == best.number
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 4 and "schedule" in rows[0]
+    assert json.loads((out / "gate.json").read_text())["decision"] == decision.decision
+    if decision.promote:
+        card = (out / "model_card.md").read_text()
+        assert "Population Based Training on Ray Tune" in card
