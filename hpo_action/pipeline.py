@@ -321,7 +321,7 @@ def _study(
     started = time.monotonic()
     layout = RunLayout(Path(cfg.output.dir))
     if cfg.search.backend == "ray":  # Ray Tune places and schedules the trials (search/ray_backend.py)
-        return _ray_study(cfg, checked, layout, console)
+        return _ray_study(cfg, checked, layout, console, restore_only=extra_trials == 0)
     if extra_trials == 0 and not study_exists(cfg):
         raise ConfigError(
             f"--n-trials 0: no trial to run, and study {study_name(cfg)!r} does not exist yet in this storage; "
@@ -414,14 +414,15 @@ def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, cons
     console.print(banner(cfg, cfg.model.method, len(train), len(validation), cache_hit) + f" · {workers}")
 
 
-def _ray_study(cfg: HpoConfig, checked: Checked, layout: RunLayout, console: Console) -> _Searched:
-    """search.backend ray: the same outputs from a Ray Tune experiment; the trials load the model in Ray's workers."""
+def _ray_study(cfg: HpoConfig, checked: Checked, layout: RunLayout, console: Console, restore_only: bool) -> _Searched:
+    """search.backend ray: the same outputs from a Ray Tune experiment; the trials load the model in Ray's workers.
+    `restore_only` (--skip-search) reads a finished experiment from search.ray.storage and starts none."""
     from hpo_action.search.ray_backend import run_ray_search
 
     _check_writable(layout.root)
     quiet_libraries()
     with _log_group(f"search: Ray Tune {cfg.search.ray.scheduler}, {cfg.search.n_trials} trials", console):
-        summary = run_ray_search(cfg, checked.splits, trial_runner, console)
+        summary = run_ray_search(cfg, checked.splits, trial_runner, console, restore_only)
     raise_if_pressed()
     _write_summary(cfg, summary, layout)
     _show_outputs(summary, layout, console, None)

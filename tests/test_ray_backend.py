@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +29,7 @@ from hpo_action.search.summary import TrialRecord
 from hpo_action.train.models import load_base_model
 from hpo_action.train.trial import TrialRunner
 
-from .helpers import small_config
+from .helpers import small_config, write_config
 
 PBT_SPACE = {"learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}, "lora_r": {"choices": [8, 16]}}
 
@@ -149,3 +155,75 @@ def test_pbt_on_a_local_ray_gates_and_publishes_the_winner(tmp_path: Path):
     if decision.promote:
         card = (out / "model_card.md").read_text()
         assert "Population Based Training on Ray Tune" in card
+
+
+def test_skip_search_refuses_when_no_ray_experiment_exists(tmp_path: Path):
+    """The leader after a cluster run (`run --skip-search`) reads a finished experiment and never starts one."""
+    pytest.importorskip("ray.tune")
+    from hpo_action.errors import ConfigError
+    from hpo_action.pipeline import search
+
+    cfg = parse_config(_ray_config(tmp_path), base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="--skip-search: no Ray Tune experiment"):
+        search(cfg, extra_trials=0)
+    assert not (tmp_path / "out" / "ray").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_ray_run_resumes_its_trials_from_their_checkpoints(tmp_path: Path):
+    """SIGKILL the command once trials have reported checkpoints; the same command restores Ray's experiment,
+    every trial completes, and each one that was cut mid-run resumed from a checkpoint, not from step 0."""
+    pytest.importorskip("ray.tune")
+    raw = small_config(tmp_path)
+    raw["search"].update(
+        backend="ray", n_trials=4, space=dict(PBT_SPACE), budget={"max_steps": 40, "eval_every": 10}, ray={}
+    )
+    config = write_config(tmp_path, raw)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    command = [sys.executable, "-m", "hpo_action", "search", "-c", str(config)]
+    experiment = tmp_path / "out" / "ray"
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while _reported_steps(experiment).count(20) < 1 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(1)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        before = _reported_by_trial(experiment)
+        assert any(0 < step < 40 for step in before.values()), before
+    finally:
+        _end_processes_under(ray_tmp)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    _end_processes_under(ray_tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ray: resuming experiment" in done.stderr + done.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["states"] == {"COMPLETE": 4}
+    for folder, step in before.items():
+        if 0 < step < 40:  # cut mid-run; trial numbers follow Ray's trial index (train_trial_<run>_<index>_...)
+            trial = summary["trials"][int(folder.split("_")[3])]
+            assert trial["resumed_from_step"] > 0, (folder, step, trial)
+
+
+def _reported_by_trial(experiment: Path) -> dict[str, int]:
+    """The last step each trial had reported (with its checkpoint) to Ray, by its folder."""
+    steps = {}
+    for progress in experiment.glob("*/train_trial_*/progress.csv"):
+        rows = list(csv.DictReader(progress.open()))
+        steps[progress.parent.name] = max((int(float(r["step"])) for r in rows if r.get("step")), default=0)
+    return steps
+
+
+def _reported_steps(experiment: Path) -> list[int]:
+    return list(_reported_by_trial(experiment).values())
+
+
+def _end_processes_under(ray_tmp: Path) -> None:
+    """Ray's processes started for this test (their command lines name its RAY_TMPDIR), by their ids."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(ray_tmp).encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue

@@ -37,9 +37,11 @@ from hpo_action.train.threads import available_cores
 INSTALL = "search.backend ray needs Ray Tune: pip install 'hpo-action[ray]'"
 
 
-def run_ray_search(cfg: HpoConfig, splits: Splits, make_runner: MakeRunner, console: Console) -> RunSummary:
-    """Run (or restore and finish) the Ray Tune experiment, then write trials.csv's records, best/ and the
-    summary; returns the summary (the caller writes and shows it)."""
+def run_ray_search(
+    cfg: HpoConfig, splits: Splits, make_runner: MakeRunner, console: Console, restore_only: bool = False
+) -> RunSummary:
+    """Run (or restore and finish) the Ray Tune experiment, then copy the finalist to best/; returns the summary
+    (the caller writes and shows it). `restore_only`: the experiment must exist (a leader after a cluster run)."""
     try:
         import ray
         from ray import tune
@@ -48,13 +50,18 @@ def run_ray_search(cfg: HpoConfig, splits: Splits, make_runner: MakeRunner, cons
     started = time.monotonic()
     layout = RunLayout(Path(cfg.output.dir))
     storage, name = cfg.search.ray.storage or str(layout.ray_dir), study_name(cfg)
+    path = f"{storage.rstrip('/')}/{name}"
+    if restore_only and not tune.Tuner.can_restore(path):
+        raise ConfigError(
+            f"--skip-search: no Ray Tune experiment {name!r} in {_shown(storage, layout.root)}; run the search "
+            "first (same config, same search.ray.storage)"
+        )
     _start_ray(ray, cfg, console)
     try:
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, spec=TrialSpec(cfg, splits, make_runner)),
             {"cpu": cfg.search.ray.cpus_per_trial, "gpu": cfg.search.ray.gpus_per_trial},
         )
-        path = f"{storage.rstrip('/')}/{name}"
         if tune.Tuner.can_restore(path):
             console.print(f"ray: resuming experiment {name} from its checkpoint")
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
@@ -64,6 +71,8 @@ def run_ray_search(cfg: HpoConfig, splits: Splits, make_runner: MakeRunner, cons
         grid = tuner.fit()
     finally:
         ray.shutdown()
+    if grid.num_terminated + grid.num_errors < len(grid):  # Ray Tune took the Ctrl-C and saved its state
+        raise KeyboardInterrupt
     _drop_copied(grid)
     records, finals = _records(cfg, grid)
     return _summary(cfg, layout, records, finals, storage, time.monotonic() - started)
