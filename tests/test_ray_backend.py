@@ -227,3 +227,31 @@ def _end_processes_under(ray_tmp: Path) -> None:
                 os.kill(int(cmdline.parent.name), signal.SIGKILL)
         except (OSError, ValueError):
             continue
+
+
+@pytest.mark.slow
+def test_asha_with_optunas_tpe_stops_poor_trials_and_keeps_the_best(tmp_path: Path):
+    """ASHA on a local Ray with TPE through Ray's Optuna integration: the train defaults run first (warm start),
+    poor trials stop at a rung before max_steps (PRUNED), and the best completed trial's adapter is in best/."""
+    pytest.importorskip("ray.tune")
+    from hpo_action.pipeline import search
+
+    raw = small_config(tmp_path)
+    raw["search"].update(
+        backend="ray",
+        n_trials=4,
+        space=dict(PBT_SPACE),
+        budget={"max_steps": 30, "eval_every": 10},
+        ray={"scheduler": "asha", "search_alg": "optuna", "reduction_factor": 2},
+    )
+    cfg = parse_config(raw, base_dir=tmp_path)
+    summary = search(cfg)
+    assert summary.pruner == "ray:asha" and summary.sampler == "ray:optuna"
+    assert set(summary.states) <= {"COMPLETE", "PRUNED"} and summary.states.get("PRUNED", 0) >= 1
+    for trial in summary.trials:
+        assert (trial.steps == 30) == (trial.state == "COMPLETE") and not trial.schedule
+    defaults = {"learning_rate": cfg.train.learning_rate, "lora_r": cfg.train.lora_r}
+    assert any(trial.params == defaults for trial in summary.trials)
+    completed = [t for t in summary.trials if t.state == "COMPLETE"]
+    assert summary.best is not None and summary.best.value == min(t.value for t in completed)
+    assert (tmp_path / "out" / "best" / "adapter_model.safetensors").is_file()

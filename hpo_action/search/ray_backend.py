@@ -115,7 +115,9 @@ def _tuner(tune: Any, cfg: HpoConfig, trainable: Any, storage: str, name: str) -
         scheduler=_scheduler(cfg),
         search_alg=algorithm,
         num_samples=search.n_trials,
-        reuse_actors=False,  # a paused trial's cached actor would hold its CPUs from the trials waiting to run
+        # ASHA never pauses a trial: a worker keeps its loaded model for the next one. PBT pauses and restarts
+        # trials, and a paused trial's cached worker would hold its CPUs from the trials waiting to run.
+        reuse_actors=ray_cfg.scheduler == "asha",
     )
     run_config = tune.RunConfig(
         name=name,
