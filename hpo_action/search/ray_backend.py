@@ -154,12 +154,16 @@ def _scheduler(cfg: HpoConfig) -> Any:
     )
 
 
-def _domain(tune: Any, spec: Any) -> Any:
-    """One space entry as a Ray Tune search domain."""
+def _domain(tune: Any, spec: ParamSpec) -> Any:
+    """One space entry as a Ray Tune search domain (bounds inclusive, as in the Optuna backend)."""
     if spec.type == "categorical":
-        return tune.choice(list(spec.choices))
+        return tune.choice(list(spec.choices or []))
+    assert spec.low is not None and spec.high is not None
     if spec.type == "int":
-        return tune.randint(int(spec.low), int(spec.high) + 1)
+        low, high = int(spec.low), int(spec.high)
+        if spec.log:
+            return tune.lograndint(low, high + 1)
+        return tune.qrandint(low, high, int(spec.step)) if spec.step else tune.randint(low, high + 1)
     if spec.step:
         return tune.quniform(spec.low, spec.high, spec.step)
     return tune.loguniform(spec.low, spec.high) if spec.log else tune.uniform(spec.low, spec.high)
