@@ -109,13 +109,13 @@ class RayCheckpoints(TrialCheckpoints):
         super().saved(step)
         self.stamp(self.folder / f"checkpoint-{step}")
         if step < self.max_steps and self.value is not None:
-            _report(self._metrics(step), self.folder / f"checkpoint-{step}")
+            _report(self.report_metrics(step), self.folder / f"checkpoint-{step}")
 
     def stamp(self, folder: Path) -> None:
         (folder / SCHEDULE_FILE).write_text(json.dumps(self.schedule, default=str), encoding="utf-8")
         (folder / PARAMS_FILE).write_text(json.dumps(self.params, default=str), encoding="utf-8")
 
-    def _metrics(self, step: int) -> dict[str, Any]:
+    def report_metrics(self, step: int) -> dict[str, Any]:
         return {OBJECTIVE: self.value, STEP: step, FINAL: 0, **{f"param_{k}": v for k, v in self.reported.items()}}
 
 
@@ -144,7 +144,7 @@ def train_trial(config: dict[str, Any], spec: TrialSpec) -> None:
             shutil.copytree(last[-1], final / last[-1].name)
         checkpoints.stamp(final)
         metrics = {
-            **checkpoints._metrics(result.steps),
+            **checkpoints.report_metrics(result.steps),
             OBJECTIVE: result.value,
             FINAL: 1,
             "resumed_from_step": checkpoints.resumed_from_step,
