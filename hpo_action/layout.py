@@ -16,9 +16,10 @@ ENTRIES: tuple[tuple[str, str], ...] = (
     (
         "trials.csv",
         "number, state, value, steps, seconds, one column per parameter, per forgetting set its measured delta "
-        "against the base (`forgetting_<set>`, < 0: forgot) and its constraint value (`margin_excess_<set>`: the "
-        "drop beyond the margin, > 0: infeasible), for a PBT trial its schedule (`[[step, {parameter: value}], ...]`: "
-        "what its weights trained under, copied trials' lineage included), error",
+        "against the base (`forgetting_<set>`, < 0: forgot) and its constraint value (`margin_excess_<set>`: how far "
+        "the gate's lower bound on the probe rows falls below −margin, > 0: infeasible), for a PBT trial its schedule "
+        "(`[[step, {parameter: value}], ...]`: what its weights trained under, copied trials' lineage included), "
+        "error",
     ),
     ("trials/", "the saved adapters of trials (only the best one after the study, unless output.keep_all_adapters)"),
     ("best/", "the best trial's adapter and tokenizer, plus params.json (all trial parameters and the value)"),
