@@ -16,8 +16,10 @@ ENTRIES: tuple[tuple[str, str], ...] = (
     (
         "trials.csv",
         "number, state, value, steps, seconds, one column per parameter, per forgetting set its measured delta "
-        "against the base (`forgetting_<set>`, < 0: forgot) and its constraint value (`margin_excess_<set>`: the "
-        "drop beyond the margin, > 0: infeasible), error",
+        "against the base (`forgetting_<set>`, < 0: forgot) and its constraint value (`margin_excess_<set>`: how far "
+        "the gate's lower bound on the probe rows falls below −margin, > 0: infeasible), for a PBT trial its schedule "
+        "(`[[step, {parameter: value}], ...]`: what its weights trained under, copied trials' lineage included), "
+        "error",
     ),
     ("trials/", "the saved adapters of trials (only the best one after the study, unless output.keep_all_adapters)"),
     ("best/", "the best trial's adapter and tokenizer, plus params.json (all trial parameters and the value)"),
@@ -30,6 +32,11 @@ ENTRIES: tuple[tuple[str, str], ...] = (
     (
         "checkpoints/",
         "search.resume_trials: each running trial's last checkpoint (checkpoint-<step>/), deleted when it ends",
+    ),
+    (
+        "ray/",
+        "search.backend ray: Ray Tune's experiment (state, each trial's checkpoints) unless search.ray.storage is "
+        "elsewhere; the same command resumes it",
     ),
     ("cache/", "the tokenized train and validation splits, and the replay sources"),
     ("predictions/", "per-example predictions (+ .meta.json) of the reference and the candidate: test, forgetting"),
@@ -173,6 +180,10 @@ class RunLayout:
     @property
     def checkpoints_dir(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def ray_dir(self) -> Path:
+        return self.root / "ray"
 
     def trial_dir(self, number: int) -> Path:
         return self.trials_dir / str(number)

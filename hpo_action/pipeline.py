@@ -321,6 +321,8 @@ def _study(
     """Run the study in this process (search.workers 0) or in worker processes, then write its outputs."""
     started = time.monotonic()
     layout = RunLayout(Path(cfg.output.dir))
+    if cfg.search.backend == "ray":  # Ray Tune places and schedules the trials (search/ray_backend.py)
+        return _ray_study(cfg, checked, layout, console, restore_only=extra_trials == 0)
     if extra_trials == 0 and not study_exists(cfg):
         raise ConfigError(
             f"--n-trials 0: no trial to run, and study {study_name(cfg)!r} does not exist yet in this storage; "
@@ -413,6 +415,21 @@ def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, cons
     console.print(banner(cfg, cfg.model.method, len(train), len(validation), cache_hit) + f" · {workers}")
 
 
+def _ray_study(cfg: HpoConfig, checked: Checked, layout: RunLayout, console: Console, restore_only: bool) -> _Searched:
+    """search.backend ray: the same outputs from a Ray Tune experiment; the trials load the model in Ray's workers.
+    `restore_only` (--skip-search) reads a finished experiment from search.ray.storage and starts none."""
+    from hpo_action.search.ray_backend import run_ray_search
+
+    _check_writable(layout.root)
+    quiet_libraries()
+    with _log_group(f"search: Ray Tune {cfg.search.ray.scheduler}, {cfg.search.n_trials} trials", console):
+        summary = run_ray_search(cfg, checked.splits, trial_runner, console, restore_only)
+    raise_if_pressed()
+    _write_summary(cfg, summary, layout)
+    _show_outputs(summary, layout, console, None)
+    return _Searched(summary, checked.splits, None)
+
+
 def _write_outputs(
     cfg: HpoConfig, study: Any, layout: RunLayout, elapsed: float, console: Console, stopped_early: str | None
 ) -> RunSummary:
@@ -422,13 +439,22 @@ def _write_outputs(
         params = {**trial_defaults(cfg), **best.params, **best.user_attrs.get("batch_override", {})}
         best_dir = publish_best(study, layout, params)
     summary = summarize(study, cfg, redact_url(storage_url(cfg)), elapsed, best_dir, params, stopped_early)
+    _write_summary(cfg, summary, layout)
+    console.print(f"writing plots to {layout.plots_dir}")
+    write_plots(study, layout.plots_dir, tuple(o.metric for o in cfg.search.objectives))
+    return _show_outputs(summary, layout, console, stopped_early)
+
+
+def _write_summary(cfg: HpoConfig, summary: RunSummary, layout: RunLayout) -> None:
+    """trials.csv, summary.json and config.yaml from the typed summary, whichever backend ran."""
     write_trials_csv(list(summary.trials), layout.trials_csv)
     summary.write(layout.summary)
     resolved = cfg.model_dump()
     resolved["search"]["storage"] = redact_url(cfg.search.storage) if cfg.search.storage else None
     write_text_atomic(layout.run_config, yaml.safe_dump(resolved, sort_keys=False))
-    console.print(f"writing plots to {layout.plots_dir}")
-    write_plots(study, layout.plots_dir, tuple(o.metric for o in cfg.search.objectives))
+
+
+def _show_outputs(summary: RunSummary, layout: RunLayout, console: Console, stopped_early: str | None) -> RunSummary:
     console.print(to_rich(trials_table(summary, errors=False)))
     for table in (pareto_table(summary), best_table(summary)):
         if table is not None:

@@ -71,3 +71,19 @@ def test_a_registry_that_downloads_first_puts_its_step_before_loading():
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     assert code.index(fetch) < code.index("PeftModel.from_pretrained(base, path)")
     assert "AutoTokenizer.from_pretrained(path)" in code and '"models:/m/3")\n' in code
+
+
+def test_a_pbt_winner_shows_its_schedule_and_the_search_that_found_it():
+    """The winner's PBT schedule (its weights' lineage) is listed change by change; an Optuna card has none."""
+    from dataclasses import replace
+
+    cfg = parse_config({"model": {"name": "org/base-model"}, "data": {"train": "t.jsonl", "test": "t.jsonl"}})
+    summary = sample_summary()
+    schedule = [[0, {"learning_rate": 0.01, "lora_r": 8}], [20, {"learning_rate": 0.012, "lora_r": 8}]]
+    winner = replace(summary.trials[1], schedule=schedule)
+    pbt = replace(summary, trials=(summary.trials[0], winner), sampler="ray:random", pruner="ray:pbt")
+    text = render_card(cfg, pbt, GATE, [], "m", None, env={}, load_from="me/m")
+    assert "chosen by Population Based Training on Ray Tune" in text
+    assert "from step 0: learning_rate 0.01, lora_r 8; from step 20: learning_rate 0.012" in text
+    plain = render_card(cfg, summary, GATE, [], "m", None, env={}, load_from="me/m")
+    assert "chosen by a pruned Optuna search" in plain and "PBT schedule" not in plain

@@ -11,6 +11,7 @@ from hpo_action.config._load import (
     parse_config,
     parse_set_option,
 )
+from hpo_action.config._ray import PBT_MUTABLE, pbt_mutable
 from hpo_action.config._sections import (
     BOOLEAN_MARGIN,
     DEFAULT_LEARNING_RATE,
@@ -34,6 +35,7 @@ from hpo_action.config._sections import (
     Objective,
     OutputConfig,
     ParamSpec,
+    RaySearch,
     RegistryConfig,
     ReplaySource,
     SearchConfig,
@@ -60,6 +62,7 @@ __all__ = [
     "LM_EVAL_ACCURACIES",
     "LORA_INITS",
     "LORA_ONLY",
+    "PBT_MUTABLE",
     "PRUNERS",
     "SAMPLERS",
     "TARGET_PRESETS",
@@ -76,6 +79,7 @@ __all__ = [
     "Objective",
     "OutputConfig",
     "ParamSpec",
+    "RaySearch",
     "RegistryConfig",
     "ReplaySource",
     "SearchConfig",
@@ -87,4 +91,5 @@ __all__ = [
     "mutates_base",
     "parse_config",
     "parse_set_option",
+    "pbt_mutable",
 ]

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from hpo_action.config._evaluate import EvaluateConfig
+from hpo_action.config._ray import check_ray
 from hpo_action.config._spec import Method, ParamSpec, _Section, did_you_mean
 from hpo_action.config._variants import (
     LORA_VARIANTS,
@@ -242,9 +243,52 @@ class TrainConfig(_Section):
 TRIAL_PARAMETERS = tuple(name for name in TrainConfig.model_fields if name != "seed")
 
 
-class SearchConfig(_Section):
-    """The Optuna study: how many trials, how they are proposed and stopped, where the study lives."""
+class RaySearch(_Section):
+    """search.backend ray: Ray Tune's scheduler, the population and what each trial gets (README, Ray Tune)."""
 
+    scheduler: Literal["pbt", "asha"] = Field(
+        "pbt",
+        description="pbt: Population Based Training (exploit copies a better trial's checkpoint, explore perturbs "
+        "the continuous training parameters) | asha: asynchronous successive halving (stops poor trials early).",
+    )
+    search_alg: Literal["random", "optuna"] = Field(
+        "random",
+        description="How each trial's starting parameters are drawn: Ray's random sampling, or Optuna's TPE "
+        "through Ray's Optuna integration (asha only: PBT takes no search algorithm).",
+    )
+    perturbation_interval: int | None = Field(
+        None,
+        ge=1,
+        description="pbt: steps between exploit/explore decisions, a multiple of search.budget.eval_every "
+        "(default 2 × eval_every).",
+    )
+    quantile_fraction: float = Field(
+        0.25, gt=0, le=0.5, description="pbt: the bottom share of trials copies the top share at each decision."
+    )
+    resample_probability: float = Field(
+        0.25, ge=0, le=1, description="pbt: chance that explore redraws a parameter instead of scaling it 0.8/1.2."
+    )
+    reduction_factor: int = Field(3, ge=2, description="asha: keep 1 in this many trials at each rung.")
+    cpus_per_trial: int = Field(
+        1, ge=1, description="CPU cores per trial (its torch threads); local Ray gets this machine's real cores."
+    )
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial; 1 on a GPU cluster (one trial per GPU).")
+    storage: str | None = Field(
+        None,
+        description="Ray Tune's storage_path (experiment state and trial checkpoints): a local folder, a shared "
+        "filesystem or an S3-compatible URI on a cluster; default output.dir/ray.",
+    )
+
+
+class SearchConfig(_Section):
+    """The study: how many trials, how they are proposed and stopped, where the study lives."""
+
+    backend: Literal["optuna", "ray"] = Field(
+        "optuna",
+        description="optuna (default: samplers, pruners, storage below) or ray (Ray Tune: PBT or ASHA in search.ray, "
+        "local Ray or the cluster at RAY_ADDRESS; needs the ray extra). n_trials is then the population size.",
+    )
+    ray: RaySearch = Field(default_factory=RaySearch, description="search.backend ray: scheduler and resources.")
     n_trials: int = Field(20, ge=1, description="Trials the study should hold in the end (finished ones count).")
     timeout: float | None = Field(None, gt=0, description="Seconds after which no new trial starts.")
     sampler: Literal[SAMPLERS] = Field("tpe", description="tpe, random, grid, gp, cmaes or qmc.")  # type: ignore[valid-type]
@@ -610,6 +654,11 @@ class HpoConfig(_Section):
                 "search.resume_trials: k-fold trials cannot resume from a checkpoint; set it to false or use "
                 "data.validation_strategy holdout"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _ray_supported(self) -> HpoConfig:
+        check_ray(self)
         return self
 
     @model_validator(mode="after")

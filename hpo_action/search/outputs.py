@@ -91,13 +91,15 @@ def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
     """One row per trial: number, state, value, steps, seconds, one column per parameter, per forgetting set its
     measured delta against the base (`forgetting_<set>`, as the report's trade-off line shows it; < 0: forgot) and
     its constraint value (`margin_excess_<set>`: how far the gate's lower bound on the probe rows falls below
-    −margin; > 0: infeasible), error."""
+    −margin; > 0: infeasible), for a PBT trial its schedule ([[step, {parameter: value}], ...]), error."""
     rows = []
     for record in records:
         row: dict[str, Any] = {k: getattr(record, k) for k in ("number", "state", "value", "steps", "seconds")}
         row.update({f"param_{k}": v for k, v in record.params.items()})
         row.update({f"forgetting_{k}": 0.0 - drop for k, drop in record.forgetting_drop.items()})
         row.update({f"margin_excess_{k}": v for k, v in record.forgetting.items()})
+        if record.schedule:  # PBT: the parameters its weights trained under, from each step on
+            row["schedule"] = json.dumps(record.schedule, separators=(",", ":"))
         rows.append({**row, "error": record.error})
     columns: list[str] = []
     for row in rows:
@@ -117,7 +119,14 @@ def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any])
     """
     best = chosen_trial(study)
     assert best is not None
-    source = layout.trial_dir(best.number)
+    return publish_trial(layout.trial_dir(best.number), layout, best.number, first_value(best), params)
+
+
+def publish_trial(
+    source: Path, layout: RunLayout, number: int, value: float | None, params: dict[str, Any]
+) -> Path | None:
+    """Copy one trial's saved weights (`source`) to best/ with params.json, whichever backend ran it; None when
+    they were not kept."""
     if not source.is_dir():
         return None
     target, output = layout.best_dir, layout.root
@@ -127,7 +136,7 @@ def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any])
     staging = Path(tempfile.mkdtemp(dir=output, prefix=".best-"))
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True)
-        info = {"trial": best.number, "value": first_value(best), "params": params}
+        info = {"trial": number, "value": value, "params": params}
         (staging / layout.best_params.name).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
         claim(staging, layout.best_params.name)
         if target.exists() and adapter_sha256(target) == adapter_sha256(staging):

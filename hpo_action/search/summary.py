@@ -35,6 +35,7 @@ class TrialRecord:
     resumed_from_step: int = 0  # search.resume_trials: the checkpoint's step this trial resumed from (0: none)
     checkpoint_bytes: int = 0  # search.resume_trials: the size of its last checkpoint
     warm_start: str = ""  # a queued warm start: "defaults" (the train section) or "strong remedies"; "" otherwise
+    schedule: list[list[Any]] = field(default_factory=list)  # PBT: [step, {parameter: value}] its weights went through
 
 
 @dataclass(frozen=True)

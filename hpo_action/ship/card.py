@@ -30,6 +30,7 @@ PLOT_TITLES = {
 }
 VERSIONED = ("torch", "transformers", "peft", "trl", "optuna", "huggingface_hub", "hpo-action")
 METHOD_NAMES = {"lora": "LoRA adapter", "qlora": "QLoRA adapter", "full": "fully fine-tuned model"}
+SEARCH_NAMES = {"ray:pbt": "Population Based Training on Ray Tune", "ray:asha": "an ASHA search on Ray Tune"}
 
 
 def render_card(
@@ -70,6 +71,8 @@ def render_card(
         objective=md_text(summary.objective_metric),
         selection=md_text(summary.selection.rule) if summary.selection else None,
         stopped_early=md_text(summary.stopped_early) if summary.stopped_early else None,
+        search_name=SEARCH_NAMES.get(summary.pruner, "a pruned Optuna search"),
+        schedule=_schedule(summary),
         budget=cfg.search.budget.model_dump(),
         gate=gate,
         gate_markdown="\n".join(verdict_markdown(gate)),
@@ -83,6 +86,25 @@ def render_card(
         provenance=provenance,
     )
     return str(card)
+
+
+def _schedule(summary: RunSummary) -> list[str]:
+    """The winner's PBT schedule, one line per change ('from step 20: learning_rate 0.012, ...'); empty when its
+    parameters never changed (or another search ran)."""
+    assert summary.best is not None
+    winner = next((t for t in summary.trials if t.number == summary.best.number), None)
+    if winner is None or len(winner.schedule) < 2:
+        return []
+    lines, before = [], {}
+    for step, params in winner.schedule:
+        changed = {k: v for k, v in params.items() if before.get(k) != v}
+        shown = ", ".join(
+            f"{md_text(k)} {v:.4g}" if isinstance(v, float) else f"{md_text(k)} {md_text(v)}"
+            for k, v in changed.items()
+        )
+        lines.append(f"from step {int(step)}: {shown}")
+        before = params
+    return lines
 
 
 def _reference_generation(gate: GateDecision) -> str | None:

@@ -68,6 +68,9 @@ class TrialCheckpoints:
         state = json.loads((self._resume_from / "trainer_state.json").read_text(encoding="utf-8"))
         return list(state.get("log_history", []))
 
+    def resumed(self, optimizer: Any, scheduler: Any) -> None:
+        """Training is about to start (from the checkpoint, when one was prepared); nothing to change here."""
+
     def saved(self, step: int) -> None:
         """The Trainer finished writing checkpoint-<step>: its size is what a checkpoint of this trial weighs."""
         self.checkpoint_bytes = folder_bytes(self.folder / f"checkpoint-{step}")

@@ -430,10 +430,14 @@ class _RampWatch:
 
 
 def _saved_callback(checkpoints: TrialCheckpoints) -> Any:
-    """Marks each checkpoint complete once the Trainer has written it (and deleted the one before)."""
+    """Marks each checkpoint complete once the Trainer has written it (and deleted the one before); hands the
+    resumed optimizer and scheduler to the checkpoints before the first step (PBT changes the rate there)."""
     from transformers import TrainerCallback
 
     class _Callback(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):  # type: ignore[no-untyped-def]
+            checkpoints.resumed(optimizer, lr_scheduler)
+
         def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
             checkpoints.saved(state.global_step)
 
