@@ -132,7 +132,8 @@ class OraclePruner:
     """The limit of pruning: knows each curve's final value (the table's row for the study's training seed), and
     stops a trial at its first evaluation unless it will become the incumbent (finish better than the product's
     choice so far, and, under the forgetting constraint, within the margins). For the same suggestions, no pruner
-    that sees only the curve so far spends fewer steps to the same incumbents."""
+    that sees only the curve so far spends fewer steps to the same incumbents. The product never prunes its warm
+    starts (the objective exempts them), so they run in full under this pruner too."""
 
     def __init__(self, table: Table, train_seed: int, defaults: dict[str, Any], constrained: bool) -> None:
         self.table, self.train_seed, self.defaults, self.constrained = table, train_seed, defaults, constrained
