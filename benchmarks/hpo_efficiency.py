@@ -95,10 +95,17 @@ TABLES_DIR = [RESULTS]  # where the tables are read from (--tables)
 
 
 def strategy_config(table: Table, key: str, overrides: dict[str, Any], trials: int) -> Any:
-    """The table's task config (the product's defaults for what it does not set) with one strategy's search."""
+    """The table's task config (the product's defaults for what it does not set) with one strategy's search. The
+    sections that shape a curve come from the table (Table.load checked them against today's); the others (the gate,
+    evaluation) from today's task config, whose options may have changed since the table was built."""
+    from curves import TASKS, task_config
+    from table_manifest import CURVE_SECTIONS, config_pin
+
     from hpo_action.config import HpoConfig
 
     raw = json.loads(json.dumps(table.config))
+    if table.task in TASKS:
+        raw = {**config_pin(task_config(TASKS[table.task])), **{k: raw[k] for k in CURVE_SECTIONS if k in raw}}
     search = raw["search"]
     for name in ("sampler", "pruner", "warm_start", "sampler_options", "pruner_options"):
         search.pop(name, None)  # the product's defaults, unless the strategy sets them

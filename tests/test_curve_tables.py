@@ -254,16 +254,17 @@ def test_another_major_version_of_a_training_library_is_refused_a_minor_one_left
 
 def test_an_option_added_since_the_table_is_ignored_but_a_new_search_parameter_is_not(tmp_path: Path):
     """A config option that did not exist when the table was built (a new key at its default) does not void the
-    table, and the gate's settings, which shape no curve, are not compared; a parameter added to the search space
-    is a different search and is refused."""
+    table, and the gate's settings, which shape no curve, are neither compared nor replayed (today's are); a
+    parameter added to the search space is a different search and is refused."""
     for suffix in (".json", ".parquet"):
         shutil.copy(RESULTS / f"curves_quickstart{suffix}", tmp_path / f"curves_quickstart{suffix}")
     manifest = json.loads((tmp_path / "curves_quickstart.json").read_text())
     newest_option = sorted(manifest["config"]["train"])[-1]
     del manifest["config"]["train"][newest_option]
-    manifest["config"]["gate"] = {"alpha": 0.5}
+    manifest["config"]["gate"] = {"alpha": 0.5, "confidence": 0.95}  # an option the gate has since dropped
     (tmp_path / "curves_quickstart.json").write_text(json.dumps(manifest))
-    Table.load("quickstart", tmp_path)
+    table = Table.load("quickstart", tmp_path)
+    assert strategy_config(table, "a", {}, 4).gate.alpha == task_config(TASKS["quickstart"]).gate.alpha
     del manifest["config"]["search"]["space"]["learning_rate"]
     (tmp_path / "curves_quickstart.json").write_text(json.dumps(manifest))
     with pytest.raises(TableMismatch, match=r"search\.space"):
