@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from hpo_action.cli import cli
+from hpo_action.judge.decision import FORGETTING_RULE
 
 from .helpers import ROOT, small_config, write_config
 
@@ -282,7 +283,7 @@ def test_action_runs_the_quickstart_and_sets_outputs_and_summary(workspace: Path
     summary = result["summary"]
     assert "**trials**" in summary and "| # | state | eval_loss |" in summary
     assert f"### Gate: {outputs['decision']}" in summary and "| metric | n | candidate | reference |" in summary
-    assert "**forgetting: non-inferiority against the base model, per set**" in summary
+    assert f"**forgetting: non-inferiority against the base model, per set; {FORGETTING_RULE}**" in summary
     # The runner hides masked values; the CLI must ask for it before printing anything else.
     lines = log.splitlines()
     assert lines[0] == f"::add-mask::{CANARY}"
