@@ -29,7 +29,7 @@ from hpo_action.layout import RunLayout
 from hpo_action.search.outputs import publish_trial
 from hpo_action.search.ray_trial import ADAPTER, FINAL, OBJECTIVE, STEP, MakeRunner, TrialSpec, train_trial
 from hpo_action.search.space import searched, trial_defaults, warm_start_params
-from hpo_action.search.storage import study_name
+from hpo_action.search.storage import shown_storage, study_name
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
 from hpo_action.train.model_source import public_model_name
 from hpo_action.train.threads import available_cores
@@ -53,7 +53,7 @@ def run_ray_search(
     path = f"{storage.rstrip('/')}/{name}"
     if restore_only and not tune.Tuner.can_restore(path):
         raise ConfigError(
-            f"--skip-search: no Ray Tune experiment {name!r} in {_shown(storage, layout.root)}; run the search "
+            f"--skip-search: no Ray Tune experiment {name!r} in {shown_storage(storage, layout.root)}; run the search "
             "first (same config, same search.ray.storage)"
         )
     _start_ray(ray, cfg, console)
@@ -291,7 +291,7 @@ def _summary(
         rule += " within every forgetting margin"
     return RunSummary(
         study_name=study_name(cfg),
-        storage=_shown(storage, layout.root),
+        storage=shown_storage(storage, layout.root),
         objective_metric=objective.metric,
         objective_direction=str(objective.direction),
         method=cfg.model.method,
@@ -323,13 +323,3 @@ def _publish_best(result: Any, layout: RunLayout, best: TrialRecord, params: dic
         return publish_trial(staging / ADAPTER, layout, best.number, best.value, params)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _shown(storage: str, root: Path) -> str:
-    """summary.json names a URI as given and a folder relative to the output folder, never a machine path."""
-    if "://" in storage:
-        return storage
-    try:
-        return Path(storage).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return f"<outside the output folder>/{Path(storage).name}"
