@@ -93,6 +93,26 @@ def write_config(tmp_path: Path, raw: dict[str, Any], name: str = "hpo.yaml") ->
     return path
 
 
+def signed_one_trial_config(root: Path, output_dir: str) -> dict[str, Any]:
+    """One 40-step trial that promotes on loss, no forgetting sets, published to `root/registry` and signed with a
+    fresh key at `root/signing-key.pem`: the smallest run whose published files can be read back and verified."""
+    make_signing_key(root / "signing-key.pem")
+    return small_config(
+        root,
+        search={
+            "n_trials": 1,
+            "seed": 0,
+            "pruner": "none",
+            "budget": {"max_steps": 40, "eval_every": 40},
+            "space": {"learning_rate": {"low": 5e-3, "high": 9e-3, "log": True}},
+        },
+        evaluate={"metrics": ["loss"]},
+        gate={"forgetting": []},
+        registry={"uri": "registry", "signing": {"method": "key", "key": "signing-key.pem"}},
+        output={"dir": output_dir},
+    )
+
+
 def make_signing_key(path: Path) -> Path:
     """A fresh P-256 private key in PEM, as `openssl ecparam -name prime256v1 -genkey` makes one."""
     from cryptography.hazmat.primitives import serialization

@@ -20,7 +20,7 @@ from hpo_action.ship.registry._base import version_files
 from hpo_action.train.demo_model import ensure_demo_model
 from hpo_action.train.model_source import public_model_name
 
-from .helpers import make_signing_key, promoted_decision, sample_summary, small_config, write_config
+from .helpers import promoted_decision, sample_summary, signed_one_trial_config, small_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -43,21 +43,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     from hpo_action.pipeline import run
 
     root = tmp_path_factory.mktemp("paths")
-    make_signing_key(root / "signing-key.pem")
-    raw = small_config(
-        root,
-        search={
-            "n_trials": 1,
-            "seed": 0,
-            "pruner": "none",
-            "budget": {"max_steps": 40, "eval_every": 40},
-            "space": {"learning_rate": {"low": 5e-3, "high": 9e-3, "log": True}},
-        },
-        evaluate={"metrics": ["loss"]},
-        gate={"forgetting": []},
-        registry={"uri": "registry", "signing": {"method": "key", "key": "signing-key.pem"}},
-        output={"dir": "out"},
-    )
+    raw = signed_one_trial_config(root, "out")
     config = write_config(root, raw)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HOME", str(root / "hf-home"))

@@ -25,7 +25,7 @@ from hpo_action.ship.manifest import ATTESTATION, SIGNATURE, RunManifest
 from hpo_action.ship.publish import publish_run
 from hpo_action.ship.signing import key_fingerprint
 
-from .helpers import make_signing_key, public_key_pem, small_config, write_config
+from .helpers import public_key_pem, signed_one_trial_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -52,23 +52,9 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     from hpo_action.pipeline import run
 
     root = tmp_path_factory.mktemp("signed")
-    key = make_signing_key(root / "signing-key.pem")
-    public = root / "signing-key.pub"
+    raw = signed_one_trial_config(root, "run1")
+    key, public = root / "signing-key.pem", root / "signing-key.pub"
     public.write_bytes(public_key_pem(key))
-    raw = small_config(
-        root,
-        search={
-            "n_trials": 1,
-            "seed": 0,
-            "pruner": "none",
-            "budget": {"max_steps": 40, "eval_every": 40},
-            "space": {"learning_rate": {"low": 5e-3, "high": 9e-3, "log": True}},
-        },
-        evaluate={"metrics": ["loss"]},
-        gate={"forgetting": []},
-        registry={"uri": "registry", "signing": {"method": "key", "key": "signing-key.pem"}},
-        output={"dir": "run1"},
-    )
     config = write_config(root, raw)
     with pytest.MonkeyPatch.context() as patch:
         _isolate(patch, root)
