@@ -12,6 +12,7 @@ saw). Two tasks:
 
     python benchmarks/curves.py --task quickstart      # resumable: rerun the same command after an interruption
     python benchmarks/curves.py --task all
+    python benchmarks/curves.py --task quickstart --add-seeds 8 --top 20   # the best 20 to 8 training seeds
 
     OMP_NUM_THREADS=1 python benchmarks/curves.py --task quickstart   # how the committed table was built
 
@@ -36,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from table_manifest import pins
+from table_manifest import commit, pins
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 QUICKSTART = ROOT / "examples" / "quickstart" / "hpo.yaml"
-TRAINING_SEEDS = (0, 1, 2)
+TRAINING_SEEDS = (0, 1, 2)  # every configuration; `--add-seeds` gives the best ones more (manifest: extra_seeds)
 
 
 def log_grid(low: float, high: float, points: int) -> list[float]:
@@ -188,7 +189,9 @@ def build(task: Task, limit: int | None = None) -> Path:
     return write_table(task, cfg, rows, wall)
 
 
-def write_table(task: Task, cfg: Any, rows: list[dict[str, Any]], wall: float) -> Path:
+def write_table(
+    task: Task, cfg: Any, rows: list[dict[str, Any]], wall: float, extra: dict[str, Any] | None = None
+) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -200,6 +203,7 @@ def write_table(task: Task, cfg: Any, rows: list[dict[str, Any]], wall: float) -
         "task": task.name,
         "grid": task.grid,
         "training_seeds": list(TRAINING_SEEDS),
+        **({"extra_seeds": extra} if extra else {}),
         "configurations": len(task.configurations()),
         "rows": len(rows),
         **pins(cfg, _torch_threads()),
@@ -211,6 +215,61 @@ def write_table(task: Task, cfg: Any, rows: list[dict[str, Any]], wall: float) -
     (RESULTS / f"curves_{task.name}.partial.jsonl").unlink(missing_ok=True)
     print(f"wrote {path} ({path.stat().st_size} bytes) and its manifest")
     return path
+
+
+def add_seeds(task: Task, total: int, top: int, limit: int | None = None) -> Path:
+    """Give the `top` configurations of the complete table (by mean final loss over TRAINING_SEEDS, a diverged run
+    counting as the worst finite one) training seeds up to `total` in all, with the same runner; resumable like
+    `build`. Refused unless the table's pins match the code here, so old and new rows describe one trial loop."""
+    import pyarrow.parquet as pq
+    from table_manifest import check, demo_model_sha256
+
+    cfg = task_config(task)
+    path = RESULTS / f"curves_{task.name}.json"
+    manifest = json.loads(path.read_text())
+    check(manifest, path.name, cfg)
+    if manifest.get("demo_model_sha256") != demo_model_sha256():
+        raise SystemExit(f"error: {path.name}: the demo model here differs from the table's; rebuild the table")
+    rows = pq.read_table(RESULTS / f"curves_{task.name}.parquet").to_pylist()
+    chosen = _best(task, rows, top)
+    seeds = list(range(len(TRAINING_SEEDS), total))
+    partial = RESULTS / f"curves_{task.name}.partial.jsonl"
+    rows += [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
+    done = {_key(row, task) for row in rows}
+    todo = [(s, c) for s in seeds for c in chosen if _key({**c, "train_seed": s}, task) not in done]
+    print(f"{task.name}: top {top} to {total} seeds, {len(todo)} rows to train", flush=True)
+    started = time.monotonic()
+    runner = session_runner(cfg) if todo else None
+    with partial.open("a") as sink:
+        for seed, params in todo[:limit] if limit else todo:
+            row = run_one(runner, cfg, params, seed)
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            rows.append(row)
+            print(f"{task.name} +{len(rows)}: {params} seed {seed}: {row['final']:.4f} in {row['seconds']:.1f} s")
+    if limit and len(todo) > limit:
+        print(f"{task.name}: {len(todo) - limit} rows to go; run again to continue")
+        return partial
+    extra = {
+        "seeds": seeds,
+        "configurations": [[c[k] for k in task.grid] for c in chosen],
+        "rule": f"the {top} configurations with the lowest mean final loss over training_seeds",
+        "commit": commit()["commit"],
+        "base_commit": manifest.get("extra_seeds", {}).get("base_commit", manifest.get("commit")),
+    }
+    return write_table(task, cfg, rows, time.monotonic() - started, extra)
+
+
+def _best(task: Task, rows: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
+    finite = [r["final"] for r in rows if r["final"] is not None and math.isfinite(r["final"])]
+    worst = max(finite)
+    by_config: dict[tuple[Any, ...], list[float]] = {}
+    for row in rows:
+        if row["train_seed"] in TRAINING_SEEDS:
+            final = row["final"] if row["final"] is not None and math.isfinite(row["final"]) else worst
+            by_config.setdefault(tuple(row[k] for k in task.grid), []).append(final)
+    ranked = sorted(by_config, key=lambda point: sum(by_config[point]) / len(by_config[point]))
+    return [dict(zip(task.grid, point, strict=True)) for point in ranked[:top]]
 
 
 def _key(row: dict[str, Any], task: Task) -> tuple[Any, ...]:
@@ -239,9 +298,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=[*TASKS, "all"], default="all")
     parser.add_argument("--limit", type=int, help="Train at most this many rows now (timing probes).")
+    parser.add_argument("--add-seeds", type=int, metavar="N", help="Give the --top configurations N seeds in all.")
+    parser.add_argument("--top", type=int, default=20, help="How many of the best configurations --add-seeds covers.")
     args = parser.parse_args()
     for name in TASKS if args.task == "all" else [args.task]:
-        build(TASKS[name], args.limit)
+        if args.add_seeds:
+            add_seeds(TASKS[name], args.add_seeds, args.top, args.limit)
+        else:
+            build(TASKS[name], args.limit)
 
 
 if __name__ == "__main__":
