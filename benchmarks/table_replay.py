@@ -10,9 +10,9 @@ study name with the trial number, so one shared name would give every replay the
 is never pruned at its last evaluation (`_Tracker.record`: a finished trial is complete), and the incumbent is the
 trial the product would hand to the gate (`chosen_trial`: the best feasible completed trial).
 
-Each replay yields the incumbent after every trial, its *true* loss (the mean over the table's training seeds) and
-the training steps spent so far. A table whose manifest does not match the code under test is refused
-(benchmarks/table_manifest.py).
+Each replay yields the incumbent after every trial, its *true* loss (the mean over every training seed the table has
+for it: the best configurations have extra seeds) and the training steps spent so far. A table whose manifest does
+not match the code under test is refused (benchmarks/table_manifest.py).
 """
 
 from __future__ import annotations
@@ -77,26 +77,34 @@ class Table:
         """What a diverged run counts as in a true loss: the worst finite final loss of the table."""
         return max(r["final"] for r in self.rows.values() if math.isfinite(r["final"] or math.nan))
 
+    def seeds_of(self, point: tuple[Any, ...]) -> list[int]:
+        """The training seeds recorded for `point`: the table's, and the extra ones (curves.py --add-seeds) its
+        best configurations got."""
+        return sorted(key[-1] for key in self.rows if key[:-1] == point)
+
     def true_losses(self) -> dict[tuple[Any, ...], float]:
-        """Each grid point's mean final loss over the training seeds (the truth a strategy is scored by)."""
+        """Each grid point's mean final loss over every training seed it has (the truth a strategy is scored by)."""
         worst = self.worst_final()
-        return {p: statistics.fmean(self._final(p, s, worst) for s in self.seeds) for p in self.points()}
+        return {p: statistics.fmean(self._final(p, s, worst) for s in self.seeds_of(p)) for p in self.points()}
 
     def seed_sd(self, point: tuple[Any, ...]) -> float:
         worst = self.worst_final()
-        return statistics.stdev(self._final(point, s, worst) for s in self.seeds)
+        return statistics.stdev(self._final(point, s, worst) for s in self.seeds_of(point))
 
     def pooled_seed_sd(self, top: int = 20) -> dict[str, Any]:
-        """ε: the training-seed standard deviation pooled over the `top` best configurations (at most a quarter of
-        the table, at least 2), with its chi-square 95% CI on k·(seeds − 1) degrees of freedom (normal seed noise):
-        one configuration's sd from 3 seeds is too noisy to be a threshold."""
+        """ε: the training-seed standard deviation pooled over the best configurations, with its chi-square 95% CI
+        on Σ(seeds − 1) degrees of freedom (normal seed noise): one configuration's sd from 3 seeds is too noisy to
+        be a threshold. The configurations: those with extra seeds (curves.py --add-seeds: the `top` best), else
+        the `top` best (at most a quarter of the table, at least 2)."""
         from scipy.stats import chi2
 
         truth = self.true_losses()
-        k = max(2, min(top, len(truth) // 4))
-        chosen = sorted(truth, key=truth.__getitem__)[:k]
-        variance = statistics.fmean(self.seed_sd(p) ** 2 for p in chosen)
-        df = k * (len(self.seeds) - 1)
+        extra = [p for p in truth if len(self.seeds_of(p)) > len(self.seeds)]
+        k = len(extra) if extra else max(2, min(top, len(truth) // 4))
+        chosen = sorted(extra or truth, key=truth.__getitem__)[:k]
+        dfs = [len(self.seeds_of(p)) - 1 for p in chosen]
+        df = sum(dfs)
+        variance = sum(d * self.seed_sd(p) ** 2 for d, p in zip(dfs, chosen, strict=True)) / df
         low, high = (math.sqrt(df * variance / chi2.ppf(q, df)) for q in (0.975, 0.025))
         return {"epsilon": math.sqrt(variance), "low": low, "high": high, "configurations": k, "df": df}
 
