@@ -53,7 +53,7 @@ from hpo_action.report.tables import (
     warm_start_line,
 )
 from hpo_action.report.terminal import StudyProgress, make_console
-from hpo_action.search import lr_bounds
+from hpo_action.search import lr_bounds, reseed_finalists
 from hpo_action.search.finalist import chosen_trial
 from hpo_action.search.outputs import publish_best, summarize, write_trials_csv
 from hpo_action.search.slots import check_complete, finished, target_trials, timeout_stop
@@ -364,6 +364,9 @@ def _study(
     check_not_all_failed(study)
     stopped_early = timeout_stop(finished(study), target, deadline)
     summary = _write_outputs(cfg, study, layout, time.monotonic() - started, console, stopped_early)
+    if cfg.search.finalists.top_k:  # retrain the best trials on more seeds; best/ becomes the bound's choice
+        runner = runner or trial_runner(cfg, checked.splits, checked.forgetting_sets, console)
+        summary = reseed_finalists.apply(study, cfg, summary, runner, layout, console)
     return _Searched(summary, checked.splits, runner.base if runner else None)
 
 

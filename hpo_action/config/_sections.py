@@ -280,6 +280,24 @@ class RaySearch(_Section):
     )
 
 
+class Finalists(_Section):
+    """search.finalists: retrain the best trials on more training seeds and choose by a bound on their mean."""
+
+    top_k: int = Field(
+        0,
+        ge=0,
+        description="After the search, retrain this many of the best completed trials on `seeds` more training "
+        "seeds and choose the one with the best one-sided 90% bound on its mean objective (0: off; else at least 2).",
+    )
+    seeds: int = Field(2, ge=1, description="Extra training seeds per finalist (train.seed + 1, + 2, ...).")
+
+    @model_validator(mode="after")
+    def _two_or_none(self) -> Finalists:
+        if self.top_k == 1:
+            raise ValueError("top_k: 1 finalist has nothing to be compared with; use 0 (off) or 2 or more")
+        return self
+
+
 class SearchConfig(_Section):
     """The study: how many trials, how they are proposed and stopped, where the study lives."""
 
@@ -307,6 +325,9 @@ class SearchConfig(_Section):
         "The first is pruned on and picks the finalist among the trials that forget within every margin.",
     )
     budget: Budget = Field(default_factory=Budget, description="Steps per trial and the evaluation cadence.")
+    finalists: Finalists = Field(
+        default_factory=Finalists, description="Seed-robust choice of the best trial (off by default)."
+    )
     warm_start: bool = Field(
         True,
         description="Enqueue the train defaults as the first trial (and, when the forgetting remedies are searched "
@@ -388,6 +409,13 @@ class SearchConfig(_Section):
         if "objective" in self.model_fields_set and self.objective != first:
             raise ValueError("objective and objectives[0] differ; drop search.objective when objectives is set")
         object.__setattr__(self, "objective", first)
+        return self
+
+    @model_validator(mode="after")
+    def _finalists_supported(self) -> SearchConfig:
+        if self.finalists.top_k and (self.multi_objective or self.backend == "ray"):
+            what = "a multi-objective study" if self.multi_objective else "backend ray"
+            raise ValueError(f"finalists.top_k: {what} cannot retrain finalists; set it to 0 or use one objective")
         return self
 
     @property

@@ -51,6 +51,18 @@ class BestTrial:
 
 
 @dataclass(frozen=True)
+class FinalistsRecord:
+    """search.finalists: how many trials were retrained, on which seeds, and what the bound changed."""
+
+    top_k: int
+    seeds: list[int]  # the extra training seeds (the search's own, train.seed, comes first)
+    confidence: float  # one-sided level of the bound on each finalist's mean (search/reseed_finalists.py)
+    search_pick: int  # the trial the single-run rule would have chosen
+    chosen: int
+    steps: int  # training steps the retraining spent
+
+
+@dataclass(frozen=True)
 class Selection:
     """How the finalist was chosen: the objectives, the rule in words, and the Pareto front (multi-objective)."""
 
@@ -58,6 +70,7 @@ class Selection:
     rule: str
     pareto_front: list[int] = field(default_factory=list)  # trial numbers, non-dominated
     feasible: int | None = None  # completed trials whose every forgetting probe passed the gate's test; None: no probe
+    finalists: FinalistsRecord | None = None  # search.finalists: the retraining that chose the trial
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,10 @@ class RunSummary:
         values = {k: v for k, v in data.items() if k in names}
         values["trials"] = tuple(TrialRecord(**t) for t in data.get("trials", ()))
         values["best"] = BestTrial(**data["best"]) if data.get("best") else None
-        values["selection"] = Selection(**data["selection"]) if data.get("selection") else None
+        selection = dict(data.get("selection") or {})
+        if selection.get("finalists"):
+            selection["finalists"] = FinalistsRecord(**selection["finalists"])
+        values["selection"] = Selection(**selection) if selection else None
         return cls(**values)
 
     def write(self, path: Path) -> None:

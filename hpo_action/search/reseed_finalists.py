@@ -1,0 +1,271 @@
+"""Seed-robust finalists (search.finalists): retrain the study's top-k trials on extra training seeds and choose
+the configuration by a confidence bound on its mean objective, not by its one lucky run.
+
+Near the optimum the spread between training seeds exceeds the gaps between the best configurations (issue 23),
+so the single best run is partly the best seed: the winner's curse. Each finalist's objective is measured on the
+search's own run (train.seed) and on `seeds` more (train.seed + 1, ...); the chosen one has the best pessimistic
+bound on its mean, the one-sided Student-t bound at CONFIDENCE,
+
+    minimize: mean + t(CONFIDENCE, n − 1) · sd / √n        maximize: mean − t(CONFIDENCE, n − 1) · sd / √n
+
+with n its runs and sd their sample standard deviation (ddof 1): a configuration that is good on every seed beats
+one that is good on average because one seed went well. A finalist whose retraining failed (diverged) is never
+chosen while another has every run; with none complete, the search's own pick stands. The core (`retrain`, `score`,
+`choose`) takes plain typed inputs and a training callable, so the table replay (benchmarks/finalists_replay.py)
+runs the same rule; `apply` is the pipeline's one call: it runs the finalists after the search and before the final
+evaluation, writes finalists.csv, puts the chosen configuration's adapter in best/ and records the rule and the
+seeds in summary.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import shutil
+import statistics
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo_action.files import write_text_atomic
+from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR
+
+if TYPE_CHECKING:
+    import optuna
+    from rich.console import Console
+
+    from hpo_action.config import HpoConfig
+    from hpo_action.layout import RunLayout
+    from hpo_action.search.summary import FinalistsRecord, RunSummary
+    from hpo_action.train.runner import Runner
+
+CONFIDENCE = 0.9  # one-sided level of the bound (benchmarks/RESULTS.md, "Seed-robust finalists")
+FINALISTS_CSV = "finalists.csv"
+FINALISTS_DIR = "finalists"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A finalist as the search left it: its trial number, every trial parameter, its objective on train.seed."""
+
+    number: int
+    params: dict[str, Any]
+    value: float
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One retraining of a finalist on another training seed; value None when it failed."""
+
+    number: int
+    seed: int
+    value: float | None
+    steps: int
+    error: str = ""
+    adapter: Path | None = None  # where its weights were saved (apply); None in a replay
+
+
+@dataclass(frozen=True)
+class Score:
+    """A finalist's runs (the search's first), their mean and sd, and the bound it is ranked by."""
+
+    number: int
+    values: tuple[float | None, ...]
+    mean: float
+    sd: float
+    bound: float  # inf (minimize) / -inf (maximize) when a run failed
+
+
+def finalist_seeds(base_seed: int, seeds: int) -> list[int]:
+    """The extra training seeds: the ones after the search's own."""
+    return [base_seed + i for i in range(1, seeds + 1)]
+
+
+def retrain(candidates: list[Candidate], seeds: list[int], train: Callable[[Candidate, int], SeedRun]) -> list[SeedRun]:
+    """Every finalist on every extra seed, seed-major (an interruption leaves every finalist equally covered)."""
+    return [train(candidate, seed) for seed in seeds for candidate in candidates]
+
+
+def score(
+    candidates: list[Candidate], runs: list[SeedRun], minimize: bool = True, confidence: float = CONFIDENCE
+) -> list[Score]:
+    """Each finalist's mean over its runs and its pessimistic bound at `confidence` (the module's formula)."""
+    from scipy.stats import t
+
+    scores = []
+    for candidate in candidates:
+        values = (candidate.value, *(r.value for r in runs if r.number == candidate.number))
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        mean = statistics.fmean(finite) if finite else math.nan
+        sd = statistics.stdev(finite) if len(finite) > 1 else 0.0
+        if len(finite) < len(values) or not finite:
+            bound = math.inf if minimize else -math.inf
+        elif len(finite) == 1:
+            bound = mean
+        else:
+            margin = float(t.ppf(confidence, len(finite) - 1)) * sd / math.sqrt(len(finite))
+            bound = mean + margin if minimize else mean - margin
+        scores.append(Score(candidate.number, values, mean, sd, bound))
+    return scores
+
+
+def choose(scores: list[Score], minimize: bool = True) -> int:
+    """The finalist with the best bound; ties (and all failed) go to the earlier one, the search's order."""
+    sign = 1.0 if minimize else -1.0
+    return min(enumerate(scores), key=lambda item: (sign * item[1].bound, item[0]))[1].number
+
+
+def rule(top_k: int, seeds: list[int], minimize: bool = True) -> str:
+    """The rule in words, as summary.json records it."""
+    side = "mean + t·sd/√n (lowest)" if minimize else "mean − t·sd/√n (highest)"
+    return (
+        f"the best one-sided {CONFIDENCE:.0%} Student-t bound on the mean objective, {side}, among the top {top_k} "
+        f"trials, each retrained on training seeds {', '.join(map(str, seeds))} besides the search's own"
+    )
+
+
+def candidates_from(study: optuna.Study, cfg: HpoConfig, top_k: int) -> list[Candidate]:
+    """The top-k completed trials the finalist rule admits (within every forgetting margin), best first."""
+    import optuna
+
+    from hpo_action.search.finalist import within_margins
+    from hpo_action.search.space import trial_defaults
+
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if within_margins(t) and t.value is not None
+    ]
+    sign = 1.0 if cfg.search.objective.direction == "minimize" else -1.0
+    ranked = sorted(done, key=lambda t: (sign * t.value, t.number))[:top_k]
+    defaults = trial_defaults(cfg)
+    return [
+        Candidate(t.number, {**defaults, **t.params, **t.user_attrs.get("batch_override", {})}, float(t.value))
+        for t in ranked
+    ]
+
+
+@contextlib.contextmanager
+def _seeded(runner: Runner, seed: int) -> Iterator[None]:
+    """The runner trains with train.seed = `seed` (a k-fold runner through the one TrialRunner it wraps)."""
+    inner: Any = getattr(runner, "runner", runner)
+    original = inner.cfg
+    inner.cfg = original.model_copy(update={"train": original.train.model_copy(update={"seed": seed})})
+    try:
+        yield
+    finally:
+        inner.cfg = original
+
+
+def runner_trainer(runner: Runner, folder: Path) -> Callable[[Candidate, int], SeedRun]:
+    """The training callable of a real run: the study's runner, unpruned, weights to folder/<trial>-seed<seed>."""
+    from hpo_action.errors import TrialError
+
+    def train(candidate: Candidate, seed: int) -> SeedRun:
+        target = folder / f"{candidate.number}-seed{seed}"
+        with _seeded(runner, seed):
+            try:
+                result = runner.run(candidate.params, save_to=lambda _: target, trial_number=candidate.number)
+            except TrialError as err:
+                return SeedRun(candidate.number, seed, None, 0, str(err).splitlines()[0][:200])
+        return SeedRun(candidate.number, seed, result.value, result.steps, "", target if target.is_dir() else None)
+
+    return train
+
+
+def write_csv(scores: list[Score], runs: list[SeedRun], chosen: int, base_seed: int, path: Path) -> None:
+    """finalists.csv: one row per run of each finalist (the search's own first), with its mean, sd and bound."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["number", "seed", "value", "steps", "error", "mean", "sd", "bound", "chosen"])
+    for s in scores:
+        mine = [r for r in runs if r.number == s.number]
+        rows = [(base_seed, s.values[0], "", "")] + [(r.seed, r.value, r.steps, r.error) for r in mine]
+        for seed, value, steps, error in rows:
+            writer.writerow([s.number, seed, value, steps, error, s.mean, s.sd, s.bound, s.number == chosen])
+    write_text_atomic(path, buffer.getvalue())
+
+
+def apply(
+    study: optuna.Study,
+    cfg: HpoConfig,
+    summary: RunSummary,
+    runner: Runner,
+    layout: RunLayout,
+    console: Console,
+) -> RunSummary:
+    """Run the finalists of a finished study; put the chosen configuration's adapter in best/ and return the summary
+    with that best trial, the rule and the seeds (also written to summary.json). Fewer than two finalists: the
+    summary unchanged, with a note."""
+    from hpo_action.search.summary import FinalistsRecord
+
+    settings = cfg.search.finalists
+    minimize = cfg.search.objective.direction == "minimize"
+    candidates = candidates_from(study, cfg, settings.top_k)
+    if len(candidates) < 2 or summary.best is None:
+        console.print(f"search.finalists: {len(candidates)} completed trial(s) qualify; nothing to compare")
+        return summary
+    seeds = finalist_seeds(cfg.train.seed, settings.seeds)
+    folder = layout.root / FINALISTS_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    console.print(f"finalists: retraining trials {[c.number for c in candidates]} on seeds {seeds}")
+    runs = retrain(candidates, seeds, runner_trainer(runner, folder))
+    scores = score(candidates, runs, minimize)
+    chosen = choose(scores, minimize)
+    write_csv(scores, runs, chosen, cfg.train.seed, layout.root / FINALISTS_CSV)
+    params = next(c.params for c in candidates if c.number == chosen)
+    best_dir = _publish_chosen(study, chosen, params, runs, layout, minimize)
+    shutil.rmtree(folder, ignore_errors=True)  # best/ holds the chosen weights; the runs are in finalists.csv
+    record = FinalistsRecord(settings.top_k, seeds, CONFIDENCE, summary.best.number, chosen, sum(r.steps for r in runs))
+    summary = _chosen_summary(study, summary, record, params, best_dir, rule(settings.top_k, seeds, minimize))
+    summary.write(layout.summary)
+    picked = next(s for s in scores if s.number == chosen)
+    console.print(
+        f"finalists: trial #{chosen} chosen (mean {picked.mean:.4g}, bound {picked.bound:.4g} over "
+        f"{len(picked.values)} runs; the single-run pick was #{record.search_pick}); {FINALISTS_CSV} in {layout.root}"
+    )
+    return summary
+
+
+def _publish_chosen(
+    study: optuna.Study, chosen: int, params: dict[str, Any], runs: list[SeedRun], layout: RunLayout, minimize: bool
+) -> Path | None:
+    """best/ gets the chosen configuration's weights: of its runs whose weights exist (its search run's, kept when
+    it led the study, and each retraining's), the one with the best objective."""
+    from hpo_action.search.outputs import publish_trial
+
+    kept = [(layout.trial_dir(chosen), study.trials[chosen].value)]
+    kept += [(r.adapter, r.value) for r in runs if r.number == chosen and r.adapter is not None]
+    found = [(path, value) for path, value in kept if path.is_dir() and value is not None]
+    if not found:
+        return None
+    source, value = min(found, key=lambda item: item[1] if minimize else -item[1])
+    return publish_trial(source, layout, chosen, value, params)
+
+
+def _chosen_summary(
+    study: optuna.Study,
+    summary: RunSummary,
+    record: FinalistsRecord,
+    params: dict[str, Any],
+    best_dir: Path | None,
+    words: str,
+) -> RunSummary:
+    """The summary with the chosen trial as best, the finalist rule and record, and the retraining's steps."""
+    assert summary.best is not None and summary.selection is not None
+    trial = study.trials[record.chosen]
+    best = replace(
+        summary.best,
+        number=record.chosen,
+        value=float(trial.value),
+        params=params,
+        metrics=trial.user_attrs.get("metrics", {}),
+        forgetting_excess=trial.user_attrs.get(EXCESS_ATTR, {}),
+        forgetting_drop=trial.user_attrs.get(DROP_ATTR, {}),
+        adapter=best_dir.name if best_dir else None,
+    )
+    selection = replace(summary.selection, rule=words, finalists=record)
+    return replace(summary, best=best, selection=selection, total_steps=summary.total_steps + record.steps)
