@@ -24,17 +24,24 @@ def runs_of(number: int, values: list[float | None]) -> list[SeedRun]:
     return [SeedRun(number, seed, value, 10) for seed, value in enumerate(values, start=1)]
 
 
-def test_the_bound_is_the_one_sided_student_t_bound_on_the_mean():
+def test_the_bound_is_the_one_sided_student_t_bound_on_the_mean_with_the_pooled_seed_sd():
     import numpy as np
     from scipy import stats
 
-    values = [0.31, 0.27, 0.42, 0.35]
+    first, second = [0.31, 0.27, 0.42, 0.35], [0.5, 0.52, 0.47, 0.61]
+    candidates = [Candidate(7, {}, first[0]), Candidate(8, {}, second[0])]
+    runs = runs_of(7, first[1:]) + runs_of(8, second[1:])
+    pooled_sd = math.sqrt((np.var(first, ddof=1) + np.var(second, ddof=1)) / 2)
     for minimize in (True, False):
-        (found,) = score([Candidate(7, {}, values[0])], runs_of(7, values[1:]), minimize)
-        # the one-sided bound at CONFIDENCE is an end of the two-sided interval at 2·CONFIDENCE − 1
-        low, high = stats.t.interval(2 * CONFIDENCE - 1, len(values) - 1, np.mean(values), stats.sem(values))
-        assert found.bound == pytest.approx(high if minimize else low)
-        assert found.mean == pytest.approx(np.mean(values)) and found.sd == pytest.approx(np.std(values, ddof=1))
+        for values, found in zip((first, second), score(candidates, runs, minimize), strict=True):
+            # the one-sided bound at CONFIDENCE is an end of the two-sided interval at 2·CONFIDENCE − 1
+            scale = pooled_sd / math.sqrt(len(values))
+            low, high = stats.t.interval(2 * CONFIDENCE - 1, 2 * (len(values) - 1), np.mean(values), scale)
+            assert found.bound == pytest.approx(high if minimize else low)
+            assert found.mean == pytest.approx(np.mean(values)) and found.sd == pytest.approx(np.std(values, ddof=1))
+        (own,) = score(candidates[:1], runs, minimize, pooled=False)
+        low, high = stats.t.interval(2 * CONFIDENCE - 1, len(first) - 1, np.mean(first), stats.sem(first))
+        assert own.bound == pytest.approx(high if minimize else low)
 
 
 def test_a_steady_finalist_beats_one_whose_single_run_was_lucky():
@@ -51,7 +58,8 @@ def test_a_finalist_whose_retraining_failed_is_never_chosen_and_all_failed_keeps
     assert choose(score([first, second], runs_of(1, [None, 0.1]) + runs_of(2, [0.5, 0.5]))) == 2
     all_failed = score([first, second], runs_of(1, [None]) + runs_of(2, [math.nan]))
     assert choose(all_failed) == 1
-    assert choose(score([first, second], runs_of(1, [0.9]) + runs_of(2, [0.1]), minimize=False)) == 1
+    maximized = score([first, second], runs_of(1, [0.9]) + runs_of(2, [0.1]), minimize=False)
+    assert choose(maximized, minimize=False) == 1 and choose(maximized) == 2
 
 
 def test_retraining_calls_every_finalist_on_every_seed_seed_major():

@@ -287,7 +287,8 @@ class Finalists(_Section):
         0,
         ge=0,
         description="After the search, retrain this many of the best completed trials on `seeds` more training "
-        "seeds and choose the one with the best one-sided 90% bound on its mean objective (0: off; else at least 2).",
+        "seeds and choose the one with the best one-sided 90% Student-t bound on its mean objective (seed sd pooled "
+        "over the finalists; 0: off; else at least 2).",
     )
     seeds: int = Field(2, ge=1, description="Extra training seeds per finalist (train.seed + 1, + 2, ...).")
 

@@ -6,15 +6,17 @@ so the single best run is partly the best seed: the winner's curse. Each finalis
 search's own run (train.seed) and on `seeds` more (train.seed + 1, ...); the chosen one has the best pessimistic
 bound on its mean, the one-sided Student-t bound at CONFIDENCE,
 
-    minimize: mean + t(CONFIDENCE, n − 1) · sd / √n        maximize: mean − t(CONFIDENCE, n − 1) · sd / √n
+    minimize: mean + t(CONFIDENCE, df) · sd / √n        maximize: mean − t(CONFIDENCE, df) · sd / √n
 
-with n its runs and sd their sample standard deviation (ddof 1): a configuration that is good on every seed beats
-one that is good on average because one seed went well. A finalist whose retraining failed (diverged) is never
-chosen while another has every run; with none complete, the search's own pick stands. The core (`retrain`, `score`,
-`choose`) takes plain typed inputs and a training callable, so the table replay (benchmarks/finalists_replay.py)
-runs the same rule; `apply` is the pipeline's one call: it runs the finalists after the search and before the final
-evaluation, writes finalists.csv, puts the chosen configuration's adapter in best/ and records the rule and the
-seeds in summary.json.
+with n its runs and sd the training-seed standard deviation pooled over the finalists (df = Σ(n − 1)): the seeds
+add the same noise to every configuration, and one configuration's sd from 2 or 3 runs is too noisy to rank by
+(the table replay chose worse with it: benchmarks/RESULTS.md, "Seed-robust finalists"). With every finalist on the
+same seeds the bound ranks as the mean does; it says how far each mean may be off. A finalist whose retraining
+failed (diverged) is never chosen while another has every run; with none complete, the search's own pick stands.
+The core (`retrain`, `score`, `choose`) takes plain typed inputs and a training callable, so the table replay
+(benchmarks/finalists_replay.py) runs the same rule; `apply` is the pipeline's one call: it runs the finalists after
+the search and before the final evaluation, writes finalists.csv, puts the chosen configuration's adapter in best/
+and records the rule and the seeds in summary.json.
 """
 
 from __future__ import annotations
@@ -90,23 +92,37 @@ def retrain(candidates: list[Candidate], seeds: list[int], train: Callable[[Cand
 
 
 def score(
-    candidates: list[Candidate], runs: list[SeedRun], minimize: bool = True, confidence: float = CONFIDENCE
+    candidates: list[Candidate],
+    runs: list[SeedRun],
+    minimize: bool = True,
+    confidence: float = CONFIDENCE,
+    pooled: bool = True,
 ) -> list[Score]:
-    """Each finalist's mean over its runs and its pessimistic bound at `confidence` (the module's formula)."""
+    """Each finalist's mean over its runs and its pessimistic bound at `confidence` (the module's formula), with the
+    seed sd pooled over the finalists whose runs all completed (`pooled=False`: each one's own sd, the variant the
+    replay found worse)."""
     from scipy.stats import t
 
+    complete = {}
+    for candidate in candidates:
+        values = (candidate.value, *(r.value for r in runs if r.number == candidate.number))
+        complete[candidate.number] = values if all(v is not None and math.isfinite(v) for v in values) else None
+    spreads = [(statistics.variance(v), len(v) - 1) for v in complete.values() if v is not None and len(v) > 1]
+    df_pooled = sum(df for _, df in spreads)
+    sd_pooled = math.sqrt(sum(var * df for var, df in spreads) / df_pooled) if df_pooled else 0.0
     scores = []
     for candidate in candidates:
         values = (candidate.value, *(r.value for r in runs if r.number == candidate.number))
         finite = [v for v in values if v is not None and math.isfinite(v)]
         mean = statistics.fmean(finite) if finite else math.nan
         sd = statistics.stdev(finite) if len(finite) > 1 else 0.0
-        if len(finite) < len(values) or not finite:
+        df = df_pooled if pooled else len(finite) - 1
+        if complete[candidate.number] is None:
             bound = math.inf if minimize else -math.inf
-        elif len(finite) == 1:
+        elif df == 0:
             bound = mean
         else:
-            margin = float(t.ppf(confidence, len(finite) - 1)) * sd / math.sqrt(len(finite))
+            margin = float(t.ppf(confidence, df)) * (sd_pooled if pooled else sd) / math.sqrt(len(finite))
             bound = mean + margin if minimize else mean - margin
         scores.append(Score(candidate.number, values, mean, sd, bound))
     return scores
@@ -122,7 +138,8 @@ def rule(top_k: int, seeds: list[int], minimize: bool = True) -> str:
     """The rule in words, as summary.json records it."""
     side = "mean + t·sd/√n (lowest)" if minimize else "mean − t·sd/√n (highest)"
     return (
-        f"the best one-sided {CONFIDENCE:.0%} Student-t bound on the mean objective, {side}, among the top {top_k} "
+        f"the best one-sided {CONFIDENCE:.0%} Student-t bound on the mean objective, {side} with the seed sd pooled "
+        f"over the finalists, among the top {top_k} "
         f"trials, each retrained on training seeds {', '.join(map(str, seeds))} besides the search's own"
     )
 
