@@ -30,6 +30,12 @@ ENTRIES: tuple[tuple[str, str], ...] = (
         "the base model by its public name",
     ),
     (
+        "finalists.csv",
+        "search.finalists: each finalist's runs (the search's own seed first, then each extra seed: value, steps, "
+        "error), its mean, seed sd, bound and whether it was chosen",
+    ),
+    ("finalists/", "search.finalists: the retrained finalists' weights while they are compared, deleted after"),
+    (
         "checkpoints/",
         "search.resume_trials: each running trial's last checkpoint (checkpoint-<step>/), deleted when it ends",
     ),
@@ -176,6 +182,14 @@ class RunLayout:
     @property
     def model_card(self) -> Path:
         return self.root / "model_card.md"
+
+    @property
+    def finalists_csv(self) -> Path:
+        return self.root / "finalists.csv"
+
+    @property
+    def finalists_dir(self) -> Path:
+        return self.root / "finalists"
 
     @property
     def checkpoints_dir(self) -> Path:

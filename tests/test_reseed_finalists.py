@@ -148,3 +148,23 @@ def test_a_real_study_retrains_its_top_trials_and_best_holds_the_chosen_configur
     else:
         assert adapter_sha256(out / "best") != own
     assert not (out / "finalists").exists()  # the retrained weights are not left behind
+
+
+def test_a_persons_file_in_the_finalists_folder_is_never_deleted(tmp_path: Path):
+    from hpo_action.errors import OutputError
+    from hpo_action.layout import mark
+    from hpo_action.search.reseed_finalists import remove_finalists_folder
+
+    ours = tmp_path / "finalists" / "3-seed43"
+    ours.mkdir(parents=True)
+    (ours / "adapter_model.safetensors").write_bytes(b"w")
+    mark(ours, "trial", trial=3)
+    remove_finalists_folder(tmp_path / "finalists")
+    assert not (tmp_path / "finalists").exists()
+    ours.mkdir(parents=True)
+    mark(ours, "trial", trial=3)
+    notes = tmp_path / "finalists" / "notes.txt"
+    notes.write_text("mine\n")
+    with pytest.raises(OutputError, match=r"notes\.txt was not written by hpo-action"):
+        remove_finalists_folder(tmp_path / "finalists")
+    assert notes.read_text() == "mine\n"

@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from hpo_action.train.runner import Runner
 
 CONFIDENCE = 0.9  # one-sided level of the bound (benchmarks/RESULTS.md, "Seed-robust finalists")
-FINALISTS_CSV = "finalists.csv"
-FINALISTS_DIR = "finalists"
 
 
 @dataclass(frozen=True)
@@ -226,23 +224,23 @@ def apply(
         console.print(f"search.finalists: {len(candidates)} completed trial(s) qualify; nothing to compare")
         return summary
     seeds = finalist_seeds(cfg.train.seed, settings.seeds)
-    folder = layout.root / FINALISTS_DIR
-    shutil.rmtree(folder, ignore_errors=True)
+    folder = layout.finalists_dir
+    remove_finalists_folder(folder)
     console.print(f"finalists: retraining trials {[c.number for c in candidates]} on seeds {seeds}")
     runs = retrain(candidates, seeds, runner_trainer(runner, folder))
     scores = score(candidates, runs, minimize)
     chosen = choose(scores, minimize)
-    write_csv(scores, runs, chosen, cfg.train.seed, layout.root / FINALISTS_CSV)
+    write_csv(scores, runs, chosen, cfg.train.seed, layout.finalists_csv)
     params = next(c.params for c in candidates if c.number == chosen)
     best_dir = _publish_chosen(study, chosen, params, runs, layout, minimize)
-    shutil.rmtree(folder, ignore_errors=True)  # best/ holds the chosen weights; the runs are in finalists.csv
+    remove_finalists_folder(folder)  # best/ holds the chosen weights; the runs are in finalists.csv
     record = FinalistsRecord(settings.top_k, seeds, CONFIDENCE, summary.best.number, chosen, sum(r.steps for r in runs))
     summary = _chosen_summary(study, summary, record, params, best_dir, rule(settings.top_k, seeds, minimize))
     summary.write(layout.summary)
     picked = next(s for s in scores if s.number == chosen)
     console.print(
         f"finalists: trial #{chosen} chosen (mean {picked.mean:.4g}, bound {picked.bound:.4g} over "
-        f"{len(picked.values)} runs; the single-run pick was #{record.search_pick}); {FINALISTS_CSV} in {layout.root}"
+        f"{len(picked.values)} runs; the single-run pick was #{record.search_pick}); {layout.finalists_csv}"
     )
     return summary
 
@@ -286,3 +284,19 @@ def _chosen_summary(
     )
     selection = replace(summary.selection, rule=words, finalists=record)
     return replace(summary, best=best, selection=selection, total_steps=summary.total_steps + record.steps)
+
+
+def remove_finalists_folder(folder: Path) -> None:
+    """Delete finalists/ and the retrained weights in it, which hpo-action marked; a file a person put there stops
+    the run (one line naming it) instead of being deleted."""
+    from hpo_action.errors import OutputError
+    from hpo_action.layout import foreign_files, is_ours
+
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir()):
+        foreign = [entry] if not (entry.is_dir() and is_ours(entry, "trial")) else foreign_files(entry)
+        if foreign:
+            raise OutputError(f"output.dir: {foreign[0]} was not written by hpo-action; move it away")
+        shutil.rmtree(entry)
+    folder.rmdir()
