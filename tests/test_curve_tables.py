@@ -269,3 +269,28 @@ def test_an_option_added_since_the_table_is_ignored_but_a_new_search_parameter_i
     (tmp_path / "curves_quickstart.json").write_text(json.dumps(manifest))
     with pytest.raises(TableMismatch, match=r"search\.space"):
         Table.load("quickstart", tmp_path)
+
+
+def test_extra_seeds_enter_the_truth_and_epsilon_pools_the_configurations_that_have_them():
+    """curves.py --add-seeds gives the best configurations more training seeds: their truth is the mean over all of
+    them, and ε pools the seed variance over exactly those configurations on Σ(n − 1) degrees of freedom."""
+    import numpy as np
+    from scipy.stats import chi2
+
+    table = synthetic_table()
+    rng = random.Random(5)
+    truth = table.true_losses()
+    best = sorted(truth, key=truth.__getitem__)[:4]
+    rows = {}
+    for key, row in table.rows.items():
+        for seed in range(5 if key[:-1] in best else 3):
+            rows[(*key[:-1], seed)] = {**row, "final": row["final"] + rng.gauss(0, 0.05)}
+    table = Table("synthetic", table.grid, [0, 1, 2], rows, table.config)
+    finals = {p: np.array([rows[(*p, s)]["final"] for s in range(5)]) for p in best}
+    assert table.seeds_of(best[0]) == [0, 1, 2, 3, 4]
+    assert table.true_losses()[best[0]] == pytest.approx(finals[best[0]].mean())
+    pooled = table.pooled_seed_sd()
+    variance = np.mean([f.var(ddof=1) for f in finals.values()])
+    assert pooled["configurations"] == 4 and pooled["df"] == 16
+    assert pooled["epsilon"] == pytest.approx(math.sqrt(variance))
+    assert pooled["high"] == pytest.approx(math.sqrt(16 * variance / chi2.ppf(0.025, 16)))
