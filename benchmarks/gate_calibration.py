@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hpo_action.config import GateConfig
+from hpo_action.judge import stats
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.gate import ForgettingInput, Paired, gate
 
@@ -341,6 +342,7 @@ class PlanCheck:
     power: tuple[float, ...]  # the promoted share of the data sets at each pilot's needed_n
     pooled: float  # the promoted share over all of them
     se: float  # binomial SE of `pooled` over every data set gated
+    redrawn: int  # pilots that promoted (no needed_n reported) and were replaced by a fresh one
 
 
 def power_at_needed_n(
@@ -352,9 +354,12 @@ def power_at_needed_n(
     cfg = GateConfig() if effect is None else GateConfig(target_effect=effect)
     rng, shift = np.random.default_rng(seed), family.shift(cfg.target_effect)
     needed, rates = [], []
+    redrawn = 0
     for _ in range(pilots):
         result = gate(family.draw(rng, pilot, shift), [], cfg, vocab_size=VOCAB).primary
-        assert result.needed_n is not None, "the pilot already promoted: nothing to check"
+        while result.needed_n is None:  # the pilot promoted already, so the gate reports no needed_n: draw again
+            redrawn += 1
+            result = gate(family.draw(rng, pilot, shift), [], cfg, vocab_size=VOCAB).primary
         hits = sum(
             gate(family.draw(rng, result.needed_n, shift), [], cfg, vocab_size=VOCAB, figures=False).promote
             for _ in range(sets)
@@ -362,9 +367,18 @@ def power_at_needed_n(
         needed.append(result.needed_n)
         rates.append(hits / sets)
     pooled = float(np.mean(rates))
-    return PlanCheck(
-        family.name, pilot, tuple(needed), tuple(rates), pooled, math.sqrt(pooled * (1 - pooled) / (pilots * sets))
-    )
+    se = math.sqrt(pooled * (1 - pooled) / (pilots * sets))
+    return PlanCheck(family.name, pilot, tuple(needed), tuple(rates), pooled, se, redrawn)
+
+
+def oracle_n(family: Family, effect: float = 0.05, draws: int = 200_000) -> int:
+    """The n the betting test needs when its law is known: the same planning rule on 200,000 pairs of the family,
+    where the variance bound is the variance itself to about 1%. Beside the reported needed_n it shows what a
+    bound that must hold for every law costs on a pilot of 200."""
+    shift, top = family.shift(effect), math.log(VOCAB)
+    paired = family.draw(np.random.default_rng(99), draws, shift)
+    d = np.clip(paired.reference, 0, top) - np.clip(paired.candidate, 0, top)  # improvement: lower loss is better
+    return stats.betting_n(d, effect, (-top, 0.0), 0.0, ALPHA, 0.8, reps=400, seed=0)
 
 
 def run_families(sets: int, pilots: int, power_sets: int) -> None:
@@ -420,7 +434,16 @@ def main() -> None:
     parser.add_argument("--pilots", type=int, default=5, help="pilots per family for the power at needed_n")
     parser.add_argument("--power-sets", type=int, default=40, help="data sets gated at each pilot's needed_n")
     parser.add_argument("--power-only", action="store_true", help="with --families: only the power at needed_n")
+    parser.add_argument("--oracle", action="store_true", help="add oracle_n to gate_needed_n.json (known law)")
     args = parser.parse_args()
+    if args.oracle:
+        payload = json.loads(POWER_RESULTS.read_text())
+        oracle = {family.name: oracle_n(family) for family in FAMILIES}
+        for row in payload["power_at_needed_n"]:
+            row["oracle_n"] = oracle[row["family"]]
+        payload["oracle_manifest"] = manifest()
+        POWER_RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+        return
     if args.families and args.power_only:
         payload = {"manifest": manifest(), "pilots": args.pilots, "power_sets": args.power_sets, "alpha": ALPHA}
         payload["vocab"] = VOCAB
