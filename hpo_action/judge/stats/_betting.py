@@ -119,7 +119,7 @@ def betting_n(
     cap: int = 1_000_000,
 ) -> int:
     """The pairs at which the betting test reaches `power` when the differences look like `differences` shifted to
-    mean `effect` (their variance raised to its distribution-free upper bound, `_planning_differences`): the normal
+    mean `effect`, beside the rare large loss a pilot may hide (`_planning_differences`): the normal
     approximation of the log-capital (`_approximate_power`) proposes n, and the simulated power of the test itself
     confirms it, n growing by 10% until it does; `cap` when even that many fall short."""
     _z_pair(alpha, power)
@@ -182,8 +182,8 @@ def betting_mde(
 
 
 PLANNING_RULE = (
-    "the betting test simulated on the observed differences, their variance raised to its distribution-free "
-    "(1 - alpha) upper confidence bound for scores in the range (Waudby-Smith & Ramdas 2023 on the squares)"
+    "the betting test simulated on the observed differences plus a mass at the adverse end of the range that "
+    "raises their variance to a distribution-free (1 - alpha) upper bound (Waudby-Smith & Ramdas 2023 on the squares)"
 )
 
 
