@@ -9,9 +9,10 @@ resamples; this script runs more sets and writes benchmarks/results/gate_calibra
 
 `--families` runs issue 21's score families instead: the false-promotion rate of the default score test and of
 the old one (`permutation+bootstrap`) at equal (clipped) means, n = 10, 30, 200, 1000, and the simulated power at
-the needed_n the gate reports → benchmarks/results/gate_families.json.
+the needed_n the gate reports (several pilots per family, each with its own needed_n) →
+benchmarks/results/gate_families.json; with --power-only, the power alone → benchmarks/results/gate_needed_n.json.
 
-    python benchmarks/gate_calibration.py --families [--sets 300] [--power-sets 200]
+    python benchmarks/gate_calibration.py --families [--sets 300] [--pilots 5] [--power-sets 40] [--power-only]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import functools
 import json
 import math
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from hpo_action.config import GateConfig
+from hpo_action.judge import stats
 from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.gate import ForgettingInput, Paired, gate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gate_calibration.json"
 FAMILY_RESULTS = RESULTS.with_name("gate_families.json")
+POWER_RESULTS = RESULTS.with_name("gate_needed_n.json")
 ALPHA = 0.05
 VOCAB = 32_000  # the vocabulary the families' gates assume: losses clip to [0, ln 32000] = [0, 10.37]
 SIZES = (10, 30, 200, 1000)
@@ -264,6 +268,26 @@ def _lognormal_differences(rng: np.random.Generator, n: int) -> tuple[np.ndarray
     return reference + 0.5 * rng.lognormal(0.0, 1.0, n), reference
 
 
+def _bimodal(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Better by about 1 on half the examples and worse by about 1 on the other half (a mixture of two normals)."""
+    reference = rng.lognormal(1.5, 0.3, n)
+    return reference + np.where(rng.random(n) < 0.5, -1.0, 1.0) + rng.normal(0.0, 0.2, n), reference
+
+
+def _ties(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Losses on a grid of 0.5 and 85% of pairs tied: the differences take five values, 0 most of the time."""
+    reference = np.round(rng.lognormal(1.0, 0.5, n) * 2) / 2
+    steps = rng.choice([-1.0, -0.5, 0.0, 0.5, 2.0], size=n, p=[0.04, 0.06, 0.85, 0.03, 0.02])
+    return reference + steps, reference
+
+
+def _hidden_tail(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A little better almost always, the loss at the top of the range (+10) on 0.5% of examples: a pilot of 200
+    misses the tail one time in three."""
+    reference = rng.lognormal(0.3, 0.3, n)
+    return reference - 0.05 + rng.normal(0.0, 0.05, n) + 10.0 * (rng.random(n) < 0.005), reference
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -292,6 +316,9 @@ FAMILIES = (
     Family("rare large losses (+5 on 2%)", _rare_large),
     Family("skewed t(2) differences", _skewed_t2),
     Family("lognormal differences", _lognormal_differences),
+    Family("bimodal differences (+-1)", _bimodal),
+    Family("ties-heavy grid (85% tied)", _ties),
+    Family("hidden tail (+10 on 0.5%)", _hidden_tail),
 )
 
 
@@ -304,21 +331,57 @@ def false_promotion(family: Family, n: int, test: str, sets: int, seed: int = 0)
     return rate, math.sqrt(max(rate * (1 - rate), ALPHA * (1 - ALPHA)) / sets)
 
 
-def power_at_needed_n(family: Family, sets: int, pilot: int = 200, seed: int = 0) -> tuple[int, float, float]:
-    """The needed_n the gate reports from a pilot of `pilot` pairs at the target effect, and the share of `sets`
-    fresh data sets of that size, at the same effect, that the default test promotes (with its SE)."""
-    cfg = GateConfig()
+@dataclass(frozen=True)
+class PlanCheck:
+    """Power at the needed_n the gate reports, over several pilots: each pilot gets its own needed_n, and fresh
+    data sets of that size at the same true effect are gated."""
+
+    family: str
+    pilot: int
+    needed_n: tuple[int, ...]  # one per pilot
+    power: tuple[float, ...]  # the promoted share of the data sets at each pilot's needed_n
+    pooled: float  # the promoted share over all of them
+    se: float  # binomial SE of `pooled` over every data set gated
+    redrawn: int  # pilots that promoted (no needed_n reported) and were replaced by a fresh one
+
+
+def power_at_needed_n(
+    family: Family, pilots: int, sets: int, pilot: int = 200, effect: float | None = None, seed: int = 0
+) -> PlanCheck:
+    """For each of `pilots` pilots of `pilot` pairs at a true improvement `effect` (default: gate.target_effect, and
+    the gate plans for the same), the needed_n the gate reports, and the share of `sets` fresh data sets of that
+    size, at the same effect, that the default test promotes."""
+    cfg = GateConfig() if effect is None else GateConfig(target_effect=effect)
     rng, shift = np.random.default_rng(seed), family.shift(cfg.target_effect)
-    needed = gate(family.draw(rng, pilot, shift), [], cfg, vocab_size=VOCAB).primary.needed_n
-    assert needed is not None, "the pilot already promoted: nothing to check"
-    hits = sum(
-        gate(family.draw(rng, needed, shift), [], cfg, vocab_size=VOCAB, figures=False).promote for _ in range(sets)
-    )
-    rate = hits / sets
-    return needed, rate, math.sqrt(rate * (1 - rate) / sets)
+    needed, rates = [], []
+    redrawn = 0
+    for _ in range(pilots):
+        result = gate(family.draw(rng, pilot, shift), [], cfg, vocab_size=VOCAB).primary
+        while result.needed_n is None:  # the pilot promoted already, so the gate reports no needed_n: draw again
+            redrawn += 1
+            result = gate(family.draw(rng, pilot, shift), [], cfg, vocab_size=VOCAB).primary
+        hits = sum(
+            gate(family.draw(rng, result.needed_n, shift), [], cfg, vocab_size=VOCAB, figures=False).promote
+            for _ in range(sets)
+        )
+        needed.append(result.needed_n)
+        rates.append(hits / sets)
+    pooled = float(np.mean(rates))
+    se = math.sqrt(pooled * (1 - pooled) / (pilots * sets))
+    return PlanCheck(family.name, pilot, tuple(needed), tuple(rates), pooled, se, redrawn)
 
 
-def run_families(sets: int, power_sets: int) -> None:
+def oracle_n(family: Family, effect: float = 0.05, draws: int = 200_000) -> int:
+    """The n the betting test needs when its law is known: the same planning rule on 200,000 pairs of the family,
+    where the variance bound is the variance itself to about 1%. Beside the reported needed_n it shows what a
+    bound that must hold for every law costs on a pilot of 200."""
+    shift, top = family.shift(effect), math.log(VOCAB)
+    paired = family.draw(np.random.default_rng(99), draws, shift)
+    d = np.clip(paired.reference, 0, top) - np.clip(paired.candidate, 0, top)  # improvement: lower loss is better
+    return stats.betting_n(d, effect, (-top, 0.0), 0.0, ALPHA, 0.8, reps=400, seed=0)
+
+
+def run_families(sets: int, pilots: int, power_sets: int) -> None:
     rows: list[dict[str, object]] = []
     for family in FAMILIES:
         for n in SIZES:
@@ -330,13 +393,37 @@ def run_families(sets: int, power_sets: int) -> None:
                 took = time.perf_counter() - started
                 print(f"{family.name:42s} n={n:5d} {test:22s} {rate:.3f} ± {se:.3f} ({took:.0f} s)", flush=True)
             rows.append(row)
+    power = run_power(pilots, power_sets)
+    payload = {"manifest": manifest(), "sets": sets, "pilots": pilots, "power_sets": power_sets, "alpha": ALPHA}
+    payload["vocab"] = VOCAB
+    payload |= {"false_promotion": rows, "power_at_needed_n": power}
+    FAMILY_RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def run_power(pilots: int, power_sets: int) -> list[dict[str, object]]:
+    """Issue 21 item 5: power at the reported needed_n, every family, pilots of 200 (and of 50 and 1000 for a few)."""
     power = []
-    for family in FAMILIES:
-        needed, rate, se = power_at_needed_n(family, power_sets)
-        power.append({"family": family.name, "needed_n": needed, "power": rate, "se": se})
-        print(f"{family.name:42s} needed_n {needed}: power {rate:.3f} ± {se:.3f}", flush=True)
-    payload = {"sets": sets, "power_sets": power_sets, "alpha": ALPHA, "vocab": VOCAB, "false_promotion": rows}
-    FAMILY_RESULTS.write_text(json.dumps({**payload, "power_at_needed_n": power}, indent=2) + "\n")
+    plans = [(family, 200) for family in FAMILIES] + [(FAMILIES[i], size) for i in (3, 7) for size in (50, 1000)]
+    for family, size in plans:
+        started = time.perf_counter()
+        check = power_at_needed_n(family, pilots, power_sets, pilot=size)
+        power.append(check.__dict__)
+        print(
+            f"{family.name:42s} pilot {size:4d} needed_n {check.needed_n}: power {check.pooled:.3f} ± {check.se:.3f}"
+            f" (lowest pilot {min(check.power):.3f}; {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+    return power
+
+
+def manifest() -> dict[str, object]:
+    """The commit the numbers were measured at (and whether the tree differed from it)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def main() -> None:
@@ -344,10 +431,27 @@ def main() -> None:
     parser.add_argument("--sets", type=int, default=2000)
     parser.add_argument("--resamples", type=int, default=999)
     parser.add_argument("--families", action="store_true", help="issue 21's score families instead")
-    parser.add_argument("--power-sets", type=int, default=200)
+    parser.add_argument("--pilots", type=int, default=5, help="pilots per family for the power at needed_n")
+    parser.add_argument("--power-sets", type=int, default=40, help="data sets gated at each pilot's needed_n")
+    parser.add_argument("--power-only", action="store_true", help="with --families: only the power at needed_n")
+    parser.add_argument("--oracle", action="store_true", help="add oracle_n to gate_needed_n.json (known law)")
     args = parser.parse_args()
+    if args.oracle:
+        payload = json.loads(POWER_RESULTS.read_text())
+        oracle = {family.name: oracle_n(family) for family in FAMILIES}
+        for row in payload["power_at_needed_n"]:
+            row["oracle_n"] = oracle[row["family"]]
+        payload["oracle_manifest"] = manifest()
+        POWER_RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+        return
+    if args.families and args.power_only:
+        payload = {"manifest": manifest(), "pilots": args.pilots, "power_sets": args.power_sets, "alpha": ALPHA}
+        payload["vocab"] = VOCAB
+        payload["power_at_needed_n"] = run_power(args.pilots, args.power_sets)
+        POWER_RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+        return
     if args.families:
-        run_families(args.sets, args.power_sets)
+        run_families(args.sets, args.pilots, args.power_sets)
         return
     cfg = GateConfig(resamples=args.resamples)
     results = []

@@ -100,15 +100,42 @@ def test_a_registry_keeps_its_procedure_and_alpha(tmp_path: Path):
 
 def test_publish_refuses_a_promotion_the_ledger_never_counted(tmp_path: Path):
     registry = LocalRegistry(tmp_path / "reg")
-    check_counted(registry, None, "gate.json")  # a registry that never counted a gate keeps no promise yet
     counted = start_gate(registry, GateConfig(), "reg")
     finish_gate(registry, counted, "promote")
     check_counted(registry, counted.to_json(), "gate.json")
+    assert counted.ledger_id and counted.to_json()["ledger_id"] == counted.ledger_id  # gate.json records it
     elsewhere = per_gate(ALPHA).to_json()  # gated on files, or by a run without this registry
     forged = {**counted.to_json(), "level": ALPHA}  # counted as gate 1 but tested at alpha, not alpha_1
-    for recorded in (None, elsewhere, forged, {**counted.to_json(), "registry": "other"}):
-        with pytest.raises(GateError, match=r"gate.json: this gate is not in reg's gate ledger"):
+    other = LocalRegistry(tmp_path / "other" / "reg")  # another registry of the same name, with its own ledger
+    twin = start_gate(other, GateConfig(), "reg")
+    finish_gate(other, twin, "promote")
+    for recorded in (
+        None,
+        elsewhere,
+        forged,
+        {**counted.to_json(), "registry": "other", "ledger_id": None},
+        twin.to_json(),
+    ):
+        with pytest.raises(GateError, match=r"gate.json: this gate \(against .*\) is not in reg's gate ledger"):
             check_counted(registry, recorded, "gate.json")
+    rejected = start_gate(registry, GateConfig(), "reg")
+    finish_gate(registry, rejected, "reject")
+    with pytest.raises(GateError, match="is not in reg's gate ledger"):  # a gate.json rewritten to promote
+        check_counted(registry, rejected.to_json(), "gate.json")
+
+
+def test_a_fresh_registry_refuses_a_promotion_gated_elsewhere(tmp_path: Path):
+    """Issue 21: a registry with no champion and no ledger took any promoted gate.json (from another registry, or
+    none), so its whole-life count started after a promotion it never counted. Now it refuses, exit 2, one line."""
+    gated = start_gate(LocalRegistry(tmp_path / "a"), GateConfig(), "a")
+    fresh = LocalRegistry(tmp_path / "b")
+    for recorded, source in ((gated.to_json(), "against a"), (per_gate(ALPHA).to_json(), "against no registry")):
+        with pytest.raises(
+            GateError, match=rf"gate.json: b has counted no gate, so this promotion was gated elsewhere \({source}\)"
+        ) as caught:
+            check_counted(fresh, recorded, "gate.json")
+        assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())  # nothing written
 
 
 def _start(root: str, barrier, results) -> None:

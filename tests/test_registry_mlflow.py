@@ -18,7 +18,6 @@ import pytest
 
 from hpo_action.config import GateConfig
 from hpo_action.errors import ConfigError, RegistryError
-from hpo_action.judge.sequence import Ledger
 from hpo_action.ship.registry import open_registry, registry_secrets
 from hpo_action.ship.registry._base import CARD, GATE, PARAMS, SUMMARY, TEST_PREDICTIONS, TEST_PREDICTIONS_META
 from hpo_action.ship.registry.ledger import finish_gate, start_gate
@@ -366,26 +365,59 @@ def test_the_quickstart_publishes_through_the_action_and_reloads_from_the_mlflow
     assert tags["hpo_action.test_fingerprint"] == fingerprint and tags["hpo_action.decision"] == "promote"
 
 
-def test_the_gate_ledger_is_a_registered_model_tag_that_a_rival_write_cannot_erase(tmp_path: Path) -> None:
+def test_the_gate_ledger_is_compare_and_set_a_rival_revision_wins_and_this_gate_counts_after_it(tmp_path: Path):
+    """Issue 21: a rival gate counts itself between this gate's read of the ledger and its write. The write is the
+    creation of the next revision, which the rival took: this gate reads the rival's revision and counts after it,
+    so neither update is lost and the two gates get different numbers."""
     registry = open_registry(model_uri())
     cfg = GateConfig(sequence="online")
     first = start_gate(registry, cfg, registry.name)
     finish_gate(registry, first, "promote")
-    real_set = registry._client.set_registered_model_tag
-    rival_written = []
+    real_create = registry._client.create_registered_model
+    rival_levels = []
 
-    def rival_writes_after_us(name: str, key: str, value: str) -> None:  # another gate counts between our write
-        real_set(name, key, value)  # and our read-back: ours is lost, and the read-back must see it
-        if not rival_written:
-            rival = Ledger.from_json(json.loads(value))
-            rival = Ledger(rival.procedure, rival.alpha, rival.gates[:-1]).started()[0]
-            rival_written.append(real_set(name, key, json.dumps(rival.to_json())))
+    def rival_counts_first(name: str, *args: Any, **kwargs: Any) -> Any:
+        if not rival_levels:  # the rival, with its own client, counts a whole gate before our write lands
+            rival_levels.append(start_gate(open_registry(registry.uri), cfg, registry.name))
+        return real_create(name, *args, **kwargs)
 
-    registry._client.set_registered_model_tag = rival_writes_after_us
+    registry._client.create_registered_model = rival_counts_first
     second = start_gate(registry, cfg, registry.name)
-    assert (first.k, second.k) == (1, 3)  # the rival is gate 2
-    stored = json.loads(client().get_registered_model(registry.name).tags[LEDGER_TAG])
+    assert (first.k, rival_levels[0].k, second.k) == (1, 2, 3)
+    assert second.spent_before > rival_levels[0].spent_before  # the rival's level is spent before this gate's
+    stored = registry.read_ledger()
     assert [(g["k"], g["outcome"]) for g in stored["gates"]] == [(1, "promote"), (2, "started"), (3, "started")]
-    assert registry.read_ledger() == stored
+    assert json.loads(client().get_registered_model(registry.name).tags[LEDGER_TAG]) == stored  # the copy for people
+    assert open_registry(registry.uri).read_ledger() == stored
     assert open_registry(model_uri()).read_ledger() is None  # a model that never counted a gate
     assert registry.read_champion() is None  # counting gates moved no alias
+
+
+def _count_gates(uri: str, gates: int, barrier: Any, results: Any) -> None:
+    registry, cfg = open_registry(uri), GateConfig(sequence="online")
+    barrier.wait()
+    try:
+        levels = [start_gate(registry, cfg, registry.name) for _ in range(gates)]
+        results.put([(level.k, level.spent_before) for level in levels])
+    except Exception:  # the parent shows the worker's failure
+        results.put(traceback.format_exc())
+
+
+def test_two_processes_counting_gates_at_once_lose_no_update(tmp_path: Path) -> None:
+    """Two gates in their own processes count 6 gates each against one registered model, released at once: the
+    ledger ends with all 12, numbered 1-12 once each, and no two gates were handed the same spent budget (with the
+    read-write-read-back ledger of before, overlapping writes lost entries)."""
+    registry = open_registry(model_uri())
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_count_gates, args=(registry.uri, 6, barrier, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join(60)
+    assert all(isinstance(o, list) for o in outcomes), outcomes
+    counted = sorted(k for outcome in outcomes for k, _ in outcome)
+    assert counted == list(range(1, 13)), outcomes
+    assert len({spent for outcome in outcomes for _, spent in outcome}) == 12
+    assert [g["k"] for g in registry.read_ledger()["gates"]] == list(range(1, 13))

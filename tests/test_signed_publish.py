@@ -46,6 +46,14 @@ class Published:
     def v1(self) -> Path:
         return self.registry / "versions" / "1"
 
+    def adopt_ledger(self, uri: str) -> None:
+        """Give the registry at `uri` the gate ledger that counted run1's gate (a restored backup): publish refuses
+        a promotion gated elsewhere, a fresh registry included (issue 21)."""
+        from hpo_action.ship.registry import open_registry
+
+        ledger = json.loads((self.registry / "gates.json").read_text())
+        open_registry(uri).update_ledger(lambda _: ledger)
+
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
@@ -177,6 +185,11 @@ def test_an_untouched_copy_publishes_and_dry_run_lists_the_signature(published: 
     main(["publish", "--registry", str(registry), "--from", str(run_dir), "--dry-run"])
     listed = capsys.readouterr().err
     assert "model.sig" in listed and "gate.intoto.json" in listed
+    with pytest.raises(SystemExit) as exit_info:  # gated against published.registry, not this one
+        main(["publish", "--registry", str(registry), "--from", str(run_dir)])
+    line = _error(capsys.readouterr().err)
+    assert exit_info.value.code == 2 and "has counted no gate, so this promotion was gated elsewhere" in line, line
+    published.adopt_ledger(str(registry))
     main(["publish", "--registry", str(registry), "--from", str(run_dir)])
     main(["verify", str(registry), "--key", str(published.public)])
     assert "files match" in capsys.readouterr().out
@@ -230,6 +243,7 @@ def test_unsigned_publication_says_so_in_the_card(published: Published, tmp_path
     cfg = load_config(run_dir / "config.yaml")
     cfg.registry.signing = SigningConfig(method="off")
     registry = tmp_path / "unsigned-registry"
+    published.adopt_ledger(str(registry))
     outcome = publish_run(run_dir, str(registry), cfg, env={})
     assert SIGNATURE not in outcome.files and ATTESTATION in outcome.files
     assert "**This version is not signed.**" in (registry / "versions" / "1" / "README.md").read_text()
@@ -252,6 +266,7 @@ def test_mlflow_stores_a_signed_version_that_verifies_and_names_a_tampered_artif
     uri = f"mlflow://{name}"
     run_dir = tmp_path / "run"
     shutil.copytree(published.run1, run_dir)
+    published.adopt_ledger(uri)
     main(["publish", "--registry", uri, "--from", str(run_dir)])
     capsys.readouterr()
     downloads = Path(os.environ["HPO_ACTION_CACHE"]) / "mlflow" / name

@@ -59,6 +59,7 @@ class PrimaryResult:
     table: Table | None = None
     note: str | None = None  # the statistics' own remark, e.g. "no evidence: the models never disagree"
     estimand: str = ""  # what delta and the bounds estimate, in words (e.g. the clipped mean loss difference)
+    power_rule: str = ""  # how the MDE and needed_n were computed, in words (the deciding test's own power)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ForgettingResult:
     note: str | None = None
     probe_rows: int = 0  # rows of the set held back for the search's probe, never tested here (n: the gate's rows)
     estimand: str = ""
+    power_rule: str = ""  # how needed_n was computed, in words
 
     @property
     def passed(self) -> bool:

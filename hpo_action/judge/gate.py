@@ -47,6 +47,10 @@ MIN_DISCORDANT = 6
 FALLBACK_VOCAB_SIZE = 262_144
 POWER_REPS = 400  # simulated data sets per power figure of the betting test (SE about 0.02 at power 0.8)
 _PROPORTION_TESTS = {"mcnemar-midp": "midp", "mcnemar-exact": "exact", "tango": "tango"}
+# How each test's MDE and needed_n are computed (gate.json `power_rule`): always the deciding test's own power.
+_TANGO_POWER = "Connor's (1987) normal approximation of the paired-proportion test at the observed discordance"
+_MCNEMAR_POWER = "the exact power of this McNemar rule at the observed discordance, minimum discordant count included"
+_MEAN_POWER = "the normal formula at the observed standard deviation (no guarantee for heavy tails)"
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,7 @@ class _Measured:
     needed: Callable[[], int]  # examples to detect target_effect; computed only when inconclusive
     short: str | None  # why the sample is too small to promote on, if it is
     can_reject: bool
+    power_rule: str
     table: Table | None = None
 
 
@@ -214,7 +219,8 @@ def _measure_proportions(better: np.ndarray, worse: np.ndarray, test: str, cfg: 
     if b + c < MIN_DISCORDANT:
         short = f"only {_pairs(b + c, 'discordant pair')} (promotion needs {MIN_DISCORDANT})"
     # Tango's unconditional bound stays valid with few disagreements, so rejecting is allowed.
-    return _Measured(outcome, partial(float, mde), needed, short, can_reject=True, table=table)
+    rule = _TANGO_POWER if test == "tango" else _MCNEMAR_POWER
+    return _Measured(outcome, partial(float, mde), needed, short, can_reject=True, power_rule=rule, table=table)
 
 
 def _measure_means(
@@ -231,13 +237,13 @@ def _measure_means(
         needed = partial(stats.betting_n, d, cfg.target_effect, bounds, cfg.min_effect, **settings)
         if short is None and stats.betting_max_evidence(n, bounds, cfg.min_effect, cfg.alpha) < 1 / cfg.alpha:
             short = f"{_pairs(n, 'pair')} cannot reach level {cfg.alpha:g}, even if all favour the candidate"
-        return _Measured(outcome, mde, needed, short, can_reject=short is None)
+        return _Measured(outcome, mde, needed, short, can_reject=short is None, power_rule=stats.PLANNING_RULE)
     settings = {"method": test, "resamples": cfg.resamples, "seed": cfg.seed}
     outcome = stats.paired_mean_test(better, worse, cfg.min_effect, cfg.alpha, **settings)
     sd = float(np.std(better - worse, ddof=1)) if n > 1 else 0.0
     mde = partial(stats.paired_mean_mde, n, sd, cfg.min_effect, cfg.alpha, cfg.power)
     needed = partial(stats.paired_mean_n, cfg.target_effect, max(sd, 1e-12), cfg.min_effect, cfg.alpha, cfg.power)
-    return _Measured(outcome, mde, needed, short, can_reject=short is None)
+    return _Measured(outcome, mde, needed, short, can_reject=short is None, power_rule=_MEAN_POWER)
 
 
 def primary_result(
@@ -287,6 +293,7 @@ def primary_result(
         status=status,
         needed_n=max(m.needed(), MIN_PAIRS) if status == "inconclusive" and figures else None,
         table=m.table,
+        power_rule=m.power_rule,
         note="; ".join(text for text in (m.short if status != "reject" else None, outcome.reason) if text) or None,
     )
 
@@ -350,6 +357,7 @@ def forgetting_result(
         needed_n=m.needed() if status == "inconclusive" and figures and margin > 0 else None,
         note=m.short or outcome.reason,
         estimand=rng.estimand if rng else _estimand(paired),
+        power_rule=_TANGO_POWER if rng is None else stats.PLANNING_RULE,
     )
 
 

@@ -59,6 +59,7 @@ class Ledger:
     procedure: Procedure
     alpha: float
     gates: tuple[LedgerEntry, ...] = field(default_factory=tuple)
+    ledger_id: str | None = None  # random, made with the ledger: the registry's identity that gate.json records
 
     def next_level(self) -> float:
         """The level the next gate (number len(gates) + 1) may test at."""
@@ -96,7 +97,7 @@ class Ledger:
     def started(self, when: str | None = None) -> tuple[Ledger, LedgerEntry]:
         """This ledger with the next gate counted as started (before anything is known of its outcome)."""
         entry = LedgerEntry(len(self.gates) + 1, self.next_level(), "started", when)
-        return Ledger(self.procedure, self.alpha, (*self.gates, entry)), entry
+        return Ledger(self.procedure, self.alpha, (*self.gates, entry), self.ledger_id), entry
 
     def finished(self, k: int, outcome: GateOutcome) -> Ledger:
         """This ledger with gate k's outcome recorded (a gate's outcome is written once)."""
@@ -105,10 +106,11 @@ class Ledger:
             raise ValueError(f"gate {k} is not a started gate of this ledger")
         old = gates[k - 1]
         gates[k - 1] = LedgerEntry(old.k, old.level, outcome, old.started)
-        return Ledger(self.procedure, self.alpha, tuple(gates))
+        return Ledger(self.procedure, self.alpha, tuple(gates), self.ledger_id)
 
     def to_json(self) -> dict[str, Any]:
-        return {"procedure": self.procedure, "alpha": self.alpha, "gates": [asdict(g) for g in self.gates]}
+        data = {"procedure": self.procedure, "alpha": self.alpha, "gates": [asdict(g) for g in self.gates]}
+        return data | ({"ledger_id": self.ledger_id} if self.ledger_id else {})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Ledger:
@@ -118,7 +120,7 @@ class Ledger:
         )
         if data.get("procedure") not in PROCEDURES or [g.k for g in gates] != list(range(1, len(gates) + 1)):
             raise ValueError("not a gate ledger (procedure or gate numbers)")
-        return cls(data["procedure"], float(data["alpha"]), gates)
+        return cls(data["procedure"], float(data["alpha"]), gates, data.get("ledger_id"))
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class SequenceLevel:
     level: float  # α_k: the level this gate's tests ran at
     spent_before: float  # the budget used up by gates 1..k-1
     registry: str | None = None  # the registry's name, as messages show it
+    ledger_id: str | None = None  # the identity of the registry's ledger that counted this gate (None: no ledger)
 
     @property
     def controlled(self) -> str:
@@ -150,7 +153,13 @@ class SequenceLevel:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SequenceLevel:
         return cls(
-            data["procedure"], data["alpha"], data["k"], data["level"], data["spent_before"], data.get("registry")
+            data["procedure"],
+            data["alpha"],
+            data["k"],
+            data["level"],
+            data["spent_before"],
+            data.get("registry"),
+            data.get("ledger_id"),
         )
 
 

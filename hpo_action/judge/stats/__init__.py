@@ -12,7 +12,7 @@ scipy and the standard library only.
 
 from __future__ import annotations
 
-from ._betting import betting_max_evidence, betting_mde, betting_mean_test, betting_n, betting_power
+from ._betting import PLANNING_RULE, betting_max_evidence, betting_mde, betting_mean_test, betting_n, betting_power
 from ._common import ALTERNATIVES, Alternative, BoundedTest, Scores
 from ._mcnemar import McNemarMethod, McNemarResult, mcnemar
 from ._means import MEAN_METHODS, MeanMethod, paired_mean_mde, paired_mean_n, paired_mean_test
@@ -32,6 +32,7 @@ from ._proportions import (
 __all__ = [
     "ALTERNATIVES",
     "MEAN_METHODS",
+    "PLANNING_RULE",
     "PROPORTION_METHODS",
     "Alternative",
     "BoundedTest",

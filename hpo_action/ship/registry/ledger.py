@@ -9,6 +9,7 @@ rule itself is pure (`hpo_action.judge.sequence`); a backend only offers `update
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
@@ -48,7 +49,7 @@ def start_gate(registry: Any, cfg: GateConfig, name: str | None = None) -> Seque
     started: list[SequenceLevel] = []
 
     def change(data: dict[str, Any] | None) -> dict[str, Any]:
-        ledger = _read(data, name) if data is not None else Ledger(cfg.sequence, cfg.alpha)
+        ledger = _read(data, name) if data is not None else Ledger(cfg.sequence, cfg.alpha, ledger_id=uuid.uuid4().hex)
         if (ledger.procedure, ledger.alpha) != (cfg.sequence, cfg.alpha):
             raise ConfigError(
                 f"gate.sequence/gate.alpha: {name or 'the registry'} has run {len(ledger.gates)} gates under "
@@ -57,7 +58,8 @@ def start_gate(registry: Any, cfg: GateConfig, name: str | None = None) -> Seque
             )
         spent = ledger.spent()
         ledger, entry = ledger.started(datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        started[:] = [SequenceLevel(ledger.procedure, ledger.alpha, entry.k, entry.level, spent, name)]
+        level = SequenceLevel(ledger.procedure, ledger.alpha, entry.k, entry.level, spent, name, ledger.ledger_id)
+        started[:] = [level]
         return ledger.to_json()
 
     registry.update_ledger(change)
@@ -78,28 +80,42 @@ def finish_gate(registry: Any, level: SequenceLevel, outcome: GateOutcome) -> No
 
 
 def check_counted(registry: Any, recorded: dict[str, Any] | None, where: str) -> None:
-    """Refuse to publish a promotion that this registry's gate ledger never counted (a run gated without this
-    registry, or against another): its level was not the registry's α_k, so the whole-life promise would break.
-    A registry that has never counted a gate, or counts at a fixed level, accepts it."""
+    """Refuse to publish a promotion that this registry's gate ledger never counted: a run gated without this
+    registry, or against another one (a gate.json from elsewhere), including into a registry that has counted no
+    gate yet. Its level was not this registry's α_k, and its number is missing from the registry's count of gates,
+    so the whole-life promise (or, at a fixed level, the count of gates the card shows) would break. The gate must
+    name this ledger (its random `ledger_id`; the registry's name for a ledger written before ids existed), a gate
+    number the ledger holds, at the level the ledger gave it, with an outcome that is not another decision."""
     if not isinstance(registry, LedgerStore):
         return
     data = registry.read_ledger()
-    ledger = _read(data, registry.name) if data is not None else None
-    if ledger is None or ledger.procedure == "fixed":
-        return
     recorded = recorded or {}
+    source = recorded.get("registry") or "no registry"
+    if data is None:
+        raise GateError(
+            f"{where}: {registry.name} has counted no gate, so this promotion was gated elsewhere (against "
+            f"{source}); gate the run again with registry.uri set to this registry"
+        )
+    ledger = _read(data, registry.name)
     k = recorded.get("k")
+    same = (
+        recorded.get("ledger_id") == ledger.ledger_id
+        if ledger.ledger_id or recorded.get("ledger_id")
+        else recorded.get("registry") == registry.name
+    )
     counted = (
-        recorded.get("registry") == registry.name
+        same
         and recorded.get("procedure") == ledger.procedure
         and isinstance(k, int)
         and 1 <= k <= len(ledger.gates)
         and math.isclose(ledger.gates[k - 1].level, float(recorded.get("level", -1.0)))
+        and ledger.gates[k - 1].outcome in ("started", "promote")
     )
     if not counted:
         raise GateError(
-            f"{where}: this gate is not in {registry.name}'s gate ledger, whose promise ({ledger.procedure}) covers "
-            "only the gates it counted; gate the run again with registry.uri set to this registry"
+            f"{where}: this gate (against {source}) is not in {registry.name}'s gate ledger, whose promise "
+            f"({ledger.procedure}) covers only the gates it counted; gate the run again with registry.uri set to "
+            "this registry"
         )
 
 

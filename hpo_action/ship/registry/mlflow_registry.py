@@ -24,7 +24,13 @@ else (the UI, another tool) between step 5's read and its write is overwritten; 
 2 and 5 leaves a pending version that makes later publications against that same champion refuse, naming it, until
 its `hpo_action.state` tag is set to `refused`.
 
-The gate ledger (`gate.sequence`) is the registered model's `hpo_action.gates` tag: JSON, written and read back.
+The gate ledger (`gate.sequence`) is a chain of revisions, each a registered model of its own named
+`<model>.gates.r<k>` whose `hpo_action.gates` tag holds the whole ledger (JSON). MLflow creates a registered model
+and its tags in one transaction and refuses a name that exists, so creating revision k+1 is a compare-and-set on
+revision k: of two gates that read the same ledger, exactly one creates the next revision, and the other reads
+again and counts itself after it (no update is lost, and no two gates get the same number or the same spent
+budget). The model's own `hpo_action.gates` tag is a copy for people, written after each revision and never read
+back, and `hpo_action.gates_revision` is a hint where to start looking for the newest revision.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,8 +73,9 @@ EXPERIMENT = "hpo-action"
 STATE = "hpo_action.state"  # pending → promoted | refused
 GATED_AGAINST = "hpo_action.gated_against"  # v<k>, or none
 REFUSED = "hpo_action.refused"  # why a version was not promoted
-LEDGER_TAG = "hpo_action.gates"  # the gate ledger (gate.sequence), on the registered model
-_LEDGER_TRIES = 8
+LEDGER_TAG = "hpo_action.gates"  # the gate ledger (gate.sequence): on each revision, copied to the registered model
+REVISION_TAG = "hpo_action.gates_revision"  # on the registered model: the newest ledger revision it has seen (a hint)
+_LEDGER_TRIES = 20
 SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 # MLflow's own rules for aliases: word characters and dashes; 'latest' and 'v<number>' are reserved.
 _ALIAS = re.compile(r"^[\w-]+$")
@@ -245,36 +254,69 @@ class MlflowRegistry:
                 return found
 
     def read_ledger(self) -> dict[str, Any] | None:
-        return self._bounded("read the gate ledger", self._read_ledger)
-
-    def _read_ledger(self) -> dict[str, Any] | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            text = self._client.get_registered_model(self.model_name).tags.get(LEDGER_TAG)
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            return None
-        return json.loads(text) if text else None
+        return self._bounded("read the gate ledger", lambda: self._newest_ledger()[1])
 
     def update_ledger(self, change: Change) -> dict[str, Any]:
-        """Change the gate ledger, the registered model's `hpo_action.gates` tag. MLflow has no conditional tag
-        update, so the write is read back: a rival gate's write in between shows as another value, and this gate
-        re-reads and counts itself again (its first entry stays, spent). Left open: two writes whose read-backs
-        both precede the other's write (the module docstring's alias race, here for a gate number)."""
+        """Change the gate ledger by creating its next revision (compare-and-set, the module docstring): a gate that
+        loses the race to a rival reads the rival's revision and applies `change` again; `_LEDGER_TRIES` lost races
+        in a row are a RegistryError, nothing half-written."""
         return self._bounded("update the gate ledger", lambda: self._update_ledger(change))
 
     def _update_ledger(self, change: Change) -> dict[str, Any]:
+        from mlflow.exceptions import MlflowException
+
         self._ensure_model()
-        for _ in range(_LEDGER_TRIES):
-            current = self._client.get_registered_model(self.model_name).tags.get(LEDGER_TAG)
-            updated = change(json.loads(current) if current else None)
+        for attempt in range(_LEDGER_TRIES):
+            revision, current = self._newest_ledger()
+            updated = change(current)
             text = json.dumps(updated, separators=(",", ":"))
+            try:
+                self._client.create_registered_model(
+                    self._revision_name(revision + 1),
+                    tags={LEDGER_TAG: text},
+                    description=f"Gate ledger revision {revision + 1} of {self.model_name} (hpo-action).",
+                )
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                time.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))  # a rival counted first: read its revision
+                continue
             self._client.set_registered_model_tag(self.model_name, LEDGER_TAG, text)
-            if self._client.get_registered_model(self.model_name).tags.get(LEDGER_TAG) == text:
-                return updated
-        raise RegistryError(f"{self.uri}: the gate ledger kept changing; {_LEDGER_TRIES} tries failed")
+            self._client.set_registered_model_tag(self.model_name, REVISION_TAG, str(revision + 1))
+            return updated
+        raise RegistryError(
+            f"{self.uri}: the gate ledger kept changing under this gate ({_LEDGER_TRIES} rival updates won); "
+            "nothing was counted, run the gate again"
+        )
+
+    def _newest_ledger(self) -> tuple[int, dict[str, Any] | None]:
+        """The newest ledger revision and its content: from the hint on the model, up the chain while the next
+        revision exists. Revision 0 is the model's own tag, where a ledger written before revisions existed lives."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self._client.get_registered_model(self.model_name).tags
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return 0, None
+        revision, text = int(tags.get(REVISION_TAG, "0") or 0), None
+        if revision == 0:
+            text = tags.get(LEDGER_TAG)
+        while True:
+            try:
+                newer = self._client.get_registered_model(self._revision_name(revision + 1))
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                break
+            revision, text = revision + 1, newer.tags.get(LEDGER_TAG)
+        if revision > 0 and text is None:  # the hint named a revision we did not walk over: read it
+            text = self._client.get_registered_model(self._revision_name(revision)).tags.get(LEDGER_TAG)
+        return revision, json.loads(text) if text else None
+
+    def _revision_name(self, revision: int) -> str:
+        return f"{self.model_name}.gates.r{revision}"
 
     def _ensure_model(self) -> None:
         from mlflow.exceptions import MlflowException
