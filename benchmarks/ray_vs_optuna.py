@@ -10,12 +10,13 @@ search) and the Optuna defaults (TPE + Hyperband) get `--trials` trials, which t
 steps; every run's steps are recorded and shown.
 
 Ray's overhead per trial against the Optuna backend: (Ray's search seconds - the Optuna backend's seconds per step
-x Ray's steps) / Ray's trials, with the Optuna seconds per step from the same seed; and the same in CPU seconds of
-the whole run (this process and every process it started, Ray's included), which a shared machine's load does not
-inflate as it does wall time.
+x Ray's steps) / Ray's trials, with the Optuna seconds per step from the same seed. The same in CPU seconds (this
+process and the processes it started that ended by the run's end) is recorded too, but for the Ray methods it is a
+lower bound: Ray's worker processes that end after its shutdown returns are missed.
 
     python benchmarks/ray_vs_optuna.py [--seeds 5] [--population 4] [--trials 5] [--max-steps 40] [--eval-every 10]
     python benchmarks/ray_vs_optuna.py --quick     # a smoke run (one seed, a few steps); not part of CI
+    python benchmarks/ray_vs_optuna.py --rescan /tmp/ray-vs-optuna-XXXX   # re-read a run's kept folders
 
 Writes benchmarks/results/ray_vs_optuna.json (ray_vs_optuna_quick.json with --quick), with a manifest.
 """
@@ -87,7 +88,6 @@ def one_run(method: str, seed: int, args: argparse.Namespace, scratch: Path) -> 
 
     from hpo_action.errors import TrialError
     from hpo_action.pipeline import run
-    from hpo_action.search.summary import RunSummary
 
     out = scratch / f"{method}-{seed}"
     cfg = method_config(method, seed, args, out)
@@ -100,26 +100,49 @@ def one_run(method: str, seed: int, args: argparse.Namespace, scratch: Path) -> 
     wall = time.perf_counter() - started
     time.sleep(2)  # Ray's last processes end after shutdown returns
     cpu = cpu_seconds() - cpu
-    summary = RunSummary.read(out / "summary.json")
-    gated = out / "gate.json"
-    primary = (json.loads(gated.read_text()).get("primary") or {}) if gated.is_file() else {}
     return {
         "method": method,
         "seed": seed,
+        **outputs(out),
+        "decision": decision,
+        "run_seconds": round(wall, 2),
+        "run_cpu_seconds": round(cpu, 2),
+    }
+
+
+def outputs(out: Path) -> dict[str, Any]:
+    """What the comparison reads from a run's folder (summary.json, gate.json when there was a winner to gate)."""
+    from hpo_action.search.summary import RunSummary
+
+    summary = RunSummary.read(out / "summary.json")
+    gated = out / "gate.json"
+    primary = (json.loads(gated.read_text()).get("primary") or {}) if gated.is_file() else {}
+    completed = [t.value for t in summary.trials if t.state == "COMPLETE" and t.value is not None]
+    return {
         "best_eval_loss": summary.best.value if summary.best else None,
+        # the lowest loss any completed trial reached, forgetting margin or not: what the search alone found
+        "best_any_eval_loss": min(completed) if completed else None,
+        "feasible": summary.selection.feasible if summary.selection else None,
         "best_params": summary.best.params if summary.best else None,
         "trials": summary.n_trials,
         "states": summary.states,
         "steps": summary.total_steps,
         "search_seconds": summary.elapsed_s,
         "trial_seconds": round(sum(t.seconds or 0.0 for t in summary.trials), 2),
-        "run_seconds": round(wall, 2),
-        "run_cpu_seconds": round(cpu, 2),
-        "decision": decision,
         "metric": primary.get("metric"),
         "gain": primary.get("delta"),
         "copied": sum(1 for t in summary.trials if len(t.schedule) > 1),
     }
+
+
+def rescan(folder: Path, name: str) -> None:
+    """Re-read the kept run folders of a finished (or cut) run into its results file, with today's fields."""
+    path = RESULTS / name
+    result = json.loads(path.read_text())
+    result["runs"] = [{**r, **outputs(folder / f"{r['method']}-{r['seed']}")} for r in result["runs"]]
+    result["summary"] = summarize(result["runs"])
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(show(result["summary"]))
 
 
 def overheads(runs: list[dict[str, Any]], key: str) -> dict[str, list[float]]:
@@ -143,12 +166,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if not rows:
             continue
         losses = [r["best_eval_loss"] for r in rows if r["best_eval_loss"] is not None]
+        reached = [r["best_any_eval_loss"] for r in rows if r.get("best_any_eval_loss") is not None]
         gains = [r["gain"] for r in rows if r["gain"] is not None]
         table[method] = {
             "seeds": len(rows),
             "best_eval_loss_mean": statistics.fmean(losses) if losses else None,
             "best_eval_loss_sd": statistics.stdev(losses) if len(losses) > 1 else 0.0,
             "best_eval_loss_min_max": [min(losses), max(losses)] if losses else None,
+            "best_any_eval_loss_mean": _mean(reached),
+            "best_any_eval_loss_sd": statistics.stdev(reached) if len(reached) > 1 else 0.0,
+            "feasible_trials_mean": _mean([r["feasible"] for r in rows if r.get("feasible") is not None]),
             "decisions": {d: sum(r["decision"] == d for r in rows) for d in DECISIONS},
             "gain_mean": statistics.fmean(gains) if gains else None,
             "gain_sd": statistics.stdev(gains) if len(gains) > 1 else 0.0,
@@ -168,27 +195,34 @@ def _mean(values: list[float] | None) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _pm(mean: float | None, sd: float, digits: int = 3) -> str:
     return "-" if mean is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def show(table: dict[str, dict[str, Any]]) -> str:
     lines = [
-        "| method | best eval_loss (mean ± sd) | gate promote/reject/inconclusive/no winner | gain (mean ± sd) "
+        "| method | winner's eval_loss (mean ± sd) | lowest eval_loss reached, any trial | feasible trials "
+        "| gate promote/reject/inconclusive/no winner | gain (mean ± sd) "
         "| steps | trials "
         "| search s | run s | run CPU s | Ray overhead per trial vs Optuna: wall s, CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, t in table.items():
         d = t["decisions"]
         over, cpu = t["overhead_per_trial_vs_optuna_s"], t["cpu_overhead_per_trial_vs_optuna_s"]
         lines.append(
             f"| {method} | {_pm(t['best_eval_loss_mean'], t['best_eval_loss_sd'], 4)} "
+            f"| {_pm(t.get('best_any_eval_loss_mean'), t.get('best_any_eval_loss_sd', 0.0), 4)} "
+            f"| {_num(t.get('feasible_trials_mean'), '.1f')} "
             f"| {d['promote']}/{d['reject']}/{d['inconclusive']}/{d['no winner']} "
             f"| {_pm(t['gain_mean'], t['gain_sd'])} "
             f"| {t['steps_mean']:.0f} | {t['trials_mean']:.1f} | {t['search_seconds_mean']:.0f} "
             f"| {t['run_seconds_mean']:.0f} | {t['run_cpu_seconds_mean']:.0f} "
-            f"| {'-' if over is None else f'{over:+.1f}, {cpu:+.1f}'} |"
+            f"| {_num(over, '+.1f')}, {_num(cpu, '+.1f')} |"
         )
     return "\n".join(lines)
 
@@ -201,7 +235,11 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=40)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="one seed, 2 trials of 20 steps: a smoke run")
+    parser.add_argument("--rescan", type=Path, help="the run folders of a run: re-read them into its results file")
     args = parser.parse_args()
+    if args.rescan:
+        rescan(args.rescan, "ray_vs_optuna_quick.json" if args.quick else "ray_vs_optuna.json")
+        return
     if args.quick:
         args.seeds, args.population, args.trials, args.max_steps, args.eval_every = 1, 2, 2, 20, 5
     adopt_orphans()
