@@ -113,6 +113,30 @@ def test_pb2_without_scikit_learn_is_a_one_line_config_error_naming_the_extra(tm
     assert not started
 
 
+def test_ray_starts_from_both_warm_starts_of_the_optuna_backend(tmp_path: Path):
+    """With replay rows and a forgetting constraint, the Ray backend's first trials are the Optuna backend's two warm
+    starts: the trial defaults, then the same at the strongest remedies (ray_vs_optuna: without the second, no Ray
+    trial stayed within the margin); without them, only the defaults."""
+    from hpo_action.search.ray_backend import starting_points
+    from hpo_action.search.space import searched, warm_start_params
+
+    raw = small_config(tmp_path)
+    raw["search"].update(backend="ray", space=dict(PBT_SPACE), budget={"max_steps": 9, "eval_every": 3})
+    assert starting_points(parse_config(raw, base_dir=tmp_path)) == [
+        warm_start_params(parse_config(raw, base_dir=tmp_path))
+    ]
+    raw["data"]["replay"] = ["replay_copy.jsonl"]
+    raw["search"]["forgetting_constraint"] = True
+    cfg = parse_config(raw, base_dir=tmp_path)
+    defaults, strong = starting_points(cfg)
+    space = searched(cfg)
+    assert defaults == warm_start_params(cfg)
+    assert (strong["replay_ratio"], strong["kl_to_base"]) == (space["replay_ratio"].high, space["kl_to_base"].high)
+    assert {k: v for k, v in strong.items() if k not in ("replay_ratio", "kl_to_base")} == {
+        k: v for k, v in defaults.items() if k not in ("replay_ratio", "kl_to_base")
+    }
+
+
 def test_trials_csv_holds_each_pbt_trials_schedule(tmp_path: Path):
     schedule = [[0, {"learning_rate": 0.01}], [20, {"learning_rate": 0.012}]]
     records = [TrialRecord(0, "COMPLETE", 0.5, 40, 1.0, {"learning_rate": 0.012}, schedule=schedule)]
