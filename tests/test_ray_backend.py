@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import shutil
@@ -48,6 +49,12 @@ def _ray_config(tmp_path: Path, **ray: object) -> dict:
         (lambda raw: raw["search"]["ray"].update(perturbation_interval=4), "perturbation_interval"),
         (lambda raw: raw["search"]["ray"].update(perturbation_interval=9), "perturbation_interval"),
         (lambda raw: raw["search"]["ray"].update(search_alg="optuna"), "search_alg"),
+        (lambda raw: raw["search"]["ray"].update(scheduler="pb2", search_alg="optuna"), "search_alg: PB2"),
+        (
+            lambda raw: raw["search"].update(space={"lora_r": {"choices": [8, 16]}}, ray={"scheduler": "pb2"}),
+            "search.space: PB2 needs",
+        ),
+        (lambda raw: raw["search"]["ray"].update(scheduler="pbt2"), "scheduler"),
         (lambda raw: raw["data"].update(validation_strategy="kfold"), "kfold"),
         (lambda raw: raw["search"].update(lr_bounds="auto"), "lr_bounds"),
     ],
@@ -65,6 +72,69 @@ def test_asha_takes_optunas_tpe_and_any_space(tmp_path: Path):
     raw["search"]["space"] = {"lora_r": {"choices": [8, 16]}}
     cfg = parse_config(raw, base_dir=tmp_path)
     assert (cfg.search.ray.scheduler, cfg.search.ray.search_alg) == ("asha", "optuna")
+
+
+def test_pb2_bounds_are_the_searched_training_ranges_and_structure_stays_fixed(tmp_path: Path):
+    """PB2's bounds are PBT's explore space: the float ranges among the mutable training parameters (the rate here),
+    never the rank; it compares every perturbation_interval steps and keeps picks inside the configured range."""
+    pytest.importorskip("sklearn")
+    from ray.tune.schedulers.pb2 import PB2
+
+    from hpo_action.search import ray_backend
+
+    raw = _ray_config(tmp_path, scheduler="pb2", perturbation_interval=6, quantile_fraction=0.5)
+    raw["search"]["space"]["weight_decay"] = {"low": 0.0, "high": 0.1}
+    cfg = parse_config(raw, base_dir=tmp_path)
+    scheduler = ray_backend._scheduler(cfg)
+    assert isinstance(scheduler, PB2)
+    assert scheduler._hyperparam_bounds == {"learning_rate": [1e-3, 3e-2], "weight_decay": [0.0, 0.1]}
+    assert (scheduler._perturbation_interval, scheduler._quantile_fraction) == (6, 0.5)
+    assert scheduler._custom_explore_fn({"learning_rate": 0.0300001, "weight_decay": -1e-9}) == {
+        "learning_rate": 3e-2,
+        "weight_decay": 0.0,
+    }
+
+
+def test_pb2_without_scikit_learn_is_a_one_line_config_error_naming_the_extra(tmp_path: Path, monkeypatch):
+    """Ray imports PB2 without scikit-learn and fails only when it builds it, after Ray started: refuse before."""
+    pytest.importorskip("ray.tune")
+    from rich.console import Console
+
+    from hpo_action.errors import ConfigError
+    from hpo_action.search import ray_backend
+
+    cfg = parse_config(_ray_config(tmp_path, scheduler="pb2"), base_dir=tmp_path)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # `import sklearn` raises ImportError
+    started: list[object] = []
+    monkeypatch.setattr(ray_backend, "_start_ray", lambda *args: started.append(args))
+    with pytest.raises(ConfigError) as raised:
+        ray_backend.run_ray_search(cfg, None, None, Console(file=io.StringIO()))  # type: ignore[arg-type]
+    assert "\n" not in str(raised.value) and "hpo-action[ray]" in str(raised.value) and "pb2" in str(raised.value)
+    assert not started
+
+
+def test_ray_starts_from_both_warm_starts_of_the_optuna_backend(tmp_path: Path):
+    """With replay rows and a forgetting constraint, the Ray backend's first trials are the Optuna backend's two warm
+    starts: the trial defaults, then the same at the strongest remedies (ray_vs_optuna: without the second, no Ray
+    trial stayed within the margin); without them, only the defaults."""
+    from hpo_action.search.ray_backend import starting_points
+    from hpo_action.search.space import searched, warm_start_params
+
+    raw = small_config(tmp_path)
+    raw["search"].update(backend="ray", space=dict(PBT_SPACE), budget={"max_steps": 9, "eval_every": 3})
+    assert starting_points(parse_config(raw, base_dir=tmp_path)) == [
+        warm_start_params(parse_config(raw, base_dir=tmp_path))
+    ]
+    raw["data"]["replay"] = ["replay_copy.jsonl"]
+    raw["search"]["forgetting_constraint"] = True
+    cfg = parse_config(raw, base_dir=tmp_path)
+    defaults, strong = starting_points(cfg)
+    space = searched(cfg)
+    assert defaults == warm_start_params(cfg)
+    assert (strong["replay_ratio"], strong["kl_to_base"]) == (space["replay_ratio"].high, space["kl_to_base"].high)
+    assert {k: v for k, v in strong.items() if k not in ("replay_ratio", "kl_to_base")} == {
+        k: v for k, v in defaults.items() if k not in ("replay_ratio", "kl_to_base")
+    }
 
 
 def test_trials_csv_holds_each_pbt_trials_schedule(tmp_path: Path):
@@ -158,6 +228,37 @@ def test_pbt_on_a_local_ray_gates_and_publishes_the_winner(tmp_path: Path):
     if decision.promote:
         card = (out / "model_card.md").read_text()
         assert "Population Based Training on Ray Tune" in card
+
+
+@pytest.mark.slow
+def test_pb2_on_a_local_ray_perturbs_a_copied_trial_by_its_gaussian_process(tmp_path: Path):
+    """PB2 on a local Ray (started here) with two trials side by side, a decision at every evaluation (PB2 explores
+    from a trial's second decision on: its Gaussian process fits the improvement between two): the worse trial
+    copies the better one's checkpoint and goes on at a rate PB2 picked (not PBT's ×0.8 or ×1.2 of the copied one),
+    inside the range; the schedule column of trials.csv shows the change, and the rank stays the trial's."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("ray.tune")
+    from hpo_action.pipeline import search
+
+    raw = small_config(tmp_path)
+    raw["search"].update(
+        backend="ray",
+        n_trials=2,
+        space=dict(PBT_SPACE, learning_rate={"low": 1e-4, "high": 3e-2, "log": True}),
+        budget={"max_steps": 40, "eval_every": 4},
+        ray={"scheduler": "pb2", "perturbation_interval": 4, "quantile_fraction": 0.5},
+    )
+    summary = search(parse_config(raw, base_dir=tmp_path))
+    assert summary.pruner == "ray:pb2" and summary.states == {"COMPLETE": 2}
+    rows = {int(row["number"]): row for row in csv.DictReader((tmp_path / "out" / "trials.csv").open())}
+    changes = []
+    for trial in summary.trials:
+        assert json.loads(rows[trial.number]["schedule"]) == trial.schedule
+        for (_, before), (step, after) in itertools.pairwise(trial.schedule):
+            assert 0 < step < 40 and 1e-4 <= after["learning_rate"] <= 3e-2 and after["lora_r"] == before["lora_r"]
+            changes.append(after["learning_rate"] / before["learning_rate"])
+    assert changes, "no trial copied the other"
+    assert any(ratio != pytest.approx(0.8) and ratio != pytest.approx(1.2) for ratio in changes), changes
 
 
 class _FakeRay:

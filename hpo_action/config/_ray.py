@@ -16,7 +16,7 @@ PBT_MUTABLE = ("learning_rate", "weight_decay", "max_grad_norm", "replay_ratio",
 
 
 def pbt_mutable(cfg: HpoConfig) -> list[str]:
-    """The searched parameters PBT perturbs: the float ranges among PBT_MUTABLE."""
+    """The searched parameters PBT and PB2 perturb (PB2's bounds): the float ranges among PBT_MUTABLE."""
     return [name for name, spec in cfg.active_space().items() if name in PBT_MUTABLE and spec.type == "float"]
 
 
@@ -32,13 +32,14 @@ def check_ray(cfg: HpoConfig) -> None:
     if search.lr_bounds == "auto":
         raise ValueError("search.lr_bounds: auto runs with backend optuna only; set the learning_rate range")
     ray, budget = search.ray, search.budget
-    if ray.scheduler != "pbt":
+    if ray.scheduler == "asha":
         return
+    name = ray.scheduler.upper()  # PBT or PB2: the same population, explored by scaling or by a Gaussian process
     if ray.search_alg != "random":
-        raise ValueError("search.ray.search_alg: PBT draws its population at random; use random, or scheduler asha")
+        raise ValueError(f"search.ray.search_alg: {name} draws its population at random; use random, or scheduler asha")
     if not pbt_mutable(cfg):
         raise ValueError(
-            "search.space: PBT needs a float range among " + ", ".join(PBT_MUTABLE) + " to perturb; add one"
+            f"search.space: {name} needs a float range among " + ", ".join(PBT_MUTABLE) + " to perturb; add one"
         )
     interval = ray.perturbation_interval or 2 * budget.eval_every
     if interval % budget.eval_every or interval >= budget.max_steps:

@@ -246,24 +246,26 @@ TRIAL_PARAMETERS = tuple(name for name in TrainConfig.model_fields if name != "s
 class RaySearch(_Section):
     """search.backend ray: Ray Tune's scheduler, the population and what each trial gets (README, Ray Tune)."""
 
-    scheduler: Literal["pbt", "asha"] = Field(
+    scheduler: Literal["pbt", "pb2", "asha"] = Field(
         "pbt",
         description="pbt: Population Based Training (exploit copies a better trial's checkpoint, explore perturbs "
-        "the continuous training parameters) | asha: asynchronous successive halving (stops poor trials early).",
+        "the continuous training parameters) | pb2: Population Based Bandits (PBT whose explore picks the new "
+        "values inside their ranges with a Gaussian process; needs scikit-learn) | asha: asynchronous successive "
+        "halving (stops poor trials early).",
     )
     search_alg: Literal["random", "optuna"] = Field(
         "random",
         description="How each trial's starting parameters are drawn: Ray's random sampling, or Optuna's TPE "
-        "through Ray's Optuna integration (asha only: PBT takes no search algorithm).",
+        "through Ray's Optuna integration (asha only: PBT and PB2 take no search algorithm).",
     )
     perturbation_interval: int | None = Field(
         None,
         ge=1,
-        description="pbt: steps between exploit/explore decisions, a multiple of search.budget.eval_every "
+        description="pbt, pb2: steps between exploit/explore decisions, a multiple of search.budget.eval_every "
         "(default 2 × eval_every).",
     )
     quantile_fraction: float = Field(
-        0.25, gt=0, le=0.5, description="pbt: the bottom share of trials copies the top share at each decision."
+        0.25, gt=0, le=0.5, description="pbt, pb2: the bottom share of trials copies the top share at each decision."
     )
     resample_probability: float = Field(
         0.25, ge=0, le=1, description="pbt: chance that explore redraws a parameter instead of scaling it 0.8/1.2."
@@ -304,8 +306,9 @@ class SearchConfig(_Section):
 
     backend: Literal["optuna", "ray"] = Field(
         "optuna",
-        description="optuna (default: samplers, pruners, storage below) or ray (Ray Tune: PBT or ASHA in search.ray, "
-        "local Ray or the cluster at RAY_ADDRESS; needs the ray extra). n_trials is then the population size.",
+        description="optuna (default: samplers, pruners, storage below) or ray (Ray Tune: PBT, PB2 or ASHA in "
+        "search.ray, local Ray or the cluster at RAY_ADDRESS; needs the ray extra). n_trials is then the population "
+        "size.",
     )
     ray: RaySearch = Field(default_factory=RaySearch, description="search.backend ray: scheduler and resources.")
     n_trials: int = Field(20, ge=1, description="Trials the study should hold in the end (finished ones count).")

@@ -1,5 +1,5 @@
-"""The Ray Tune backend (search.backend ray): PBT or ASHA over the same trials as the Optuna backend, on a local Ray
-or the cluster at RAY_ADDRESS, ending in the same outputs (trials.csv, best/, summary.json) so that the gate, the
+"""The Ray Tune backend (search.backend ray): PBT, PB2 or ASHA over the same trials as the Optuna backend, on a local
+Ray or the cluster at RAY_ADDRESS, ending in the same outputs (trials.csv, best/, summary.json) so that the gate, the
 registry and the card work unchanged.
 
 Ray's experiment lives in output.dir/ray/ (or search.ray.storage: a shared folder or an S3-compatible URI on a
@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from hpo_action.config import HpoConfig, ParamSpec, pbt_mutable
+from hpo_action.config.remedies import remedies_matter, strong_remedies
 from hpo_action.data.loading import Splits
 from hpo_action.errors import ConfigError
 from hpo_action.layout import RunLayout
@@ -35,6 +36,8 @@ from hpo_action.train.model_source import public_model_name
 from hpo_action.train.threads import available_cores
 
 INSTALL = "search.backend ray needs Ray Tune: pip install 'hpo-action[ray]'"
+PB2_INSTALL = "search.ray.scheduler pb2 needs scikit-learn (PB2's Gaussian process): pip install 'hpo-action[ray]'"
+POPULATION = ("pbt", "pb2")  # the schedulers that copy checkpoints between trials and change their parameters
 
 
 def run_ray_search(
@@ -47,6 +50,8 @@ def run_ray_search(
         from ray import tune
     except ImportError:
         raise ConfigError(INSTALL) from None
+    if cfg.search.ray.scheduler == "pb2" and not _has_sklearn():
+        raise ConfigError(PB2_INSTALL)
     started = time.monotonic()
     layout = RunLayout(Path(cfg.output.dir))
     storage, name = cfg.search.ray.storage or str(layout.ray_dir), study_name(cfg)
@@ -78,6 +83,14 @@ def run_ray_search(
     return _summary(cfg, layout, records, finals, storage, time.monotonic() - started)
 
 
+def _has_sklearn() -> bool:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _start_ray(ray: Any, cfg: HpoConfig, console: Console) -> None:
     """Join the cluster at RAY_ADDRESS, else start a local Ray limited to this machine's real cores."""
     address = os.environ.get("RAY_ADDRESS")
@@ -102,7 +115,7 @@ def _tuner(tune: Any, cfg: HpoConfig, trainable: Any, storage: str, name: str) -
 
     search, ray_cfg = cfg.search, cfg.search.ray
     space = {key: _domain(tune, spec) for key, spec in searched(cfg).items()}
-    warm = [warm_start_params(cfg)] if search.warm_start else []
+    warm = starting_points(cfg) if search.warm_start else []
     if ray_cfg.search_alg == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -115,7 +128,7 @@ def _tuner(tune: Any, cfg: HpoConfig, trainable: Any, storage: str, name: str) -
         scheduler=_scheduler(cfg),
         search_alg=algorithm,
         num_samples=search.n_trials,
-        # ASHA never pauses a trial: a worker keeps its loaded model for the next one. PBT pauses and restarts
+        # ASHA never pauses a trial: a worker keeps its loaded model for the next one. PBT and PB2 pause and restart
         # trials, and a paused trial's cached worker would hold its CPUs from the trials waiting to run.
         reuse_actors=ray_cfg.scheduler == "asha",
     )
@@ -130,9 +143,17 @@ def _tuner(tune: Any, cfg: HpoConfig, trainable: Any, storage: str, name: str) -
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
+def starting_points(cfg: HpoConfig) -> list[dict[str, Any]]:
+    """The Optuna backend's warm starts: the trial defaults moved into the space and, when the forgetting remedies
+    matter, the same at the strongest remedies, often the one trial within the margins (benchmarks/RESULTS.md)."""
+    warm = warm_start_params(cfg)
+    strong = strong_remedies(warm, searched(cfg))
+    return [warm, strong] if remedies_matter(cfg) and strong != warm else [warm]
+
+
 def _scheduler(cfg: HpoConfig) -> Any:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 
     ray_cfg, budget = cfg.search.ray, cfg.search.budget
     if ray_cfg.scheduler == "asha":
@@ -143,14 +164,24 @@ def _scheduler(cfg: HpoConfig) -> Any:
             reduction_factor=ray_cfg.reduction_factor,
         )
     space = searched(cfg)
-    mutable = {name: _domain(tune, space[name]) for name in pbt_mutable(cfg)}
-    return _latest_checkpoint_pbt()(
-        time_attr=STEP,
-        perturbation_interval=ray_cfg.perturbation_interval or 2 * budget.eval_every,
-        hyperparam_mutations=mutable,
-        quantile_fraction=ray_cfg.quantile_fraction,
+    mutable = {name: space[name] for name in pbt_mutable(cfg)}
+    common = {
+        "time_attr": STEP,
+        "perturbation_interval": ray_cfg.perturbation_interval or 2 * budget.eval_every,
+        "quantile_fraction": ray_cfg.quantile_fraction,
+        "custom_explore_fn": partial(_clip, space=mutable),
+    }
+    if ray_cfg.scheduler == "pb2":
+        from ray.tune.schedulers.pb2 import PB2
+
+        # PB2's explore picks each parameter inside [low, high] from a Gaussian process of the improvement per
+        # step (a linear scale, log ranges included), where PBT scales it by 0.8 or 1.2.
+        bounds = {name: [float(spec.low), float(spec.high)] for name, spec in mutable.items()}  # type: ignore[arg-type]
+        return _latest_checkpoint(PB2)(hyperparam_bounds=bounds, **common)
+    return _latest_checkpoint(PopulationBasedTraining)(
+        hyperparam_mutations={name: _domain(tune, spec) for name, spec in mutable.items()},
         resample_probability=ray_cfg.resample_probability,
-        custom_explore_fn=partial(_clip, space={name: space[name] for name in mutable}),
+        **common,
     )
 
 
@@ -170,19 +201,20 @@ def _domain(tune: Any, spec: ParamSpec) -> Any:
 
 
 def _clip(config: dict[str, Any], space: dict[str, ParamSpec]) -> dict[str, Any]:
-    """PBT's explore scales by 0.8 or 1.2; the result stays inside the configured range (replay_ratio < 1)."""
+    """PBT's explore scales by 0.8 or 1.2 (PB2's rounds its pick to float32); the result stays inside the configured
+    range (replay_ratio < 1)."""
     for name, spec in space.items():
         config[name] = min(max(float(config[name]), spec.low), spec.high)
     return config
 
 
-def _latest_checkpoint_pbt() -> type:
-    """Ray's PBT copies a top trial only from a checkpoint it asked for at that trial's own decision; when the
-    population trains in turns (more trials than slots), a trial was often alone at its decision, so it has none
-    and the copy is skipped. Every report here carries a checkpoint: copy the top trial's latest one instead."""
-    from ray.tune.schedulers import PopulationBasedTraining
+def _latest_checkpoint(scheduler: type) -> type:
+    """Ray's PBT (and PB2, built on it) copies a top trial only from a checkpoint it asked for at that trial's own
+    decision; when the population trains in turns (more trials than slots), a trial was often alone at its decision,
+    so it has none and the copy is skipped. Every report here carries a checkpoint: copy the top trial's latest one
+    instead."""
 
-    class LatestCheckpointPBT(PopulationBasedTraining):
+    class LatestCheckpoint(scheduler):  # type: ignore[misc,valid-type]
         def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile):  # type: ignore[no-untyped-def]
             for top in upper_quantile:
                 state = self._trial_state[top]
@@ -190,7 +222,8 @@ def _latest_checkpoint_pbt() -> type:
                     state.last_checkpoint = top.checkpoint
             super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
 
-    return LatestCheckpointPBT
+    LatestCheckpoint.__name__ = LatestCheckpoint.__qualname__ = f"LatestCheckpoint{scheduler.__name__}"
+    return LatestCheckpoint
 
 
 def _drop_copied(grid: Any) -> None:
@@ -234,7 +267,7 @@ def _records(cfg: HpoConfig, grid: Any) -> tuple[list[TrialRecord], dict[int, An
                 forgetting_drop=detail.get("forgetting_drop", {}),
                 resumed_from_step=int(metrics.get("resumed_from_step", 0)),
                 checkpoint_bytes=int(metrics.get("checkpoint_bytes", 0)),
-                schedule=detail.get("schedule", []) if cfg.search.ray.scheduler == "pbt" else [],
+                schedule=detail.get("schedule", []) if cfg.search.ray.scheduler in POPULATION else [],
             )
         )
     return records, finals

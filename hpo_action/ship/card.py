@@ -30,7 +30,11 @@ PLOT_TITLES = {
 }
 VERSIONED = ("torch", "transformers", "peft", "trl", "optuna", "huggingface_hub", "hpo-action")
 METHOD_NAMES = {"lora": "LoRA adapter", "qlora": "QLoRA adapter", "full": "fully fine-tuned model"}
-SEARCH_NAMES = {"ray:pbt": "Population Based Training on Ray Tune", "ray:asha": "an ASHA search on Ray Tune"}
+SEARCH_NAMES = {
+    "ray:pbt": "Population Based Training on Ray Tune",
+    "ray:pb2": "Population Based Bandits (PB2) on Ray Tune",
+    "ray:asha": "an ASHA search on Ray Tune",
+}
 
 
 def render_card(
