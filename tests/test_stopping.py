@@ -79,6 +79,9 @@ def test_the_message_names_what_to_change(tmp_path: Path):
     text = stop_message(forgot, cfg)
     assert "2 trial(s) learned but forgot" in text and "trial 3: copy +0.2" in text
     assert "search.space.replay_ratio" in text and "search.space.kl_to_base" in text  # the doctor's remedies
+    assert "more probe rows" not in text  # both dropped beyond the margin (0.05)
+    unshown = decide([_trial(2, 1.0, False, drops={"copy": 0.03}), *_warm_then([2.0] * 3)], 2.0, minimize=True)
+    assert "Try: more probe rows: search.forgetting_probe_size above" in stop_message(unshown, cfg)
 
 
 def test_a_real_search_where_nothing_can_learn_stops_with_the_advice(tmp_path: Path, capsys):

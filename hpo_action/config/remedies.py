@@ -80,12 +80,27 @@ def strong_remedies(params: dict[str, Any], space: dict[str, ParamSpec]) -> dict
 
 
 def forgetting_remedies(
-    cfg: HpoConfig, params: dict[str, Any], sets: list[ForgettingBenchmark], whose: str = "the finalist"
+    cfg: HpoConfig,
+    params: dict[str, Any],
+    sets: list[ForgettingBenchmark],
+    whose: str = "the finalist",
+    probe_drops: dict[str, float] | None = None,
 ) -> list[str]:
     """What to try when forgetting blocks a result (the run doctor's advice, and the search's stopping rule's), in
     the order it usually helps most: replay of the skill, distillation to the base, a smaller step away from it,
-    and the constraint that keeps such trials out of the search's choice. `params`: the trial's full parameters."""
+    and the constraint that keeps such trials out of the search's choice. `params`: the trial's full parameters.
+    With `probe_drops` (the trial's drop on each set's probe): a set that dropped less than its margin was held
+    back by the probe's size, not by forgetting, so more probe rows come first."""
     remedies = []
+    drops = probe_drops or {}
+    unshown = [b for b in sets if b.name in drops and drops[b.name] < (b.margin or 0)]
+    if unshown:
+        size = cfg.search.forgetting_probe_size or "30% of each set"
+        held = ", ".join(f"{b.name} dropped {number(drops[b.name])} < margin {number(b.margin)}" for b in unshown)
+        remedies.append(
+            f"more probe rows: search.forgetting_probe_size above {size}, or more rows in the set ({whose}: {held}, "
+            "within the margin, but on too few probe rows for the gate's test to show it)"
+        )
     ratio, kl = float(params.get("replay_ratio") or 0), float(params.get("kl_to_base") or 0)
     if not cfg.data.replay:
         entries = ", ".join(f"{{data: <{b.name} rows>, format: {b.format or cfg.data.format}}}" for b in sets)

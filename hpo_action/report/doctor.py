@@ -483,7 +483,9 @@ def _no_trial_within_margin(run: _Run) -> list[Finding]:
             "every trial forgot beyond its margin: nothing to gate",
             f"all {len(completed)} completed trials failed the gate's forgetting test on their probe rows; the one "
             f"that forgot least, #{least.number}: {worst}",
-            "; ".join(forgetting_remedies(run.cfg, params, sets, "the trial that forgot least")),
+            "; ".join(
+                forgetting_remedies(run.cfg, params, sets, "the trial that forgot least", dict(least.forgetting_drop))
+            ),
         )
     ]
 

@@ -101,7 +101,8 @@ def stop_message(decision: StopDecision, cfg: HpoConfig) -> str:
     least = min(decision.forgot, key=lambda t: max(t.drops.values(), default=0.0))
     sets = [b for b in cfg.gate.forgetting if b.kind == "data"]
     params = {**trial_defaults(cfg), **least.params}
-    advice = forgetting_remedies(cfg, params, sets, f"trial {least.number}, the learner that forgot least")
+    whose = f"trial {least.number}, the learner that forgot least"
+    advice = forgetting_remedies(cfg, params, sets, whose, probe_drops=least.drops)
     drops = ", ".join(f"{name} {drop:+.3g}" for name, drop in least.drops.items())
     return (
         f"{head}; {len(decision.forgot)} trial(s) learned but forgot beyond a margin (trial {least.number}: "
