@@ -286,7 +286,7 @@ def run_one(task: str, arm: str, seed: int, base_cfg: dict[str, Any], trials: in
             "metric": decision.primary.metric,
             "base": decision.primary.reference,
             "candidate": decision.primary.candidate,
-            "gain": -decision.primary.delta if decision.primary.metric == "loss" else decision.primary.delta,
+            "gain": gain(decision.primary.metric, decision.primary.reference, decision.primary.candidate),
             "p": decision.primary.p_value,
         },
         forgetting={
@@ -304,12 +304,20 @@ def run_one(task: str, arm: str, seed: int, base_cfg: dict[str, Any], trials: in
     return row
 
 
+def gain(metric: str, base: float, candidate: float) -> float:
+    """The learned gain on the test split, positive when the candidate is better (lower loss)."""
+    return base - candidate if metric == "loss" else candidate - base
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per task and arm: decision counts, median gain, median forgetting delta per set, promotions with every
     set passed, and feasible-at-search vs passed-at-gate agreement among finalists."""
     import statistics
 
     out: dict[str, Any] = {}
+    for r in rows:  # recomputed from the two means, whatever the row stored
+        if "primary" in r:
+            r["primary"]["gain"] = gain(r["primary"]["metric"], r["primary"]["base"], r["primary"]["candidate"])
     for task in sorted({r["task"] for r in rows}):
         for arm in sorted({r["arm"] for r in rows}):
             own = [r for r in rows if r["task"] == task and r["arm"] == arm]
@@ -318,7 +326,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             gated = [r for r in own if "primary" in r]
             judged = [r for r in gated if r["feasible_at_search"] is not None]
             counts = {d: sum(r["decision"] == d for r in own) for d in ("promote", "reject", "inconclusive")}
-            counts["no decision"] = sum(r["decision"] == "no decision" for r in own)
+            counts["no finalist"] = sum(r["decision"] == "no decision" for r in own)  # no trial within margins
             out[f"{task}/{arm}"] = {
                 "runs": len(own),
                 "decisions": counts,
@@ -346,7 +354,14 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--arms", nargs="+", default=["remedies", "none"], choices=["remedies", "none"])
     parser.add_argument("--out", type=Path, default=RESULTS / "unseen_forgetting.json")
+    parser.add_argument("--summarize-only", action="store_true", help="Recompute the summary of --out's runs.")
     args = parser.parse_args()
+    if args.summarize_only:
+        result = json.loads(args.out.read_text())
+        result["summary"] = summarize(result["runs"])
+        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(json.dumps(result["summary"], indent=1))
+        return
     warnings.filterwarnings("ignore")
 
     import torch
