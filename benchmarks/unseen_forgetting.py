@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+COMMIT = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 RESULTS = ROOT / "benchmarks" / "results"
 SPECIALS = ("<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>", "<|im_start|>", "<|im_end|>")
 CHARS = tuple(string.ascii_lowercase + " :=\n")
@@ -393,9 +394,8 @@ def main() -> None:
 def _write(
     args: Any, rows: list[dict[str, Any]], hashes: dict[str, Any], pretrain_s: float, elapsed: float, complete: bool
 ) -> dict[str, Any]:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     manifest = {
-        "commit": commit,
+        "commit": COMMIT,  # the code that ran: read at start, not at each write
         "command": "OMP_NUM_THREADS=1 python benchmarks/unseen_forgetting.py "
         f"--seeds {args.seeds} --trials {args.trials} --tasks {' '.join(args.tasks)} --arms {' '.join(args.arms)}",
         "torch_threads": 1,
