@@ -58,6 +58,7 @@ from hpo_action.search.finalist import chosen_trial
 from hpo_action.search.outputs import publish_best, summarize, write_trials_csv
 from hpo_action.search.slots import check_complete, finished, target_trials, timeout_stop
 from hpo_action.search.space import trial_defaults
+from hpo_action.search.stopping import stopped
 from hpo_action.search.storage import storage_url, study_name
 from hpo_action.search.study import check_not_all_failed, open_study, run_trials, study_exists
 from hpo_action.search.summary import RunSummary
@@ -362,6 +363,7 @@ def _study(
             pool.close()
     raise_if_pressed()
     check_not_all_failed(study)
+    _warn([message] if (message := stopped(study)) else [], console)  # the stopping rule (search/stopping.py)
     stopped_early = timeout_stop(finished(study), target, deadline)
     summary = _write_outputs(cfg, study, layout, time.monotonic() - started, console, stopped_early)
     if cfg.search.finalists.top_k:  # retrain the best trials on more seeds; best/ becomes the bound's choice

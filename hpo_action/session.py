@@ -13,7 +13,7 @@ from hpo_action.config import HpoConfig
 from hpo_action.data.loading import Splits
 from hpo_action.data.rows import Rows
 from hpo_action.data.tokenize import tokenize_for_study, tokenize_replay
-from hpo_action.judge.forgetting import build_probes, load_forgetting_sets
+from hpo_action.judge.forgetting import build_probes, load_forgetting_sets, probe_size_warnings
 from hpo_action.judge.forgetting_split import probes_needed
 from hpo_action.layout import RunLayout
 from hpo_action.train.cross_validation import CrossValidatedRunner
@@ -61,6 +61,8 @@ def trial_runner(cfg: HpoConfig, splits: Splits, forgetting: dict[str, Rows] | N
         probes = build_probes(cfg, base, sets)
         shown = (f"{p.name} base {p.baseline:.3g} on {len(p.rows)} probe rows" for p in probes)
         console.print("forgetting probes (rows the gate never tests): " + ", ".join(shown))
+        for warning in probe_size_warnings(probes, len(base.tokenizer)):
+            console.print(f"[yellow]warning:[/yellow] {warning}")
     reference = None
     if cfg.model.method == "full" and cfg.may_be_nonzero("kl_to_base"):
         reference, size = base.frozen_copy()

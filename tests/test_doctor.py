@@ -330,8 +330,31 @@ def test_a_multi_objective_study_where_every_trial_forgot_names_the_remedies():
     assert "the one that forgot least, #1: copy dropped 0.25 (margin 0.05)" in findings[0].evidence
     assert "replay_ratio up to 0.8 (the trial that forgot least used 0.4)" in findings[0].remedy
     assert "lower learning rate than the trial that forgot least's 0.011" in findings[0].remedy
+    assert "more probe rows" not in findings[0].remedy  # every drop was beyond the margin: real forgetting
     text = run_markdown(summary, None, findings=findings)
     assert "**Doctor**" in text and "every trial forgot beyond its margin" in text
+
+
+def test_drops_within_the_margin_that_the_probe_could_not_show_ask_for_more_probe_rows_first():
+    """Issue 22 item 4's pilot: every trial infeasible while the least-forgetting one dropped under the margin; the
+    probe's size, not forgetting, held it back, so the first remedy is more probe rows."""
+    cfg = _copy_config(objectives=[{"metric": "eval_loss"}, {"metric": "forgetting"}])
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for lr, loss, drop, excess in ((1e-2, 3.3, 0.30, 0.3), (1.1e-2, 3.1, 0.03, 0.02)):
+        attrs = {"curve": _curve([4.0, loss]), "train_curve": _curve([3.6, loss - 0.5]), "steps": 20}
+        attrs |= {"forgetting_excess": {"copy": excess}, "forgetting_drop": {"copy": drop}}
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[loss, drop],
+                params={"learning_rate": lr},
+                distributions={"learning_rate": LOG_LR},
+                user_attrs=attrs,
+            )
+        )
+    summary = summarize(study, cfg, "sqlite:///study.db", 12.0, None, trial_defaults(cfg))
+    (finding,) = [f for f in diagnose(summary, cfg) if f.code == "no_trial_within_margin"]
+    assert finding.remedy.startswith("more probe rows: search.forgetting_probe_size above 30% of each set")
+    assert "copy dropped 0.03 < margin 0.05" in finding.remedy
 
 
 @pytest.mark.slow

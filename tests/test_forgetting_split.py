@@ -19,8 +19,10 @@ from hpo_action.errors import ConfigError
 from hpo_action.judge import stats
 from hpo_action.judge.forgetting_split import (
     DEFAULT_PROBE_SHARE,
+    EXPECTED_SPREAD_PER_MARGIN,
     constraint_value,
     forgetting_parts,
+    kept_skill_probe_size,
     probe_size,
     probe_verdict,
     small_set_warnings,
@@ -111,6 +113,27 @@ def test_warnings_name_the_parts_and_the_rows_needed(tmp_path: Path):
     least = stats.noninferiority_min_n(0.05, 0.05)
     assert "probe part has 20 rows" in probe_small and f"at least {least}" in probe_small
     assert small_set_warnings(_cfg(tmp_path), forgetting_parts(_cfg(tmp_path), {"copy": _rows(400)})) == []
+
+
+def test_a_loss_probe_too_small_to_show_a_kept_skill_says_how_many_rows_would():
+    """issue 22 item 4's pilot: a 300-row loss set at margin 0.1 left the default 90-row probe, on which no trial
+    that kept the skill could be feasible, and nothing said so. The check uses the gate's own test (probe_verdict)."""
+    rng = random.Random(0)
+    gate, vocab = GateConfig(), 36
+    base = [min(3.5, rng.gammavariate(2, 0.3)) for _ in range(90)]
+    needed = kept_skill_probe_size(base, "loss", 0.1, None, gate, vocab)
+    assert needed is not None and needed > 90
+
+    def kept(n: int) -> bool:  # the same kept skill, judged directly by the gate's test
+        rows = [base[i % 90] for i in range(n)]
+        step = EXPECTED_SPREAD_PER_MARGIN * 0.1
+        moved = [max(0.0, b + (step if i % 2 else -step)) for i, b in enumerate(rows)]
+        return probe_verdict("kept", moved, rows, "loss", 0.1, None, gate, vocab).passed
+
+    assert not kept(90) and not kept(needed // 2) and kept(needed)
+    assert kept_skill_probe_size(base * 4, "loss", 0.1, None, gate, vocab) is None  # 360 rows show it
+    assert kept_skill_probe_size(base[:60], "loss", 0.2, None, gate, vocab) is not None
+    assert kept_skill_probe_size([1.0] * 30, "exact_match", 0.05, None, gate, vocab) is None  # boolean: own warning
 
 
 @pytest.mark.parametrize("rule", ["objective", "probe"])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from hpo_action.config._spec import ParamSpec
 
 if TYPE_CHECKING:
-    from hpo_action.config._sections import HpoConfig
+    from hpo_action.config._sections import ForgettingBenchmark, HpoConfig
 
 REMEDY_RANGES: dict[str, ParamSpec] = {
     "replay_ratio": ParamSpec(low=0.05, high=0.5),
@@ -77,3 +77,68 @@ def strong_remedies(params: dict[str, Any], space: dict[str, ParamSpec]) -> dict
         elif spec is not None and spec.type == "categorical":
             strong[name] = max(spec.choices)
     return strong
+
+
+def forgetting_remedies(
+    cfg: HpoConfig,
+    params: dict[str, Any],
+    sets: list[ForgettingBenchmark],
+    whose: str = "the finalist",
+    probe_drops: dict[str, float] | None = None,
+) -> list[str]:
+    """What to try when forgetting blocks a result (the run doctor's advice, and the search's stopping rule's), in
+    the order it usually helps most: replay of the skill, distillation to the base, a smaller step away from it,
+    and the constraint that keeps such trials out of the search's choice. `params`: the trial's full parameters.
+    With `probe_drops` (the trial's drop on each set's probe): a set that dropped less than its margin was held
+    back by the probe's size, not by forgetting, so more probe rows come first."""
+    remedies = []
+    drops = probe_drops or {}
+    unshown = [b for b in sets if b.name in drops and drops[b.name] < (b.margin or 0)]
+    if unshown:
+        size = cfg.search.forgetting_probe_size or "30% of each set"
+        held = ", ".join(f"{b.name} dropped {number(drops[b.name])} < margin {number(b.margin)}" for b in unshown)
+        remedies.append(
+            f"more probe rows: search.forgetting_probe_size above {size}, or more rows in the set ({whose}: {held}, "
+            "within the margin, but on too few probe rows for the gate's test to show it)"
+        )
+    ratio, kl = float(params.get("replay_ratio") or 0), float(params.get("kl_to_base") or 0)
+    if not cfg.data.replay:
+        entries = ", ".join(f"{{data: <{b.name} rows>, format: {b.format or cfg.data.format}}}" for b in sets)
+        remedies.append(
+            f"replay the skill: data.replay: [{entries}] (other examples of the skill than the gate's "
+            f"{', '.join(b.data or b.name for b in sets)}, in its own format): with the forgetting constraint on, "
+            f"replay_ratio is then searched over {flow(REMEDY_RANGES['replay_ratio'])} by default"
+        )
+    elif ratio == 0:
+        remedies.append(
+            f"use the replay data: search.space.replay_ratio {flow(REMEDY_RANGES['replay_ratio'])} ({whose} had none)"
+        )
+    else:
+        remedies.append(f"replay more: replay_ratio up to {number(min(2 * ratio, 0.8))} ({whose} used {number(ratio)})")
+    if kl == 0:
+        remedies.append(
+            f"distil to the base: search.space.kl_to_base {flow(REMEDY_RANGES['kl_to_base'])} ({whose} had none)"
+        )
+    else:
+        remedies.append(f"a stronger kl_to_base: up to {number(2 * kl)} ({whose} used {number(kl)})")
+    rate = float(params.get("learning_rate") or cfg.learning_rate)
+    smaller = f"a lower learning rate than {whose}'s {number(rate)} (about {number(rate / 3)})"
+    if cfg.model.method in ("lora", "qlora") and params.get("lora_r"):
+        smaller += f" or a smaller rank than {params['lora_r']} (about {max(1, int(params['lora_r']) // 2)})"
+    remedies.append(smaller)
+    if not cfg.search.forgetting_constraint and not cfg.search.multi_objective:
+        remedies.append("search.forgetting_constraint: true, so that trials that forget are not chosen")
+    return remedies
+
+
+def flow(spec: ParamSpec) -> str:
+    """A range as the YAML a user would write in search.space."""
+    return f"{{low: {number(spec.low)}, high: {number(spec.high)}{', log: true' if spec.log else ''}}}"
+
+
+def number(value: float | None) -> str:
+    """A number as the reports show it: 4 significant digits, integers whole."""
+    if value is None:
+        return "-"
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"

@@ -11,7 +11,13 @@ from hpo_action.config import DataConfig, ForgettingBenchmark, GateConfig, HpoCo
 from hpo_action.data.loading import load_rows
 from hpo_action.data.rows import Rows
 from hpo_action.judge.evaluate import EvalSettings, score_rows
-from hpo_action.judge.forgetting_split import constraint_value, forgetting_parts, probe_verdict
+from hpo_action.judge.forgetting_split import (
+    EXPECTED_SPREAD_PER_MARGIN,
+    constraint_value,
+    forgetting_parts,
+    kept_skill_probe_size,
+    probe_verdict,
+)
 from hpo_action.train.models import BaseModel
 from hpo_action.train.trial import ProbeReading
 
@@ -61,6 +67,25 @@ class ForgettingProbe:
         b = self.benchmark
         result = probe_verdict(self.name, candidate, base, metric, b.margin, b.direction, self.gate, len(tokenizer))
         return ProbeReading(drop=-result.delta, excess=constraint_value(result))
+
+
+def probe_size_warnings(probes: tuple[ForgettingProbe, ...], vocab_size: int) -> list[str]:
+    """Each loss-like probe too small for a trial that keeps the skill to be feasible, with the rows it needs."""
+    found = []
+    for probe in probes:
+        b = probe.benchmark
+        base = [probe.base_scores[i] for i in sorted(probe.base_scores)]
+        needed = kept_skill_probe_size(base, b.metric, b.margin, b.direction, probe.gate, vocab_size)
+        if needed is None:
+            continue
+        fix = f"raise search.forgetting_probe_size to about {needed}" if needed else "widen the margin"
+        spread = EXPECTED_SPREAD_PER_MARGIN * b.margin
+        found.append(
+            f"forgetting set {probe.name!r}: on its {len(base)} probe rows, a trial that keeps the skill (each row's "
+            f"{b.metric} moving by ±{spread:g}, no mean change) is not shown within margin {b.margin:g} by the "
+            f"gate's test, so such trials count as infeasible; {fix} (or add rows to the set)"
+        )
+    return found
 
 
 def build_probes(cfg: HpoConfig, base: BaseModel, sets: dict[str, Rows]) -> tuple[ForgettingProbe, ...]:

@@ -9,6 +9,7 @@ in the final gate, whatever order the file lists its rows in. Pure: no torch, so
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from hpo_action.config import GateConfig, HpoConfig, is_forgetting_objective
@@ -23,6 +24,8 @@ DEFAULT_PROBE_SHARE = 0.3  # of a set's rows, when search.forgetting_probe_size 
 # At start, a set's gate part is judged for a candidate that changes this many times the margin of its answers,
 # losing as many as it gains (e.g. 10% changed at margin 0.05): what a fine-tune that keeps a skill typically does.
 EXPECTED_DISAGREEMENT_PER_MARGIN = 2.0
+# A loss-like set's probe is judged at start for a kept skill that moves each row's score by half the margin.
+EXPECTED_SPREAD_PER_MARGIN = 0.5
 _INFEASIBLE = 1e-9  # the constraint value of a probe that did not pass although its bound sat on the margin
 
 
@@ -83,6 +86,33 @@ def probe_verdict(
     boolean = metric_kind(metric) == "boolean"
     paired = Paired(metric, candidate, base, boolean)
     return forgetting_result(ForgettingInput(name, paired, margin, direction), gate, vocab_size, figures=False)
+
+
+def kept_skill_probe_size(
+    base: list[float], metric: str, margin: float, direction: str | None, gate: GateConfig, vocab_size: int | None
+) -> int | None:
+    """For a loss-like set's probe, scored on the base model: None when a trial that keeps the skill would be shown
+    within the margin on these rows; else about how many rows it would take (the base scores repeated, doubling up
+    to 64x), or 0 when even that many would not. Kept: each row's score moves by EXPECTED_SPREAD_PER_MARGIN ×
+    margin, half of them up and half down (no mean change), what a fine-tune that keeps a skill typically does."""
+    if metric_kind(metric) == "boolean" or not base:
+        return None
+    step = EXPECTED_SPREAD_PER_MARGIN * margin
+
+    def shown(n: int) -> bool:
+        rows = [base[i % len(base)] for i in range(n)]
+        low = 0.0 if metric == "loss" else 1.0 if metric == "perplexity" else -math.inf
+        moved = [max(low, b + (step if i % 2 else -step)) for i, b in enumerate(rows)]
+        return probe_verdict("kept", moved, rows, metric, margin, direction, gate, vocab_size).passed
+
+    if shown(len(base)):
+        return None
+    size = 2 * len(base)
+    while size <= 64 * len(base):
+        if shown(size):
+            return size
+        size *= 2
+    return 0
 
 
 def constraint_value(result: ForgettingResult) -> float:

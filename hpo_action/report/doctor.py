@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hpo_action.config import ForgettingBenchmark, HpoConfig, ParamSpec, ReplaySource, TrainConfig
-from hpo_action.config.remedies import REMEDY_RANGES
+from hpo_action.config import HpoConfig, ParamSpec, TrainConfig
+from hpo_action.config.remedies import forgetting_remedies
 from hpo_action.config.starting import starting_points
 from hpo_action.judge.decision import GateDecision
 from hpo_action.report.tables import TableModel, fmt
@@ -454,7 +454,7 @@ def _forgetting_blocks_promotion(run: _Run) -> list[Finding]:
             3 if any(row.status == "failed" for row in blocking) else 2,
             "forgetting blocks promotion",
             evidence,
-            "; ".join(_forgetting_remedies(run.cfg, params, [sets[row.name] for row in blocking if row.name in sets])),
+            "; ".join(forgetting_remedies(run.cfg, params, [sets[row.name] for row in blocking if row.name in sets])),
         )
     ]
 
@@ -483,7 +483,9 @@ def _no_trial_within_margin(run: _Run) -> list[Finding]:
             "every trial forgot beyond its margin: nothing to gate",
             f"all {len(completed)} completed trials failed the gate's forgetting test on their probe rows; the one "
             f"that forgot least, #{least.number}: {worst}",
-            "; ".join(_forgetting_remedies(run.cfg, params, sets, "the trial that forgot least")),
+            "; ".join(
+                forgetting_remedies(run.cfg, params, sets, "the trial that forgot least", dict(least.forgetting_drop))
+            ),
         )
     ]
 
@@ -491,53 +493,6 @@ def _no_trial_within_margin(run: _Run) -> list[Finding]:
 def _drop(record: Any, name: str) -> float:
     """A trial's drop on a set's probe against the base (recorded beside its constraint value after every probe)."""
     return float(record.forgetting_drop.get(name, 0.0))
-
-
-def _forgetting_remedies(
-    cfg: HpoConfig, params: dict[str, Any], sets: list[ForgettingBenchmark], whose: str = "the finalist"
-) -> list[str]:
-    """What to try, in the order it usually helps most: replay of the skill, distillation to the base, a smaller
-    step away from it, and the constraint that keeps such trials out of the search's choice."""
-    remedies = []
-    ratio, kl = float(params.get("replay_ratio") or 0), float(params.get("kl_to_base") or 0)
-    if not cfg.data.replay:
-        own_format = "format" in ReplaySource.model_fields
-        entries = ", ".join(
-            f"{{data: <{b.name} rows>, format: {b.format or cfg.data.format}}}"
-            if own_format
-            else f"<{b.name} rows in data.format>"
-            for b in sets
-        )
-        remedies.append(
-            f"replay the skill: data.replay: [{entries}] (other examples of the skill than the gate's "
-            f"{', '.join(b.data or b.name for b in sets)}, in its own format): with the forgetting constraint on, "
-            f"replay_ratio is then searched over {_flow(REMEDY_RANGES['replay_ratio'])} by default"
-        )
-    elif ratio == 0:
-        remedies.append(
-            f"use the replay data: search.space.replay_ratio {_flow(REMEDY_RANGES['replay_ratio'])} ({whose} had none)"
-        )
-    else:
-        remedies.append(f"replay more: replay_ratio up to {fmt(min(2 * ratio, 0.8))} ({whose} used {fmt(ratio)})")
-    if kl == 0:
-        remedies.append(
-            f"distil to the base: search.space.kl_to_base {_flow(REMEDY_RANGES['kl_to_base'])} ({whose} had none)"
-        )
-    else:
-        remedies.append(f"a stronger kl_to_base: up to {fmt(2 * kl)} ({whose} used {fmt(kl)})")
-    rate = float(params.get("learning_rate") or cfg.learning_rate)
-    smaller = f"a lower learning rate than {whose}'s {fmt(rate)} (about {fmt(rate / 3)})"
-    if cfg.model.method in ("lora", "qlora") and params.get("lora_r"):
-        smaller += f" or a smaller rank than {params['lora_r']} (about {max(1, int(params['lora_r']) // 2)})"
-    remedies.append(smaller)
-    if not cfg.search.forgetting_constraint and not cfg.search.multi_objective:
-        remedies.append("search.forgetting_constraint: true, so that trials that forget are not chosen")
-    return remedies
-
-
-def _flow(spec: ParamSpec) -> str:
-    """A range as the YAML a user would write in search.space."""
-    return f"{{low: {fmt(spec.low)}, high: {fmt(spec.high)}{', log: true' if spec.log else ''}}}"
 
 
 def _test_too_small(run: _Run) -> list[Finding]:

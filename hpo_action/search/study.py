@@ -22,6 +22,7 @@ from hpo_action.search.orphans import fail_orphans, fail_stale
 from hpo_action.search.samplers import make_pruner, make_sampler
 from hpo_action.search.slots import claimed, slot_lock
 from hpo_action.search.space import DEFAULTS, STRONG_REMEDIES, WARM_START_ATTR, searched, warm_start_params
+from hpo_action.search.stopping import NoLearningStop, stopped
 from hpo_action.search.storage import open_storage, retry_callback, storage_url, study_name
 from hpo_action.search.watchdog import TrialWatchdog
 from hpo_action.train.checkpoints import sweep
@@ -151,7 +152,8 @@ def run_trials(
     watchdog = TrialWatchdog(study, timeout) if timeout and cfg.search.workers == 0 else None  # workers: supervisor
     objective = Objective(study, cfg, runner, trials_dir, lock, watchdog)
     grid_done = getattr(study.sampler, "is_exhausted", None)  # the grid sampler, once every point has run
-    callbacks = [_reported(on_trial)] if on_trial else None
+    stopper = NoLearningStop(cfg, runner)  # study.stop() when no trial learned within the margins (search/stopping.py)
+    callbacks = [stopper, *([_reported(on_trial)] if on_trial else [])]
     ran = 0
     try:
         while (deadline is None or time.time() < deadline) and not (grid_done and grid_done(study)):
@@ -159,7 +161,7 @@ def run_trials(
             lock.acquire()
             try:
                 fail_stale(study)
-                if claimed(study) >= target or exhausted(study, cfg):
+                if claimed(study) >= target or exhausted(study, cfg) or stopped(study):
                     break
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
             finally:

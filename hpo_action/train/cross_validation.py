@@ -52,6 +52,15 @@ class CrossValidatedRunner:
         self.runner.train_dataset, self.runner.eval_dataset = self.folds[-1]
         return self.runner.range_test(params, ramp)
 
+    def base_metrics(self, params: dict[str, Any]) -> dict[str, float]:
+        """The untrained model's metrics on each fold's validation rows, averaged as a trial's are."""
+        folds = []
+        for train, validation in self.folds:
+            self.runner.train_dataset, self.runner.eval_dataset = train, validation
+            folds.append(self.runner.base_metrics(params))
+        shared = set.intersection(*(set(metrics) for metrics in folds))
+        return {key: sum(metrics[key] for metrics in folds) / len(folds) for key in sorted(shared)}
+
     def run(
         self,
         params: dict[str, Any],

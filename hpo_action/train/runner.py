@@ -45,3 +45,8 @@ class Runner(Protocol):
         """The training loss at each step of one run of `params` whose learning rate follows `ramp`, trained
         exactly as a trial of `params` would be otherwise (rows, replay, optimizer, KL to the base)."""
         ...
+
+    def base_metrics(self, params: dict[str, Any]) -> dict[str, float]:
+        """The validation metrics of the untrained model (a trial's adapter at its identity initialisation), as a
+        trial's evaluation reports them: what the search's stopping rule measures learning against."""
+        ...

@@ -182,6 +182,20 @@ class TrialRunner:
             del trainer
             self.base.detach(model)
 
+    def base_metrics(self, params: dict[str, Any]) -> dict[str, float]:
+        """The validation metrics of `params`' model before its first step (a LoRA adapter starts as the identity,
+        so this is the base model), from the trial's own evaluation: one pass over the validation rows."""
+        limit_torch_threads()
+        model = self.base.attach(params)
+        trainer = None
+        try:
+            with tempfile.TemporaryDirectory(prefix="hpo-base-") as scratch:
+                trainer = self._trainer(model, params, scratch, [])
+                return {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
+        finally:
+            del trainer
+            self.base.detach(model)
+
     def range_test(self, params: dict[str, Any], ramp: LrRamp) -> list[tuple[int, float]]:
         """The training loss at each step of one run whose learning rate follows `ramp` in place of the trial's
         schedule (every parameter group keeps its ratio to the others: LoRA+, layer-wise decay). Everything else

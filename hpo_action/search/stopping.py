@@ -1,0 +1,187 @@
+"""Stop a search that has learned nothing it may keep, instead of spending the rest of its budget.
+
+The rule (issue 22 item 3), for a study whose trials are probed for forgetting (gate.forgetting data sets): once
+`MIN_AFTER_WARM_STARTS` trials have finished after the warm starts (complete or pruned; discarded repeats and
+failures do not count), and no completed trial within every forgetting margin improved the first objective on
+the base model's value by more than the noise (`NOISE_SHARE` of the base's value, at least `NOISE_FLOOR`), the
+search stops. It then says what to change: when no trial learned at all, the learning rate (or steps); when trials
+learned but every one of them forgot beyond a margin, the remedies, sized from the learner that forgot least.
+
+The decision is a pure function of typed trial outcomes and the base model's value (never of the clock, so a
+resumed study decides the same way); `NoLearningStop` is the Optuna glue: a study callback that measures the
+base model once (the first time the rule could fire), records the verdict on the study and calls `study.stop()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hpo_action.config import HpoConfig
+from hpo_action.config.remedies import forgetting_remedies, number
+from hpo_action.search.space import trial_defaults
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo_action.train.runner import Runner
+
+MIN_AFTER_WARM_STARTS = 4  # trials the sampler chose, after the warm starts, before the rule may stop the search
+NOISE_SHARE = 0.02  # an objective within 2 % of the base model's value did not move: evaluation noise, not learning
+NOISE_FLOOR = 1e-3  # and never a smaller move than this (a base value of 0, e.g. an accuracy)
+STOP_ATTR = "stopped_no_learning"  # study user attribute: the stop's message, once the rule fired
+BASE_ATTR = "base_objective"  # study user attribute: the base model's value of the first objective
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One trial as the rule reads it."""
+
+    number: int
+    finished: bool  # complete or pruned
+    value: float | None  # the first objective, when complete
+    feasible: bool  # within every forgetting margin on its probes
+    warm_start: bool
+    params: dict[str, Any]
+    drops: dict[str, float]  # the probes' drop against the base per set (> 0: worse)
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """Whether to stop, and the evidence: the learners that forgot (empty when nothing learned at all)."""
+
+    stop: bool
+    finished_after_warm: int
+    base: float
+    threshold: float
+    forgot: tuple[TrialOutcome, ...] = ()
+    best_feasible: float | None = None
+
+
+def learned(value: float, base: float, minimize: bool) -> bool:
+    """Whether `value` is better than the base model's `base` by more than the noise."""
+    gain = (base - value) if minimize else (value - base)
+    return gain > noise(base)
+
+
+def noise(base: float) -> float:
+    return max(NOISE_SHARE * abs(base), NOISE_FLOOR)
+
+
+def decide(trials: Sequence[TrialOutcome], base: float, minimize: bool) -> StopDecision:
+    """The rule above on the study's trials and the base model's value of the first objective."""
+    after_warm = sum(t.finished and not t.warm_start for t in trials)
+    complete = [t for t in trials if t.value is not None]
+    feasible = [t.value for t in complete if t.feasible and t.value is not None]
+    best = (min(feasible) if minimize else max(feasible)) if feasible else None
+    threshold = noise(base)
+    if after_warm < MIN_AFTER_WARM_STARTS or any(learned(v, base, minimize) for v in feasible):
+        return StopDecision(False, after_warm, base, threshold, best_feasible=best)
+    forgot = tuple(t for t in complete if not t.feasible and t.value is not None and learned(t.value, base, minimize))
+    return StopDecision(True, after_warm, base, threshold, forgot, best)
+
+
+def stop_message(decision: StopDecision, cfg: HpoConfig) -> str:
+    """The stop in words: what the trials showed, and what to change (the run doctor's advice)."""
+    metric = cfg.search.objective.metric
+    head = (
+        f"search stopped after {decision.finished_after_warm} trials past the warm starts: no trial within the "
+        f"forgetting margins improved {metric} on the base model's {number(decision.base)} by more than "
+        f"{number(decision.threshold)} (search/stopping.py)"
+    )
+    if not decision.forgot:
+        space = cfg.active_space().get("learning_rate")
+        highest = max(float(cfg.learning_rate), float(space.high) if space is not None and space.high else 0.0)
+        return (
+            f"{head}; no trial learned at all. Try: raise the learning-rate range about 10x "
+            f"(search.space.learning_rate up to about {number(highest * 10)}) or more steps "
+            "(search.budget.max_steps); `hpo-action lr-find` finds where the loss starts to fall"
+        )
+    least = min(decision.forgot, key=lambda t: max(t.drops.values(), default=0.0))
+    sets = [b for b in cfg.gate.forgetting if b.kind == "data"]
+    params = {**trial_defaults(cfg), **least.params}
+    whose = f"trial {least.number}, the learner that forgot least"
+    advice = forgetting_remedies(cfg, params, sets, whose, probe_drops=least.drops)
+    drops = ", ".join(f"{name} {drop:+.3g}" for name, drop in least.drops.items())
+    return (
+        f"{head}; {len(decision.forgot)} trial(s) learned but forgot beyond a margin (trial {least.number}: "
+        f"{drops}). Try: {'; '.join(advice)}"
+    )
+
+
+def stopped(study: optuna.Study) -> str | None:
+    """The stop's message when the rule stopped this study (a resumed run of the same config stops again)."""
+    message = study.user_attrs.get(STOP_ATTR)
+    return str(message) if message else None
+
+
+class NoLearningStop:
+    """An Optuna study callback: after each trial, applies the rule and stops the study when it fires."""
+
+    def __init__(self, cfg: HpoConfig, runner: Runner) -> None:
+        self.cfg, self.runner = cfg, runner
+        probed = cfg.search.forgetting_constraint or cfg.search.multi_objective
+        # A stand-in runner that cannot measure the base model (a table replay) leaves the rule off.
+        self.applies = probed and any(b.kind == "data" for b in cfg.gate.forgetting) and hasattr(runner, "base_metrics")
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not self.applies or stopped(study):
+            return
+        outcomes = outcomes_of(study)
+        if sum(t.finished and not t.warm_start for t in outcomes) < MIN_AFTER_WARM_STARTS:
+            return  # before the rule may fire: the base model is not measured yet
+        minimize = self.cfg.search.objective.direction == "minimize"
+        try:
+            base = self._base(study)
+        except Exception as err:  # the rule is advice: a base model that cannot be measured must not end the search
+            self.applies = False
+            _warn(f"the stopping rule is off: the base model's {self.cfg.search.objective.metric} failed ({err})")
+            return
+        decision = decide(outcomes, base, minimize)
+        if decision.stop:
+            message = stop_message(decision, self.cfg)
+            study.set_user_attr(STOP_ATTR, message)
+            study.stop()  # the caller says so once the study ends (a worker's stderr is only its log)
+
+    def _base(self, study: optuna.Study) -> float:
+        """The base model's value of the first objective: measured once, then kept on the study."""
+        if BASE_ATTR not in study.user_attrs:
+            params = {**trial_defaults(self.cfg), "replay_ratio": 0.0, "kl_to_base": 0.0}
+            metrics = self.runner.base_metrics(params)
+            study.set_user_attr(BASE_ATTR, float(metrics[self.cfg.search.objective.metric]))
+        return float(study.user_attrs[BASE_ATTR])
+
+
+def outcomes_of(study: optuna.Study) -> list[TrialOutcome]:
+    """The study's trials as the rule reads them (discarded repeats and running trials left out)."""
+    import optuna
+
+    from hpo_action.search.duplicates import is_discarded
+    from hpo_action.search.finalist import DROP_ATTR, first_value, within_margins
+    from hpo_action.search.space import warm_start_kind
+
+    states = optuna.trial.TrialState
+    outcomes = []
+    for t in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.FAIL)):
+        if is_discarded(t):
+            continue
+        complete = t.state == states.COMPLETE
+        outcomes.append(
+            TrialOutcome(
+                number=t.number,
+                finished=t.state != states.FAIL,
+                value=first_value(t) if complete else None,
+                feasible=complete and within_margins(t),
+                warm_start=bool(warm_start_kind(t.user_attrs)),
+                params=dict(t.params),
+                drops=dict(t.user_attrs.get(DROP_ATTR, {})),
+            )
+        )
+    return outcomes
+
+
+def _warn(message: str) -> None:
+    from hpo_action.notices import say
+
+    say(f"warning: {message}")
