@@ -163,9 +163,10 @@ def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int, stop_at: i
     }
 
 
-def build(task: Task, limit: int | None = None, only_seeds: list[int] | None = None) -> Path:
+def build(task: Task, limit: int | None = None, only_seeds: list[int] | None = None, reverse: bool = False) -> Path:
     """Train the missing rows of the table (resuming from the partial file), then write parquet + manifest.
-    `only_seeds`: train only these training seeds now (two processes may share the partial file, one per seed)."""
+    `only_seeds`: train only these training seeds now; `reverse`: from the last row. Several processes may share
+    the partial file: each skips a row another one has written meanwhile."""
     cfg = task_config(task)
     partial = RESULTS / f"curves_{task.name}.partial.jsonl"
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
@@ -181,8 +182,11 @@ def build(task: Task, limit: int | None = None, only_seeds: list[int] | None = N
     print(f"{task.name}: {len(done)} rows done, {len(todo)} to train", flush=True)
     started = time.monotonic()
     runner = session_runner(cfg)
+    todo = todo[::-1] if reverse else todo
     with partial.open("a") as sink:
         for seed, params in todo[:limit] if limit else todo:
+            if _key({**params, "train_seed": seed}, task) in _written(partial, task):
+                continue  # another process trained it meanwhile
             row = run_one(runner, cfg, params, seed)
             sink.write(json.dumps(row) + "\n")
             sink.flush()
@@ -224,6 +228,10 @@ def write_table(task: Task, cfg: Any, rows: list[dict[str, Any]], wall: float) -
     return path
 
 
+def _written(partial: Path, task: Task) -> set[tuple[Any, ...]]:
+    return {_key(json.loads(line), task) for line in partial.read_text().splitlines()} if partial.is_file() else set()
+
+
 def _key(row: dict[str, Any], task: Task) -> tuple[Any, ...]:
     return (row["train_seed"], *(row[k] for k in task.grid))
 
@@ -251,9 +259,10 @@ def main() -> None:
     parser.add_argument("--task", choices=[*TASKS, "all"], default="all")
     parser.add_argument("--limit", type=int, help="Train at most this many rows now (timing probes).")
     parser.add_argument("--only-seed", type=int, action="append", help="Train only this training seed now.")
+    parser.add_argument("--reverse", action="store_true", help="Train from the last missing row (a 2nd process).")
     args = parser.parse_args()
     for name in TASKS if args.task == "all" else [args.task]:
-        build(TASKS[name], args.limit, args.only_seed)
+        build(TASKS[name], args.limit, args.only_seed, args.reverse)
 
 
 if __name__ == "__main__":

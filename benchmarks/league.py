@@ -550,7 +550,11 @@ def main() -> None:
     parser.add_argument("--slow", default="", help="Entries whose library is slow here (comma-separated).")
     parser.add_argument("--jobs", type=int, default=1, help="Processes (each entry's seeds in chunks of 25).")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave hpo_efficiency.json alone.")
+    parser.add_argument("--markdown", action="store_true", help="Print RESULTS.md's league table from the file.")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads((RESULTS / "hpo_efficiency.json").read_text())["league"]))
+        return
     from hpo_efficiency import manifest_pins
 
     from hpo_action.session import quiet_libraries
@@ -599,8 +603,41 @@ def print_table(task: str, result: dict[str, Any]) -> None:
         print(f"{key:11}not run: {why}")
 
 
-def _n(value: float) -> str:
-    return "never" if not math.isfinite(value) else f"{value:.0f}"
+def markdown(league_result: dict[str, Any]) -> str:
+    """RESULTS.md's league table for each task, from the `league` key of hpo_efficiency.json."""
+    lines = []
+    for task, result in league_result["tasks"].items():
+        lines += [
+            f"**{task}** — B = {result['equal_compute_steps']:.0f} steps (the defaults' median {EQUAL_TRIALS}-trial "
+            f"spend), ε = {result['epsilon']:.4f}",
+            "",
+            "| entry | library | studies | steps to stay within ε (KM median [95% CI]) | stayed | "
+            "P(regret ≤ ε) at 25% / 50% / 100% of B | regret at B (median) | oracle fraction |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for key, row in result["entries"].items():
+            km, p, of = row["steps_to_stay_within_epsilon"], row["p_within_epsilon"], row["oracle_fraction"]
+            full = p["100%"]
+            fraction = "undefined" if of is None else f"{of['ratio']:.2f} [{_g(of['low'])}, {_g(of['high'])}]"
+            shares = f"{p['25%']['p']:.2f} / {p['50%']['p']:.2f} / {full['p']:.2f}"
+            lines.append(
+                f"| {key}: {row['label']} | {row['library']} | {row['replays']} | "
+                f"{_n(km['median'])} [{_n(km['low'])}, {_n(km['high'])}] | {km['events']} | "
+                f"{shares} [{full['low']:.2f}, {full['high']:.2f}] | "
+                f"{_g(row['regret_at_equal_compute']['median'])} | {fraction} |"
+            )
+        for key, why in result["not_run"].items():
+            lines.append(f"| {key}: {ENTRIES[key].label} | {ENTRIES[key].library} | not run: {why} | | | | | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _g(value: float | None) -> str:
+    return "never" if value is None or not math.isfinite(value) else f"{value:.3g}"
+
+
+def _n(value: float | None) -> str:
+    return "never" if value is None or not math.isfinite(value) else f"{value:.0f}"
 
 
 if __name__ == "__main__":
