@@ -459,15 +459,22 @@ def _work(job: tuple[str, str, list[tuple[int, int]], float | None]) -> tuple[st
 
 
 def run_entries(
-    task: str, keys: list[str], pairs_of: dict[str, list[tuple[int, int]]], budget: float | None, jobs: int
-) -> tuple[dict[str, list[Replay]], dict[str, float], dict[str, str]]:
-    """Each entry's studies on `jobs` processes (chunks of CHUNK seeds, in seed order); a library that fails is
-    reported in the third result, not hidden."""
+    task: str,
+    keys: list[str],
+    pairs_of: dict[str, list[tuple[int, int]]],
+    budget: float | None,
+    jobs: int,
+    on_entry: Callable[[str, list[Replay] | None, float, str | None], None],
+) -> None:
+    """Each entry's studies on `jobs` processes (chunks of CHUNK seeds, in seed order); `on_entry(key, replays,
+    cpu seconds, failure)` as each entry completes, in the order of `keys` (a library that fails is reported, not
+    hidden)."""
     from concurrent.futures import ProcessPoolExecutor
 
     work = [
         (task, key, pairs_of[key][i : i + CHUNK], budget) for key in keys for i in range(0, len(pairs_of[key]), CHUNK)
     ]
+    left = {key: sum(job[1] == key for job in work) for key in keys}
     runs: dict[str, list[Replay]] = {key: [] for key in keys}
     cpu: dict[str, float] = dict.fromkeys(keys, 0.0)
     failed: dict[str, str] = {}
@@ -476,14 +483,13 @@ def run_entries(
         for (_, key, _, _), future in zip(work, futures, strict=True):
             try:
                 _, replays, seconds = future.result()
+                runs[key].extend(replays)
+                cpu[key] += seconds
             except Exception as err:  # a library that cannot run here
                 failed[key] = f"{type(err).__name__}: {str(err)[:160]}"
-                continue
-            runs[key].extend(replays)
-            cpu[key] += seconds
-    for key in failed:
-        runs.pop(key, None)
-    return runs, cpu, failed
+            left[key] -= 1
+            if not left[key]:
+                on_entry(key, None if key in failed else runs[key], cpu[key], failed.get(key))
 
 
 def stay_times(runs: list[Replay], epsilon: float, budget: float) -> tuple[list[float], list[bool]]:
@@ -510,35 +516,51 @@ def entry_summary(
     }
 
 
-def league(task: str, keys: list[str], seeds: int, slow_seeds: int, slow: set[str], jobs: int) -> dict[str, Any]:
-    """Every entry on one table: B from the defaults' 40-trial studies, then each entry capped at B."""
+def league(
+    task: str, keys: list[str], seeds: int, slow_seeds: int, slow: set[str], jobs: int, emit: Callable[[Any], None]
+) -> dict[str, Any]:
+    """Every entry on one table: B from the defaults' 40-trial studies, then each entry capped at B; `emit` gets
+    the result so far after each entry (a long run leaves what it finished)."""
     table = Table.load_or_exit(task)
     epsilon = table.pooled_seed_sd()["epsilon"]
     pairs = [(seed, table.seeds[seed % len(table.seeds)]) for seed in range(seeds)]
-    uncapped, cpu, _ = run_entries(task, ["defaults"], {"defaults": pairs}, None, jobs)
-    budget = float(statistics.median(r.total_steps() for r in uncapped["defaults"]))
-    runs: dict[str, list[Replay]] = {"defaults": [truncate(r, budget) for r in uncapped["defaults"]]}
-    skipped = {}
+    runs: dict[str, list[Replay]] = {}
+    cpu: dict[str, float] = {}
+    result: dict[str, Any] = {"epsilon": epsilon, "entries": {}, "not_run": {}}
+
+    def uncapped(key: str, replays: list[Replay] | None, seconds: float, failure: str | None) -> None:
+        assert replays is not None, failure
+        result["equal_compute_steps"] = float(statistics.median(r.total_steps() for r in replays))
+        runs[key], cpu[key] = replays, seconds
+
+    run_entries(task, ["defaults"], {"defaults": pairs}, None, jobs, uncapped)
+    budget = result["equal_compute_steps"]
+    runs["defaults"] = [truncate(r, budget) for r in runs["defaults"]]
     others = []
     for key in ["oracle", *[k for k in keys if k not in ("defaults", "oracle")]]:
         if available(ENTRIES[key]):
             others.append(key)
         else:
-            skipped[key] = f"{ENTRIES[key].library} is not installed (pip install -e '.[league]')"
+            result["not_run"][key] = f"{ENTRIES[key].library} is not installed (pip install -e '.[league]')"
+
+    def summarize(key: str, replays: list[Replay] | None, seconds: float, failure: str | None) -> None:
+        if replays is None:
+            result["not_run"][key] = failure
+            return
+        runs[key], cpu[key] = replays, seconds
+        oracle = stay_times(runs["oracle"], epsilon, budget)
+        for name in ["defaults", key] if key == "oracle" else [key]:
+            result["entries"][name] = {
+                "label": ENTRIES[name].label,
+                "library": ENTRIES[name].library,
+                **entry_summary(runs[name], oracle, epsilon, budget, cpu[name]),
+            }
+        print(f"{task} {key}: {len(replays)} studies, {seconds:.0f} CPU s", flush=True)
+        emit(result)
+
     pairs_of = {key: pairs[:slow_seeds] if key in slow else pairs for key in others}
-    more, more_cpu, failed = run_entries(task, others, pairs_of, budget, jobs)
-    runs.update(more)
-    cpu.update(more_cpu)
-    skipped.update(failed)
-    oracle = stay_times(runs["oracle"], epsilon, budget)
-    entries = {}
-    for key, replays in runs.items():
-        entries[key] = {
-            "label": ENTRIES[key].label,
-            "library": ENTRIES[key].library,
-            **entry_summary(replays, oracle, epsilon, budget, cpu[key]),
-        }
-    return {"equal_compute_steps": budget, "epsilon": epsilon, "entries": entries, "not_run": skipped}
+    run_entries(task, others, pairs_of, budget, jobs, summarize)
+    return result
 
 
 def main() -> None:
@@ -555,7 +577,6 @@ def main() -> None:
     if args.markdown:
         print(markdown(json.loads((RESULTS / "hpo_efficiency.json").read_text())["league"]))
         return
-    from hpo_efficiency import manifest_pins
 
     from hpo_action.session import quiet_libraries
 
@@ -563,28 +584,35 @@ def main() -> None:
     started = time.monotonic()
     keys = args.entries.split(",")
     slow = set(filter(None, args.slow.split(",")))
-    results = {}
     for task in args.tasks.split(","):
-        results[task] = league(task, keys, args.seeds, args.slow_seeds or args.seeds, slow, args.jobs)
-        print_table(task, results[task])
-    out = {
-        "study_seeds": args.seeds,
-        "slow_entries_study_seeds": {k: args.slow_seeds for k in slow} if args.slow_seeds else {},
-        "training_seed_rule": "study seed mod 3",
-        "budget_rule": f"B = median steps of the defaults' {EQUAL_TRIALS}-trial studies; every study stops at B",
-        "tasks": results,
-        "manifest": {task: manifest_pins(task) for task in results},
-        "wall_s": {task: round(time.monotonic() - started, 1) for task in results},
-    }
-    if not args.no_write:
-        path = RESULTS / "hpo_efficiency.json"
-        existing = json.loads(path.read_text())
-        before = existing.get("league", {})  # a run of one task keeps the other task's league
-        for name in ("tasks", "manifest", "wall_s"):
-            out[name] = {**before.get(name, {}), **{task: out[name][task] for task in results}}
-        existing["league"] = finite(out)
-        path.write_text(json.dumps(existing, indent=2) + "\n")
-        print(f"wrote the league into {path} in {time.monotonic() - started:.0f} s")
+
+        def emit(result: dict[str, Any], task: str = task) -> None:
+            if not args.no_write:
+                write(task, result, args, slow, time.monotonic() - started)
+
+        result = league(task, keys, args.seeds, args.slow_seeds or args.seeds, slow, args.jobs, emit)
+        print_table(task, result)
+
+
+def write(task: str, result: dict[str, Any], args: argparse.Namespace, slow: set[str], wall: float) -> None:
+    """The task's league into hpo_efficiency.json's `league` key (the other keys, and the other task, kept)."""
+    from hpo_efficiency import manifest_pins
+
+    path = RESULTS / "hpo_efficiency.json"
+    existing = json.loads(path.read_text())
+    league_key = existing.get("league", {})
+    league_key.update(
+        {
+            "study_seeds": args.seeds,
+            "slow_entries_study_seeds": dict.fromkeys(sorted(slow), args.slow_seeds) if args.slow_seeds else {},
+            "training_seed_rule": "study seed mod the table's training seeds",
+            "budget_rule": f"B = median steps of the defaults' {EQUAL_TRIALS}-trial studies; every study stops at B",
+        }
+    )
+    for name, value in (("tasks", finite(result)), ("manifest", manifest_pins(task)), ("wall_s", round(wall, 1))):
+        league_key.setdefault(name, {})[task] = value
+    existing["league"] = league_key
+    path.write_text(json.dumps(existing, indent=2) + "\n")
 
 
 def print_table(task: str, result: dict[str, Any]) -> None:
