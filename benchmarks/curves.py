@@ -163,7 +163,9 @@ def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int, stop_at: i
     }
 
 
-def build(task: Task, limit: int | None = None, only_seeds: list[int] | None = None, reverse: bool = False) -> Path:
+def build(
+    task: Task, limit: int | None = None, only_seeds: list[int] | None = None, reverse: bool = False, shuffle: int = 0
+) -> Path:
     """Train the missing rows of the table (resuming from the partial file), then write parquet + manifest.
     `only_seeds`: train only these training seeds now; `reverse`: from the last row. Several processes may share
     the partial file: each skips a row another one has written meanwhile."""
@@ -183,6 +185,10 @@ def build(task: Task, limit: int | None = None, only_seeds: list[int] | None = N
     started = time.monotonic()
     runner = session_runner(cfg)
     todo = todo[::-1] if reverse else todo
+    if shuffle:  # a third process: a random order, so that it seldom meets the forward and the reverse one
+        import random
+
+        random.Random(shuffle).shuffle(todo)
     with partial.open("a") as sink:
         for seed, params in todo[:limit] if limit else todo:
             if _key({**params, "train_seed": seed}, task) in _written(partial, task):
@@ -260,9 +266,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="Train at most this many rows now (timing probes).")
     parser.add_argument("--only-seed", type=int, action="append", help="Train only this training seed now.")
     parser.add_argument("--reverse", action="store_true", help="Train from the last missing row (a 2nd process).")
+    parser.add_argument("--shuffle", type=int, default=0, help="Train the missing rows in a seeded random order.")
     args = parser.parse_args()
     for name in TASKS if args.task == "all" else [args.task]:
-        build(TASKS[name], args.limit, args.only_seed, args.reverse)
+        build(TASKS[name], args.limit, args.only_seed, args.reverse, args.shuffle)
 
 
 if __name__ == "__main__":
