@@ -49,6 +49,7 @@ import contextlib
 import importlib.util
 import json
 import math
+import os
 import statistics
 import time
 import warnings
@@ -59,6 +60,7 @@ from typing import Any
 from efficiency_stats import bootstrap_median, finite, km_ratio, km_summary, proportion
 from table_replay import RESULTS, Replay, Table, replay
 
+UNCONSTRAINED = "HPO_LEAGUE_UNCONSTRAINED"  # set by --unconstrained, read in every worker process
 EQUAL_TRIALS = 40  # the defaults' study length whose median spend is the league's budget B
 MAX_TRIALS = 400  # an upper bound on a capped study's trials (the step cap ends it first)
 BUDGET_FRACTIONS = (0.25, 0.5, 1.0)
@@ -180,6 +182,8 @@ def entry_config(table: Table, entry: Entry, trials: int) -> Any:
     from hpo_action.search.space import searched, warm_start_params
 
     overrides = dict(entry.overrides)
+    if os.environ.get(UNCONSTRAINED):  # --unconstrained: the loss alone picks the incumbent
+        overrides["forgetting_constraint"] = False
     if overrides.pop("lr_only", False):  # the other searched dimensions fixed at the warm start's values
         base = strategy_config(table, "league", {}, trials)
         starts = warm_start_params(base)
@@ -502,6 +506,7 @@ def entry_summary(
     runs: list[Replay], oracle: tuple[list[float], list[bool]], epsilon: float, budget: float, seconds: float
 ) -> dict[str, Any]:
     stays = stay_times(runs, epsilon, budget)
+    oracle = (oracle[0][: len(runs)], oracle[1][: len(runs)])  # paired: an entry on fewer seeds has their prefix
     return {
         "replays": len(runs),
         "steps_to_stay_within_epsilon": km_summary(*stays),
@@ -573,7 +578,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="Processes (each entry's seeds in chunks of 25).")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave hpo_efficiency.json alone.")
     parser.add_argument("--markdown", action="store_true", help="Print RESULTS.md's league table from the file.")
+    parser.add_argument(
+        "--unconstrained",
+        action="store_true",
+        help="Without search.forgetting_constraint (a table whose rows do not vary the remedies, e.g. flat).",
+    )
     args = parser.parse_args()
+    if args.unconstrained:
+        os.environ[UNCONSTRAINED] = "1"
     if args.markdown:
         print(markdown(json.loads((RESULTS / "hpo_efficiency.json").read_text())["league"]))
         return
@@ -609,6 +621,11 @@ def write(task: str, result: dict[str, Any], args: argparse.Namespace, slow: set
             "budget_rule": f"B = median steps of the defaults' {EQUAL_TRIALS}-trial studies; every study stops at B",
         }
     )
+    result = {**result, "forgetting_constraint": not args.unconstrained}
+    before = league_key.get("tasks", {}).get(task, {})
+    if before.get("equal_compute_steps") == result.get("equal_compute_steps"):  # a run that adds entries to a task
+        result["entries"] = {**result["entries"], **before.get("entries", {})}  # the earlier (longer) rows kept
+        result["not_run"] = {k: v for k, v in result["not_run"].items() if k not in result["entries"]}
     for name, value in (("tasks", finite(result)), ("manifest", manifest_pins(task)), ("wall_s", round(wall, 1))):
         league_key.setdefault(name, {})[task] = value
     existing["league"] = league_key

@@ -194,7 +194,7 @@ def test_a_table_whose_config_differs_from_the_code_is_refused(tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["quickstart"])
+@pytest.mark.parametrize("task", ["quickstart", "flat"])
 def test_the_table_matches_todays_trial_loop(monkeypatch: pytest.MonkeyPatch, task: str):
     """The drift test: two rows of each committed table (its best configuration and its median one), retrained now
     with today's trial loop on the table's thread count, up to step 50 (stopped there as a pruned trial stops),
