@@ -38,8 +38,11 @@ median ÷ the entry's).
 
     python benchmarks/league.py                              # both tables, 100 study seeds
     python benchmarks/league.py --tasks quickstart --entries defaults,sh20,dehb --seeds 20
+    python benchmarks/league.py --tasks flat --unconstrained  # the flat table's rows do not vary the remedies
+    python benchmarks/league.py --markdown                   # RESULTS.md's league table, from the file
 
-Writes the `league` key of benchmarks/results/hpo_efficiency.json (the other keys are kept) and league.txt.
+Writes the `league` key of benchmarks/results/hpo_efficiency.json after each entry (the other keys, and the other
+task's league, are kept; a run that adds entries to a task with the same B keeps the rows already there).
 """
 
 from __future__ import annotations
