@@ -3,8 +3,8 @@ space through its own library's code, at equal compute (every study stops once i
 spend of a 40-trial study, `B` steps), over many study seeds (training seed = study seed mod 3), and is scored as
 benchmarks/hpo_efficiency.py scores a strategy: by the *true* regret of the configuration it would hand over.
 
-Entries that are Optuna strategies run through the product's own study code (benchmarks/table_replay.replay: the
-sampler, the warm start, the duplicate check, the last-step guard), with only the pruner (or the space) changed:
+Entries that are Optuna strategies run through the product's own study code (`replay` of benchmarks/table_replay.py:
+the sampler, the warm start, the duplicate check, the last-step guard), with only the pruner (or the space) changed:
 
     defaults     hpo-action's defaults (TPE multivariate, 3 start-up trials; Hyperband from the first evaluation;
                  two warm starts, never pruned)
