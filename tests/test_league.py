@@ -77,10 +77,17 @@ def test_the_power_law_extrapolates_an_exact_power_law():
     assert predict_final([(25, 1.0), (50, math.nan)], 100) == INF  # a diverged curve is never the incumbent
 
 
-def test_dehb_runs_through_its_own_library_on_a_table():
-    pytest.importorskip("dehb", reason="the league extra is not installed (pip install -e '.[league]')")
+@pytest.mark.parametrize(
+    ("key", "module", "install"),
+    [
+        ("dehb", "dehb", "pip install --no-deps dehb==0.1.2 (it pins numpy<2)"),
+        ("st_asha", "syne_tune", "pip install -e '.[league]'"),
+    ],
+)
+def test_a_peer_runs_through_its_own_library_on_a_table(key: str, module: str, install: str):
+    pytest.importorskip(module, reason=f"{module} is not installed ({install})")
     table = synthetic_table()
-    run = run_peer(table, "dehb", study_seed=0, train_seed=0, budget=600)
+    run = run_peer(table, key, study_seed=0, train_seed=0, budget=600)
     gaps = [b - a for a, b in zip([0, *run.steps], run.steps, strict=False)]
     assert run.total_steps() <= 600 and set(gaps) <= {25, 50, 75, 100}  # whole evaluations of the table
     assert math.isfinite(run.final_regret())  # a full-budget run happened within 600 steps
