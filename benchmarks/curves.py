@@ -58,6 +58,7 @@ class Task:
     name: str
     overrides: dict[str, Any]
     grid: dict[str, list[Any]]
+    seeds: tuple[int, ...] = TRAINING_SEEDS  # the training seeds every configuration is trained with
 
     def configurations(self) -> list[dict[str, Any]]:
         names = list(self.grid)
@@ -87,11 +88,15 @@ TASKS = {
             },
         },
         {
-            "learning_rate": log_grid(1e-4, 1e-1, 10),
+            # 5 learning rates (10 before issue 23's rebuild): 180 rows fit a 20-minute build on one thread
+            "learning_rate": log_grid(1e-4, 1e-1, 5),
             "lora_r": [2, 8, 32],
             "warmup_ratio": [0.0, 0.2],
             "lr_scheduler_type": ["constant_with_warmup", "cosine"],
         },
+        # 2 training seeds, not 3: issue 23's rebuild ran on a machine shared by six sessions (load 11-15 on 2
+        # cores), where 180 rows did not fit the time given; ε is pooled over 15 configurations (15 df)
+        seeds=(0, 1),
     ),
 }
 
@@ -159,23 +164,36 @@ def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int, stop_at: i
     }
 
 
-def build(task: Task, limit: int | None = None) -> Path:
-    """Train the missing rows of the table (resuming from the partial file), then write parquet + manifest."""
+def build(
+    task: Task, limit: int | None = None, only_seeds: list[int] | None = None, reverse: bool = False, shuffle: int = 0
+) -> Path:
+    """Train the missing rows of the table (resuming from the partial file), then write parquet + manifest.
+    `only_seeds`: train only these training seeds now; `reverse`: from the last row. Several processes may share
+    the partial file: each skips a row another one has written meanwhile."""
     cfg = task_config(task)
     partial = RESULTS / f"curves_{task.name}.partial.jsonl"
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
+    rows = [row for row in rows if row["train_seed"] in task.seeds]
     done = {_key(row, task) for row in rows}
     todo = [
         (seed, config)
-        for seed in TRAINING_SEEDS
+        for seed in task.seeds
+        if only_seeds is None or seed in only_seeds
         for config in task.configurations()
         if _key({**config, "train_seed": seed}, task) not in done
     ]
     print(f"{task.name}: {len(done)} rows done, {len(todo)} to train", flush=True)
     started = time.monotonic()
     runner = session_runner(cfg)
+    todo = todo[::-1] if reverse else todo
+    if shuffle:  # a third process: a random order, so that it seldom meets the forward and the reverse one
+        import random
+
+        random.Random(shuffle).shuffle(todo)
     with partial.open("a") as sink:
         for seed, params in todo[:limit] if limit else todo:
+            if _key({**params, "train_seed": seed}, task) in _written(partial, task):
+                continue  # another process trained it meanwhile
             row = run_one(runner, cfg, params, seed)
             sink.write(json.dumps(row) + "\n")
             sink.flush()
@@ -183,7 +201,10 @@ def build(task: Task, limit: int | None = None) -> Path:
             final, seconds = row["final"], row["seconds"]
             print(f"{task.name} {len(rows)}: {params} seed {seed}: {final:.4f} in {seconds:.1f} s", flush=True)
     wall = time.monotonic() - started
-    if len(rows) < len(task.configurations()) * len(TRAINING_SEEDS):
+    # the partial file again: another process (--only-seed) may have added rows; one row per key
+    rows = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else rows
+    rows = list({_key(row, task): row for row in rows if row["train_seed"] in task.seeds}.values())
+    if len(rows) < len(task.configurations()) * len(task.seeds):
         print(f"{task.name}: {len(rows)} rows so far; run again to continue")
         return partial
     return write_table(task, cfg, rows, wall)
@@ -202,7 +223,7 @@ def write_table(
     manifest = {
         "task": task.name,
         "grid": task.grid,
-        "training_seeds": list(TRAINING_SEEDS),
+        "training_seeds": list(task.seeds),
         **({"extra_seeds": extra} if extra else {}),
         "configurations": len(task.configurations()),
         "rows": len(rows),
@@ -218,9 +239,9 @@ def write_table(
 
 
 def add_seeds(task: Task, total: int, top: int, limit: int | None = None) -> Path:
-    """Give the `top` configurations of the complete table (by mean final loss over TRAINING_SEEDS, a diverged run
-    counting as the worst finite one) training seeds up to `total` in all, with the same runner; resumable like
-    `build`. Refused unless the table's pins match the code here, so old and new rows describe one trial loop."""
+    """Give the `top` configurations of the complete table (by mean final loss over the task's training seeds, a
+    diverged run counting as the worst finite one) training seeds up to `total` in all, with the same runner;
+    resumable like `build`. Refused unless the table's pins match the code here, so old and new rows describe one trial loop."""
     import pyarrow.parquet as pq
     from table_manifest import check, demo_model_sha256
 
@@ -232,7 +253,7 @@ def add_seeds(task: Task, total: int, top: int, limit: int | None = None) -> Pat
         raise SystemExit(f"error: {path.name}: the demo model here differs from the table's; rebuild the table")
     rows = pq.read_table(RESULTS / f"curves_{task.name}.parquet").to_pylist()
     chosen = _best(task, rows, top)
-    seeds = list(range(len(TRAINING_SEEDS), total))
+    seeds = list(range(len(task.seeds), total))
     partial = RESULTS / f"curves_{task.name}.partial.jsonl"
     trained = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
     rows += [row for row in trained if row["train_seed"] in seeds]  # a run stopped early for a smaller total
@@ -266,11 +287,15 @@ def _best(task: Task, rows: list[dict[str, Any]], top: int) -> list[dict[str, An
     worst = max(finite)
     by_config: dict[tuple[Any, ...], list[float]] = {}
     for row in rows:
-        if row["train_seed"] in TRAINING_SEEDS:
+        if row["train_seed"] in task.seeds:
             final = row["final"] if row["final"] is not None and math.isfinite(row["final"]) else worst
             by_config.setdefault(tuple(row[k] for k in task.grid), []).append(final)
     ranked = sorted(by_config, key=lambda point: sum(by_config[point]) / len(by_config[point]))
     return [dict(zip(task.grid, point, strict=True)) for point in ranked[:top]]
+
+
+def _written(partial: Path, task: Task) -> set[tuple[Any, ...]]:
+    return {_key(json.loads(line), task) for line in partial.read_text().splitlines()} if partial.is_file() else set()
 
 
 def _key(row: dict[str, Any], task: Task) -> tuple[Any, ...]:
@@ -301,12 +326,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="Train at most this many rows now (timing probes).")
     parser.add_argument("--add-seeds", type=int, metavar="N", help="Give the --top configurations N seeds in all.")
     parser.add_argument("--top", type=int, default=20, help="How many of the best configurations --add-seeds covers.")
+    parser.add_argument("--only-seed", type=int, action="append", help="Train only this training seed now.")
+    parser.add_argument("--reverse", action="store_true", help="Train from the last missing row (a 2nd process).")
+    parser.add_argument("--shuffle", type=int, default=0, help="Train the missing rows in a seeded random order.")
     args = parser.parse_args()
     for name in TASKS if args.task == "all" else [args.task]:
         if args.add_seeds:
             add_seeds(TASKS[name], args.add_seeds, args.top, args.limit)
         else:
-            build(TASKS[name], args.limit)
+            build(TASKS[name], args.limit, args.only_seed, args.reverse, args.shuffle)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ against (b), (c) and (e); the oracle fraction of a strategy is the oracle's KM m
 the strategy's (1: as good as the limit).
 
 A table whose manifest does not match the code and config under test, or one marked stale, is refused (exit 2);
-`--allow-stale` replays a stale table as recorded (e.g. --tasks quickstart60,flat).
+`--allow-stale` replays a stale table as recorded (e.g. --tasks quickstart60,flat60).
 
     python benchmarks/hpo_efficiency.py                  # both tables, 100 study seeds × 3 training seeds
     python benchmarks/hpo_efficiency.py --cycle-seeds --random-trials 160   # RESULTS.md's run:

@@ -161,7 +161,7 @@ def test_the_kaplan_meier_median_matches_scipy():
 
 def test_a_stale_table_is_refused_with_exit_2_and_one_line():
     done = subprocess.run(
-        [sys.executable, "benchmarks/hpo_efficiency.py", "--tasks", "flat", "--seeds", "1"],
+        [sys.executable, "benchmarks/hpo_efficiency.py", "--tasks", "flat60", "--seeds", "1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -169,9 +169,9 @@ def test_a_stale_table_is_refused_with_exit_2_and_one_line():
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "curves_flat.json: stale table" in lines[0] and "--allow-stale" in lines[0]
-    stale = Table.load("flat", allow_stale=True)  # asked for explicitly, it replays as recorded
-    assert stale.task == "flat" and stale.rows
+    assert len(lines) == 1 and "curves_flat60.json: stale table" in lines[0] and "--allow-stale" in lines[0]
+    stale = Table.load("flat60", allow_stale=True)  # asked for explicitly, it replays as recorded
+    assert stale.task == "flat60" and stale.rows
 
 
 def test_a_table_whose_config_differs_from_the_code_is_refused(tmp_path: Path):
@@ -194,17 +194,18 @@ def test_a_table_whose_config_differs_from_the_code_is_refused(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_the_quickstart_table_matches_todays_trial_loop(monkeypatch: pytest.MonkeyPatch):
-    """The drift test: two rows of the committed table (its best configuration and its median one), retrained now
+@pytest.mark.parametrize("task", ["quickstart", "flat"])
+def test_the_table_matches_todays_trial_loop(monkeypatch: pytest.MonkeyPatch, task: str):
+    """The drift test: two rows of each committed table (its best configuration and its median one), retrained now
     with today's trial loop on the table's thread count, up to step 50 (stopped there as a pruned trial stops),
     agree with the recorded curve within DRIFT_TOLERANCE. A change of the trial loop, the demo model or the data
     that moves the curves fails here (on the machine that built the table the rows reproduce bit for bit)."""
-    table = Table.load("quickstart")
-    manifest = json.loads((RESULTS / "curves_quickstart.json").read_text())
+    table = Table.load(task)
+    manifest = json.loads((RESULTS / f"curves_{task}.json").read_text())
     monkeypatch.setenv("OMP_NUM_THREADS", str(manifest["torch_threads"]))
     truth = table.true_losses()
     ranked = sorted(table.points(), key=truth.__getitem__)
-    cfg = task_config(TASKS["quickstart"])
+    cfg = task_config(TASKS[task])
     runner = session_runner(cfg)
     for point in (ranked[0], ranked[len(ranked) // 2]):
         recorded = table.rows[(*point, 0)]
