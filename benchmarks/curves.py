@@ -241,7 +241,8 @@ def write_table(
 def add_seeds(task: Task, total: int, top: int, limit: int | None = None) -> Path:
     """Give the `top` configurations of the complete table (by mean final loss over the task's training seeds, a
     diverged run counting as the worst finite one) training seeds up to `total` in all, with the same runner;
-    resumable like `build`. Refused unless the table's pins match the code here, so old and new rows describe one trial loop."""
+    resumable like `build`. Refused unless the table's pins match the code here, so old and new rows describe one
+    trial loop."""
     import pyarrow.parquet as pq
     from table_manifest import check, demo_model_sha256
 
