@@ -271,7 +271,11 @@ def main() -> None:
     result["wall_s"] = round(time.monotonic() - started, 1)
     print_summary(per_task)
     name = "hpo_efficiency_quick" if args.quick else args.out
-    (RESULTS / f"{name}.json").write_text(json.dumps(finite(result), indent=2) + "\n")
+    earlier = RESULTS / f"{name}.json"
+    kept = json.loads(earlier.read_text()) if earlier.is_file() else {}
+    if "league" in kept:  # league.py's key: its peers are not rerun here
+        result["league"] = kept["league"]
+    earlier.write_text(json.dumps(finite(result), indent=2) + "\n")
     from efficiency_plot import plot
 
     plot(per_task, RESULTS / f"{name}.png")
