@@ -22,10 +22,8 @@ from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.decoding import DecodingSearch, search_decoding
 from hpo_action.judge.evaluate import EvalSettings, attach_trained, evaluate
 from hpo_action.judge.forgetting_split import forgetting_parts, small_set_warnings
-from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair
-from hpo_action.judge.gate_files import ForgettingFiles, margin_for
+from hpo_action.judge.gate_files import ForgettingFiles, gate_prediction_files
 from hpo_action.judge.generation import write_generation_config
-from hpo_action.judge.predictions import read_meta, read_predictions
 from hpo_action.judge.sequence import at_level, per_gate
 from hpo_action.judge.stage import StageHooks, evaluate_stage, finalist_adapter
 from hpo_action.layout import RunLayout
@@ -276,26 +274,9 @@ def gate_files(
     out: Path | None = None,
     console: Console | None = None,
 ) -> GateDecision:
-    """Gate two prediction files (and forgetting pairs) from anywhere; write gate.json and print the verdict.
-
-    The metric is never guessed: `metric`, else the first metric evaluate recorded in the candidate's meta.json,
-    else the only numeric field the files share; forgetting pairs use their own, else the primary's name."""
-    cand_rows, ref_rows = read_predictions(candidate), read_predictions(reference)
-    recorded = read_meta(candidate).get("metrics") or [None]
-    how = "choose one with --metric"
-    metric = choose_metric(cand_rows, ref_rows, metric or recorded[0], f"{candidate} and {reference}", how)
-    inputs = []
-    for files in forgetting:
-        name = files.name
-        cand_f, ref_f = read_predictions(files.candidate), read_predictions(files.reference)
-        how = f"name it: --forgetting {name}=CAND,REF,MARGIN,METRIC"
-        chosen = choose_metric(cand_f, ref_f, files.metric or metric, f"--forgetting {name}", how)
-        paired = pair(cand_f, ref_f, chosen, names=(f"{name} candidate", f"{name} reference"))
-        inputs.append(ForgettingInput(name, paired, margin_for(files, paired.boolean, chosen)))
-    vocab_size = read_meta(candidate).get("vocab_size")
-    decision = gate(pair(cand_rows, ref_rows, metric), inputs, cfg, vocab_size=vocab_size)
-    sequence = per_gate(cfg.alpha).to_json()  # no registry here: per-gate control, said so in gate.json
-    decision = replace(decision, config=replace(decision.config, sequence=sequence))
+    """Gate two prediction files (and forgetting pairs) from anywhere (judge/gate_files.py says how the metric is
+    chosen); write gate.json and print the verdict."""
+    decision = gate_prediction_files(candidate, reference, cfg, metric, forgetting)
     if out is not None:
         decision.write(out)
     (console or make_console()).print(verdict(decision))
