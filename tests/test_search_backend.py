@@ -31,7 +31,7 @@ def test_search_backend_picks_the_optuna_backend_by_default_and_ray_when_asked(t
     from hpo_action.search.ray_backend import RayBackend
 
     raw = small_config(tmp_path)
-    raw["search"].update(backend="ray", space={"learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}})
+    raw["search"].update(backend="ray", ray={"scheduler": "asha"})
     assert isinstance(backend_for(parse_config(raw, base_dir=tmp_path)), RayBackend)
 
 
