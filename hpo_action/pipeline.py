@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from hpo_action.report.tables import decoding_table, to_rich, verdict
 from hpo_action.report.terminal import StudyProgress, make_console, show_search
 from hpo_action.search import lr_window
 from hpo_action.search.backend import SearchHooks, SearchRequest, SearchResult
+from hpo_action.search.outputs import check_writable
 from hpo_action.search.space import trial_defaults
 from hpo_action.search.stage import search_stage
 from hpo_action.search.summary import RunSummary
@@ -186,7 +186,6 @@ def _search(
 ) -> SearchResult:
     """The search stage behind search.backend, then its plots and closing tables."""
     layout = RunLayout(Path(cfg.output.dir))
-    _check_writable(layout.root)
     quiet_libraries()
     hooks = SearchHooks(
         make_runner=trial_runner,
@@ -210,7 +209,7 @@ def lr_find(
     console = console or make_console(stderr=True)
     layout = RunLayout(Path(cfg.output.dir))
     splits = load_splits(cfg.data)
-    _check_writable(layout.root)
+    check_writable(layout.root)
     quiet_libraries()
     return _find_lr(cfg, splits, None, layout, console, steps, start, end)
 
@@ -249,20 +248,6 @@ def _prepare_for_workers(cfg: HpoConfig, splits: Splits, layout: RunLayout, cons
     train, validation = folds[-1]
     workers = f"{cfg.search.workers} worker process(es), logs in {layout.workers_dir}"
     console.print(banner(cfg, cfg.model.method, len(train), len(validation), cache_hit) + f" · {workers}")
-
-
-def _check_writable(output: Path) -> None:
-    """Try a real write: permission bits say nothing for root or on a read-only file system."""
-    fix = "choose another folder with --output"
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"output.dir: cannot create {output}: {err.strerror} ({fix})") from None
-    try:
-        with tempfile.TemporaryFile(dir=output):
-            pass
-    except OSError as err:
-        raise ConfigError(f"output.dir: {output} is not writable: {err.strerror} ({fix})") from None
 
 
 def gate_files(

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hpo_action.errors import OutputError
+from hpo_action.errors import ConfigError, OutputError
 from hpo_action.files import is_no_space, write_text_atomic
 from hpo_action.layout import RunLayout, claim, foreign_files, is_ours
 from hpo_action.search.summary import TrialRecord
@@ -82,3 +82,17 @@ def publish_trial(
             ) from None
         raise
     return target
+
+
+def check_writable(output: Path) -> None:
+    """Try a real write: permission bits say nothing for root or on a read-only file system."""
+    fix = "choose another folder with --output"
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"output.dir: cannot create {output}: {err.strerror} ({fix})") from None
+    try:
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as err:
+        raise ConfigError(f"output.dir: {output} is not writable: {err.strerror} ({fix})") from None

@@ -28,7 +28,7 @@ from hpo_action.errors import ConfigError
 from hpo_action.layout import RunLayout
 from hpo_action.search.backend import SearchRequest, SearchResult
 from hpo_action.search.naming import shown_storage, study_name
-from hpo_action.search.outputs import publish_trial
+from hpo_action.search.outputs import check_writable, publish_trial
 from hpo_action.search.ray_trial import ADAPTER, FINAL, OBJECTIVE, STEP, MakeRunner, TrialSpec, train_trial
 from hpo_action.search.space import searched, trial_defaults, warm_start_params
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
@@ -44,6 +44,7 @@ class RayBackend:
 
     def search(self, request: SearchRequest) -> SearchResult:
         cfg = request.cfg
+        check_writable(Path(cfg.output.dir))
         with request.hooks.section(f"search: Ray Tune {cfg.search.ray.scheduler}, {cfg.search.n_trials} trials"):
             restore_only = request.extra_trials == 0
             summary = run_ray_search(cfg, request.splits, request.hooks.make_runner, request.console, restore_only)

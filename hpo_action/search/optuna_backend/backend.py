@@ -20,6 +20,7 @@ from hpo_action.search.optuna_backend.records import importances, publish_best, 
 from hpo_action.search.optuna_backend.slots import check_complete, finished, target_trials, timeout_stop
 from hpo_action.search.optuna_backend.study import check_not_all_failed, open_study, run_trials, study_exists
 from hpo_action.search.optuna_backend.supervisor import WorkerPool
+from hpo_action.search.outputs import check_writable
 from hpo_action.search.space import trial_defaults
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class OptunaBackend:
                 f"--n-trials 0: no trial to run, and study {study_name(cfg)!r} does not exist yet in this storage; "
                 "drop --n-trials 0 (and --skip-search) to run search.n_trials trials"
             )
+        check_writable(Path(cfg.output.dir))
         in_workers = cfg.search.workers > 0 and request.extra_trials != 0  # the leader runs no trial
         if in_workers:
             request.console.print(f"starting {cfg.search.workers} worker process(es); each loads the model once")
