@@ -120,7 +120,7 @@ def stagnated(patience: int) -> Callable[[Any], bool]:
     """True once the study's best completed value is `patience` or more counted trials old."""
 
     def stop(study: Any) -> bool:
-        from hpo_action.search.duplicates import is_discarded
+        from hpo_action.search.optuna_backend.duplicates import is_discarded
 
         trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and not is_discarded(t)]
         values = [(t.value, i) for i, t in enumerate(trials) if t.state.name == "COMPLETE" and t.value is not None]

@@ -136,8 +136,8 @@ class Task:
     def run(self, strategy: str, seed: int, trials: int) -> dict[str, Any]:
         """One study of `trials` trials with this strategy and seed, then evaluate and gate its chosen trial."""
         from hpo_action.config import apply_overrides
-        from hpo_action.search.finalist import chosen_trial
-        from hpo_action.search.study import open_study, run_trials
+        from hpo_action.search.optuna_backend.finalist import chosen_trial
+        from hpo_action.search.optuna_backend.study import open_study, run_trials
         from hpo_action.train.trial import TrialRunner
 
         started = time.monotonic()

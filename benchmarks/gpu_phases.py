@@ -146,7 +146,7 @@ def study_record(config_path: str) -> dict[str, Any]:
 
     from hpo_action.config import load_config
     from hpo_action.data.tokenize import tokenize_rows
-    from hpo_action.search.storage import storage_url, study_name
+    from hpo_action.search.naming import storage_url, study_name
     from hpo_action.train.models import load_tokenizer, pick_dtype
 
     cfg = load_config(config_path)

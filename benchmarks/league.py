@@ -124,7 +124,7 @@ class LearningCurvePruner:
         self.max_steps = max_steps
 
     def prune(self, study: Any, trial: Any) -> bool:
-        from hpo_action.search.finalist import chosen_trial
+        from hpo_action.search.optuna_backend.finalist import chosen_trial
 
         curve = sorted(trial.intermediate_values.items())
         incumbent = chosen_trial(study)
@@ -200,7 +200,7 @@ def entry_config(table: Table, entry: Entry, trials: int) -> Any:
 
 def run_replay(table: Table, key: str, study_seed: int, train_seed: int, budget: float | None) -> Replay:
     """One study of a product-study entry; `budget` None: the defaults' 40-trial study that defines B."""
-    from hpo_action.search import study as study_module
+    from hpo_action.search.optuna_backend import study as study_module
 
     entry = ENTRIES[key]
     truth = table.true_losses()

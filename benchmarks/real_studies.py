@@ -31,9 +31,10 @@ from table_replay import RESULTS, Table
 
 def real_study(cfg: Any, runner: Any, budget: int, folder: Path, lr_auto: bool) -> dict[str, Any]:
     """One study until `budget` training steps are spent (the range test's steps included)."""
-    from hpo_action.search import lr_bounds
+    from hpo_action.search.lr_window import AUTO_STEPS
+    from hpo_action.search.optuna_backend import lr_bounds
+    from hpo_action.search.optuna_backend.study import open_study, run_trials
     from hpo_action.search.space import trial_defaults
-    from hpo_action.search.study import open_study, run_trials
     from hpo_action.train.lr_find import lr_range_test
 
     started = time.perf_counter()
@@ -41,7 +42,7 @@ def real_study(cfg: Any, runner: Any, budget: int, folder: Path, lr_auto: bool) 
     spent = 0
     if lr_auto:
         cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"lr_bounds": "auto"})})
-        found = lr_range_test(runner, trial_defaults(cfg), steps=lr_bounds.AUTO_STEPS)
+        found = lr_range_test(runner, trial_defaults(cfg), steps=AUTO_STEPS)
         cfg = lr_bounds.resolve(cfg, lambda: found.suggestion)  # the product's narrowing of the range
         spent = found.steps
     study = open_study(cfg)

@@ -37,9 +37,9 @@ OUT = RESULTS / "replay_calibration.json"
 def real_study(cfg: Any, runner: Any, seed: int, table: Table) -> dict[str, Any]:
     """One real study of `cfg` with search.seed = seed, scored by the table's truth."""
     from hpo_action.config import apply_overrides
-    from hpo_action.search.finalist import chosen_trial
+    from hpo_action.search.optuna_backend.finalist import chosen_trial
+    from hpo_action.search.optuna_backend.study import open_study, run_trials
     from hpo_action.search.space import trial_defaults
-    from hpo_action.search.study import open_study, run_trials
 
     started = time.perf_counter()
     folder = tempfile.mkdtemp(prefix="hpo-calibration-")

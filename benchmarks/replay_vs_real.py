@@ -75,7 +75,7 @@ def main() -> None:
     started = time.monotonic()
     real = json.loads((RESULTS / "lr_bounds_effect.json").read_text())
     budget = real["budget_steps"]
-    from hpo_action.search.lr_bounds import AUTO_STEPS
+    from hpo_action.search.lr_window import AUTO_STEPS
 
     result: dict[str, Any] = {"budget_steps": budget, "range_test_steps": AUTO_STEPS, "tasks": {}}
     for task, arms in real["tasks"].items():

@@ -147,7 +147,7 @@ class OraclePruner:
         self.table, self.train_seed, self.defaults, self.constrained = table, train_seed, defaults, constrained
 
     def prune(self, study: Any, trial: Any) -> bool:
-        from hpo_action.search.finalist import chosen_trial
+        from hpo_action.search.optuna_backend.finalist import chosen_trial
 
         row = self.table.rows[(*self.table.nearest({**self.defaults, **trial.params}), self.train_seed)]
         final = row["final"] if row["status"] == "ok" else math.inf
@@ -268,8 +268,8 @@ def replay(
     the study's pruner is the OraclePruner."""
     import optuna
 
-    from hpo_action.search import study as study_module
-    from hpo_action.search.finalist import chosen_trial
+    from hpo_action.search.optuna_backend import study as study_module
+    from hpo_action.search.optuna_backend.finalist import chosen_trial
     from hpo_action.search.space import trial_defaults
 
     budget = cfg.search.budget

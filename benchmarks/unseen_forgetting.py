@@ -252,8 +252,8 @@ def run_one(task: str, arm: str, seed: int, base_cfg: dict[str, Any], trials: in
     from hpo_action.config import apply_overrides, load_config
     from hpo_action.pipeline import run
     from hpo_action.report.terminal import make_console
-    from hpo_action.search.finalist import EXCESS_ATTR, chosen_trial
-    from hpo_action.search.storage import storage_url, study_name
+    from hpo_action.search.naming import storage_url, study_name
+    from hpo_action.search.optuna_backend.finalist import EXCESS_ATTR, chosen_trial
 
     out = folder / f"{task}-{arm}-{seed}"
     config_file = folder / f"{task}.yaml"

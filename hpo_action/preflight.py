@@ -17,9 +17,9 @@ from hpo_action.judge.forgetting import load_forgetting_sets
 from hpo_action.judge.forgetting_split import forgetting_parts, probes_needed
 from hpo_action.judge.predictions import read_predictions
 from hpo_action.layout import RunLayout
-from hpo_action.search.samplers import make_pruner, make_sampler
-from hpo_action.search.storage import check_remote_storage
-from hpo_action.search.study import check_stored_objectives
+from hpo_action.search.optuna_backend.samplers import make_pruner, make_sampler
+from hpo_action.search.optuna_backend.storage import check_remote_storage
+from hpo_action.search.optuna_backend.study import check_stored_objectives
 from hpo_action.train.model_source import check_model_source
 from hpo_action.train.models import check_method, load_tokenizer
 

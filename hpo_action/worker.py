@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
 def work(cfg: HpoConfig, target: int, deadline: float | None) -> None:
     from hpo_action.data.loading import load_splits
     from hpo_action.report.terminal import make_console
-    from hpo_action.search.study import open_study, run_trials
+    from hpo_action.search.optuna_backend.study import open_study, run_trials
     from hpo_action.session import quiet_libraries, trial_runner
 
     quiet_libraries()

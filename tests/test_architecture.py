@@ -85,6 +85,49 @@ def test_optuna_internals_are_touched_in_one_module_only():
     assert not offenders, offenders
 
 
+def _imported_names(path: Path) -> list[tuple[int, str]]:
+    """Every module an import statement names (those under `if TYPE_CHECKING:` too), with its line."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append((node.lineno, node.module))
+    return names
+
+
+# Where each search engine may be imported: its backend (search/backend.py is the interface the rest reads).
+ENGINE_HOMES = {
+    "optuna": [("search", "optuna_backend")],  # optuna_compat.py, the one door to Optuna's internals, is in it
+    "ray": [("search", "ray_backend.py"), ("search", "ray_trial.py")],
+}
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINE_HOMES))
+def test_only_a_search_backend_imports_its_engine(engine: str):
+    """Every other module, the reports and the gate included, reads typed records (search/backend.py,
+    search/summary.py); an import under `if TYPE_CHECKING:` counts too."""
+    offenders = []
+    for path in _modules():
+        parts = path.relative_to(PACKAGE).parts
+        if any(parts[: len(home)] == home for home in ENGINE_HOMES[engine]):
+            continue
+        names = _imported_names(path)
+        offenders += [f"{path.relative_to(ROOT)}:{line}" for line, name in names if name.split(".")[0] == engine]
+    assert not offenders, offenders
+
+
+def test_reports_read_typed_records_not_a_backend():
+    """report/ renders RunSummary, StudyView and SearchResult; it never imports a backend's module."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} {name}"
+        for path in (PACKAGE / "report").rglob("*.py")
+        for line, name in _imported_names(path)
+        if name.startswith(("hpo_action.search.optuna_backend", "hpo_action.search.ray_", "optuna", "ray"))
+    ]
+    assert not offenders, offenders
+
+
 def test_only_registries_know_their_uri_schemes():
     """Schemes, a registry's client library and its environment variables stay in ship/registry/."""
     offenders = []

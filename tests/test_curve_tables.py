@@ -84,7 +84,7 @@ def test_a_trial_is_never_pruned_at_its_last_step():
 
 
 def test_each_study_seed_has_its_own_name_in_the_products_pattern(monkeypatch: pytest.MonkeyPatch):
-    from hpo_action.search import study as study_module
+    from hpo_action.search.optuna_backend import study as study_module
 
     table = synthetic_table()
     seen = []

@@ -17,7 +17,7 @@ from hpo_action.config import GateConfig, HpoConfig, parse_config
 from hpo_action.judge.gate import ForgettingInput, Paired, gate
 from hpo_action.report.doctor import diagnose
 from hpo_action.report.markdown import run_markdown
-from hpo_action.search.outputs import summarize
+from hpo_action.search.optuna_backend.records import summarize
 from hpo_action.search.space import trial_defaults
 from hpo_action.search.summary import RunSummary
 

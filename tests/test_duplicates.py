@@ -16,10 +16,10 @@ import yaml
 from hpo_action.config import parse_config
 from hpo_action.errors import ConfigError, TrialError
 from hpo_action.files import template
-from hpo_action.search.duplicates import STREAM_ENV, derive_seed, is_discarded, space_size
-from hpo_action.search.outputs import trial_records
-from hpo_action.search.slots import finished
-from hpo_action.search.study import check_not_all_failed, open_study, run_trials
+from hpo_action.search.optuna_backend.duplicates import STREAM_ENV, derive_seed, is_discarded, space_size
+from hpo_action.search.optuna_backend.records import trial_records
+from hpo_action.search.optuna_backend.slots import finished
+from hpo_action.search.optuna_backend.study import check_not_all_failed, open_study, run_trials
 from hpo_action.train.trial import TrialResult
 
 from .helpers import small_config

@@ -29,7 +29,7 @@ from hpo_action.judge.forgetting_split import (
     split_set,
 )
 from hpo_action.judge.gate import ForgettingInput, Paired, forgetting_result
-from hpo_action.search.storage import storage_url, study_name
+from hpo_action.search.naming import storage_url, study_name
 
 from .helpers import QUICKSTART, ROOT, small_config, write_config
 

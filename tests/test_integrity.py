@@ -21,8 +21,8 @@ from hpo_action.data.loading import load_splits
 from hpo_action.data.tokenize import tokenize_rows
 from hpo_action.errors import OutputError, TrialError
 from hpo_action.layout import RunLayout, mark
-from hpo_action.search.storage import open_storage
-from hpo_action.search.study import keep_only_best
+from hpo_action.search.optuna_backend.storage import open_storage
+from hpo_action.search.optuna_backend.study import keep_only_best
 from hpo_action.train.models import load_tokenizer
 from hpo_action.train.optimizers import trial_train_dataset
 

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from hpo_action.cli import cli
 from hpo_action.config import parse_config
 from hpo_action.pipeline import search
-from hpo_action.search import lr_bounds
-from hpo_action.search.storage import storage_url, study_name
+from hpo_action.search import lr_window
+from hpo_action.search.naming import storage_url, study_name
 
 from .helpers import QUICKSTART, small_config, write_config
 
@@ -40,7 +40,7 @@ def test_lr_find_writes_the_curve_a_suggestion_and_a_plot(tmp_path: Path):
 
 
 def test_lr_bounds_auto_narrows_a_new_study_and_keeps_the_range_on_resume(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(lr_bounds, "AUTO_STEPS", 30)
+    monkeypatch.setattr(lr_window, "AUTO_STEPS", 30)
     raw = small_config(tmp_path, search={"lr_bounds": "auto", "n_trials": 2, "pruner": "none"})
     cfg = parse_config(raw, base_dir=tmp_path)
     search(cfg)
@@ -61,9 +61,9 @@ def test_lr_bounds_auto_narrows_a_new_study_and_keeps_the_range_on_resume(tmp_pa
 
 
 def test_the_window_stays_inside_the_configured_range_where_they_overlap():
-    assert lr_bounds.window(1e-3, 1e-5, 1e-1) == pytest.approx((1e-4, 1e-2))
-    assert lr_bounds.window(1e-3, 5e-4, 1e-1) == pytest.approx((5e-4, 1e-2))
-    assert lr_bounds.window(1e-2, 1e-6, 1e-4) == pytest.approx((1e-3, 1e-1))  # a misplaced range is replaced
+    assert lr_window.window(1e-3, 1e-5, 1e-1) == pytest.approx((1e-4, 1e-2))
+    assert lr_window.window(1e-3, 5e-4, 1e-1) == pytest.approx((5e-4, 1e-2))
+    assert lr_window.window(1e-2, 1e-6, 1e-4) == pytest.approx((1e-3, 1e-1))  # a misplaced range is replaced
 
 
 def _strategy_config(tmp_path: Path, strategy: str, **sections: Any) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def test_lr_find_runs_on_a_kfold_config(tmp_path: Path):
 
 @pytest.mark.parametrize("strategy", ["kfold", "time"])
 def test_lr_bounds_auto_narrows_the_range_for_kfold_and_time_splits(tmp_path: Path, monkeypatch, strategy: str):
-    monkeypatch.setattr(lr_bounds, "AUTO_STEPS", 12)
+    monkeypatch.setattr(lr_window, "AUTO_STEPS", 12)
     raw = _strategy_config(tmp_path, strategy, search={"lr_bounds": "auto", "n_trials": 1, "pruner": "none"})
     cfg = parse_config(raw, base_dir=tmp_path)
     search(cfg)
@@ -101,7 +101,7 @@ def test_lr_bounds_auto_narrows_the_range_for_kfold_and_time_splits(tmp_path: Pa
     low, high = study.user_attrs["lr_bounds"]
     found = json.loads((Path(cfg.output.dir) / "lr_find" / "lr_find.json").read_text())
     configured = cfg.search.space["learning_rate"]
-    assert (low, high) == pytest.approx(lr_bounds.window(found["suggestion"], configured.low, configured.high))
+    assert (low, high) == pytest.approx(lr_window.window(found["suggestion"], configured.low, configured.high))
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     assert low <= study.trials[0].params["learning_rate"] <= high
 

@@ -15,11 +15,11 @@ from hpo_action.errors import ConfigError
 from hpo_action.pipeline import search
 from hpo_action.report.markdown import run_markdown
 from hpo_action.report.tables import pareto_table, trials_table
-from hpo_action.search.duplicates import is_discarded
-from hpo_action.search.outputs import trial_records
-from hpo_action.search.pruning import COMPANION_SUFFIX, FirstObjectivePruning, companion_study
-from hpo_action.search.storage import storage_url, study_name
-from hpo_action.search.study import open_study
+from hpo_action.search.naming import storage_url, study_name
+from hpo_action.search.optuna_backend.duplicates import is_discarded
+from hpo_action.search.optuna_backend.pruning import COMPANION_SUFFIX, FirstObjectivePruning, companion_study
+from hpo_action.search.optuna_backend.records import trial_records
+from hpo_action.search.optuna_backend.study import open_study
 from hpo_action.search.summary import RunSummary, Selection
 from hpo_action.ship.card import render_card
 

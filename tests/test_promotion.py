@@ -13,7 +13,7 @@ from hpo_action.config import parse_config
 from hpo_action.judge.forgetting import load_forgetting_sets
 from hpo_action.judge.forgetting_split import forgetting_parts
 from hpo_action.pipeline import run
-from hpo_action.search.storage import storage_url, study_name
+from hpo_action.search.naming import storage_url, study_name
 
 from .helpers import QUICKSTART, small_config, write_config
 

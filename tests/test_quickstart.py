@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo_action.search.duplicates import is_discarded
+from hpo_action.search.optuna_backend.duplicates import is_discarded
 
 from .helpers import QUICKSTART
 

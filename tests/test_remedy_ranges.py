@@ -10,9 +10,9 @@ import pytest
 
 from hpo_action.config import HpoConfig, parse_config
 from hpo_action.config.remedies import REMEDY_RANGES, REMEDY_STARTS
+from hpo_action.search.naming import study_name
+from hpo_action.search.optuna_backend.study import open_study
 from hpo_action.search.space import DEFAULTS, STRONG_REMEDIES, WARM_START_ATTR, searched, warm_start_params
-from hpo_action.search.storage import study_name
-from hpo_action.search.study import open_study
 
 from .helpers import small_config
 
@@ -71,7 +71,7 @@ def test_a_named_value_or_range_or_a_config_that_cannot_use_them_keeps_its_own(
 
 
 def test_a_worker_process_searches_the_same_space_in_the_same_study(tmp_path: Path):
-    """A worker receives the config as JSON (every field set, search/supervisor.py): it must derive the same ranges."""
+    """A worker receives the config as JSON (every field set, supervisor.py): it must derive the same ranges."""
     cfg = parse_config(_raw(tmp_path), base_dir=tmp_path)
     worker = HpoConfig.model_validate(cfg.model_dump(mode="json"))
     assert searched(worker) == searched(cfg) and study_name(worker) == study_name(cfg)

@@ -20,11 +20,12 @@ from hpo_action.data.tokenize import tokenize_splits
 from hpo_action.errors import ConfigError
 from hpo_action.layout import RunLayout, mark
 from hpo_action.pipeline import search
-from hpo_action.search.duplicates import retry_history
-from hpo_action.search.objective import CHECKPOINT_ATTR, CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
+from hpo_action.search.naming import storage_url, study_name
+from hpo_action.search.optuna_backend.duplicates import retry_history
+from hpo_action.search.optuna_backend.objective import CHECKPOINT_ATTR, CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
+from hpo_action.search.optuna_backend.storage import open_storage
+from hpo_action.search.optuna_backend.study import sweep_checkpoints
 from hpo_action.search.space import trial_defaults
-from hpo_action.search.storage import open_storage, storage_url, study_name
-from hpo_action.search.study import sweep_checkpoints
 from hpo_action.train.checkpoints import FOLDER_KIND, TrialCheckpoints, identity
 from hpo_action.train.models import load_base_model
 from hpo_action.train.trial import Pruned, TrialRunner

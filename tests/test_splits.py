@@ -190,7 +190,7 @@ def test_kfold_prunes_on_the_running_mean_fold_by_fold(tmp_path: Path):
 def test_hyperband_under_kfold_counts_the_steps_of_every_fold(tmp_path: Path, monkeypatch):
     import optuna
 
-    from hpo_action.search.samplers import make_pruner
+    from hpo_action.search.optuna_backend.samplers import make_pruner
 
     monkeypatch.setattr(optuna.pruners, "HyperbandPruner", lambda **options: options)  # the options it is built with
     for k, data in ((1, {}), (3, {"validation_strategy": "kfold", "k": 3})):

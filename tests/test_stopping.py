@@ -8,16 +8,15 @@ from pathlib import Path
 import optuna
 
 from hpo_action.config import parse_config
+from hpo_action.search.naming import storage_url, study_name
+from hpo_action.search.optuna_backend.no_learning import BASE_ATTR, STOP_ATTR
 from hpo_action.search.stopping import (
-    BASE_ATTR,
     MIN_AFTER_WARM_STARTS,
-    STOP_ATTR,
     TrialOutcome,
     decide,
     noise,
     stop_message,
 )
-from hpo_action.search.storage import storage_url, study_name
 
 from .helpers import small_config
 

@@ -12,8 +12,8 @@ import pytest
 from hpo_action.config import PRUNERS, SAMPLERS, parse_config
 from hpo_action.data import tokenize as data_module
 from hpo_action.pipeline import search
+from hpo_action.search.naming import storage_url, study_name
 from hpo_action.search.space import warm_start_params
-from hpo_action.search.storage import storage_url, study_name
 
 from .helpers import small_config
 

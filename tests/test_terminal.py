@@ -9,9 +9,10 @@ from rich.console import Console
 
 from hpo_action.config import SearchConfig
 from hpo_action.report.terminal import StudyProgress
-from hpo_action.search.orphans import fail_running
-from hpo_action.search.slots import finished
-from hpo_action.search.storage import retry_callback
+from hpo_action.search.optuna_backend.orphans import fail_running
+from hpo_action.search.optuna_backend.records import study_view
+from hpo_action.search.optuna_backend.slots import finished
+from hpo_action.search.optuna_backend.storage import retry_callback
 
 
 def test_an_interrupted_trial_and_its_retry_count_once_on_the_bar():
@@ -27,6 +28,6 @@ def test_an_interrupted_trial_and_its_retry_count_once_on_the_bar():
 
     console = Console(file=io.StringIO(), width=120, force_terminal=False)
     with StudyProgress(console, total=4, already=0) as progress:
-        progress.update(study, study.trials[-1])
+        progress.update(study_view(study, study.trials[-1]))
     shown = console.file.getvalue()
     assert "4/4" in shown and "5/4" not in shown, shown

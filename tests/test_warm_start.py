@@ -12,8 +12,8 @@ import pytest
 from hpo_action.config import parse_config
 from hpo_action.report.markdown import run_markdown
 from hpo_action.report.tables import warm_start_line
+from hpo_action.search.naming import storage_url, study_name
 from hpo_action.search.space import DEFAULTS, warm_start_kind
-from hpo_action.search.storage import storage_url, study_name
 from hpo_action.search.summary import TrialRecord
 
 from .helpers import sample_summary, small_config
@@ -76,7 +76,7 @@ def test_a_real_study_marks_trial_0_and_the_report_measures_the_search_against_i
 
 
 def test_a_warm_start_reports_to_the_pruner_but_is_never_stopped():
-    from hpo_action.search.pruning import FirstObjectivePruning
+    from hpo_action.search.optuna_backend.pruning import FirstObjectivePruning
 
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=1.0))  # stops any value above 1
     sampled, warm = study.ask(), study.ask()

@@ -23,11 +23,12 @@ from hpo_action.config import parse_config
 from hpo_action.drills import ENV as FAULTS
 from hpo_action.errors import ConfigError, OutputError, TrialError
 from hpo_action.pipeline import search
-from hpo_action.search.duplicates import DUPLICATE_ATTR, is_discarded
-from hpo_action.search.slots import finished, retried
+from hpo_action.search.naming import storage_url, study_name
+from hpo_action.search.optuna_backend.duplicates import DUPLICATE_ATTR, is_discarded
+from hpo_action.search.optuna_backend.slots import finished, retried
+from hpo_action.search.optuna_backend.storage import open_storage
+from hpo_action.search.optuna_backend.study import open_study
 from hpo_action.search.space import suggest
-from hpo_action.search.storage import open_storage, storage_url, study_name
-from hpo_action.search.study import open_study
 from hpo_action.train.demo_model import ensure_demo_model
 from hpo_action.train.models import adapter_sha256
 
@@ -94,7 +95,7 @@ def test_three_processes_on_postgresql_end_with_exactly_n_trials(tmp_path: Path,
     assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}  # and none of them failed
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 12  # and no configuration twice
     # A proposal that repeated another command's (a race between asking and telling) was recorded, not
-    # trained, and asked again (search/duplicates.py).
+    # trained, and asked again (search/optuna_backend/duplicates.py).
     by_number = {t.number: t for t in trials}
     for repeat in (t for t in study.get_trials(deepcopy=False) if is_discarded(t)):
         assert repeat.params == by_number[repeat.user_attrs[DUPLICATE_ATTR]].params and "steps" not in repeat.user_attrs
@@ -289,7 +290,7 @@ def test_search_machines_then_one_leader_evaluates_gates_and_publishes(tmp_path:
 
 
 def test_workers_get_one_gpu_each_or_a_share_of_the_cores(monkeypatch):
-    from hpo_action.search.supervisor import _worker_env
+    from hpo_action.search.optuna_backend.supervisor import _worker_env
     from hpo_action.train.threads import available_cores
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
@@ -335,7 +336,7 @@ def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path: Path, wo
 SWALLOWING_FINALIZER = """
 import os, signal
 import hpo_action.cli as cli
-from hpo_action.search.pruning import FirstObjectivePruning
+from hpo_action.search.optuna_backend.pruning import FirstObjectivePruning
 
 
 class Finalized:
@@ -393,7 +394,7 @@ def test_without_workers_a_trial_past_its_timeout_stops_at_its_next_step_and_the
 
 
 STUCK_STEP = """
-import hpo_action.search.watchdog as watchdog
+import hpo_action.search.optuna_backend.watchdog as watchdog
 from hpo_action.cli import main
 
 watchdog.GRACE_SECONDS = 0.0  # the hard limit becomes 1.5 x search.trial_timeout (60 s more in real use)

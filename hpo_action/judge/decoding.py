@@ -1,6 +1,7 @@
 """Decoding search: tune how a trained model generates, without retraining it.
 
-An Optuna study over do_sample, temperature, top_p, top_k, repetition_penalty and max_new_tokens, scored on the
+A small TPE study (hpo_action/search/optuna_backend/small_study.py) over do_sample, temperature, top_p, top_k,
+repetition_penalty and max_new_tokens, scored on the
 VALIDATION split (never the test split, which judges the choice afterwards) with the configured generation
 metric. Trial 0 is greedy decoding with the configured max_new_tokens, and a setting replaces greedy only when
 it scores strictly better, so "greedy is best" is a possible, and honest, answer; among settings that score the
@@ -11,7 +12,7 @@ same seed (common random numbers), so a trial's score can be reproduced from its
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hpo_action.config import HpoConfig, ParamSpec
 from hpo_action.data.rows import Rows
@@ -19,9 +20,8 @@ from hpo_action.errors import ConfigError
 from hpo_action.judge.evaluate import EvalSettings, score_rows
 from hpo_action.judge.generation import Decoding
 from hpo_action.metrics import metric_direction, resolve_metric
-
-if TYPE_CHECKING:
-    import optuna
+from hpo_action.search.optuna_backend.small_study import tpe_search
+from hpo_action.search.space import Suggester, suggest_value
 
 _SAMPLING = ("temperature", "top_p", "top_k")
 
@@ -101,8 +101,6 @@ def search_decoding(
     model: Any, tokenizer: Any, rows: Rows, cfg: HpoConfig, n_trials: int | None = None
 ) -> DecodingSearch:
     """Run the decoding study on `rows` (the validation split) and return its trials and choice."""
-    import optuna
-
     base_settings = EvalSettings.from_config(cfg.evaluate)
     greedy = Decoding(max_new_tokens=cfg.evaluate.max_new_tokens, seed=cfg.evaluate.decoding_seed)
     scored: dict[Decoding, float] = {}
@@ -123,23 +121,15 @@ def search_decoding(
     direction = metric_direction(metric)
     space = {**default_space(cfg.evaluate.max_new_tokens), **cfg.evaluate.decoding_space}
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: Suggester) -> tuple[float, Decoding]:
         decoding = _suggest(trial, space, greedy)
         if decoding not in scored:
             scored[decoding] = mean_score(decoding, (metric,))[0]
-        trial.set_user_attr("decoding", decoding.to_json())
-        return scored[decoding]
+        return scored[decoding], decoding
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    sampler = optuna.samplers.TPESampler(seed=cfg.evaluate.decoding_seed, n_startup_trials=4)
-    study = optuna.create_study(direction=direction, sampler=sampler)
-    study.enqueue_trial(_greedy_params(space, greedy))
-    study.optimize(objective, n_trials=n_trials or cfg.evaluate.decoding_trials)
-    trials = tuple(
-        DecodingTrial(t.number, Decoding.from_json(t.user_attrs["decoding"]), float(t.value))
-        for t in study.trials
-        if t.value is not None
-    )
+    seed, n = cfg.evaluate.decoding_seed, n_trials or cfg.evaluate.decoding_trials
+    found = tpe_search(objective, direction, seed, n, _greedy_params(space, greedy))
+    trials = tuple(DecodingTrial(t.number, t.payload, t.value) for t in found)
     return DecodingSearch(metric, direction, len(rows), trials[0], choose(trials, greedy, direction), trials)
 
 
@@ -165,21 +155,11 @@ def _greedy_params(space: dict[str, ParamSpec], greedy: Decoding) -> dict[str, A
     return {name: value for name, value in wanted.items() if name in space and space[name].type != "fixed"}
 
 
-def _suggest(trial: optuna.Trial, space: dict[str, ParamSpec], greedy: Decoding) -> Decoding:
+def _suggest(trial: Suggester, space: dict[str, ParamSpec], greedy: Decoding) -> Decoding:
     """One trial's settings; temperature, top_p and top_k only when it samples."""
     values: dict[str, Any] = {}
     for name in ("do_sample", "repetition_penalty", "max_new_tokens"):
-        values[name] = _value(trial, name, space[name])
+        values[name] = suggest_value(trial, name, space[name])
     if values["do_sample"]:
-        values.update({name: _value(trial, name, space[name]) for name in _SAMPLING})
+        values.update({name: suggest_value(trial, name, space[name]) for name in _SAMPLING})
     return replace(greedy, **values)
-
-
-def _value(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
-    if spec.type == "float":
-        return trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)
-    if spec.type == "int":
-        return trial.suggest_int(name, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log)
-    if spec.type == "categorical":
-        return trial.suggest_categorical(name, spec.choices)
-    return spec.value

@@ -4,11 +4,16 @@ parsed into typed pairs before any file is read."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hpo_action.config import BOOLEAN_MARGIN
+from hpo_action.config import BOOLEAN_MARGIN, GateConfig
 from hpo_action.errors import ConfigError
+from hpo_action.judge.decision import GateDecision
+from hpo_action.judge.gate import ForgettingInput, choose_metric, gate, pair
+from hpo_action.judge.predictions import read_meta, read_predictions
+from hpo_action.judge.sequence import per_gate
 
 USAGE = "NAME=CANDIDATE.jsonl,REFERENCE.jsonl[,MARGIN[,METRIC]]"
 
@@ -61,3 +66,33 @@ def margin_for(files: ForgettingFiles, boolean: bool, metric: str) -> float:
         f"--forgetting {files.name}: {metric} is a score, so there is no default margin; give MARGIN in "
         f"{metric} units: {files.name}=CAND,REF,MARGIN"
     )
+
+
+def gate_prediction_files(
+    candidate: Path,
+    reference: Path,
+    cfg: GateConfig,
+    metric: str | None = None,
+    forgetting: Sequence[ForgettingFiles] = (),
+) -> GateDecision:
+    """Gate two prediction files (and forgetting pairs) from anywhere.
+
+    The metric is never guessed: `metric`, else the first metric evaluate recorded in the candidate's meta.json,
+    else the only numeric field the files share; forgetting pairs use their own, else the primary's name."""
+    cand_rows, ref_rows = read_predictions(candidate), read_predictions(reference)
+    recorded = read_meta(candidate).get("metrics") or [None]
+    how = "choose one with --metric"
+    metric = choose_metric(cand_rows, ref_rows, metric or recorded[0], f"{candidate} and {reference}", how)
+    inputs = []
+    for files in forgetting:
+        name = files.name
+        cand_f, ref_f = read_predictions(files.candidate), read_predictions(files.reference)
+        how = f"name it: --forgetting {name}=CAND,REF,MARGIN,METRIC"
+        chosen = choose_metric(cand_f, ref_f, files.metric or metric, f"--forgetting {name}", how)
+        paired = pair(cand_f, ref_f, chosen, names=(f"{name} candidate", f"{name} reference"))
+        inputs.append(ForgettingInput(name, paired, margin_for(files, paired.boolean, chosen)))
+    vocab_size = read_meta(candidate).get("vocab_size")
+    decision = gate(pair(cand_rows, ref_rows, metric), inputs, cfg, vocab_size=vocab_size)
+    sequence = per_gate(cfg.alpha).to_json()  # no registry here: per-gate control, said so in gate.json
+    decision = replace(decision, config=replace(decision.config, sequence=sequence))
+    return decision

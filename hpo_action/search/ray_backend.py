@@ -27,10 +27,11 @@ from hpo_action.config.remedies import remedies_matter, strong_remedies
 from hpo_action.data.loading import Splits
 from hpo_action.errors import ConfigError
 from hpo_action.layout import RunLayout
-from hpo_action.search.outputs import publish_trial
+from hpo_action.search.backend import SearchRequest, SearchResult
+from hpo_action.search.naming import shown_storage, study_name
+from hpo_action.search.outputs import check_writable, publish_trial
 from hpo_action.search.ray_trial import ADAPTER, FINAL, OBJECTIVE, STEP, MakeRunner, TrialSpec, train_trial
 from hpo_action.search.space import searched, trial_defaults, warm_start_params
-from hpo_action.search.storage import shown_storage, study_name
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
 from hpo_action.train.model_source import public_model_name
 from hpo_action.train.threads import available_cores
@@ -38,6 +39,19 @@ from hpo_action.train.threads import available_cores
 INSTALL = "search.backend ray needs Ray Tune: pip install 'hpo-action[ray]'"
 PB2_INSTALL = "search.ray.scheduler pb2 needs scikit-learn (PB2's Gaussian process): pip install 'hpo-action[ray]'"
 POPULATION = ("pbt", "pb2")  # the schedulers that copy checkpoints between trials and change their parameters
+
+
+class RayBackend:
+    """search.backend ray behind the search interface (search/backend.py); `extra_trials=0` (--skip-search) reads a
+    finished experiment from search.ray.storage and starts none."""
+
+    def search(self, request: SearchRequest) -> SearchResult:
+        cfg = request.cfg
+        check_writable(Path(cfg.output.dir))
+        with request.hooks.section(f"search: Ray Tune {cfg.search.ray.scheduler}, {cfg.search.n_trials} trials"):
+            restore_only = request.extra_trials == 0
+            summary = run_ray_search(cfg, request.splits, request.hooks.make_runner, request.console, restore_only)
+        return SearchResult(summary)
 
 
 def run_ray_search(

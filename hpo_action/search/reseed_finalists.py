@@ -28,15 +28,13 @@ import math
 import shutil
 import statistics
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo_action.files import write_text_atomic
-from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR
 
 if TYPE_CHECKING:
-    import optuna
     from rich.console import Console
 
     from hpo_action.config import HpoConfig
@@ -49,11 +47,15 @@ CONFIDENCE = 0.9  # one-sided level of the bound (benchmarks/RESULTS.md, "Seed-r
 
 @dataclass(frozen=True)
 class Candidate:
-    """A finalist as the search left it: its trial number, every trial parameter, its objective on train.seed."""
+    """A finalist as the search left it: its trial number, every trial parameter, its objective on train.seed, and
+    what its search run measured (the best trial's record when it is chosen)."""
 
     number: int
     params: dict[str, Any]
     value: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    forgetting_excess: dict[str, float] = field(default_factory=dict)
+    forgetting_drop: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,27 +144,6 @@ def rule(top_k: int, seeds: list[int], minimize: bool = True) -> str:
     )
 
 
-def candidates_from(study: optuna.Study, cfg: HpoConfig, top_k: int) -> list[Candidate]:
-    """The top-k completed trials the finalist rule admits (within every forgetting margin), best first."""
-    import optuna
-
-    from hpo_action.search.finalist import within_margins
-    from hpo_action.search.space import trial_defaults
-
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if within_margins(t) and t.value is not None
-    ]
-    sign = 1.0 if cfg.search.objective.direction == "minimize" else -1.0
-    ranked = sorted(done, key=lambda t: (sign * t.value, t.number))[:top_k]
-    defaults = trial_defaults(cfg)
-    return [
-        Candidate(t.number, {**defaults, **t.params, **t.user_attrs.get("batch_override", {})}, float(t.value))
-        for t in ranked
-    ]
-
-
 @contextlib.contextmanager
 def _seeded(runner: Runner, seed: int) -> Iterator[None]:
     """The runner trains with train.seed = `seed` (a k-fold runner through the one TrialRunner it wraps)."""
@@ -205,21 +186,20 @@ def write_csv(scores: list[Score], runs: list[SeedRun], chosen: int, base_seed: 
 
 
 def apply(
-    study: optuna.Study,
+    candidates: list[Candidate],
     cfg: HpoConfig,
     summary: RunSummary,
     runner: Runner,
     layout: RunLayout,
     console: Console,
 ) -> RunSummary:
-    """Run the finalists of a finished study; put the chosen configuration's adapter in best/ and return the summary
-    with that best trial, the rule and the seeds (also written to summary.json). Fewer than two finalists: the
-    summary unchanged, with a note."""
+    """Run the finalists of a finished study (its top-k admitted trials, best first, as its backend lists them); put
+    the chosen configuration's adapter in best/ and return the summary with that best trial, the rule and the seeds.
+    Fewer than two finalists: the summary unchanged, with a note."""
     from hpo_action.search.summary import FinalistsRecord
 
     settings = cfg.search.finalists
     minimize = cfg.search.objective.direction == "minimize"
-    candidates = candidates_from(study, cfg, settings.top_k)
     if len(candidates) < 2 or summary.best is None:
         console.print(f"search.finalists: {len(candidates)} completed trial(s) qualify; nothing to compare")
         return summary
@@ -231,12 +211,11 @@ def apply(
     scores = score(candidates, runs, minimize)
     chosen = choose(scores, minimize)
     write_csv(scores, runs, chosen, cfg.train.seed, layout.finalists_csv)
-    params = next(c.params for c in candidates if c.number == chosen)
-    best_dir = _publish_chosen(study, chosen, params, runs, layout, minimize)
+    winner = next(c for c in candidates if c.number == chosen)
+    best_dir = _publish_chosen(winner, runs, layout, minimize)
     remove_finalists_folder(folder)  # best/ holds the chosen weights; the runs are in finalists.csv
     record = FinalistsRecord(settings.top_k, seeds, CONFIDENCE, summary.best.number, chosen, sum(r.steps for r in runs))
-    summary = _chosen_summary(study, summary, record, params, best_dir, rule(settings.top_k, seeds, minimize))
-    summary.write(layout.summary)
+    summary = _chosen_summary(summary, record, winner, best_dir, rule(settings.top_k, seeds, minimize))
     picked = next(s for s in scores if s.number == chosen)
     console.print(
         f"finalists: trial #{chosen} chosen (mean {picked.mean:.4g}, bound {picked.bound:.4g} over "
@@ -245,41 +224,33 @@ def apply(
     return summary
 
 
-def _publish_chosen(
-    study: optuna.Study, chosen: int, params: dict[str, Any], runs: list[SeedRun], layout: RunLayout, minimize: bool
-) -> Path | None:
+def _publish_chosen(winner: Candidate, runs: list[SeedRun], layout: RunLayout, minimize: bool) -> Path | None:
     """best/ gets the chosen configuration's weights: of its runs whose weights exist (its search run's, kept when
     it led the study, and each retraining's), the one with the best objective."""
     from hpo_action.search.outputs import publish_trial
 
-    kept = [(layout.trial_dir(chosen), study.trials[chosen].value)]
-    kept += [(r.adapter, r.value) for r in runs if r.number == chosen and r.adapter is not None]
+    kept: list[tuple[Path, float | None]] = [(layout.trial_dir(winner.number), winner.value)]
+    kept += [(r.adapter, r.value) for r in runs if r.number == winner.number and r.adapter is not None]
     found = [(path, value) for path, value in kept if path.is_dir() and value is not None]
     if not found:
         return None
     source, value = min(found, key=lambda item: item[1] if minimize else -item[1])
-    return publish_trial(source, layout, chosen, value, params)
+    return publish_trial(source, layout, winner.number, value, winner.params)
 
 
 def _chosen_summary(
-    study: optuna.Study,
-    summary: RunSummary,
-    record: FinalistsRecord,
-    params: dict[str, Any],
-    best_dir: Path | None,
-    words: str,
+    summary: RunSummary, record: FinalistsRecord, winner: Candidate, best_dir: Path | None, words: str
 ) -> RunSummary:
     """The summary with the chosen trial as best, the finalist rule and record, and the retraining's steps."""
     assert summary.best is not None and summary.selection is not None
-    trial = study.trials[record.chosen]
     best = replace(
         summary.best,
-        number=record.chosen,
-        value=float(trial.value),
-        params=params,
-        metrics=trial.user_attrs.get("metrics", {}),
-        forgetting_excess=trial.user_attrs.get(EXCESS_ATTR, {}),
-        forgetting_drop=trial.user_attrs.get(DROP_ATTR, {}),
+        number=winner.number,
+        value=winner.value,
+        params=winner.params,
+        metrics=winner.metrics,
+        forgetting_excess=winner.forgetting_excess,
+        forgetting_drop=winner.forgetting_drop,
         adapter=best_dir.name if best_dir else None,
     )
     selection = replace(summary.selection, rule=words, finalists=record)

@@ -1,26 +1,36 @@
-"""Turn the YAML search space into Optuna suggestions, grids and the warm-start trial."""
+"""Turn the YAML search space into a trial's suggestions (from any backend's `Suggester`), grids and the
+warm-start trial."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from hpo_action.config import HpoConfig, ParamSpec
 from hpo_action.config.remedies import remedy_starts
-
-if TYPE_CHECKING:
-    import optuna
 
 WARM_START_ATTR = "warm_start"  # user attribute of a queued warm start: which one it is (warm_start_kind)
 DEFAULTS = "defaults"
 STRONG_REMEDIES = "strong remedies"  # the second warm start: the defaults with the searched remedies at their top
 
 
-def suggest(trial: optuna.Trial, cfg: HpoConfig) -> dict[str, Any]:
+class Suggester(Protocol):
+    """What a trial asks its backend for, one parameter at a time (an Optuna trial is one)."""
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = ..., log: bool = ...
+    ) -> float: ...
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = ..., log: bool = ...) -> int: ...
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+def suggest(trial: Suggester, cfg: HpoConfig) -> dict[str, Any]:
     """Every trial parameter: searched ones from the trial, the rest from the train defaults."""
     params = trial_defaults(cfg)
     for name, spec in cfg.active_space().items():
-        params[name] = _suggest_one(trial, name, spec)
+        params[name] = suggest_value(trial, name, spec)
     return params
 
 
@@ -33,7 +43,8 @@ def trial_defaults(cfg: HpoConfig) -> dict[str, Any]:
     return params
 
 
-def _suggest_one(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
+def suggest_value(trial: Suggester, name: str, spec: ParamSpec) -> Any:
+    """One space entry's value for this trial (a fixed entry's value as it is)."""
     if spec.type == "float":
         return trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)
     if spec.type == "int":

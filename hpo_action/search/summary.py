@@ -78,7 +78,7 @@ class RunSummary:
     """summary.json: the study, its trials and its best trial."""
 
     study_name: str
-    storage: str  # redacted; a file storage inside the output folder relative to it (search/storage.py)
+    storage: str  # redacted; a file storage inside the output folder relative to it (search/naming.py)
     objective_metric: str
     objective_direction: str
     method: str

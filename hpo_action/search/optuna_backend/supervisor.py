@@ -22,12 +22,13 @@ from hpo_action.errors import HpoActionError, TrialError
 from hpo_action.files import PRIVATE_MODE
 from hpo_action.interrupts import raise_if_pressed
 from hpo_action.layout import RunLayout
-from hpo_action.search.duplicates import derive_seed, is_discarded
-from hpo_action.search.orphans import WORKER_ATTR, fail_orphans, fail_worker_trials, worker_id
-from hpo_action.search.slots import claimed
-from hpo_action.search.storage import retry_callback, study_name
-from hpo_action.search.study import keep_only_best, sweep_checkpoints
-from hpo_action.search.watchdog import hard_limit
+from hpo_action.search.naming import study_name
+from hpo_action.search.optuna_backend.duplicates import derive_seed, is_discarded
+from hpo_action.search.optuna_backend.orphans import WORKER_ATTR, fail_orphans, fail_worker_trials, worker_id
+from hpo_action.search.optuna_backend.slots import claimed
+from hpo_action.search.optuna_backend.storage import retry_callback
+from hpo_action.search.optuna_backend.study import keep_only_best, sweep_checkpoints
+from hpo_action.search.optuna_backend.watchdog import hard_limit
 from hpo_action.train.threads import SHARE_ENV, process_threads, worker_share
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class WorkerPool:
     def _assign(self, worker: _Worker, assignment: dict[str, Any], seed: int) -> None:
         # Each launch samples with its own seed: equal seeds would make concurrent workers propose the same
         # parameters. The first launch keeps search.seed, so one worker reproduces an in-process study; the
-        # worker mixes in the study's trial count at its start (search/duplicates.py).
+        # worker mixes in the study's trial count at its start (search/optuna_backend/duplicates.py).
         assert worker.process.stdin is not None
         try:
             worker.process.stdin.write(json.dumps({**assignment, "seed": derive_seed(seed, self.launches)}).encode())

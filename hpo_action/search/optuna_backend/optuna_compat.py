@@ -23,7 +23,7 @@ def annotate_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, key: st
 
 
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
-    """The storage object a study lives in, to open its companion study (search/pruning.py) beside it.
+    """The storage object a study lives in, to open its companion study (search/optuna_backend/pruning.py) beside it.
 
     `Study` has no public accessor for its storage, and reopening the storage from its URL would not reach the same
     database for an in-memory storage, nor share the heartbeat and retry settings the study was opened with.

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from hpo_action.config import HpoConfig
 from hpo_action.interrupts import raise_if_pressed
-from hpo_action.search.optuna_compat import storage_of
-from hpo_action.search.samplers import make_pruner
+from hpo_action.search.optuna_backend.optuna_compat import storage_of
+from hpo_action.search.optuna_backend.samplers import make_pruner
 
 if TYPE_CHECKING:
     import optuna

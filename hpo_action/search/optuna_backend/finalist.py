@@ -10,25 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hpo_action.config import HpoConfig, is_forgetting_objective
-from hpo_action.errors import TrialError
-
 if TYPE_CHECKING:
     import optuna
 
+    from hpo_action.config import HpoConfig
+    from hpo_action.search.reseed_finalists import Candidate
+
 EXCESS_ATTR = "forgetting_excess"  # per set: the gate's lower bound on the probe rows below −margin (≤ 0: passed)
 DROP_ATTR = "forgetting_drop"  # per set: the probe's drop against the base model (> 0: worse)
-
-
-def selection_rule(cfg: HpoConfig) -> str:
-    """The rule in words, as summary.json records it."""
-    first = cfg.search.objective
-    best = f"the best {first.metric} ({first.direction})"
-    if cfg.search.multi_objective:
-        return f"{best} among completed trials whose forgetting on every probe set is within its margin"
-    if cfg.search.forgetting_constraint and cfg.gate.forgetting:
-        return f"{best} among feasible trials (forgetting within every margin: search.forgetting_constraint)"
-    return f"{best} among completed trials"
 
 
 def within_margins(trial: optuna.trial.FrozenTrial) -> bool:
@@ -87,18 +76,30 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: t.number)
 
 
-def objective_values(cfg: HpoConfig, metrics: dict[str, float], drops: dict[str, float]) -> list[float]:
-    """The trial's value on each objective: a trainer metric from its last evaluation, or a forgetting drop."""
-    values = []
-    for objective in cfg.search.objectives or [cfg.search.objective]:
-        if is_forgetting_objective(objective.metric):
-            name = objective.metric.partition(":")[2]
-            if (name and name not in drops) or not drops:
-                raise TrialError(
-                    f"search.objectives: {objective.metric!r} needs the forgetting probes' result, and no probe of "
-                    f"{name or 'any gate.forgetting set'} ran after this trial"
-                )
-            values.append(drops[name] if name else max(drops.values()))
-        else:
-            values.append(metrics[objective.metric])
-    return values
+def finalist_candidates(study: optuna.Study, cfg: HpoConfig, top_k: int) -> list[Candidate]:
+    """search.finalists: the top-k completed trials within every forgetting margin, best first, with every trial
+    parameter (the train defaults, the searched ones, a batch override) and what their search run measured."""
+    import optuna
+
+    from hpo_action.search.reseed_finalists import Candidate
+    from hpo_action.search.space import trial_defaults
+
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if within_margins(t) and t.value is not None
+    ]
+    sign = 1.0 if cfg.search.objective.direction == "minimize" else -1.0
+    ranked = sorted(done, key=lambda t: (sign * t.value, t.number))[:top_k]
+    defaults = trial_defaults(cfg)
+    return [
+        Candidate(
+            t.number,
+            {**defaults, **t.params, **t.user_attrs.get("batch_override", {})},
+            float(t.value),
+            metrics=t.user_attrs.get("metrics", {}),
+            forgetting_excess=t.user_attrs.get(EXCESS_ATTR, {}),
+            forgetting_drop=t.user_attrs.get(DROP_ATTR, {}),
+        )
+        for t in ranked
+    ]

@@ -12,23 +12,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hpo_action.config import HpoConfig, apply_overrides
+from hpo_action.search.lr_window import window
+from hpo_action.search.naming import storage_url, study_name
+from hpo_action.search.optuna_backend.storage import open_storage
 from hpo_action.search.space import searched
-from hpo_action.search.storage import open_storage, storage_url, study_name
 
 if TYPE_CHECKING:
     import optuna
 
 BOUNDS_ATTR = "lr_bounds"
-DECADES = 1.0  # the window: the suggestion ÷ 10 … × 10
-AUTO_STEPS = 100  # steps of the range test before a study (about two 60-step trials of the quickstart)
-
-
-def window(suggestion: float, low: float, high: float) -> tuple[float, float]:
-    """A decade either side of the suggestion, within the configured range where the two overlap (the
-    window alone where they do not: the range test found the configured range misplaced)."""
-    lower, upper = suggestion / 10**DECADES, suggestion * 10**DECADES
-    inside = (max(lower, low), min(upper, high))
-    return inside if inside[0] < inside[1] else (lower, upper)
 
 
 def resolve(cfg: HpoConfig, find: Callable[[], float]) -> HpoConfig:

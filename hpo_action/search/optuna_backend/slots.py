@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig
 from hpo_action.errors import TrialError
-from hpo_action.search.duplicates import is_discarded, retry_history
-from hpo_action.search.storage import storage_url, study_name
+from hpo_action.search.naming import storage_url, study_name
+from hpo_action.search.optuna_backend.duplicates import is_discarded, retry_history
 
 if TYPE_CHECKING:
     import optuna
@@ -83,7 +83,7 @@ def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 def finished(study: optuna.Study) -> int:
     """Trials that count toward n_trials: complete, pruned or failed, each retried trial once, no discarded
-    repeat (search/duplicates.py)."""
+    repeat (search/optuna_backend/duplicates.py)."""
     trials = study.get_trials(deepcopy=False)
     superseded = retried(trials)
     return sum(1 for t in trials if t.state.is_finished() and t.number not in superseded and not is_discarded(t))

@@ -10,13 +10,14 @@ from hpo_action.config import HpoConfig
 from hpo_action.errors import OutputError
 from hpo_action.files import is_no_space
 from hpo_action.layout import RunLayout
-from hpo_action.search.duplicates import DUPLICATE_ATTR, MAX_REASKS, duplicate_of
-from hpo_action.search.finalist import DROP_ATTR, EXCESS_ATTR, beats_finalist, objective_values
-from hpo_action.search.orphans import WORKER_ATTR, worker_id
-from hpo_action.search.pruning import FirstObjectivePruning, companion_study
-from hpo_action.search.slots import TrialSlotLock
+from hpo_action.search.optuna_backend.duplicates import DUPLICATE_ATTR, MAX_REASKS, duplicate_of
+from hpo_action.search.optuna_backend.finalist import DROP_ATTR, EXCESS_ATTR, beats_finalist
+from hpo_action.search.optuna_backend.orphans import WORKER_ATTR, worker_id
+from hpo_action.search.optuna_backend.pruning import FirstObjectivePruning, companion_study
+from hpo_action.search.optuna_backend.slots import TrialSlotLock
+from hpo_action.search.optuna_backend.watchdog import TrialWatchdog
+from hpo_action.search.selection import objective_values
 from hpo_action.search.space import suggest, warm_start_kind
-from hpo_action.search.watchdog import TrialWatchdog
 from hpo_action.train.checkpoints import TrialCheckpoints, identity
 from hpo_action.train.runner import Runner
 from hpo_action.train.trial import (

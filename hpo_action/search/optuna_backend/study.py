@@ -15,16 +15,23 @@ from hpo_action.errors import ConfigError, TrialError
 from hpo_action.interrupts import raise_if_pressed
 from hpo_action.layout import RunLayout, foreign_files, is_ours
 from hpo_action.redaction import redact_url
-from hpo_action.search.duplicates import claim_invocation, derive_seed, exhausted, is_discarded, seed_stream
-from hpo_action.search.finalist import chosen_trial
-from hpo_action.search.objective import CHECKPOINT_ATTR, Objective
-from hpo_action.search.orphans import fail_orphans, fail_stale
-from hpo_action.search.samplers import make_pruner, make_sampler
-from hpo_action.search.slots import claimed, slot_lock
+from hpo_action.search.naming import storage_url, study_name
+from hpo_action.search.optuna_backend.duplicates import (
+    claim_invocation,
+    derive_seed,
+    exhausted,
+    is_discarded,
+    seed_stream,
+)
+from hpo_action.search.optuna_backend.finalist import chosen_trial
+from hpo_action.search.optuna_backend.no_learning import NoLearningStop, stopped
+from hpo_action.search.optuna_backend.objective import CHECKPOINT_ATTR, Objective
+from hpo_action.search.optuna_backend.orphans import fail_orphans, fail_stale
+from hpo_action.search.optuna_backend.samplers import make_pruner, make_sampler
+from hpo_action.search.optuna_backend.slots import claimed, slot_lock
+from hpo_action.search.optuna_backend.storage import open_storage, retry_callback
+from hpo_action.search.optuna_backend.watchdog import TrialWatchdog
 from hpo_action.search.space import DEFAULTS, STRONG_REMEDIES, WARM_START_ATTR, searched, warm_start_params
-from hpo_action.search.stopping import NoLearningStop, stopped
-from hpo_action.search.storage import open_storage, retry_callback, storage_url, study_name
-from hpo_action.search.watchdog import TrialWatchdog
 from hpo_action.train.checkpoints import sweep
 from hpo_action.train.runner import Runner
 
@@ -39,7 +46,7 @@ OnTrial = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 def open_study(cfg: HpoConfig, seed: int | None = None) -> optuna.Study:
     """Create the study or reopen it: the same command again resumes; one made for other objectives is refused.
     The sampler's seed is `seed` (default search.seed) mixed with the trials the study holds, this invocation's
-    number and the seed stream (search/duplicates.py), so that a resume, a second command (even one started at the
+    number and the seed stream (duplicates.py), so that a resume, a second command (even one started at the
     same moment) or a matrix job never re-draws the same parameters."""
     import optuna
 
@@ -51,7 +58,7 @@ def open_study(cfg: HpoConfig, seed: int | None = None) -> optuna.Study:
         study_name=study_name(cfg),
         storage=open_storage(storage_url(cfg), cfg.search),
         sampler=sampler,
-        pruner=pruner,  # a multi-objective study prunes through its companion study (search/pruning.py)
+        pruner=pruner,  # a multi-objective study prunes through its companion study (search/optuna_backend/pruning.py)
         directions=[entry["direction"] for entry in objective_setup(cfg)],
         load_if_exists=True,
     )
@@ -152,7 +159,7 @@ def run_trials(
     watchdog = TrialWatchdog(study, timeout) if timeout and cfg.search.workers == 0 else None  # workers: supervisor
     objective = Objective(study, cfg, runner, trials_dir, lock, watchdog)
     grid_done = getattr(study.sampler, "is_exhausted", None)  # the grid sampler, once every point has run
-    stopper = NoLearningStop(cfg, runner)  # study.stop() when no trial learned within the margins (search/stopping.py)
+    stopper = NoLearningStop(cfg, runner)  # study.stop() when no trial learned within the margins (no_learning.py)
     callbacks = [stopper, *([_reported(on_trial)] if on_trial else [])]
     ran = 0
     try:

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from hpo_action.search.orphans import fail_running
+from hpo_action.search.optuna_backend.orphans import fail_running
 
 if TYPE_CHECKING:
     import optuna

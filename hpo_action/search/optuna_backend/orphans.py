@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hpo_action.search.optuna_compat import annotate_trial
+from hpo_action.search.optuna_backend.optuna_compat import annotate_trial
 
 if TYPE_CHECKING:
     import optuna
