@@ -178,10 +178,6 @@ def diagnose(summary: RunSummary, cfg: HpoConfig, decision: GateDecision | None 
     return sorted(found, key=lambda finding: -finding.severity)
 
 
-def _points(curve: list[list[float]], last_step: float) -> list[tuple[float, float]]:
-    return [(float(step), float(value)) for step, value in curve if step <= last_step]
-
-
 def _describe(trial: _Trial) -> str:
     head = f"#{trial.record.number} (LR {fmt(trial.learning_rate)}"
     if trial.non_finite:
