@@ -309,12 +309,12 @@ def _copy_config(**search: Any) -> HpoConfig:
     )
 
 
-def test_a_multi_objective_study_where_every_trial_forgot_names_the_remedies():
-    cfg = _copy_config(objectives=[{"metric": "eval_loss"}, {"metric": "forgetting"}])
+def _copy_probed_summary(cfg, trials: list[tuple[float, float, float, float]]):
+    """A finished multi-objective study of (learning rate, loss, copy probe drop, its excess over the margin)."""
     study = optuna.create_study(directions=["minimize", "minimize"])
-    for lr, loss, drop in ((1e-2, 3.3, 0.30), (1.1e-2, 3.1, 0.25), (2e-2, 2.9, 0.6)):
+    for lr, loss, drop, excess in trials:
         attrs = {"curve": _curve([4.0, loss]), "train_curve": _curve([3.6, loss - 0.5]), "steps": 20}
-        attrs |= {"forgetting_excess": {"copy": drop - 0.05}, "forgetting_drop": {"copy": drop}}
+        attrs |= {"forgetting_excess": {"copy": excess}, "forgetting_drop": {"copy": drop}}
         study.add_trial(
             optuna.trial.create_trial(
                 values=[loss, drop],
@@ -323,7 +323,15 @@ def test_a_multi_objective_study_where_every_trial_forgot_names_the_remedies():
                 user_attrs=attrs,
             )
         )
-    summary = summarize(study, cfg, "sqlite:///study.db", 12.0, None, trial_defaults(cfg))
+    return summarize(study, cfg, "sqlite:///study.db", 12.0, None, trial_defaults(cfg))
+
+
+def test_a_multi_objective_study_where_every_trial_forgot_names_the_remedies():
+    cfg = _copy_config(objectives=[{"metric": "eval_loss"}, {"metric": "forgetting"}])
+    trials = [
+        (lr, loss, drop, drop - 0.05) for lr, loss, drop in ((1e-2, 3.3, 0.30), (1.1e-2, 3.1, 0.25), (2e-2, 2.9, 0.6))
+    ]
+    summary = _copy_probed_summary(cfg, trials)
     assert summary.best is None and summary.multi_objective
     findings = diagnose(summary, cfg)
     assert findings[0].code == "no_trial_within_margin" and findings[0].severity == 3
@@ -339,19 +347,7 @@ def test_drops_within_the_margin_that_the_probe_could_not_show_ask_for_more_prob
     """Issue 22 item 4's pilot: every trial infeasible while the least-forgetting one dropped under the margin; the
     probe's size, not forgetting, held it back, so the first remedy is more probe rows."""
     cfg = _copy_config(objectives=[{"metric": "eval_loss"}, {"metric": "forgetting"}])
-    study = optuna.create_study(directions=["minimize", "minimize"])
-    for lr, loss, drop, excess in ((1e-2, 3.3, 0.30, 0.3), (1.1e-2, 3.1, 0.03, 0.02)):
-        attrs = {"curve": _curve([4.0, loss]), "train_curve": _curve([3.6, loss - 0.5]), "steps": 20}
-        attrs |= {"forgetting_excess": {"copy": excess}, "forgetting_drop": {"copy": drop}}
-        study.add_trial(
-            optuna.trial.create_trial(
-                values=[loss, drop],
-                params={"learning_rate": lr},
-                distributions={"learning_rate": LOG_LR},
-                user_attrs=attrs,
-            )
-        )
-    summary = summarize(study, cfg, "sqlite:///study.db", 12.0, None, trial_defaults(cfg))
+    summary = _copy_probed_summary(cfg, [(1e-2, 3.3, 0.30, 0.3), (1.1e-2, 3.1, 0.03, 0.02)])
     (finding,) = [f for f in diagnose(summary, cfg) if f.code == "no_trial_within_margin"]
     assert finding.remedy.startswith("more probe rows: search.forgetting_probe_size above 30% of each set")
     assert "copy dropped 0.03 < margin 0.05" in finding.remedy
