@@ -75,24 +75,9 @@ def new_skill(task: str, word: str) -> tuple[str, str]:
 
 def build_tokenizer() -> Any:
     """One token per character, special tokens for the chat turns; decoding inverts encoding exactly."""
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast
+    from hpo_action.train.demo_model import character_tokenizer
 
-    vocab = {token: i for i, token in enumerate(SPECIALS + CHARS)}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<|unk|>"))
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens(list(SPECIALS))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<|pad|>",
-        bos_token="<|bos|>",
-        eos_token="<|eos|>",
-        unk_token="<|unk|>",
-        additional_special_tokens=list(SPECIALS[4:]),
-        chat_template=CHAT_TEMPLATE,
-        clean_up_tokenization_spaces=False,
-        model_max_length=64,
-    )
+    return character_tokenizer(SPECIALS, CHARS, CHAT_TEMPLATE, max_length=64)
 
 
 def build_base(folder: Path) -> Path:

@@ -15,7 +15,7 @@ import random
 import shutil
 import string
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,29 +129,38 @@ def _build(folder: Path, steps: int) -> None:
 
 
 def _build_tokenizer() -> PreTrainedTokenizerFast:
-    """Character-level tokenizer: one token per character, decoding is the exact inverse.
+    """The demo model's tokenizer (character_tokenizer below)."""
+    return character_tokenizer(_SPECIAL_TOKENS, _CHARS, _CHAT_TEMPLATE, max_length=256)
 
-    Calling it on text adds no BOS/EOS: ``tokenizer("abc")`` gives exactly three ids. Characters
-    outside printable ASCII and newline map to ``<unk>``.
+
+def character_tokenizer(
+    specials: Sequence[str], chars: Sequence[str], chat_template: str, max_length: int
+) -> PreTrainedTokenizerFast:
+    """Character-level tokenizer: one token per character, decoding is the exact inverse; built in code, so tests
+    and benchmarks need no download. `specials` are pad, bos, eos and unk, then the chat template's own tokens.
+
+    Calling it on text adds no BOS/EOS: ``tokenizer("abc")`` gives exactly three ids. Characters outside `chars`
+    map to the unk token.
     """
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate(_SPECIAL_TOKENS + _CHARS)}
+    pad, bos, eos, unk = specials[:4]
+    vocab = {token: i for i, token in enumerate((*specials, *chars))}
     # BPE without merges and without a pre-tokenizer splits text into single characters.
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=unk))
     backend.decoder = decoders.Fuse()  # join tokens without inserting spaces
-    backend.add_special_tokens(list(_SPECIAL_TOKENS))
+    backend.add_special_tokens(list(specials))
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        additional_special_tokens=list(_SPECIAL_TOKENS[4:]),
-        chat_template=_CHAT_TEMPLATE,
+        pad_token=pad,
+        bos_token=bos,
+        eos_token=eos,
+        unk_token=unk,
+        additional_special_tokens=list(specials[4:]),
+        chat_template=chat_template,
         clean_up_tokenization_spaces=False,  # else decode would turn " ." into "."
-        model_max_length=256,
+        model_max_length=max_length,
     )
 
 
