@@ -32,8 +32,7 @@ from hpo_action.search.naming import shown_storage, study_name
 from hpo_action.search.outputs import check_writable, publish_trial
 from hpo_action.search.ray_trial import ADAPTER, FINAL, OBJECTIVE, STEP, MakeRunner, TrialSpec, train_trial
 from hpo_action.search.space import searched, trial_defaults, warm_start_params
-from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
-from hpo_action.train.model_source import public_model_name
+from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord, summarize_records
 from hpo_action.train.threads import available_cores
 
 INSTALL = "search.backend ray needs Ray Tune: pip install 'hpo-action[ray]'"
@@ -328,27 +327,19 @@ def _summary(
             adapter=os.path.relpath(best_dir, layout.root) if best_dir else None,
             forgetting_drop=best.forgetting_drop,
         )
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record.state] = counts.get(record.state, 0) + 1
     probed = [r for r in records if r.state == "COMPLETE" and r.forgetting]
     objective = cfg.search.objective
     rule = f"the best {objective.metric} ({objective.direction}) among completed trials"
     if cfg.search.forgetting_constraint and cfg.gate.forgetting:
         rule += " within every forgetting margin"
-    return RunSummary(
+    return summarize_records(
+        cfg,
+        records,
         study_name=study_name(cfg),
-        storage=shown_storage(storage, layout.root),
-        objective_metric=objective.metric,
-        objective_direction=str(objective.direction),
-        method=cfg.model.method,
-        base_model=public_model_name(cfg.model),
+        storage=storage,
         sampler=f"ray:{cfg.search.ray.search_alg}",
         pruner=f"ray:{cfg.search.ray.scheduler}",
-        states=counts,
-        elapsed_s=round(elapsed, 2),
-        total_steps=sum(int(r.steps or 0) for r in records),
-        trials=tuple(records),
+        elapsed=elapsed,
         n_trials=len(records),
         best=best_trial,
         selection=Selection(

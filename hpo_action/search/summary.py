@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo_action.errors import OutputError
 from hpo_action.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from hpo_action.config import HpoConfig
 
 
 @dataclass(frozen=True)
@@ -122,3 +125,45 @@ class RunSummary:
             return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise OutputError(f"{path}: not a summary.json this version can read ({type(err).__name__})") from None
+
+
+def summarize_records(
+    cfg: HpoConfig,
+    records: list[TrialRecord],
+    *,
+    study_name: str,
+    storage: str,
+    sampler: str,
+    pruner: str,
+    elapsed: float,
+    n_trials: int,
+    best: BestTrial | None,
+    selection: Selection,
+    stopped_early: str | None = None,
+) -> RunSummary:
+    """A RunSummary from a backend's trial records: the parts every backend fills the same way (the objective, the
+    method, the public model name, the storage as shown, the counts by state, the steps) come from here."""
+    from hpo_action.search.naming import shown_storage
+    from hpo_action.train.model_source import public_model_name
+
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.state] = counts.get(record.state, 0) + 1
+    return RunSummary(
+        study_name=study_name,
+        storage=shown_storage(storage, Path(cfg.output.dir)),
+        objective_metric=cfg.search.objective.metric,
+        objective_direction=str(cfg.search.objective.direction),
+        method=cfg.model.method,
+        base_model=public_model_name(cfg.model),
+        sampler=sampler,
+        pruner=pruner,
+        states=counts,
+        elapsed_s=round(elapsed, 2),
+        total_steps=sum(int(r.steps or 0) for r in records),
+        trials=tuple(records),
+        n_trials=n_trials,
+        stopped_early=stopped_early,
+        best=best,
+        selection=selection,
+    )

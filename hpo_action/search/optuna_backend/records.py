@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from hpo_action.config import HpoConfig
 from hpo_action.layout import RunLayout
 from hpo_action.search.backend import StudyView
-from hpo_action.search.naming import shown_storage
 from hpo_action.search.optuna_backend.duplicates import is_discarded
 from hpo_action.search.optuna_backend.finalist import (
     DROP_ATTR,
@@ -26,8 +25,7 @@ from hpo_action.search.optuna_backend.slots import finished
 from hpo_action.search.outputs import publish_trial
 from hpo_action.search.selection import selection_rule
 from hpo_action.search.space import warm_start_kind
-from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord
-from hpo_action.train.model_source import public_model_name
+from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord, summarize_records
 
 if TYPE_CHECKING:
     import optuna
@@ -135,9 +133,6 @@ def summarize(
 ) -> RunSummary:
     """What the run found, for every later step (gate, card, report, the GitHub Action)."""
     records = trial_records(study)
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record.state] = counts.get(record.state, 0) + 1
     best = chosen_trial(study)
     objectives = cfg.search.objectives or [cfg.search.objective]
     selection = Selection(
@@ -146,24 +141,9 @@ def summarize(
         pareto_front=[t.number for t in pareto_front(study)],
         feasible=feasible_count(study),
     )
-    return RunSummary(
-        study_name=study.study_name,
-        storage=shown_storage(storage, Path(cfg.output.dir)),
-        objective_metric=cfg.search.objective.metric,
-        objective_direction=str(cfg.search.objective.direction),
-        method=cfg.model.method,
-        base_model=public_model_name(cfg.model),
-        sampler=cfg.search.sampler,
-        pruner=cfg.search.pruner,
-        states=counts,
-        elapsed_s=round(elapsed, 2),
-        total_steps=sum(int(r.steps or 0) for r in records),
-        trials=tuple(records),
-        n_trials=finished(study),
-        stopped_early=stopped_early,
-        best=None
-        if best is None
-        else BestTrial(
+    best_trial = None
+    if best is not None:
+        best_trial = BestTrial(
             number=best.number,
             value=float(best.values[0]),
             params=params,
@@ -172,6 +152,17 @@ def summarize(
             adapter=os.path.relpath(best_dir, cfg.output.dir) if best_dir else None,
             forgetting_drop=best.user_attrs.get(DROP_ATTR, {}),
             values=list(best.values) if len(best.values) > 1 else [],
-        ),
+        )
+    return summarize_records(
+        cfg,
+        records,
+        study_name=study.study_name,
+        storage=storage,
+        sampler=cfg.search.sampler,
+        pruner=cfg.search.pruner,
+        elapsed=elapsed,
+        n_trials=finished(study),
+        best=best_trial,
         selection=selection,
+        stopped_early=stopped_early,
     )
