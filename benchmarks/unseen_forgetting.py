@@ -238,7 +238,7 @@ def run_one(task: str, arm: str, seed: int, base_cfg: dict[str, Any], trials: in
     from hpo_action.pipeline import run
     from hpo_action.report.terminal import make_console
     from hpo_action.search.naming import storage_url, study_name
-    from hpo_action.search.optuna_backend.finalist import EXCESS_ATTR, chosen_trial
+    from hpo_action.search.optuna_backend.finalist import EXCESS_ATTR, chosen_trial, judged_trial
 
     out = folder / f"{task}-{arm}-{seed}"
     config_file = folder / f"{task}.yaml"
@@ -263,7 +263,7 @@ def run_one(task: str, arm: str, seed: int, base_cfg: dict[str, Any], trials: in
         row["seconds"] = round(time.monotonic() - started, 1)
         return row
     study = optuna.load_study(study_name=study_name(cfg), storage=storage_url(cfg))
-    finalist = chosen_trial(study)
+    finalist = judged_trial(study)  # the feasible finalist, or (none feasible) the closest to it
     excess = finalist.user_attrs.get(EXCESS_ATTR, {}) if finalist else {}
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     row.update(
@@ -282,12 +282,39 @@ def run_one(task: str, arm: str, seed: int, base_cfg: dict[str, Any], trials: in
         finalist=finalist.number if finalist else None,
         finalist_params=dict(finalist.params) if finalist else None,
         feasible_at_search=all(v <= 0 for v in excess.values()) if finalist else None,
+        closest_judged=finalist is not None and chosen_trial(study) is None,
         trials=len(study.trials),
         feasible_trials=sum(all(v <= 0 for v in t.user_attrs.get(EXCESS_ATTR, {1: 1}).values()) for t in complete),
+        study=trial_lines(study),
     )
     row["seconds"] = round(time.monotonic() - started, 1)
     shutil.rmtree(out / "trials", ignore_errors=True)
     return row
+
+
+def trial_lines(study: Any) -> list[dict[str, Any]]:
+    """Every trial of a study, compactly: state, steps, value, parameters, probe drops, feasibility, and the pruner's
+    rung checks under the forgetting constraint (search/optuna_backend/forgetting_rungs.py)."""
+    from hpo_action.search.optuna_backend.finalist import DROP_ATTR, EXCESS_ATTR
+    from hpo_action.search.optuna_backend.forgetting_rungs import RUNGS_ATTR
+
+    lines = []
+    for t in study.trials:
+        excess = t.user_attrs.get(EXCESS_ATTR)
+        lines.append(
+            {
+                "n": t.number,
+                "state": t.state.name,
+                "steps": t.user_attrs.get("steps"),
+                "value": round(t.value, 4) if t.value is not None else None,
+                "params": {k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()},
+                "drop": {k: round(v, 3) for k, v in t.user_attrs.get(DROP_ATTR, {}).items()},
+                "feasible": all(v <= 0 for v in excess.values()) if excess else None,
+                "rungs": [entry[:2] for entry in t.user_attrs.get(RUNGS_ATTR, [])],
+                "warm": bool(t.user_attrs.get("warm_start")),
+            }
+        )
+    return lines
 
 
 def gain(metric: str, base: float, candidate: float) -> float:
@@ -329,8 +356,23 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 if judged
                 else None,
                 "finalists_judged": len(judged),
+                "closest_judged": sum(bool(r.get("closest_judged")) for r in gated),  # no trial was feasible
+                "sampled_trials": _sampled_counts(own),
             }
     return out
+
+
+def _sampled_counts(runs: list[dict[str, Any]]) -> dict[str, int]:
+    """The sampled (not warm-start) trials of these runs: how they ended, and the pruner's rung checks."""
+    trials = [t for r in runs for t in r.get("study", []) if not t["warm"]]
+    verdicts = [entry[1] for t in trials for entry in t["rungs"]]
+    return {
+        "n": len(trials),
+        "complete": sum(t["state"] == "COMPLETE" for t in trials),
+        "feasible": sum(t["state"] == "COMPLETE" and bool(t["feasible"]) for t in trials),
+        "pruned": sum(t["state"] == "PRUNED" for t in trials),
+        **{f"rung_{v}": verdicts.count(v) for v in ("forgot", "spared", "pruned", "continued")},
+    }
 
 
 def main() -> None:
@@ -341,7 +383,20 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["remedies", "none"], choices=["remedies", "none"])
     parser.add_argument("--out", type=Path, default=RESULTS / "unseen_forgetting.json")
     parser.add_argument("--summarize-only", action="store_true", help="Recompute the summary of --out's runs.")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, help="Write --out from these result files (e.g. one process per task)."
+    )
     args = parser.parse_args()
+    if args.merge:
+        parts = [json.loads(path.read_text()) for path in args.merge]
+        result = {**parts[0], "runs": [r for part in parts for r in part["runs"]]}
+        result["manifest"] = {**parts[0]["manifest"], "merged": [p["manifest"]["command"] for p in parts]}
+        result["complete"] = all(p["complete"] for p in parts)
+        result["wall_s"] = max(p["wall_s"] for p in parts)  # the processes ran side by side
+        result["summary"] = summarize(result["runs"])
+        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(json.dumps(result["summary"], indent=1))
+        return
     if args.summarize_only:
         result = json.loads(args.out.read_text())
         result["summary"] = summarize(result["runs"])

@@ -28,8 +28,8 @@ from hpo_action.search.summary import RunSummary
 from hpo_action.train.models import BaseModel, load_base_model
 
 NO_FINALIST = (
-    "no completed trial to evaluate: all were pruned or failed, or (with search.forgetting_constraint) forgot a "
-    "gate.forgetting set beyond its margin; lower the learning-rate range or add replay data"
+    "no completed trial to evaluate: all were pruned or failed; lower the learning-rate range or raise the pruner's "
+    "first rung (search.pruner)"
 )
 
 
@@ -65,9 +65,13 @@ def evaluate_stage(
     if cfg.evaluate.decoding_search:
         with hooks.section("decoding search"):
             hooks.show_decoding(tune_adapter_decoding(cfg, base, adapter, splits.validation))
+    selection = searched.summary.selection
+    notes = (selection.fallback,) if selection is not None and selection.fallback else ()
+    for note in notes:
+        console.print(f"[yellow]{note}[/yellow]")
     console.print(f"evaluating trial #{searched.summary.best.number} on {len(splits.test or [])} test examples")
     with hooks.section("evaluate and gate"):
-        return evaluate_and_gate(cfg, base, splits, adapter, sets, reference.predictions, reference.model_dir)
+        return evaluate_and_gate(cfg, base, splits, adapter, sets, reference.predictions, reference.model_dir, notes)
 
 
 def finalist_adapter(cfg: HpoConfig, summary: RunSummary) -> Path:

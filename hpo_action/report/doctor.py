@@ -456,9 +456,11 @@ def _forgetting_blocks_promotion(run: _Run) -> list[Finding]:
 
 
 def _no_trial_within_margin(run: _Run) -> list[Finding]:
-    """Every completed trial forgot beyond a margin on the probes, so the search has no finalist to gate."""
+    """Every completed trial forgot beyond a margin on the probes, so the search has no finalist: nothing to gate, or
+    (the Optuna backend) the closest to feasible was gated in its place."""
     completed = [t.record for t in run.trials if t.record.state == "COMPLETE"]
-    if run.summary.best is not None or not completed or not all(r.forgetting for r in completed):
+    fallback = run.summary.selection.fallback if run.summary.selection else None
+    if (run.summary.best is not None and not fallback) or not completed or not all(r.forgetting for r in completed):
         return []
     if any(all(excess <= 0 for excess in r.forgetting.values()) for r in completed):
         return []
@@ -476,7 +478,8 @@ def _no_trial_within_margin(run: _Run) -> list[Finding]:
         Finding(
             "no_trial_within_margin",
             3,
-            "every trial forgot beyond its margin: nothing to gate",
+            "every trial forgot beyond its margin"
+            + (" at search: the closest was gated" if fallback else ": nothing to gate"),
             f"all {len(completed)} completed trials failed the gate's forgetting test on their probe rows; the one "
             f"that forgot least, #{least.number}: {worst}",
             "; ".join(

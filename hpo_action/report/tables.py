@@ -309,6 +309,8 @@ def tradeoff_line(summary: RunSummary) -> str | None:
         counted = (
             f"{feasible} of {completed} completed trials feasible (the gate's forgetting test passed on the probes)"
         )
+    if summary.selection and summary.selection.fallback:
+        counted = f"{counted}; {summary.selection.fallback}" if counted else summary.selection.fallback
     if best is None or not best.forgetting_drop:
         return counted
     deltas = ", ".join(f"{name} {signed(0.0 - drop)}" for name, drop in sorted(best.forgetting_drop.items()))

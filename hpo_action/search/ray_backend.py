@@ -31,6 +31,7 @@ from hpo_action.search.backend import SearchRequest, SearchResult
 from hpo_action.search.naming import shown_storage, study_name
 from hpo_action.search.outputs import check_writable, publish_trial
 from hpo_action.search.ray_trial import ADAPTER, FINAL, OBJECTIVE, STEP, MakeRunner, TrialSpec, train_trial
+from hpo_action.search.selection import fallback_note, shortfall
 from hpo_action.search.space import searched, trial_defaults, warm_start_params
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord, summarize_records
 from hpo_action.train.threads import available_cores
@@ -313,6 +314,11 @@ def _summary(
     sign = 1.0 if cfg.search.objective.direction == "minimize" else -1.0
     feasible = [r for r in records if r.number in finals and all(e <= 0 for e in r.forgetting.values())]
     best = min(feasible, key=lambda r: (sign * float(r.value), r.number)) if feasible else None
+    fallback, margins = None, {b.name: b.margin or 0.0 for b in cfg.gate.forgetting}
+    probed_done = [r for r in records if r.number in finals and r.forgetting]
+    if best is None and probed_done:  # none feasible: the closest is judged, as in the Optuna backend
+        best = min(probed_done, key=lambda r: (shortfall(r.forgetting, margins), r.number))
+        fallback = fallback_note(best.number, shortfall(best.forgetting, margins))
     best_trial = None
     if best is not None:
         params = {**trial_defaults(cfg), **json.loads(finals[best.number].metrics["record"])["params"]}
@@ -346,6 +352,7 @@ def _summary(
             objectives=[{"metric": objective.metric, "direction": str(objective.direction)}],
             rule=rule,
             feasible=sum(all(e <= 0 for e in r.forgetting.values()) for r in probed) if probed else None,
+            fallback=fallback,
         ),
     )
 

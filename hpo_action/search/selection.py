@@ -1,7 +1,8 @@
 """The finalist rule in words and each objective's value from a trial's measurements, whichever backend runs the
 study: single objective, the best trial (the best feasible one under the forgetting constraint); multi-objective,
 the best on the first objective among the completed trials whose probes pass the gate's own non-inferiority test
-(judge/forgetting_split.py), with the Pareto front shown beside it."""
+(judge/forgetting_split.py), with the Pareto front shown beside it. When no completed trial qualifies, the one closest
+to qualifying is judged (fallback_note), so that the gate, not a missing finalist, ends the run."""
 
 from __future__ import annotations
 
@@ -35,3 +36,18 @@ def objective_values(cfg: HpoConfig, metrics: dict[str, float], drops: dict[str,
         else:
             values.append(metrics[objective.metric])
     return values
+
+
+def shortfall(excess: dict[str, float], margins: dict[str, float]) -> float:
+    """How far a trial's worst probe missed the gate's test, in units of its set's margin (a set without a margin:
+    in its metric's units); ≤ 0 when every probe passed. Sets with different margins compare on one scale."""
+    return max((value / margins[name] if margins.get(name) else value for name, value in excess.items()), default=0.0)
+
+
+def fallback_note(number: int, missed_by: float) -> str:
+    """Why the gate judges a trial that was not feasible at search, as the summary, report and gate.json say it."""
+    return (
+        "no trial was feasible at search (every probed trial forgot a gate.forgetting set beyond the gate's test); "
+        f"trial #{number}, the closest to feasible (its worst probe missed by {missed_by:.3g} of its margin), "
+        "was judged"
+    )

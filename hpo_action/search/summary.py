@@ -74,6 +74,7 @@ class Selection:
     pareto_front: list[int] = field(default_factory=list)  # trial numbers, non-dominated
     feasible: int | None = None  # completed trials whose every forgetting probe passed the gate's test; None: no probe
     finalists: FinalistsRecord | None = None  # search.finalists: the retraining that chose the trial
+    fallback: str | None = None  # no trial was feasible: which trial the gate judges instead, and why (selection.py)
 
 
 @dataclass(frozen=True)

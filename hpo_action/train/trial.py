@@ -117,6 +117,7 @@ class TrialRunner:
         self.eval_dataset = validation.select_columns(["input_ids", "labels"])
         self.replay = replay or []
         self.reference = reference  # full fine-tuning with kl_to_base: the frozen base the KL is taken against
+        self.training: Any = None  # the model of the trial being trained, for probe_now
         # Everything alive now (libraries, base model, data) lives as long as the worker: freezing it keeps
         # the per-trial garbage collections (ours and accelerate's) from walking ~500k long-lived objects.
         gc.collect()
@@ -143,7 +144,7 @@ class TrialRunner:
         tracker = _Tracker(
             metric, search.objective.direction, report, self.cfg.train, search.budget.max_steps, search.trial_timeout
         )
-        model = self.base.attach(params)
+        model = self.training = self.base.attach(params)
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix="hpo-trial-") as scratch:
@@ -180,7 +181,15 @@ class TrialRunner:
             return result
         finally:
             del trainer
+            self.training = None
             self.base.detach(model)
+
+    def probe_now(self) -> dict[str, ProbeReading]:
+        """Every probe on the model being trained, mid-trial (the pruner's rungs under the forgetting constraint);
+        empty between trials."""
+        if self.training is None:
+            return {}
+        return {p.name: p.measure(self.training, self.base.tokenizer) for p in self.probes}
 
     def base_metrics(self, params: dict[str, Any]) -> dict[str, float]:
         """The validation metrics of `params`' model before its first step (a LoRA adapter starts as the identity,

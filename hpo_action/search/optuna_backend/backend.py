@@ -16,7 +16,7 @@ from hpo_action.search import reseed_finalists
 from hpo_action.search.backend import Progress, SearchRequest, SearchResult
 from hpo_action.search.naming import storage_url, study_name
 from hpo_action.search.optuna_backend import lr_bounds
-from hpo_action.search.optuna_backend.finalist import chosen_trial, finalist_candidates
+from hpo_action.search.optuna_backend.finalist import finalist_candidates, judged_trial
 from hpo_action.search.optuna_backend.no_learning import stopped
 from hpo_action.search.optuna_backend.records import importances, publish_best, study_view, summarize
 from hpo_action.search.optuna_backend.slots import check_complete, finished, target_trials, timeout_stop
@@ -91,9 +91,10 @@ def _viewed(view: Progress) -> Any:
 
 
 def _summary(cfg: HpoConfig, study: optuna.Study, elapsed: float, stopped_early: str | None) -> Any:
-    """The finalist copied to best/ (with every trial parameter) and the typed summary of the study."""
+    """The finalist (or, none qualifying, the closest to it) copied to best/ with every trial parameter, and the
+    typed summary of the study."""
     best_dir, params = None, {}
-    best = chosen_trial(study)
+    best = judged_trial(study)
     if best is not None:
         params = {**trial_defaults(cfg), **best.params, **best.user_attrs.get("batch_override", {})}
         best_dir = publish_best(study, RunLayout(Path(cfg.output.dir)), params)

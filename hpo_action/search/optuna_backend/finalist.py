@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 EXCESS_ATTR = "forgetting_excess"  # per set: the gate's lower bound on the probe rows below −margin (≤ 0: passed)
 DROP_ATTR = "forgetting_drop"  # per set: the probe's drop against the base model (> 0: worse)
+SHORTFALL_ATTR = "forgetting_shortfall"  # the worst set's excess over its margin, in margins (≤ 0: feasible)
 
 
 def within_margins(trial: optuna.trial.FrozenTrial) -> bool:
@@ -55,6 +56,26 @@ def chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         return None
     sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1.0
     return min(done, key=lambda t: (sign * t.values[0], t.number))
+
+
+def closest_to_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """When no trial qualifies, the completed probed trial with the smallest shortfall (the earliest on a tie): the
+    one the gate judges, so that a search whose trials all forget ends in a gate decision with its evidence."""
+    import optuna
+
+    if chosen_trial(study) is not None:
+        return None
+    probed = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if SHORTFALL_ATTR in t.user_attrs
+    ]
+    return min(probed, key=lambda t: (t.user_attrs[SHORTFALL_ATTR], t.number), default=None)
+
+
+def judged_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The trial the gate judges: the finalist, or else the closest to feasible."""
+    return chosen_trial(study) or closest_to_feasible(study)
 
 
 def beats_finalist(study: optuna.Study, value: float) -> bool:

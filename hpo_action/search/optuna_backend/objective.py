@@ -11,12 +11,20 @@ from hpo_action.errors import OutputError
 from hpo_action.files import is_no_space
 from hpo_action.layout import RunLayout
 from hpo_action.search.optuna_backend.duplicates import DUPLICATE_ATTR, MAX_REASKS, duplicate_of
-from hpo_action.search.optuna_backend.finalist import DROP_ATTR, EXCESS_ATTR, beats_finalist
+from hpo_action.search.optuna_backend.finalist import (
+    DROP_ATTR,
+    EXCESS_ATTR,
+    SHORTFALL_ATTR,
+    beats_finalist,
+    chosen_trial,
+    closest_to_feasible,
+)
+from hpo_action.search.optuna_backend.forgetting_rungs import RUNGS_ATTR, ForgettingRungs, forgetting_rungs
 from hpo_action.search.optuna_backend.orphans import WORKER_ATTR, worker_id
 from hpo_action.search.optuna_backend.pruning import FirstObjectivePruning, companion_study
 from hpo_action.search.optuna_backend.slots import TrialSlotLock
 from hpo_action.search.optuna_backend.watchdog import TrialWatchdog
-from hpo_action.search.selection import objective_values
+from hpo_action.search.selection import objective_values, shortfall
 from hpo_action.search.space import suggest, warm_start_kind
 from hpo_action.train.checkpoints import TrialCheckpoints, identity
 from hpo_action.train.runner import Runner
@@ -69,7 +77,8 @@ class Objective:
         started = time.perf_counter()
         # A warm start trains to the end: the point the search is measured against, and the strong remedies' slow
         # start would otherwise be pruned before the skill it keeps is ever probed.
-        pruning = FirstObjectivePruning(trial, self.companion, exempt=bool(warm_start_kind(trial.user_attrs)))
+        rungs = forgetting_rungs(self.cfg, self.runner)
+        pruning = FirstObjectivePruning(trial, self.companion, bool(warm_start_kind(trial.user_attrs)), rungs)
         if self.watchdog is not None:
             self.watchdog.arm(trial.number)
         try:
@@ -78,6 +87,7 @@ class Objective:
             values = objective_values(self.cfg, result.metrics, result.forgetting_drop) if multi else None
         except Pruned as pruned:
             self._close_checkpoints(trial)
+            _record_rungs(trial, rungs)
             trial.set_user_attr("steps", pruned.step)
             trial.set_user_attr("train_curve", [[s, v] for s, v in pruned.train_curve])
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
@@ -104,6 +114,7 @@ class Objective:
                 self.watchdog.disarm()
         self._close_checkpoints(trial)
         _record(trial, result)
+        _record_rungs(trial, rungs)
         pruning.finish("COMPLETE", result.value)
         return result.value if values is None else values
 
@@ -177,10 +188,22 @@ class Objective:
         if result.forgetting:
             trial.set_user_attr(EXCESS_ATTR, result.forgetting)
             trial.set_user_attr(DROP_ATTR, result.forgetting_drop)
+            margins = {b.name: b.margin or 0.0 for b in self.cfg.gate.forgetting}
+            trial.set_user_attr(SHORTFALL_ATTR, shortfall(result.forgetting, margins))
         qualifies = all(excess <= 0 for excess in result.forgetting.values())
-        if not self.cfg.output.keep_all_adapters and not (qualifies and beats_finalist(self.study, result.value)):
+        keep = qualifies and beats_finalist(self.study, result.value)
+        if not keep and not qualifies and result.forgetting:
+            keep = self._closest_so_far(trial.user_attrs[SHORTFALL_ATTR])  # judged if none qualifies (finalist.py)
+        if not self.cfg.output.keep_all_adapters and not keep:
             return None
         return self.trials_dir / str(trial.number)
+
+    def _closest_so_far(self, missed_by: float) -> bool:
+        """No trial qualifies yet and this one missed the forgetting test by less than any completed trial."""
+        if chosen_trial(self.study) is not None:
+            return False
+        closest = closest_to_feasible(self.study)
+        return closest is None or missed_by < closest.user_attrs[SHORTFALL_ATTR]
 
 
 def _record(trial: optuna.Trial, result: TrialResult) -> None:
@@ -192,3 +215,8 @@ def _record(trial: optuna.Trial, result: TrialResult) -> None:
     trial.set_user_attr("train_curve", [[s, v] for s, v in result.train_curve])
     if result.fold_values:
         trial.set_user_attr("fold_values", result.fold_values)
+
+
+def _record_rungs(trial: optuna.Trial, rungs: ForgettingRungs | None) -> None:
+    if rungs is not None and rungs.log:
+        trial.set_user_attr(RUNGS_ATTR, rungs.log)

@@ -15,6 +15,8 @@ from hpo_action.search.optuna_backend.samplers import make_pruner
 if TYPE_CHECKING:
     import optuna
 
+    from hpo_action.search.optuna_backend.forgetting_rungs import ForgettingRungs
+
 COMPANION_SUFFIX = ".first-objective"
 COMPANION_ATTR = "pruning_trial"  # the companion trial's number, on the main trial
 
@@ -45,9 +47,16 @@ def companion_study(study: optuna.Study, cfg: HpoConfig | None = None) -> optuna
 class FirstObjectivePruning:
     """One trial's link to the pruner: `report(value, step)` says whether to stop; `finish` closes the mirror."""
 
-    def __init__(self, trial: optuna.Trial, companion: optuna.Study | None, exempt: bool = False) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        companion: optuna.Study | None,
+        exempt: bool = False,
+        rungs: ForgettingRungs | None = None,
+    ) -> None:
         self.trial, self.companion, self.mirror = trial, companion, None
         self.exempt = exempt  # reports its values but is never stopped (the warm starts)
+        self.rungs = rungs  # under the forgetting constraint: the probes' say before a stop (forgetting_rungs.py)
         if companion is not None:
             with warnings.catch_warnings():  # the mirror needs no heartbeat: the main trial beats for both
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -58,7 +67,10 @@ class FirstObjectivePruning:
         raise_if_pressed()  # each evaluation is where a swallowed Ctrl-C is caught up with
         target = self.mirror if self.mirror is not None else self.trial
         target.report(value, step)
-        return not self.exempt and target.should_prune()
+        if self.exempt:
+            return False
+        prune = target.should_prune()
+        return prune if self.rungs is None else self.rungs.decide(prune, step)
 
     def finish(self, state: str, value: float | None = None) -> None:
         """Close the mirror trial as COMPLETE (with the first objective's value), PRUNED or FAIL."""

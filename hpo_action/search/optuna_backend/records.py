@@ -14,16 +14,18 @@ from hpo_action.search.optuna_backend.duplicates import is_discarded
 from hpo_action.search.optuna_backend.finalist import (
     DROP_ATTR,
     EXCESS_ATTR,
+    SHORTFALL_ATTR,
     chosen_trial,
     feasible_count,
     first_value,
+    judged_trial,
     pareto_front,
 )
 from hpo_action.search.optuna_backend.objective import CHECKPOINT_BYTES_ATTR, RESUMED_ATTR
 from hpo_action.search.optuna_backend.pruning import COMPANION_ATTR, companion_study
 from hpo_action.search.optuna_backend.slots import finished
 from hpo_action.search.outputs import publish_trial
-from hpo_action.search.selection import selection_rule
+from hpo_action.search.selection import fallback_note, selection_rule
 from hpo_action.search.space import warm_start_kind
 from hpo_action.search.summary import BestTrial, RunSummary, Selection, TrialRecord, summarize_records
 
@@ -117,7 +119,7 @@ def publish_best(study: optuna.Study, layout: RunLayout, params: dict[str, Any])
     When best/ gets different weights, the gate's verdict on the old ones (gate.json, report.md) is deleted
     *before* the swap: a crash in between leaves no promote verdict next to weights nobody gated.
     """
-    best = chosen_trial(study)
+    best = judged_trial(study)
     assert best is not None
     return publish_trial(layout.trial_dir(best.number), layout, best.number, first_value(best), params)
 
@@ -133,13 +135,17 @@ def summarize(
 ) -> RunSummary:
     """What the run found, for every later step (gate, card, report, the GitHub Action)."""
     records = trial_records(study)
-    best = chosen_trial(study)
+    best = judged_trial(study)
+    fallback = None
+    if best is not None and chosen_trial(study) is None:
+        fallback = fallback_note(best.number, float(best.user_attrs[SHORTFALL_ATTR]))
     objectives = cfg.search.objectives or [cfg.search.objective]
     selection = Selection(
         objectives=[{"metric": o.metric, "direction": str(o.direction)} for o in objectives],
         rule=selection_rule(cfg),
         pareto_front=[t.number for t in pareto_front(study)],
         feasible=feasible_count(study),
+        fallback=fallback,
     )
     best_trial = None
     if best is not None:

@@ -23,7 +23,7 @@ from hpo_action.search.optuna_backend.duplicates import (
     is_discarded,
     seed_stream,
 )
-from hpo_action.search.optuna_backend.finalist import chosen_trial
+from hpo_action.search.optuna_backend.finalist import judged_trial
 from hpo_action.search.optuna_backend.no_learning import NoLearningStop, stopped
 from hpo_action.search.optuna_backend.objective import CHECKPOINT_ATTR, Objective
 from hpo_action.search.optuna_backend.orphans import fail_orphans, fail_stale
@@ -198,10 +198,10 @@ def _reported(on_trial: OnTrial) -> OnTrial:
 
 
 def keep_only_best(study: optuna.Study, trials_dir: Path) -> None:
-    """Delete every trial folder this tool saved except the best trial's; nothing else is touched."""
+    """Delete every trial folder this tool saved except the judged trial's; nothing else is touched."""
     if not trials_dir.is_dir():
         return
-    finalist = chosen_trial(study)
+    finalist = judged_trial(study)
     best = str(finalist.number) if finalist is not None else None
     for child in trials_dir.iterdir():
         if child.name.isdigit() and child.name != best and is_ours(child, "trial") and not foreign_files(child):
