@@ -31,6 +31,7 @@ import random
 import shutil
 import statistics
 import string
+import subprocess
 import tempfile
 import time
 import warnings
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+COMMIT = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 RESULTS = ROOT / "benchmarks" / "results"
 QUICKSTART = ROOT / "examples" / "quickstart"
 STRATEGIES = ("a", "b", "c", "d", "e")
@@ -154,6 +156,7 @@ class Task:
         run_trials(study, cfg, runner, target=trials)
         chosen = chosen_trial(study)
         row: dict[str, Any] = {"task": self.name, "strategy": strategy, "seed": seed, "trial": None}
+        row.update(beyond_warm_start(study, chosen))
         if chosen is None or not (out / "trials" / str(chosen.number)).is_dir():
             row.update(decision="no trial", test_metric=None, forgetting_delta=None)
         else:
@@ -186,6 +189,24 @@ class Task:
         }
 
 
+def beyond_warm_start(study: Any, chosen: Any) -> dict[str, Any]:
+    """Issue 22 item 5: what the search found beyond its first warm start (the train defaults, trial 0): its
+    eval_loss, the chosen trial's, and by how much the chosen one beats it (0 when the warm start was chosen;
+    None when nothing was chosen or the warm start did not complete)."""
+    from hpo_action.search.space import DEFAULTS, warm_start_kind
+
+    warm = next((t for t in study.trials if warm_start_kind(t.user_attrs) == DEFAULTS), None)
+    warm_value = warm.value if warm is not None else None
+    chosen_value = chosen.value if chosen is not None else None
+    by = None if warm_value is None or chosen_value is None else round(warm_value - chosen_value, 6)
+    return {
+        "warm_start_value": warm_value,
+        "chosen_value": chosen_value,
+        "chosen_is_warm_start": bool(chosen is not None and warm_start_kind(chosen.user_attrs)),
+        "beats_warm_start_by": by,  # eval_loss, lower is better: > 0 when the search found a better trial
+    }
+
+
 def summarize(rows: list[dict[str, Any]], strategies: list[str], seeds: int) -> dict[str, Any]:
     """The issue's structure: promote rate, median test metric and median forgetting delta per strategy."""
 
@@ -200,6 +221,8 @@ def summarize(rows: list[dict[str, Any]], strategies: list[str], seeds: int) -> 
         },
         "median_test_metric": {s: median([r["test_metric"] for r in by[s]]) for s in by},
         "median_forgetting_delta": {s: median([r["forgetting_delta"] for r in by[s]]) for s in by},
+        "chosen_beyond_warm_starts": {s: sum(not r.get("chosen_is_warm_start", True) for r in by[s]) for s in by},
+        "median_beats_warm_start_by": {s: median([r.get("beats_warm_start_by") for r in by[s]]) for s in by},
         "seeds": seeds,
     }
 
@@ -246,6 +269,8 @@ def _write(args: Any, rows: list[dict[str, Any]], trials: int, elapsed: float, c
         own = [r for r in rows if r["task"] == name]
         by_task[name] = summarize(own, args.strategies, len({r["seed"] for r in own}))
     result = {**by_task[args.tasks[0]], "by_task": by_task, "trials_per_study": trials, "complete": complete}
+    command = f"--seeds {args.seeds} --tasks {' '.join(args.tasks)} --strategies {' '.join(args.strategies)}"
+    result["manifest"] = {"commit": COMMIT, "command": f"python benchmarks/forgetting_tradeoff.py {command}"}
     result.update(runs=rows, wall_s=round(elapsed, 1))
     args.out.write_text(json.dumps(result, indent=2, default=_finite) + "\n")
     return result
@@ -256,15 +281,19 @@ def _finite(value: Any) -> Any:
 
 
 def _print_table(by_task: dict[str, dict[str, Any]], strategies: list[str]) -> None:
-    print(f"{'task':12}{'strategy':>9}{'promote':>9}{'test metric':>13}{'forgetting delta':>18}")
+    print(
+        f"{'task':12}{'strategy':>9}{'promote':>9}{'test metric':>13}{'forgetting delta':>18}"
+        f"{'beyond warm starts':>20}{'beats warm start by':>21}"
+    )
     for task, result in by_task.items():
         for s in strategies:
             metric, delta = result["median_test_metric"][s], result["median_forgetting_delta"][s]
-            rate = result["promote_rate"][s]
+            rate, by = result["promote_rate"][s], result["median_beats_warm_start_by"][s]
             print(
                 f"{task:12}{s:>9}{'-' if rate is None else f'{rate:.2f}':>9}"
                 f"{'-' if metric is None else f'{metric:.3f}':>13}"
                 f"{'-' if delta is None else f'{delta:+.3f}':>18}"
+                f"{result['chosen_beyond_warm_starts'][s]:>20}{'-' if by is None else f'{by:+.4f}':>21}"
             )
 
 
