@@ -123,18 +123,22 @@ def test_the_pruner_spares_a_slow_trial_that_keeps_the_skills_and_stops_one_that
     assert rungs.log == [[3, "spared", {"copy": 0.0}]] and keeps.calls == 1
     forgot = _Probes(_readings(drop=0.2, excess=0.1))
     rungs = ForgettingRungs(forgot, {"copy": 0.05}, max_steps=10)
-    pruning = FirstObjectivePruning(study.ask(), None, rungs=rungs)
+    trial = study.ask()
+    pruning = FirstObjectivePruning(trial, None, rungs=rungs)
     assert not pruning.report(0.01, 3) and forgot.calls == 0  # best loss, before half the budget: not probed
     assert pruning.report(0.01, 5)  # half the budget: the forgetting check stops it
     assert rungs.log == [[5, "forgot", {"copy": 0.2}]]
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    (stopped,) = [t for t in study.trials if t.number == trial.number]
+    assert stopped.constraints == {"forgetting:copy": 0.1}  # TPE counts it infeasible, not a good pruned trial
 
 
-def test_rung_checks_leave_the_last_evaluation_and_an_unclear_probe_to_the_pruner():
+def test_rung_checks_spare_a_probe_within_its_margin_and_leave_the_last_evaluation_to_the_pruner():
     study = _median_study()
-    unclear = _Probes(_readings(drop=0.03, excess=0.01))  # within the margin, not shown by the gate's test
+    unclear = _Probes(_readings(drop=0.03, excess=0.01))  # within the margin, not yet shown by the gate's test
     rungs = ForgettingRungs(unclear, {"copy": 0.05}, max_steps=6)
-    assert FirstObjectivePruning(study.ask(), None, rungs=rungs).report(1.0, 3)
-    assert rungs.log == [[3, "pruned", {"copy": 0.03}]]
+    assert not FirstObjectivePruning(study.ask(), None, rungs=rungs).report(1.0, 3)
+    assert rungs.log == [[3, "spared", {"copy": 0.03}]] and rungs.forgot == {}
     last = _Probes(_readings(drop=0.5, excess=0.4))
     rungs = ForgettingRungs(last, {"copy": 0.05}, max_steps=3)
     assert FirstObjectivePruning(study.ask(), None, rungs=rungs).report(1.0, 3)  # the pruner's own verdict

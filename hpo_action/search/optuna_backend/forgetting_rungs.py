@@ -5,9 +5,12 @@ Remedies that keep a skill (replay, KL to the base) slow the new task: on eval_l
 trials first, and keeps the ones that learn fast because they forget (unseen_forgetting.py measured 23 of 40
 sampled trials pruned at the first rung, the feasible ones among them). So, at an evaluation before the last:
 - a trial whose probe already dropped beyond a set's margin (point estimate) is pruned, whatever its objective:
-  forgetting grows with training on the new task, so it would end infeasible, and its steps are saved;
-- a trial the pruner would stop, whose probes pass the gate's own test, is spared: it keeps the skills so far;
-- otherwise the pruner decides.
+  forgetting grows with training on the new task, so it would end infeasible, and its steps are saved. Its probe
+  excesses become its constraint values, so a constrained sampler (TPE) counts it infeasible, not as a pruned
+  trial ranked by its (often good) loss, and draws away from the region that forgets;
+- a trial the pruner would stop whose every probe is within its margin (point estimate) is spared: it may still
+  be chosen, and the gate's own test on its probe rows decides that at its end, as for every trial.
+So under the constraint the pruner stops trials for forgetting, not for learning slower than those that forget.
 The probes run only where they can change a decision: once at the first evaluation at or past half the budget
 (the forgetting check), and at each evaluation where the pruner proposes to stop the trial.
 """
@@ -21,8 +24,9 @@ from typing import Any
 
 from hpo_action.config import HpoConfig
 
+INFEASIBLE = 1e-9  # the least constraint value of a set whose probe dropped beyond its margin (> 0: infeasible)
 RUNGS_ATTR = "rung_probes"  # trial user attribute: [[step, verdict, {set: drop}]] at each probed evaluation
-FORGOT, SPARED, PRUNED, KEPT_ON = "forgot", "spared", "pruned", "continued"
+FORGOT, SPARED, KEPT_ON = "forgot", "spared", "continued"
 
 
 @dataclass
@@ -34,6 +38,7 @@ class ForgettingRungs:
     max_steps: int
     log: list[list[Any]] = field(default_factory=list)
     checked: bool = False  # the half-budget forgetting check ran
+    forgot: dict[str, float] = field(default_factory=dict)  # set → constraint value, once stopped for forgetting
 
     def decide(self, prune: bool, step: int) -> bool:
         """The verdict at an evaluation, given the pruner's: True stops the trial."""
@@ -48,11 +53,13 @@ class ForgettingRungs:
             return prune
         drops = {name: round(float(r.drop), 6) for name, r in readings.items()}
         if any(r.drop > self.margins.get(name, math.inf) for name, r in readings.items()):
+            self.forgot = {
+                name: max(float(r.excess), INFEASIBLE) if r.drop > self.margins.get(name, math.inf) else float(r.excess)
+                for name, r in readings.items()
+            }
             verdict, stop = FORGOT, True
-        elif prune and all(r.excess <= 0 for r in readings.values()):
-            verdict, stop = SPARED, False
         else:
-            verdict, stop = (PRUNED, True) if prune else (KEPT_ON, False)
+            verdict, stop = (SPARED if prune else KEPT_ON), False
         self.log.append([step, verdict, drops])
         return stop
 

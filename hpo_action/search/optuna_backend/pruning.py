@@ -70,7 +70,12 @@ class FirstObjectivePruning:
         if self.exempt:
             return False
         prune = target.should_prune()
-        return prune if self.rungs is None else self.rungs.decide(prune, step)
+        if self.rungs is None:
+            return prune
+        stop = self.rungs.decide(prune, step)
+        for name, excess in self.rungs.forgot.items():  # a constrained sampler then counts the trial infeasible
+            self.trial.set_constraint(f"forgetting:{name}", excess)
+        return stop
 
     def finish(self, state: str, value: float | None = None) -> None:
         """Close the mirror trial as COMPLETE (with the first objective's value), PRUNED or FAIL."""
