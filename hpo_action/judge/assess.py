@@ -72,10 +72,8 @@ def evaluate_and_gate(
     sets: dict[str, Rows],
     champion_predictions: Path | None = None,
     champion_dir: Path | None = None,
-    notes: tuple[str, ...] = (),
 ) -> GateDecision:
-    """Score reference and candidate, write predictions and gate.json; returns the gate's decision. `notes` go
-    first among its reasons (e.g. that the candidate was not feasible at search).
+    """Score reference and candidate, write predictions and gate.json; returns the gate's decision.
 
     The reference on the test split is, in order: stored champion predictions, the champion's weights in
     `champion_dir` (re-evaluated here), or the base model. Forgetting sets: always against the base, gate parts only.
@@ -117,7 +115,6 @@ def evaluate_and_gate(
     sha, fingerprint = candidate_meta["adapter_sha256"], rows_fingerprint(scorer.test_rows)
     decision = gate(primary, inputs, cfg.gate, sha, fingerprint, vocab_size=len(base.tokenizer))
     decision = _with_probe_rows(decision, {name: len(part.probe) for name, part in parts.items()})
-    decision = replace(decision, reasons=(*notes, *decision.reasons))
     if decoding is not None or reference_decoding is not None:
         settings = replace(
             decision.config,

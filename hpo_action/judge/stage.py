@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,11 @@ def evaluate_stage(
         console.print(f"[yellow]{note}[/yellow]")
     console.print(f"evaluating trial #{searched.summary.best.number} on {len(splits.test or [])} test examples")
     with hooks.section("evaluate and gate"):
-        return evaluate_and_gate(cfg, base, splits, adapter, sets, reference.predictions, reference.model_dir, notes)
+        decision = evaluate_and_gate(cfg, base, splits, adapter, sets, reference.predictions, reference.model_dir)
+    if notes:  # the search's word on the candidate goes first among the reasons, in gate.json too
+        decision = replace(decision, reasons=(*notes, *decision.reasons))
+        decision.write(RunLayout(Path(cfg.output.dir)).gate)
+    return decision
 
 
 def finalist_adapter(cfg: HpoConfig, summary: RunSummary) -> Path:
