@@ -69,10 +69,19 @@ def task_folder(task: str, folder: Path) -> dict[str, Any]:
         keep = {"name": "copy", "data": str(folder / "forget_copy.jsonl"), "metric": "exact_match", "margin": 0.05}
         replay = str(folder / "replay_copy.jsonl")
     else:
-        for name, rows in alphabet_sets().items():
+        sets = alphabet_sets()
+        for name, rows in sets.items():
             (folder / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
         keep = {"name": "abc", "data": str(folder / "forget_abc.jsonl"), "metric": "loss", "margin": 0.1}
         replay = str(folder / "replay_abc.jsonl")
+        # The quickstart's probe size (128 of copy's 400 rows) would leave this 117-row set nothing for the gate.
+        probe = {"search.forgetting_probe_size": len(sets["forget_abc"]) // 3}
+        return {
+            **{f"data.{k}": v for k, v in paths.items()},
+            "data.replay": [replay],
+            "gate.forgetting": [keep],
+            **probe,
+        }
     return {**{f"data.{k}": v for k, v in paths.items()}, "data.replay": [replay], "gate.forgetting": [keep]}
 
 
