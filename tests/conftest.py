@@ -32,6 +32,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(available_cores(), MAX_WORKERS))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist, the longest work first (stable otherwise): the groups that one worker runs each (local
     Ray: a few minutes; the MLflow server's tests), then the other slow tests, then the fast ones. The long ones
