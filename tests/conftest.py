@@ -13,7 +13,7 @@ import pytest
 
 from hpo_action.train.threads import available_cores
 
-MAX_WORKERS = 4  # `pytest -n auto`: each worker starts its own MLflow server and Ray; more would mostly wait
+MAX_WORKERS = 4  # `pytest -n auto`: each worker starts its own MLflow server; more would mostly wait
 
 _XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
 if _XDIST_WORKERS > 1:
@@ -32,20 +32,12 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(available_cores(), MAX_WORKERS))
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, the longest work first (stable otherwise): the groups that one worker runs each (local
-    Ray: a few minutes; the MLflow server's tests), then the other slow tests, then the fast ones. The long ones
-    then spread over the workers at the start instead of leaving one worker running the last of them alone at the
-    end. A serial run keeps the file order."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    for item in items:  # one worker runs them all, against one MLflow server (tens of seconds to start) in all
-        if "mlflow_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("mlflow-server"))
-    items.sort(
-        key=lambda item: (item.get_closest_marker("xdist_group") is None, item.get_closest_marker("slow") is None)
-    )
+    """Under pytest-xdist, the slow tests first (stable otherwise): the long ones then spread over the workers at
+    the start instead of leaving one worker running the last of them alone at the end. A serial run keeps the file
+    order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session", autouse=True)

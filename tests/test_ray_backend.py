@@ -33,10 +33,6 @@ from hpo_action.train.trial import TrialRunner
 
 from .helpers import small_config, write_config
 
-# The tests that start a local Ray run on one pytest-xdist worker, one after the other (`--dist loadgroup`): each
-# Ray takes all the cores, and two at once would only wait for each other.
-LOCAL_RAY = pytest.mark.xdist_group("local-ray")
-
 PBT_SPACE = {"learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}, "lora_r": {"choices": [8, 16]}}
 
 
@@ -191,7 +187,6 @@ def _rate_at(checkpoint: Path, step: int) -> float:
 
 
 @pytest.mark.slow
-@LOCAL_RAY
 def test_pbt_on_a_local_ray_gates_and_publishes_the_winner(tmp_path: Path):
     """`hpo-action run` with search.backend ray on this CPU: a local Ray (started here, on the real cores), four
     trials, PBT every 20 steps; every trial completes, at least one copied a better one (its schedule shows the
@@ -236,7 +231,6 @@ def test_pbt_on_a_local_ray_gates_and_publishes_the_winner(tmp_path: Path):
 
 
 @pytest.mark.slow
-@LOCAL_RAY
 def test_pb2_on_a_local_ray_perturbs_a_copied_trial_by_its_gaussian_process(tmp_path: Path):
     """PB2 on a local Ray (started here) with two trials side by side, a decision at every evaluation (PB2 explores
     from a trial's second decision on: its Gaussian process fits the improvement between two): the worse trial
@@ -315,7 +309,6 @@ def test_skip_search_refuses_when_no_ray_experiment_exists(tmp_path: Path):
 
 
 @pytest.mark.slow
-@LOCAL_RAY
 def test_a_killed_ray_run_resumes_its_trials_from_their_checkpoints(tmp_path: Path):
     """SIGKILL the command once trials have reported checkpoints; the same command restores Ray's experiment,
     every trial completes, and each one that was cut mid-run resumed from a checkpoint, not from step 0."""
@@ -376,7 +369,6 @@ def _end_processes_under(ray_tmp: Path) -> None:
 
 
 @pytest.mark.slow
-@LOCAL_RAY
 def test_asha_with_optunas_tpe_stops_poor_trials_and_keeps_the_best(tmp_path: Path):
     """ASHA on a local Ray with TPE through Ray's Optuna integration: the train defaults run first (warm start),
     poor trials stop at a rung before max_steps (PRUNED), and the best completed trial's adapter is in best/."""
