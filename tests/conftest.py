@@ -11,11 +11,47 @@ from typing import Any
 
 import pytest
 
+from hpo_action.train.threads import available_cores
+
+MAX_WORKERS = 4  # `pytest -n auto`: each worker starts its own MLflow server; more would mostly wait
+
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+if _XDIST_WORKERS > 1:
+    # Workers x torch threads <= cores: each pytest-xdist worker (and every process it starts) takes its share of
+    # the cores, set here before any test imports torch. A lower OMP_NUM_THREADS of the caller's stays.
+    _share = max(1, available_cores() // _XDIST_WORKERS)
+    _asked = os.environ.get("OMP_NUM_THREADS", "")
+    if _asked.isdigit() and int(_asked) > 0:
+        _share = min(_share, int(_asked))
+    os.environ["OMP_NUM_THREADS"] = str(_share)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without it installed, pytest runs serially
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: the cores this process may really use (affinity, cgroup quota), not the host's count."""
+    return max(1, min(available_cores(), MAX_WORKERS))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the slow tests first (stable otherwise): the long ones then spread over the workers at
+    the start instead of leaving one worker running the last of them alone at the end. A serial run keeps the file
+    order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the tiny demo model once per test session, outside the user's cache."""
-    cache = Path(os.environ.get("HPO_ACTION_TEST_CACHE") or tmp_path_factory.mktemp("hpo-cache"))
+    """Build the tiny demo model once per test run, outside the user's cache: under pytest-xdist in the run's
+    shared temporary folder, so the first worker builds it and the others wait for it (ensure_demo_model locks)."""
+    explicit = os.environ.get("HPO_ACTION_TEST_CACHE")
+    if explicit:
+        cache = Path(explicit)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = tmp_path_factory.getbasetemp().parent / "hpo-cache"  # the run's folder above popen-gw<N>
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("hpo-cache")
     os.environ["HPO_ACTION_CACHE"] = str(cache)
     return cache
 

@@ -116,7 +116,7 @@ def _study(cfg) -> optuna.Study:
     return optuna.load_study(study_name=study_name(cfg), storage=open_storage(storage_url(cfg), cfg.search))
 
 
-def _last_checkpoint(folder: Path, seconds: float = 300) -> int:
+def _last_checkpoint(folder: Path, seconds: float = 600) -> int:
     """Wait until a complete checkpoint (its trainer_state.json written) is in `folder`; returns the last one's step."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -123,7 +123,7 @@ def test_a_run_killed_after_finished_trials_resumes_and_keeps_them(tmp_path: Pat
     config = write_config(tmp_path, raw)
     cfg = parse_config(raw, base_dir=tmp_path)
     proc = subprocess.Popen(_cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, before = time.monotonic() + 300, []
+    deadline, before = time.monotonic() + 600, []  # generous: a loaded machine
     while time.monotonic() < deadline:
         time.sleep(0.3)
         try:
@@ -137,7 +137,7 @@ def test_a_run_killed_after_finished_trials_resumes_and_keeps_them(tmp_path: Pat
             before = trials
             break
     proc.wait()
-    assert before, "no moment with 2 finished trials and one running within 300 s"
+    assert before, "no moment with 2 finished trials and one running within 600 s"
     interrupted = next(t for t in _load(cfg).trials if t.state.name == "RUNNING" and t.intermediate_values)
     worker_pid = int(interrupted.user_attrs["worker"].rpartition(":")[2])
     _wait_gone(worker_pid)  # the worker died with its supervisor instead of running on
@@ -156,6 +156,31 @@ def test_a_run_killed_after_finished_trials_resumes_and_keeps_them(tmp_path: Pat
     assert retry.state.name == "COMPLETE" and retry.params == lost.params  # pruner none: every trial completes
     assert [t.state.name for t in trials if t.number != lost.number] == ["COMPLETE"] * 5
     assert retried(trials) == {lost.number}
+
+
+def _wait_for(condition, proc: subprocess.Popen, seconds: float = 600) -> bool:
+    """Poll `condition` (a study that does not exist yet counts as False) until it holds, `proc` ends or `seconds`
+    pass: a generous limit, for a machine that pytest-xdist and other jobs load."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if condition():
+                return True
+        except (KeyError, ValueError):  # the study is still being created
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _communicate_or_dump(proc: subprocess.Popen, seconds: float) -> str:
+    """The child's stderr once it exits; past `seconds`, SIGABRT makes its fault handler (PYTHONFAULTHANDLER) print
+    every thread's stack, and the test fails with it, so a child that hangs on its way out says where."""
+    try:
+        return proc.communicate(timeout=seconds)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        err = proc.communicate()[1]
+        pytest.fail(f"still running {seconds} s after Ctrl-C; its threads:\n{err[-6000:]}")
 
 
 def _wait_gone(pid: int, seconds: float = 30) -> None:
@@ -313,20 +338,14 @@ def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path: Path, wo
     raw = _raw(tmp_path, n_trials=4, workers=workers, pruner="none", budget={"max_steps": 60, "eval_every": 30})
     config = write_config(tmp_path, raw)
     cfg = parse_config(raw, base_dir=tmp_path)
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a stuck child shows its threads' stacks (below)
     proc = subprocess.Popen(
-        _cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_RESTORE_CTRL_C
+        _cli(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_RESTORE_CTRL_C, env=env
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        try:
-            running = [t for t in _load(cfg).get_trials(deepcopy=False) if t.state.name == "RUNNING"]
-        except (KeyError, ValueError):
-            continue
-        if running:
-            break
+    running = _wait_for(lambda: any(t.state.name == "RUNNING" for t in _load(cfg).get_trials(deepcopy=False)), proc)
+    assert running, "no trial RUNNING within 600 s"
     proc.send_signal(signal.SIGINT)  # Ctrl-C in the terminal
-    _, err = proc.communicate(timeout=120)
+    err = _communicate_or_dump(proc, 600)  # generous: a loaded machine (pytest -n 2 beside Ray) slows the exit
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted: run the same command again to resume" in err
     assert "Traceback" not in err
