@@ -197,6 +197,8 @@ def build(
         random.Random(shuffle).shuffle(todo)
     with partial.open("a") as sink:
         for seed, params in todo[:limit] if limit else todo:
+            if not partial.is_file():  # another process finished the table (and removed the partial file)
+                return RESULTS / f"curves_{task.name}.parquet"
             if _key({**params, "train_seed": seed}, task) in _written(partial, task):
                 continue  # another process trained it meanwhile
             row = run_one(runner, cfg, params, seed)
@@ -271,6 +273,8 @@ def add_seeds(task: Task, total: int, top: int, limit: int | None = None, revers
     todo = todo[::-1] if reverse else todo
     with partial.open("a") as sink:
         for seed, params in todo[:limit] if limit else todo:
+            if not partial.is_file():  # another process finished the table (and removed the partial file)
+                return RESULTS / f"curves_{task.name}.parquet"
             if _key({**params, "train_seed": seed}, task) in _written(partial, task):
                 continue  # another process trained it meanwhile
             row = run_one(runner, cfg, params, seed)
