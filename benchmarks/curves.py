@@ -85,6 +85,11 @@ TASKS = {
                 "lora_r": {"choices": [2, 8, 32]},
                 "warmup_ratio": {"choices": [0.0, 0.2]},
                 "lr_scheduler_type": {"choices": ["constant_with_warmup", "cosine"]},
+                # the remedies fixed at the warm start's values (config/remedies.py REMEDY_STARTS): the table is
+                # replayable under the forgetting constraint (at 0, as before, no row was feasible) without a
+                # replay × KL grid on top of the 60 configurations
+                "replay_ratio": 0.25,
+                "kl_to_base": 1.0,
             },
         },
         {
@@ -192,6 +197,8 @@ def build(
         random.Random(shuffle).shuffle(todo)
     with partial.open("a") as sink:
         for seed, params in todo[:limit] if limit else todo:
+            if not partial.is_file():  # another process finished the table (and removed the partial file)
+                return RESULTS / f"curves_{task.name}.parquet"
             if _key({**params, "train_seed": seed}, task) in _written(partial, task):
                 continue  # another process trained it meanwhile
             row = run_one(runner, cfg, params, seed)
@@ -238,11 +245,11 @@ def write_table(
     return path
 
 
-def add_seeds(task: Task, total: int, top: int, limit: int | None = None) -> Path:
+def add_seeds(task: Task, total: int, top: int, limit: int | None = None, reverse: bool = False) -> Path:
     """Give the `top` configurations of the complete table (by mean final loss over the task's training seeds, a
     diverged run counting as the worst finite one) training seeds up to `total` in all, with the same runner;
-    resumable like `build`. Refused unless the table's pins match the code here, so old and new rows describe one
-    trial loop."""
+    resumable like `build`, and shared like it (`reverse`: a second process from the last row). Refused unless
+    the table's pins match the code here, so old and new rows describe one trial loop."""
     import pyarrow.parquet as pq
     from table_manifest import check, demo_model_sha256
 
@@ -263,15 +270,22 @@ def add_seeds(task: Task, total: int, top: int, limit: int | None = None) -> Pat
     print(f"{task.name}: top {top} to {total} seeds, {len(todo)} rows to train", flush=True)
     started = time.monotonic()
     runner = session_runner(cfg) if todo else None
+    todo = todo[::-1] if reverse else todo
     with partial.open("a") as sink:
         for seed, params in todo[:limit] if limit else todo:
+            if not partial.is_file():  # another process finished the table (and removed the partial file)
+                return RESULTS / f"curves_{task.name}.parquet"
+            if _key({**params, "train_seed": seed}, task) in _written(partial, task):
+                continue  # another process trained it meanwhile
             row = run_one(runner, cfg, params, seed)
             sink.write(json.dumps(row) + "\n")
             sink.flush()
-            rows.append(row)
-            print(f"{task.name} +{len(rows)}: {params} seed {seed}: {row['final']:.4f} in {row['seconds']:.1f} s")
-    if limit and len(todo) > limit:
-        print(f"{task.name}: {len(todo) - limit} rows to go; run again to continue")
+            print(f"{task.name} extra: {params} seed {seed}: {row['final']:.4f} in {row['seconds']:.1f} s", flush=True)
+    trained = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
+    rows = list({_key(row, task): row for row in rows + [r for r in trained if r["train_seed"] in seeds]}.values())
+    missing = len(chosen) * len(seeds) - sum(row["train_seed"] in seeds for row in rows)
+    if missing:
+        print(f"{task.name}: {missing} rows to go; run again to continue")
         return partial
     extra = {
         "seeds": seeds,
@@ -333,7 +347,7 @@ def main() -> None:
     args = parser.parse_args()
     for name in TASKS if args.task == "all" else [args.task]:
         if args.add_seeds:
-            add_seeds(TASKS[name], args.add_seeds, args.top, args.limit)
+            add_seeds(TASKS[name], args.add_seeds, args.top, args.limit, args.reverse)
         else:
             build(TASKS[name], args.limit, args.only_seed, args.reverse, args.shuffle)
 

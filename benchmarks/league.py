@@ -8,9 +8,9 @@ the sampler, the warm start, the duplicate check, the last-step guard), with onl
 
     defaults     hpo-action's defaults (TPE multivariate, 3 start-up trials; Hyperband from the first evaluation;
                  two warm starts, never pruned)
-    median, percentile, sh, wilcoxon, hb_rf2
+    median, percentile, sh, wilcoxon, hb_rf2, hb_rf3
                  Optuna's MedianPruner, PercentilePruner(25), SuccessiveHalvingPruner, WilcoxonPruner, Hyperband
-                 with reduction factor 2, each with the product's options for it (samplers.make_pruner)
+                 with reduction factor 2 and 3, each with the product's options for it (samplers.make_pruner)
     sh20         SuccessiveHalvingPruner(min_resource=20, reduction_factor=3) (the audit's best single change)
     no_warm      the defaults without the warm starts
     powerlaw     learning-curve extrapolation: a power law fitted per trial (LearningCurvePruner below), pruning a
@@ -38,11 +38,13 @@ median ÷ the entry's).
 
     python benchmarks/league.py                              # both tables, 100 study seeds
     python benchmarks/league.py --tasks quickstart --entries defaults,sh20,dehb --seeds 20
-    python benchmarks/league.py --tasks flat --unconstrained  # the flat table's rows do not vary the remedies
+    python benchmarks/league.py --tasks flat --unconstrained  # the loss alone picks the incumbent
+    python benchmarks/league.py --entries defaults,hb_rf2 --output results/league_before.json  # another file
     python benchmarks/league.py --markdown                   # RESULTS.md's league table, from the file
 
-Writes the `league` key of benchmarks/results/hpo_efficiency.json after each entry (the other keys, and the other
-task's league, are kept; a run that adds entries to a task with the same B keeps the rows already there).
+Writes the `league` key of benchmarks/results/hpo_efficiency.json (or of --output) after each entry (the other keys,
+and the other task's league, are kept; a run that adds entries to a task with the same B and ε keeps the rows it
+did not rerun).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from efficiency_stats import bootstrap_median, finite, km_ratio, km_summary, proportion
@@ -92,6 +95,7 @@ ENTRIES: dict[str, Entry] = {
     ),
     "wilcoxon": Entry("TPE + WilcoxonPruner", "optuna", {"pruner": "wilcoxon"}),
     "hb_rf2": Entry("TPE + Hyperband (rf 2)", "optuna", {"pruner_options": {"reduction_factor": 2}}),
+    "hb_rf3": Entry("TPE + Hyperband (rf 3)", "optuna", {"pruner_options": {"reduction_factor": 3}}),
     "no_warm": Entry("defaults without the warm starts", "optuna", {"warm_start": False}),
     "powerlaw": Entry("TPE + power-law curve extrapolation pruner", "optuna+scipy", pruner="powerlaw"),
     "lr_first": Entry("1-D learning-rate search (rest at trial defaults)", "optuna", {"lr_only": True}),
@@ -580,6 +584,7 @@ def main() -> None:
     parser.add_argument("--slow", default="", help="Entries whose library is slow here (comma-separated).")
     parser.add_argument("--jobs", type=int, default=1, help="Processes (each entry's seeds in chunks of 25).")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave hpo_efficiency.json alone.")
+    parser.add_argument("--output", help="Write the league key into this JSON file instead of hpo_efficiency.json.")
     parser.add_argument("--markdown", action="store_true", help="Print RESULTS.md's league table from the file.")
     parser.add_argument(
         "--unconstrained",
@@ -590,7 +595,8 @@ def main() -> None:
     if args.unconstrained:
         os.environ[UNCONSTRAINED] = "1"
     if args.markdown:
-        print(markdown(json.loads((RESULTS / "hpo_efficiency.json").read_text())["league"]))
+        source = Path(args.output) if args.output else RESULTS / "hpo_efficiency.json"
+        print(markdown(json.loads(source.read_text())["league"]))
         return
 
     from hpo_action.session import quiet_libraries
@@ -613,8 +619,8 @@ def write(task: str, result: dict[str, Any], args: argparse.Namespace, slow: set
     """The task's league into hpo_efficiency.json's `league` key (the other keys, and the other task, kept)."""
     from hpo_efficiency import manifest_pins
 
-    path = RESULTS / "hpo_efficiency.json"
-    existing = json.loads(path.read_text())
+    path = Path(args.output) if args.output else RESULTS / "hpo_efficiency.json"
+    existing = json.loads(path.read_text()) if path.is_file() else {}
     league_key = existing.get("league", {})
     league_key.update(
         {
@@ -626,8 +632,9 @@ def write(task: str, result: dict[str, Any], args: argparse.Namespace, slow: set
     )
     result = {**result, "forgetting_constraint": not args.unconstrained}
     before = league_key.get("tasks", {}).get(task, {})
-    if before.get("equal_compute_steps") == result.get("equal_compute_steps"):  # a run that adds entries to a task
-        result["entries"] = {**result["entries"], **before.get("entries", {})}  # the earlier (longer) rows kept
+    same = all(before.get(k) == result.get(k) for k in ("equal_compute_steps", "epsilon"))
+    if same:  # a run that adds entries to a task: the rows it did not rerun are kept (a rerun row replaces its own)
+        result["entries"] = {**before.get("entries", {}), **result["entries"]}
         result["not_run"] = {k: v for k, v in result["not_run"].items() if k not in result["entries"]}
     for name, value in (("tasks", finite(result)), ("manifest", manifest_pins(task)), ("wall_s", round(wall, 1))):
         league_key.setdefault(name, {})[task] = value

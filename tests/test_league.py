@@ -91,3 +91,24 @@ def test_a_peer_runs_through_its_own_library_on_a_table(key: str, module: str, i
     gaps = [b - a for a, b in zip([0, *run.steps], run.steps, strict=False)]
     assert run.total_steps() <= 600 and set(gaps) <= {25, 50, 75, 100}  # whole evaluations of the table
     assert math.isfinite(run.final_regret())  # a full-budget run happened within 600 steps
+
+
+def test_a_rerun_replaces_its_own_rows_keeps_the_others_and_a_new_epsilon_keeps_none(tmp_path):
+    """league.write merges a run into the file: at the same B and ε a rerun entry's row replaces the recorded one
+    and the entries not rerun are kept; at another ε (a table with more seeds) nothing earlier is kept."""
+    import json
+    from argparse import Namespace
+
+    from league import write
+
+    out = tmp_path / "league.json"
+    args = Namespace(output=str(out), seeds=100, slow_seeds=None, unconstrained=False)
+
+    def run(epsilon: float, entries: dict[str, int]) -> dict[str, object]:
+        result = {"epsilon": epsilon, "equal_compute_steps": 1500.0, "not_run": {}}
+        write("quickstart", {**result, "entries": {k: {"replays": v} for k, v in entries.items()}}, args, set(), 1.0)
+        return json.loads(out.read_text())["league"]["tasks"]["quickstart"]["entries"]
+
+    run(0.01, {"defaults": 30, "random": 30})
+    assert run(0.01, {"defaults": 100}) == {"defaults": {"replays": 100}, "random": {"replays": 30}}
+    assert run(0.02, {"oracle": 100}) == {"oracle": {"replays": 100}}

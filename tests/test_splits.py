@@ -196,3 +196,17 @@ def test_hyperband_under_kfold_counts_the_steps_of_every_fold(tmp_path: Path, mo
     for k, data in ((1, {}), (3, {"validation_strategy": "kfold", "k": 3})):
         options = make_pruner(parse_config(small_config(tmp_path, data=data), base_dir=tmp_path))
         assert options["max_resource"] == 6 * k and options["min_resource"] == 3  # small_config: 6 steps, every 3
+
+
+def test_hyperband_keeps_one_trial_in_two_unless_the_config_names_its_reduction_factor(tmp_path: Path, monkeypatch):
+    """Hyperband's reduction factor is 2 by default (benchmarks/RESULTS.md, issue 23's league: at equal compute
+    more studies end within the seed noise of the best configuration), and a user's pruner_options keep theirs."""
+    import optuna
+
+    from hpo_action.search.optuna_backend.samplers import make_pruner
+
+    monkeypatch.setattr(optuna.pruners, "HyperbandPruner", lambda **options: options)  # the options it is built with
+    raw = small_config(tmp_path)
+    assert make_pruner(parse_config(raw, base_dir=tmp_path))["reduction_factor"] == 2
+    raw["search"]["pruner_options"] = {"reduction_factor": 3}
+    assert make_pruner(parse_config(raw, base_dir=tmp_path))["reduction_factor"] == 3
