@@ -14,7 +14,7 @@ quickstart: $(VENV)/.installed
 	$(BIN)/hpo-action run -c examples/quickstart/hpo.yaml
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
