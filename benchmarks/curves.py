@@ -33,6 +33,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,18 +196,12 @@ def build(
         import random
 
         random.Random(shuffle).shuffle(todo)
-    with partial.open("a") as sink:
-        for seed, params in todo[:limit] if limit else todo:
-            if not partial.is_file():  # another process finished the table (and removed the partial file)
-                return RESULTS / f"curves_{task.name}.parquet"
-            if _key({**params, "train_seed": seed}, task) in _written(partial, task):
-                continue  # another process trained it meanwhile
-            row = run_one(runner, cfg, params, seed)
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-            rows.append(row)
-            final, seconds = row["final"], row["seconds"]
-            print(f"{task.name} {len(rows)}: {params} seed {seed}: {final:.4f} in {seconds:.1f} s", flush=True)
+    for seed, params, row in _train_missing(partial, todo[:limit] if limit else todo, runner, cfg, task):
+        rows.append(row)
+        final, seconds = row["final"], row["seconds"]
+        print(f"{task.name} {len(rows)}: {params} seed {seed}: {final:.4f} in {seconds:.1f} s", flush=True)
+    if not partial.is_file():  # another process finished the table (and removed the partial file)
+        return RESULTS / f"curves_{task.name}.parquet"
     wall = time.monotonic() - started
     # the partial file again: another process (--only-seed) may have added rows; one row per key
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else rows
@@ -215,6 +210,24 @@ def build(
         print(f"{task.name}: {len(rows)} rows so far; run again to continue")
         return partial
     return write_table(task, cfg, rows, wall)
+
+
+def _train_missing(
+    partial: Path, todo: list[tuple[int, dict[str, Any]]], runner: Any, cfg: Any, task: Task
+) -> Iterator[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """Train each (seed, params) of `todo` and append its row to the partial file as it is done. The file may be
+    shared: a row another process has written meanwhile is skipped, and once another process has finished the
+    table (and removed the file) nothing more is trained."""
+    with partial.open("a") as sink:
+        for seed, params in todo:
+            if not partial.is_file():
+                return
+            if _key({**params, "train_seed": seed}, task) in _written(partial, task):
+                continue
+            row = run_one(runner, cfg, params, seed)
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            yield seed, params, row
 
 
 def write_table(
@@ -271,16 +284,10 @@ def add_seeds(task: Task, total: int, top: int, limit: int | None = None, revers
     started = time.monotonic()
     runner = session_runner(cfg) if todo else None
     todo = todo[::-1] if reverse else todo
-    with partial.open("a") as sink:
-        for seed, params in todo[:limit] if limit else todo:
-            if not partial.is_file():  # another process finished the table (and removed the partial file)
-                return RESULTS / f"curves_{task.name}.parquet"
-            if _key({**params, "train_seed": seed}, task) in _written(partial, task):
-                continue  # another process trained it meanwhile
-            row = run_one(runner, cfg, params, seed)
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-            print(f"{task.name} extra: {params} seed {seed}: {row['final']:.4f} in {row['seconds']:.1f} s", flush=True)
+    for seed, params, row in _train_missing(partial, todo[:limit] if limit else todo, runner, cfg, task):
+        print(f"{task.name} extra: {params} seed {seed}: {row['final']:.4f} in {row['seconds']:.1f} s", flush=True)
+    if not partial.is_file():  # another process finished the table (and removed the partial file)
+        return RESULTS / f"curves_{task.name}.parquet"
     trained = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
     rows = list({_key(row, task): row for row in rows + [r for r in trained if r["train_seed"] in seeds]}.values())
     missing = len(chosen) * len(seeds) - sum(row["train_seed"] in seeds for row in rows)
