@@ -390,7 +390,9 @@ def main() -> None:
     if args.merge:
         parts = [json.loads(path.read_text()) for path in args.merge]
         result = {**parts[0], "runs": [r for part in parts for r in part["runs"]]}
-        result["manifest"] = {**parts[0]["manifest"], "merged": [p["manifest"]["command"] for p in parts]}
+        hashes = {task: h for part in parts for task, h in part["manifest"]["data_sha256"].items()}
+        merged = [p["manifest"]["command"] for p in parts]
+        result["manifest"] = {**parts[0]["manifest"], "data_sha256": hashes, "merged": merged}
         result["complete"] = all(p["complete"] for p in parts)
         result["wall_s"] = max(p["wall_s"] for p in parts)  # the processes ran side by side
         result["summary"] = summarize(result["runs"])
