@@ -145,6 +145,33 @@ def test_rung_checks_spare_a_probe_within_its_margin_and_leave_the_last_evaluati
     assert last.calls == 0 and rungs.log == []
 
 
+class _Resumed(_Probes):
+    """probe_now of a resumed trial: nothing to read while its evaluations before the checkpoint are replayed
+    (the first `replayed` calls), then the readings of the model it trains."""
+
+    def __init__(self, readings: dict[str, ProbeReading], replayed: int) -> None:
+        super().__init__(readings)
+        self.replayed = replayed
+
+    def __call__(self) -> dict[str, ProbeReading]:
+        self.calls += 1
+        return {} if self.calls <= self.replayed else self.readings
+
+
+def test_a_resumed_trial_has_its_forgetting_check_on_the_model_it_trains_not_on_a_replayed_evaluation():
+    """A resumed trial's evaluations before its checkpoint are reported again before the checkpoint is loaded: a
+    probe there cannot be read. The half-budget check and the pruner's proposal wait for the next evaluation the
+    trial trains to; before, the check was spent on the replayed evaluation and never ran on the trained model."""
+    study = _median_study()
+    forgot = _Resumed(_readings(drop=0.2, excess=0.1), replayed=2)
+    rungs = ForgettingRungs(forgot, {"copy": 0.05}, max_steps=12)
+    pruning = FirstObjectivePruning(study.ask(), None, rungs=rungs)
+    assert not pruning.report(1.0, 6)  # replayed: due, and the pruner proposes a stop, but nothing can be read
+    assert not pruning.report(1.0, 7) and rungs.log == [] and not rungs.checked  # replayed again: still deferred
+    assert pruning.report(1.0, 9)  # the first evaluation it trains to: the check runs, and it forgot
+    assert rungs.log == [[9, "forgot", {"copy": 0.2}]] and forgot.calls == 3
+
+
 def test_the_ray_backend_judges_the_closest_trial_too(tmp_path: Path):
     """The same rule whichever backend ran the study: Ray's summary names the closest trial when none is feasible
     (its results faked here: Ray is an optional extra; the rule reads only the typed records)."""

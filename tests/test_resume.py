@@ -28,7 +28,7 @@ from hpo_action.search.optuna_backend.study import sweep_checkpoints
 from hpo_action.search.space import trial_defaults
 from hpo_action.train.checkpoints import FOLDER_KIND, TrialCheckpoints, identity
 from hpo_action.train.models import load_base_model
-from hpo_action.train.trial import Pruned, TrialRunner
+from hpo_action.train.trial import ProbeReading, Pruned, TrialRunner
 
 from .helpers import small_config, write_config
 
@@ -36,13 +36,13 @@ from .helpers import small_config, write_config
 BUDGET = {"max_steps": 9, "eval_every": 3}
 
 
-def _runner(tmp_path: Path, **sections) -> tuple[TrialRunner, dict]:
+def _runner(tmp_path: Path, budget: dict = BUDGET, probes: tuple = (), **sections) -> tuple[TrialRunner, dict]:
     raw = small_config(tmp_path, **sections)
-    raw["search"].update(budget=BUDGET, resume_trials=True)
+    raw["search"].update(budget=budget, resume_trials=True)
     cfg = parse_config(raw, base_dir=tmp_path)
     base = load_base_model(cfg.model)
     train, validation, _ = tokenize_splits(load_splits(cfg.data), base.tokenizer, cfg.data, tmp_path / "cache")
-    return TrialRunner(cfg, base, train, validation), trial_defaults(cfg)
+    return TrialRunner(cfg, base, train, validation, probes=probes), trial_defaults(cfg)
 
 
 def _checkpoints(runner: TrialRunner, folder: Path, params: dict) -> TrialCheckpoints:
@@ -83,6 +83,39 @@ def test_a_resumed_trial_follows_the_uninterrupted_curves(tmp_path: Path, method
     assert resumed.curve == whole.curve
     assert resumed.train_curve == whole.train_curve
     assert resumed.value == whole.value
+
+
+class _AdapterNorm:
+    """A probe that reads the state of the model it is given: the summed |lora_B| weights, 0 for a fresh adapter
+    (LoRA starts as the identity) and > 0 once it has trained."""
+
+    name = "adapter"
+
+    def measure(self, model, tokenizer) -> ProbeReading:
+        norm = sum(float(p.detach().abs().sum()) for n, p in model.named_parameters() if "lora_B" in n)
+        return ProbeReading(drop=norm, excess=norm)
+
+
+def test_probes_mid_trial_read_only_the_model_a_resumed_trial_trains(tmp_path: Path):
+    """The forgetting rung checks probe through probe_now at evaluations; a resumed trial's evaluations before its
+    checkpoint are replayed before the checkpoint's weights load, so a probe there would read the fresh adapter
+    (no forgetting at all) and pass the half-budget check for a trial that may have forgotten."""
+    runner, params = _runner(tmp_path, budget={"max_steps": 12, "eval_every": 3}, probes=(_AdapterNorm(),))
+    params = {**params, "learning_rate": 1e-3}
+    with pytest.raises(Pruned):
+        runner.run(params, report=_stop_at(9), checkpoints=_checkpoints(runner, tmp_path / "cut", params))
+    seen: list[tuple[int, dict]] = []
+
+    def probing(value: float, step: int) -> bool:
+        seen.append((step, runner.probe_now()))
+        return False
+
+    again = _checkpoints(runner, tmp_path / "cut", params)
+    runner.run(params, report=probing, checkpoints=again)
+    assert again.resumed_from_step == 6
+    assert [step for step, _ in seen] == [3, 6, 9, 12]
+    assert [readings for step, readings in seen if step <= 6] == [{}, {}]  # replayed: nothing to read
+    assert all(readings["adapter"].drop > 0 for step, readings in seen if step > 6)  # the trained adapter
 
 
 def test_kfold_with_resume_trials_is_refused_at_load(tmp_path: Path):

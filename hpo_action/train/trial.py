@@ -144,7 +144,7 @@ class TrialRunner:
         tracker = _Tracker(
             metric, search.objective.direction, report, self.cfg.train, search.budget.max_steps, search.trial_timeout
         )
-        model = self.training = self.base.attach(params)
+        model = self.base.attach(params)
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix="hpo-trial-") as scratch:
@@ -155,6 +155,9 @@ class TrialRunner:
                     tracker.replay(checkpoints.log_history())
                 folder = str(checkpoints.folder) if checkpoints is not None else scratch
                 trainer = self._trainer(model, params, folder, callbacks, checkpointing=checkpoints is not None)
+                # Only now is the model the one the evaluations describe: a resumed trial's replayed evaluations
+                # came before its checkpoint's weights are loaded, and a probe then would read the fresh adapter.
+                self.training = model
                 try:
                     drills.fire("train", trial_number)
                     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
@@ -186,7 +189,7 @@ class TrialRunner:
 
     def probe_now(self) -> dict[str, ProbeReading]:
         """Every probe on the model being trained, mid-trial (the pruner's rungs under the forgetting constraint);
-        empty between trials."""
+        empty between trials and while a resumed trial's evaluations before its checkpoint are replayed."""
         if self.training is None:
             return {}
         return {p.name: p.measure(self.training, self.base.tokenizer) for p in self.probes}

@@ -33,7 +33,7 @@ FORGOT, SPARED, KEPT_ON = "forgot", "spared", "continued"
 class ForgettingRungs:
     """One trial's rung checks; `measure()` reads every probe on the model being trained ({} when it cannot)."""
 
-    measure: Callable[[], dict[str, Any]]  # set name → ProbeReading (drop, excess)
+    measure: Callable[[], dict[str, Any]]  # set name → ProbeReading (drop, excess); {} when nothing can be read yet
     margins: dict[str, float]
     max_steps: int
     log: list[list[Any]] = field(default_factory=list)
@@ -47,10 +47,10 @@ class ForgettingRungs:
         due = not self.checked and 2 * step >= self.max_steps
         if not (prune or due):
             return False
-        self.checked = self.checked or due
         readings = self.measure()
-        if not readings:
-            return prune
+        if not readings:  # a resumed trial's replayed evaluation: its model is not loaded yet, so the check (and
+            return False  # the pruner's proposal) wait for the next evaluation the trial trains to
+        self.checked = self.checked or due
         drops = {name: round(float(r.drop), 6) for name, r in readings.items()}
         if any(r.drop > self.margins.get(name, math.inf) for name, r in readings.items()):
             self.forgot = {
