@@ -13,6 +13,8 @@ import pytest
 
 from hpo_action.train.threads import available_cores
 
+from .helpers import isolate_env
+
 MAX_WORKERS = 4  # `pytest -n auto`: each worker starts its own MLflow server; more would mostly wait
 
 _XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
@@ -59,13 +61,7 @@ def _demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test touches the real HF cache, the network or a GitHub runner's files."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
-    for name in list(os.environ):
-        if name.startswith(("GITHUB_", "MLFLOW_TRACKING_", "MLFLOW_REGISTRY_", "MLFLOW_EXPERIMENT_")):
-            monkeypatch.delenv(name)
+    isolate_env(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from hpo_action.config import GateConfig
@@ -15,6 +17,18 @@ from hpo_action.search.summary import BestTrial, RunSummary, TrialRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"
+
+
+def isolate_env(patch: pytest.MonkeyPatch, root: Path) -> None:
+    """No test touches the real HF cache, the network or a GitHub runner's files: conftest's per-test isolation,
+    also for a module's shared run (a module fixture is set up before the per-test one)."""
+    patch.setenv("HF_HOME", str(root / "hf-home"))
+    patch.setenv("HF_HUB_OFFLINE", "1")
+    patch.setenv("HF_DATASETS_OFFLINE", "1")
+    patch.setenv("TOKENIZERS_PARALLELISM", "false")
+    for name in list(os.environ):
+        if name.startswith(("GITHUB_", "MLFLOW_TRACKING_", "MLFLOW_REGISTRY_", "MLFLOW_EXPERIMENT_")):
+            patch.delenv(name)
 
 
 def sample_summary() -> RunSummary:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from hpo_action.cli import main
-from hpo_action.config import parse_config
+from hpo_action.config import HpoConfig, parse_config
+from hpo_action.judge.decision import GateDecision
 from hpo_action.judge.evaluate import EvalSettings, score_rows
 from hpo_action.judge.predictions import read_predictions
 from hpo_action.pipeline import run
 from hpo_action.train.models import load_base_model
 
-from .helpers import small_config
+from .helpers import isolate_env, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +43,35 @@ def _cfg(tmp_path: Path, registry: Path, output: str, seed: int):
     return parse_config(raw, base_dir=tmp_path)
 
 
-def test_two_runs_promote_then_gate_against_the_champion(tmp_path: Path, capsys):
-    registry = tmp_path / "registry"
-    first = run(_cfg(tmp_path, registry, "run1", seed=0))
+@dataclass(frozen=True)
+class FirstRun:
+    """run1 (seed 0) published as v1 of a fresh registry: the start that three tests share, run once per worker."""
+
+    root: Path
+    cfg: HpoConfig
+    decision: GateDecision
+
+    def copy_to(self, tmp_path: Path) -> Path:
+        """This test's own copy of the registry (and the data files beside it), for runs that add to it."""
+        for path in self.root.glob("*.jsonl"):
+            shutil.copy(path, tmp_path / path.name)
+        shutil.copytree(self.root / "registry", tmp_path / "registry")
+        return tmp_path / "registry"
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirstRun]:
+    root = tmp_path_factory.mktemp("first-run")
+    cfg = _cfg(root, root / "registry", "run1", seed=0)
+    with pytest.MonkeyPatch.context() as patch:
+        isolate_env(patch, root)
+        decision = run(cfg)
+    yield FirstRun(root, cfg, decision)
+
+
+def test_two_runs_promote_then_gate_against_the_champion(tmp_path: Path, first_run: FirstRun, capsys):
+    registry = first_run.copy_to(tmp_path)
+    first = first_run.decision
     assert first.decision == "promote"
     v1 = tmp_path / "registry" / "versions" / "1"
     for name in (
@@ -78,24 +108,24 @@ def test_two_runs_promote_then_gate_against_the_champion(tmp_path: Path, capsys)
     assert (Path(shown["path"]) / "adapter_model.safetensors").is_file()
 
 
-def test_published_adapter_reproduces_its_stored_test_predictions(tmp_path: Path):
+def test_published_adapter_reproduces_its_stored_test_predictions(first_run: FirstRun):
     from peft import PeftModel
 
-    cfg = _cfg(tmp_path, tmp_path / "registry", "run", seed=0)
-    assert run(cfg).promote
-    version = tmp_path / "registry" / "versions" / "1"
+    cfg = first_run.cfg
+    assert first_run.decision.promote
+    version = first_run.root / "registry" / "versions" / "1"
     base = load_base_model(cfg.model)
     model = PeftModel.from_pretrained(base.model, str(version))
-    rows = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (first_run.root / "test.jsonl").read_text().splitlines()]
     with torch.no_grad():
         records = score_rows(model, base.tokenizer, rows, cfg.data, EvalSettings.from_config(cfg.evaluate))
     stored = read_predictions(version / "predictions" / "test.jsonl")
     assert {r["id"]: r for r in records} == stored
 
 
-def test_a_changed_test_set_re_evaluates_the_champion(tmp_path: Path):
-    registry = tmp_path / "registry"
-    assert run(_cfg(tmp_path, registry, "run1", seed=0)).promote
+def test_a_changed_test_set_re_evaluates_the_champion(tmp_path: Path, first_run: FirstRun):
+    registry = first_run.copy_to(tmp_path)
+    assert first_run.decision.promote
     lines = (tmp_path / "test.jsonl").read_text().splitlines()
     (tmp_path / "test_small.jsonl").write_text("\n".join(lines[:-20]) + "\n")  # a different test set
     cfg = _cfg(tmp_path, registry, "run2", seed=0)

@@ -189,9 +189,9 @@ def _rate_at(checkpoint: Path, step: int) -> float:
 @pytest.mark.slow
 def test_pbt_on_a_local_ray_gates_and_publishes_the_winner(tmp_path: Path):
     """`hpo-action run` with search.backend ray on this CPU: a local Ray (started here, on the real cores), four
-    trials, PBT every 20 steps; every trial completes, at least one copied a better one (its schedule shows the
-    change, inside the configured range), the winner is the best completed value, its adapter is in best/, the
-    gate decides on it and a promotion publishes a card that names the search."""
+    trials, PBT every 10 of their 20 steps; every trial completes, at least one copied a better one (its schedule
+    shows the change, inside the configured range), the winner is the best completed value, its adapter is in best/,
+    the gate decides on it and a promotion publishes a card that names the search."""
     pytest.importorskip("ray.tune")
     from hpo_action.pipeline import run
     from hpo_action.search.summary import RunSummary
@@ -201,8 +201,8 @@ def test_pbt_on_a_local_ray_gates_and_publishes_the_winner(tmp_path: Path):
         backend="ray",
         n_trials=4,
         space=dict(PBT_SPACE),
-        budget={"max_steps": 40, "eval_every": 10},
-        ray={"perturbation_interval": 20},
+        budget={"max_steps": 20, "eval_every": 5},
+        ray={"perturbation_interval": 10},
     )
     cfg = parse_config(raw, base_dir=tmp_path)
     decision = run(cfg)
@@ -245,7 +245,7 @@ def test_pb2_on_a_local_ray_perturbs_a_copied_trial_by_its_gaussian_process(tmp_
         backend="ray",
         n_trials=2,
         space=dict(PBT_SPACE, learning_rate={"low": 1e-4, "high": 3e-2, "log": True}),
-        budget={"max_steps": 40, "eval_every": 4},
+        budget={"max_steps": 24, "eval_every": 4},
         ray={"scheduler": "pb2", "perturbation_interval": 4, "quantile_fraction": 0.5},
     )
     summary = search(parse_config(raw, base_dir=tmp_path))
@@ -255,7 +255,7 @@ def test_pb2_on_a_local_ray_perturbs_a_copied_trial_by_its_gaussian_process(tmp_
     for trial in summary.trials:
         assert json.loads(rows[trial.number]["schedule"]) == trial.schedule
         for (_, before), (step, after) in itertools.pairwise(trial.schedule):
-            assert 0 < step < 40 and 1e-4 <= after["learning_rate"] <= 3e-2 and after["lora_r"] == before["lora_r"]
+            assert 0 < step < 24 and 1e-4 <= after["learning_rate"] <= 3e-2 and after["lora_r"] == before["lora_r"]
             changes.append(after["learning_rate"] / before["learning_rate"])
     assert changes, "no trial copied the other"
     assert any(ratio != pytest.approx(0.8) and ratio != pytest.approx(1.2) for ratio in changes), changes

@@ -25,7 +25,7 @@ from hpo_action.ship.manifest import ATTESTATION, SIGNATURE, RunManifest
 from hpo_action.ship.publish import publish_run
 from hpo_action.ship.signing import key_fingerprint
 
-from .helpers import public_key_pem, signed_one_trial_config, write_config
+from .helpers import isolate_env, public_key_pem, signed_one_trial_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     public.write_bytes(public_key_pem(key))
     config = write_config(root, raw)
     with pytest.MonkeyPatch.context() as patch:
-        _isolate(patch, root)
+        isolate_env(patch, root)
         first = run(load_config(config))
         assert first.decision == "promote"
         cfg = load_config(config)
@@ -339,17 +339,6 @@ def _tamper(run_dir: Path, case: str) -> None:
         assert gate["decision"] != "promote"
         gate.update(decision="promote", promote=True)
         (run_dir / "gate.json").write_text(json.dumps(gate, indent=2))
-
-
-def _isolate(patch: pytest.MonkeyPatch, root: Path) -> None:
-    """conftest's per-test isolation, for this module's shared runs."""
-    patch.setenv("HF_HOME", str(root / "hf-home"))
-    patch.setenv("HF_HUB_OFFLINE", "1")
-    patch.setenv("HF_DATASETS_OFFLINE", "1")
-    patch.setenv("TOKENIZERS_PARALLELISM", "false")
-    for name in list(os.environ):
-        if name.startswith("GITHUB_"):
-            patch.delenv(name)
 
 
 def _error(err: str) -> str:
