@@ -80,11 +80,13 @@ def test_a_run_whose_every_trial_forgets_ends_in_a_gate_decision_on_the_closest_
     assert "every trial forgot beyond its margin at search: the closest was gated" in report  # the doctor
     assert summary.selection.fallback in report
     assert (out / "best").is_dir() and len([p for p in (out / "trials").iterdir() if p.name.isdigit()]) == 1
-    # The sampled trial forgot by half its budget: the rung check stopped it there (issue 22 item 2(a)).
+    # The sampled trial forgot too, but the pruner never proposed to stop it, so nothing was probed mid-trial and
+    # it ran to its end: forgetting alone stops no trial (issue 23 fourth round); its end-of-trial probe made it
+    # infeasible, and the closest of the two completed trials was judged.
     study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{out / 'study.db'}")
     (sampled,) = [t for t in study.trials[1:] if not is_discarded(t)]  # a repeat of the warm start is asked again
-    assert sampled.state == optuna.trial.TrialState.PRUNED and sampled.user_attrs["steps"] == 3
-    assert [entry[:2] for entry in sampled.user_attrs[RUNGS_ATTR]] == [[3, "forgot"]]
+    assert sampled.state == optuna.trial.TrialState.COMPLETE and sampled.user_attrs["steps"] == 6
+    assert RUNGS_ATTR not in sampled.user_attrs and len(completed) == 2
 
 
 def _readings(drop: float, excess: float) -> dict[str, ProbeReading]:
@@ -112,22 +114,26 @@ def _median_study() -> optuna.Study:
     return study
 
 
-def test_the_pruner_spares_a_slow_trial_that_keeps_the_skills_and_stops_one_that_forgot():
+def test_the_pruner_spares_a_slow_trial_that_keeps_the_skills_and_never_stops_one_for_forgetting_alone():
     """Issue 22 item 2(a): on eval_loss alone the pruner stops the remedy-heavy trial that keeps the skills; with
-    the rung checks it is spared, and a trial with the best loss that already forgot beyond the margin is stopped."""
+    the rung checks it is spared. A trial the pruner leaves running is never probed nor stopped mid-trial, even one
+    that forgets: mid-trial forgetting does not predict the end (issue 23 fourth round). A trial the pruner stops
+    while beyond a margin stays stopped, with its excesses as constraints."""
     study = _median_study()
     assert FirstObjectivePruning(study.ask(), None).report(1.0, 3)  # the pruner alone: stopped on its loss
     keeps = _Probes(_readings(drop=0.0, excess=-0.01))
     rungs = ForgettingRungs(keeps, {"copy": 0.05}, max_steps=6)
     assert not FirstObjectivePruning(study.ask(), None, rungs=rungs).report(1.0, 3)
     assert rungs.log == [[3, "spared", {"copy": 0.0}]] and keeps.calls == 1
-    forgot = _Probes(_readings(drop=0.2, excess=0.1))
-    rungs = ForgettingRungs(forgot, {"copy": 0.05}, max_steps=10)
+    forgets = _Probes(_readings(drop=0.2, excess=0.1))
+    rungs = ForgettingRungs(forgets, {"copy": 0.05}, max_steps=10)
+    pruning = FirstObjectivePruning(study.ask(), None, rungs=rungs)
+    assert not pruning.report(0.01, 3) and not pruning.report(0.01, 5) and not pruning.report(0.01, 8)
+    assert forgets.calls == 0 and rungs.log == []  # the best loss: the pruner never asks, nothing is probed
+    rungs = ForgettingRungs(forgets, {"copy": 0.05}, max_steps=10)
     trial = study.ask()
-    pruning = FirstObjectivePruning(trial, None, rungs=rungs)
-    assert not pruning.report(0.01, 3) and forgot.calls == 0  # best loss, before half the budget: not probed
-    assert pruning.report(0.01, 5)  # half the budget: the forgetting check stops it
-    assert rungs.log == [[5, "forgot", {"copy": 0.2}]]
+    assert FirstObjectivePruning(trial, None, rungs=rungs).report(1.0, 6)  # the pruner stops it, and it forgot
+    assert rungs.log == [[6, "forgot", {"copy": 0.2}]]
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     (stopped,) = [t for t in study.trials if t.number == trial.number]
     assert stopped.constraints == {"forgetting:copy": 0.1}  # TPE counts it infeasible, not a good pruned trial
@@ -158,18 +164,17 @@ class _Resumed(_Probes):
         return {} if self.calls <= self.replayed else self.readings
 
 
-def test_a_resumed_trial_has_its_forgetting_check_on_the_model_it_trains_not_on_a_replayed_evaluation():
+def test_a_resumed_trial_has_its_rung_check_on_the_model_it_trains_not_on_a_replayed_evaluation():
     """A resumed trial's evaluations before its checkpoint are reported again before the checkpoint is loaded: a
-    probe there cannot be read. The half-budget check and the pruner's proposal wait for the next evaluation the
-    trial trains to; before, the check was spent on the replayed evaluation and never ran on the trained model."""
+    probe there cannot be read. The pruner's proposal to stop waits for the next evaluation the trial trains to,
+    where the probes decide; before, a replayed evaluation probed the fresh adapter and spared the trial."""
     study = _median_study()
-    forgot = _Resumed(_readings(drop=0.2, excess=0.1), replayed=2)
+    forgot = _Resumed(_readings(drop=0.2, excess=0.1), replayed=1)
     rungs = ForgettingRungs(forgot, {"copy": 0.05}, max_steps=12)
     pruning = FirstObjectivePruning(study.ask(), None, rungs=rungs)
-    assert not pruning.report(1.0, 6)  # replayed: due, and the pruner proposes a stop, but nothing can be read
-    assert not pruning.report(1.0, 7) and rungs.log == [] and not rungs.checked  # replayed again: still deferred
-    assert pruning.report(1.0, 9)  # the first evaluation it trains to: the check runs, and it forgot
-    assert rungs.log == [[9, "forgot", {"copy": 0.2}]] and forgot.calls == 3
+    assert not pruning.report(1.0, 3) and rungs.log == []  # replayed: the pruner proposes a stop, nothing is read
+    assert pruning.report(1.0, 6)  # the first evaluation it trains to: the probes are read, and it forgot
+    assert rungs.log == [[6, "forgot", {"copy": 0.2}]] and forgot.calls == 2
 
 
 def test_the_ray_backend_judges_the_closest_trial_too(tmp_path: Path):

@@ -99,7 +99,7 @@ class _AdapterNorm:
 def test_probes_mid_trial_read_only_the_model_a_resumed_trial_trains(tmp_path: Path):
     """The forgetting rung checks probe through probe_now at evaluations; a resumed trial's evaluations before its
     checkpoint are replayed before the checkpoint's weights load, so a probe there would read the fresh adapter
-    (no forgetting at all) and pass the half-budget check for a trial that may have forgotten."""
+    (no forgetting at all) and spare a trial that may have forgotten."""
     runner, params = _runner(tmp_path, budget={"max_steps": 12, "eval_every": 3}, probes=(_AdapterNorm(),))
     params = {**params, "learning_rate": 1e-3}
     with pytest.raises(Pruned):

@@ -3,16 +3,17 @@ objective, so that the pruner compares among trials that may still be chosen (is
 
 Remedies that keep a skill (replay, KL to the base) slow the new task: on eval_loss alone, a pruner stops those
 trials first, and keeps the ones that learn fast because they forget (unseen_forgetting.py measured 23 of 40
-sampled trials pruned at the first rung, the feasible ones among them). So, at an evaluation before the last:
-- a trial whose probe already dropped beyond a set's margin (point estimate) is pruned, whatever its objective:
-  forgetting grows with training on the new task, so it would end infeasible, and its steps are saved. Its probe
-  excesses become its constraint values, so a constrained sampler (TPE) counts it infeasible, not as a pruned
-  trial ranked by its (often good) loss, and draws away from the region that forgets;
-- a trial the pruner would stop whose every probe is within its margin (point estimate) is spared: it may still
-  be chosen, and the gate's own test on its probe rows decides that at its end, as for every trial.
-So under the constraint the pruner stops trials for forgetting, not for learning slower than those that forget.
-The probes run only where they can change a decision: once at the first evaluation at or past half the budget
-(the forgetting check), and at each evaluation where the pruner proposes to stop the trial.
+sampled trials pruned at the first rung, the feasible ones among them). So, at an evaluation before the last where
+the pruner proposes to stop a trial, its probes are read:
+- every probe within its set's margin (point estimate): the trial is spared. It may still be chosen, and the
+  gate's own test on its probe rows decides that at its end, as for every trial;
+- a probe beyond its margin: the pruner's stop stands, and the probe excesses become the trial's constraint
+  values, so a constrained sampler (TPE) counts it infeasible rather than as a pruned trial ranked by its loss.
+No trial is stopped for forgetting alone: mid-trial forgetting does not predict the end. On the learning-curve
+tables (benchmarks/results/curves_*_probes.parquet) the copy skill drops most while the learning rate is high and
+comes back as it decays, with replay and KL pulling it back: 32 of the 42 quickstart runs that end within the
+margin were beyond it at half the budget, and an earlier rule that stopped such trials there pruned the best
+configurations (benchmarks/RESULTS.md, issue 23 fourth round).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from hpo_action.config import HpoConfig
 
 INFEASIBLE = 1e-9  # the least constraint value of a set whose probe dropped beyond its margin (> 0: infeasible)
 RUNGS_ATTR = "rung_probes"  # trial user attribute: [[step, verdict, {set: drop}]] at each probed evaluation
-FORGOT, SPARED, KEPT_ON = "forgot", "spared", "continued"
+FORGOT, SPARED = "forgot", "spared"
 
 
 @dataclass
@@ -37,20 +38,17 @@ class ForgettingRungs:
     margins: dict[str, float]
     max_steps: int
     log: list[list[Any]] = field(default_factory=list)
-    checked: bool = False  # the half-budget forgetting check ran
-    forgot: dict[str, float] = field(default_factory=dict)  # set → constraint value, once stopped for forgetting
+    forgot: dict[str, float] = field(default_factory=dict)  # set → constraint value, once stopped beyond a margin
 
     def decide(self, prune: bool, step: int) -> bool:
         """The verdict at an evaluation, given the pruner's: True stops the trial."""
         if step >= self.max_steps:
             return prune  # the last evaluation: the trial is complete, and its end-of-trial probe decides
-        due = not self.checked and 2 * step >= self.max_steps
-        if not (prune or due):
+        if not prune:
             return False
         readings = self.measure()
-        if not readings:  # a resumed trial's replayed evaluation: its model is not loaded yet, so the check (and
-            return False  # the pruner's proposal) wait for the next evaluation the trial trains to
-        self.checked = self.checked or due
+        if not readings:  # a resumed trial's replayed evaluation: its model is not loaded yet, so the pruner's
+            return False  # proposal waits for the next evaluation the trial trains to
         drops = {name: round(float(r.drop), 6) for name, r in readings.items()}
         if any(r.drop > self.margins.get(name, math.inf) for name, r in readings.items()):
             self.forgot = {
@@ -59,7 +57,7 @@ class ForgettingRungs:
             }
             verdict, stop = FORGOT, True
         else:
-            verdict, stop = (SPARED if prune else KEPT_ON), False
+            verdict, stop = SPARED, False
         self.log.append([step, verdict, drops])
         return stop
 
