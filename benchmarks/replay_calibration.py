@@ -107,7 +107,7 @@ def real_study(cfg: Any, runner: Any, seed: int) -> RealStudy:
     )
 
 
-def run_real(task: str, seeds: range, saved: dict[str, RealSet], path: Path) -> RealSet:
+def run_real(task: str, seeds: range, path: Path) -> RealSet:
     """The real studies of `task` (study seeds `seeds`), saved after each one so an interrupted run keeps them."""
     from curves import _torch_threads
     from table_manifest import pins
@@ -115,16 +115,21 @@ def run_real(task: str, seeds: range, saved: dict[str, RealSet], path: Path) -> 
     cfg = task_config(TASKS[task])
     runner = session_runner(cfg)
     real = RealSet(task, cfg.search.n_trials, pins(cfg, _torch_threads()))
-    saved[task] = real
     for seed in seeds:
         real.studies.append(real_study(cfg, runner, seed))
         print(f"{task} real study {seed}: {asdict(real.studies[-1])}", flush=True)
-        save_real(saved, path)
+        save_real({task: real}, path)
     return real
 
 
 def save_real(saved: dict[str, RealSet], path: Path) -> None:
-    path.write_text(json.dumps({task: asdict(real) for task, real in saved.items()}, indent=2) + "\n")
+    """Write `saved` over the same tasks in `path`, keeping the other tasks there (another process may be running
+    them into the same file); written whole to a temporary file and renamed, so a reader never sees half of it."""
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    kept.update({task: asdict(real) for task, real in saved.items()})
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(kept, indent=2) + "\n")
+    scratch.replace(path)
 
 
 def load_real(path: Path) -> dict[str, RealSet]:
@@ -304,6 +309,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--reuse-real", action="store_true", help="Recompute the replay side from the saved studies.")
     parser.add_argument("--real-only", action="store_true", help="Run and save the real studies, no analysis.")
+    parser.add_argument("--real-file", type=Path, help=f"Where the real studies are kept (default: {REAL.name}).")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     unknown = [task for task in tasks if task not in TASKS]
@@ -314,8 +320,11 @@ def main() -> None:
     from hpo_action.session import quiet_libraries
 
     quiet_libraries()
-    real_file, out = REAL, OUT  # read here, not bound at import: the tests point them at a scratch folder
-    saved = load_real(real_file) if args.reuse_real or real_file.is_file() else {}
+    real_file, out = args.real_file or REAL, OUT  # read here, not bound at import: tests point them elsewhere
+    if not args.reuse_real:
+        for task in tasks:
+            run_real(task, range(args.real), real_file)
+    saved = load_real(real_file)
     if args.reuse_real:
         missing = [task for task in tasks if task not in saved]
         if missing:
@@ -324,9 +333,6 @@ def main() -> None:
             raise SystemExit(2)
         for task in tasks:
             check_settings(saved[task], real_file)
-    else:
-        for task in tasks:
-            run_real(task, range(args.real), saved, real_file)
     if not args.real_only:
         analyse({task: saved[task] for task in tasks}, args.replays, args.jobs, out, real_file)
 

@@ -100,6 +100,7 @@ def test_reuse_real_refuses_studies_run_at_other_settings_or_missing_a_task(
     assert "the flat real studies ran at other settings (config differs at search.budget.max_steps)" in (
         capsys.readouterr().err
     )
+    (tmp_path / "real.json").unlink()
     save_real({"quickstart": saved["quickstart"]}, tmp_path / "real.json")
     with pytest.raises(SystemExit) as exit_info:
         run(monkeypatch, tmp_path, "--reuse-real", "--replays", "1", "--tasks", "quickstart,flat")
@@ -111,3 +112,16 @@ def test_reuse_real_refuses_studies_run_at_other_settings_or_missing_a_task(
     assert exit_info.value.code == 2
     assert "real.json: no saved real studies" in capsys.readouterr().err
     assert not (tmp_path / "calibration.json").exists()
+
+
+def test_each_process_saves_its_own_tasks_into_one_real_study_file(saved: dict[str, RealSet], tmp_path: Path) -> None:
+    path = tmp_path / "real.json"
+    save_real({"quickstart": saved["quickstart"]}, path)
+    save_real({"flat": saved["flat"]}, path)  # a second process running the other task
+    fewer = RealSet.from_json(json.loads(json.dumps(asdict(saved["quickstart"]))))
+    fewer.studies = fewer.studies[:1]
+    save_real({"quickstart": fewer}, path)  # the first process again: its task replaced, the other kept
+    loaded = replay_calibration.load_real(path)
+    assert set(loaded) == {"quickstart", "flat"}
+    assert [s.seed for s in loaded["quickstart"].studies] == [0]
+    assert loaded["flat"] == saved["flat"]
