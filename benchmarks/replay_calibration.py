@@ -305,6 +305,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="quickstart,flat")
     parser.add_argument("--real", type=int, default=10, help="Real studies per task (study seeds 0..n-1).")
+    parser.add_argument("--first-seed", type=int, default=0, help="The first study seed of --real.")
     parser.add_argument("--replays", type=int, default=100, help="Study seeds replayed (× each training seed).")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--reuse-real", action="store_true", help="Recompute the replay side from the saved studies.")
@@ -323,7 +324,7 @@ def main() -> None:
     real_file, out = args.real_file or REAL, OUT  # read here, not bound at import: tests point them elsewhere
     if not args.reuse_real:
         for task in tasks:
-            run_real(task, range(args.real), real_file)
+            run_real(task, range(args.first_seed, args.first_seed + args.real), real_file)
     saved = load_real(real_file)
     if args.reuse_real:
         missing = [task for task in tasks if task not in saved]
