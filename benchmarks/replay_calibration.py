@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
@@ -158,11 +159,12 @@ def check_settings(real: RealSet, path: Path) -> None:
 
 
 def true_regrets(real: RealSet, table: Table) -> list[float]:
-    """Each pick's true regret on the table (a study without a pick: the table's worst configuration)."""
+    """Each pick's true regret on the table; a study that hands nothing to the gate (no feasible completed trial)
+    counts as infinite, as in the replay (Replay.final_regret), and is written as null."""
     truth = table.true_losses()
-    best, worst = min(truth.values()), max(truth.values())
+    best = min(truth.values())
     return [
-        truth[table.nearest({**s.defaults, **s.params})] - best if s.params is not None else worst - best
+        truth[table.nearest({**s.defaults, **s.params})] - best if s.params is not None else math.inf
         for s in real.studies
     ]
 
@@ -187,6 +189,7 @@ def compare(regrets: list[float], predicted: list[float], epsilon: float) -> dic
     return {
         "real_regrets": regrets,
         "real_median_regret": statistics.median(regrets),
+        "replay_regrets": predicted,
         "replay_median_regret": bootstrap_median(predicted),
         "replay_10_90": [low, high],
         "real_inside_10_90": sum(low <= r <= high for r in regrets),
@@ -250,14 +253,17 @@ def plot(results: dict[str, dict[str, Any]], predicted: dict[str, list[float]], 
 
     figure, axes = plt.subplots(len(results), 2, figsize=(11, 4.2 * len(results)), squeeze=False)
     for (task, result), (left, right) in zip(results.items(), axes, strict=True):
-        ordered = sorted(predicted[task])
-        left.step(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], where="post", label="replay (ECDF)")
+        ordered = sorted(predicted[task])  # no pick (infinite regret) last: the ECDF ends below 1 by their share
+        shown = [v for v in ordered if math.isfinite(v)]
+        left.step(shown, [(i + 1) / len(ordered) for i in range(len(shown))], where="post", label="replay (ECDF)")
         for regret in result["real_regrets"]:
-            left.axvline(regret, color="tab:red", alpha=0.4)
+            if math.isfinite(regret):
+                left.axvline(regret, color="tab:red", alpha=0.4)
         left.axvline(result["epsilon"], color="black", linestyle="--", label="ε")
         left.set_xscale("symlog", linthresh=1e-3)
         left.set_xlabel("true regret of the pick")
-        left.set_title(f"{task}: replay's distribution; real studies (red)")
+        none = sum(not math.isfinite(r) for r in result["real_regrets"])
+        left.set_title(f"{task}: replay's distribution; real studies (red; {none} without a pick)")
         left.legend(fontsize=8)
         values = sorted(result["pit"])
         right.plot([0, 1], [0, 1], color="black", linestyle=":")
