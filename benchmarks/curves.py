@@ -13,6 +13,7 @@ saw). Two tasks:
     python benchmarks/curves.py --task quickstart      # resumable: rerun the same command after an interruption
     python benchmarks/curves.py --task all
     python benchmarks/curves.py --task quickstart --add-seeds 8 --top 20   # the best 20 to 8 training seeds
+    python benchmarks/curves.py --task quickstart --probes   # the probe readings at every evaluation (side file)
 
     OMP_NUM_THREADS=1 python benchmarks/curves.py --task quickstart   # how the committed table was built
 
@@ -21,6 +22,13 @@ benchmarks/table_manifest.py (commit, demo model hash, data fingerprint, threads
 the grid, the machine, the wall time). Progress is kept in curves_<task>.partial.jsonl until the table is complete.
 The replay refuses a table whose pins differ from the code under test; tests/test_curve_tables.py retrains rows of
 the committed table and compares them with the recorded curves.
+
+`--probes` retrains the rows the replay uses (every configuration on the table's base training seeds) with the same
+runner and records, at each evaluation, what the product's forgetting rung checks would read there
+(`TrialRunner.probe_now`: each forgetting set's drop and constraint value; search/optuna_backend/forgetting_rungs.py),
+in a side file, curves_<task>_probes.parquet and .json (the same pins), so the replay can model those checks
+without rewriting the table. Each retrained curve is compared with the recorded one (DRIFT_TOLERANCE): the count
+that match is drift evidence too. Resumable and shareable like the build (curves_<task>_probes.partial.jsonl).
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 QUICKSTART = ROOT / "examples" / "quickstart" / "hpo.yaml"
 TRAINING_SEEDS = (0, 1, 2)  # every configuration; `--add-seeds` gives the best ones more (manifest: extra_seeds)
+DRIFT_TOLERANCE = 0.02  # relative, on eval_loss: room for another CPU's float rounding only (the drift test's)
 
 
 def log_grid(low: float, high: float, points: int) -> list[float]:
@@ -129,16 +138,24 @@ def session_runner(cfg: Any) -> Any:
     return trial_runner(cfg, load_splits(cfg.data), None, Console(quiet=True))
 
 
-def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int, stop_at: int | None = None) -> dict[str, Any]:
+def run_one(
+    runner: Any, cfg: Any, params: dict[str, Any], seed: int, stop_at: int | None = None, probes: bool = False
+) -> dict[str, Any]:
     """One training run of the table: the whole curve (also when it diverges), steps and seconds. With `stop_at`
-    (the drift test) the run stops at that step the way a pruned trial stops."""
+    (the drift test) the run stops at that step the way a pruned trial stops. With `probes`, the row also holds
+    the forgetting probes read at each evaluation before the last (`runner.probe_now`, where the product's rung
+    checks read them) and at the end (the trial's own end-of-trial probe): [[step, {set: [drop, excess]}], ...]."""
     from hpo_action.search.space import trial_defaults
     from hpo_action.train.trial import Pruned, TrialError
 
     curve: list[tuple[int, float]] = []
+    readings: list[list[Any]] = []
+    max_steps = cfg.search.budget.max_steps
 
     def record(value: float, step: int) -> bool:
         curve.append((step, value))
+        if probes and step < max_steps:
+            readings.append([step, {name: [r.drop, r.excess] for name, r in runner.probe_now().items()}])
         return stop_at is not None and step >= stop_at  # the table itself is never pruned: every curve in full
 
     runner.cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
@@ -148,6 +165,9 @@ def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int, stop_at: i
         result = runner.run({**trial_defaults(cfg), **params}, report=record)
         steps = result.steps
         forgetting = result.forgetting
+        if probes:
+            ends = {name: [result.forgetting_drop[name], excess] for name, excess in result.forgetting.items()}
+            readings.append([steps, ends])
     except TrialError as err:  # diverged (non-finite loss): the curve so far, and where it stopped
         error = str(err)[:200]
         steps = (curve[-1][0] if curve else 0) + cfg.search.budget.eval_every
@@ -167,6 +187,7 @@ def run_one(runner: Any, cfg: Any, params: dict[str, Any], seed: int, stop_at: i
         "run_steps": steps,
         "seconds": round(seconds, 3),
         "seconds_per_step": round(seconds / max(steps, 1), 5),
+        **({"probes": json.dumps(readings)} if probes else {}),
     }
 
 
@@ -213,7 +234,7 @@ def build(
 
 
 def _train_missing(
-    partial: Path, todo: list[tuple[int, dict[str, Any]]], runner: Any, cfg: Any, task: Task
+    partial: Path, todo: list[tuple[int, dict[str, Any]]], runner: Any, cfg: Any, task: Task, probes: bool = False
 ) -> Iterator[tuple[int, dict[str, Any], dict[str, Any]]]:
     """Train each (seed, params) of `todo` and append its row to the partial file as it is done. The file may be
     shared: a row another process has written meanwhile is skipped, and once another process has finished the
@@ -224,7 +245,7 @@ def _train_missing(
                 return
             if _key({**params, "train_seed": seed}, task) in _written(partial, task):
                 continue
-            row = run_one(runner, cfg, params, seed)
+            row = run_one(runner, cfg, params, seed, probes=probes)
             sink.write(json.dumps(row) + "\n")
             sink.flush()
             yield seed, params, row
@@ -304,6 +325,86 @@ def add_seeds(task: Task, total: int, top: int, limit: int | None = None, revers
     return write_table(task, cfg, rows, time.monotonic() - started, extra)
 
 
+def build_probes(task: Task, limit: int | None = None, reverse: bool = False) -> Path:
+    """Retrain the rows the replay uses (every configuration on the table's base training seeds) reading the
+    probes at each evaluation (`run_one(probes=True)`), then write curves_<task>_probes.parquet and its manifest.
+    Refused unless the table's pins match the code here; resumable, and shared by two processes (`reverse`)."""
+    from table_manifest import check, demo_model_sha256
+
+    cfg = task_config(task)
+    path = RESULTS / f"curves_{task.name}.json"
+    manifest = json.loads(path.read_text())
+    check(manifest, path.name, cfg)
+    if manifest.get("demo_model_sha256") != demo_model_sha256():
+        raise SystemExit(f"error: {path.name}: the demo model here differs from the table's; rebuild the table")
+    partial = RESULTS / f"curves_{task.name}_probes.partial.jsonl"
+    written = RESULTS / f"curves_{task.name}_probes.parquet"
+    if written.is_file() and not partial.is_file():
+        print(f"{task.name} probes: {written.name} is complete; delete it to rebuild")
+        return written
+    partial.touch()
+    done = _written(partial, task)
+    todo = [
+        (seed, config)
+        for seed in task.seeds
+        for config in task.configurations()
+        if _key({**config, "train_seed": seed}, task) not in done
+    ]
+    print(f"{task.name} probes: {len(done)} rows done, {len(todo)} to train", flush=True)
+    started = time.monotonic()
+    runner = session_runner(cfg) if todo else None
+    todo = todo[::-1] if reverse else todo
+    for seed, params, row in _train_missing(partial, todo[:limit] if limit else todo, runner, cfg, task, True):
+        print(f"{task.name} probes: {params} seed {seed}: {row['final']:.4f} in {row['seconds']:.1f} s", flush=True)
+    if not partial.is_file():  # another process finished the side file (and removed the partial file)
+        return RESULTS / f"curves_{task.name}_probes.parquet"
+    rows = list({_key(r, task): r for r in map(json.loads, partial.read_text().splitlines())}.values())
+    if len(rows) < len(task.configurations()) * len(task.seeds):
+        print(f"{task.name} probes: {len(rows)} rows so far; run again to continue")
+        return partial
+    return write_probes(task, cfg, rows, manifest, time.monotonic() - started)
+
+
+def curve_matches(recorded: dict[str, Any], now: dict[str, Any], tolerance: float = DRIFT_TOLERANCE) -> float:
+    """The largest relative difference between two runs' eval curves (inf when their evaluation steps differ)."""
+    if list(recorded["steps"]) != list(now["steps"]):
+        return math.inf
+    pairs = zip(recorded["values"], now["values"], strict=True)
+    return max((abs(b - a) / abs(a) for a, b in pairs), default=0.0)
+
+
+def write_probes(task: Task, cfg: Any, rows: list[dict[str, Any]], table: dict[str, Any], wall: float) -> Path:
+    """The probe side file: each row's readings, its retrained curve and how far that curve is from the table's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    recorded = {_key(r, task): r for r in pq.read_table(RESULTS / f"curves_{task.name}.parquet").to_pylist()}
+    for row in rows:
+        row["max_rel_diff"] = curve_matches(recorded[_key(row, task)], row)
+        row["matches"] = row["max_rel_diff"] <= DRIFT_TOLERANCE
+    rows = sorted(rows, key=lambda r: (r["train_seed"], *(str(r[k]) for k in task.grid)))
+    keep = [*task.grid, "train_seed", "steps", "values", "status", "run_steps", "probes", "max_rel_diff", "matches"]
+    path = RESULTS / f"curves_{task.name}_probes.parquet"
+    pq.write_table(pa.Table.from_pylist([{k: r[k] for k in keep} for r in rows]), path, compression="zstd")
+    matched = sum(r["matches"] for r in rows)
+    exact = sum(r["max_rel_diff"] == 0 for r in rows)
+    manifest = {
+        "task": task.name,
+        "of_table": {"commit": table.get("commit"), "rows": len(rows), "training_seeds": list(task.seeds)},
+        "readings": "[[step, {set: [drop, excess]}]] at each evaluation before the last (TrialRunner.probe_now) "
+        "and at the end (the trial's own probe)",
+        "curves_match": {"tolerance_rel": DRIFT_TOLERANCE, "matched": matched, "bit_identical": exact},
+        **pins(cfg, _torch_threads()),
+        "machine": _machine(),
+        "train_seconds_total": round(sum(r["seconds"] for r in rows), 1),
+        "wall_s_last_session": round(wall, 1),
+    }
+    (RESULTS / f"curves_{task.name}_probes.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (RESULTS / f"curves_{task.name}_probes.partial.jsonl").unlink(missing_ok=True)
+    print(f"wrote {path}: {matched}/{len(rows)} curves match the table within {DRIFT_TOLERANCE} ({exact} exactly)")
+    return path
+
+
 def _best(task: Task, rows: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
     finite = [r["final"] for r in rows if r["final"] is not None and math.isfinite(r["final"])]
     worst = max(finite)
@@ -351,9 +452,12 @@ def main() -> None:
     parser.add_argument("--only-seed", type=int, action="append", help="Train only this training seed now.")
     parser.add_argument("--reverse", action="store_true", help="Train from the last missing row (a 2nd process).")
     parser.add_argument("--shuffle", type=int, default=0, help="Train the missing rows in a seeded random order.")
+    parser.add_argument("--probes", action="store_true", help="Record the probes at every evaluation (side file).")
     args = parser.parse_args()
     for name in TASKS if args.task == "all" else [args.task]:
-        if args.add_seeds:
+        if args.probes:
+            build_probes(TASKS[name], args.limit, args.reverse)
+        elif args.add_seeds:
             add_seeds(TASKS[name], args.add_seeds, args.top, args.limit, args.reverse)
         else:
             build(TASKS[name], args.limit, args.only_seed, args.reverse, args.shuffle)

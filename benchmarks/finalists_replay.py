@@ -212,6 +212,7 @@ def main() -> None:
         "manifest": {
             "table": {k: manifest.get(k) for k in ("commit", "demo_model_sha256", "data_fingerprint", "rows")},
             "table_extra_seeds": manifest.get("extra_seeds"),
+            "rung_checks": table.probes is not None,  # the forgetting rung checks replayed (curves.py --probes)
             **table_replay_pins(),
         },
     }

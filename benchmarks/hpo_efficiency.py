@@ -22,7 +22,9 @@ against (b), (c) and (e); the oracle fraction of a strategy is the oracle's KM m
 the strategy's (1: as good as the limit).
 
 A table whose manifest does not match the code and config under test, or one marked stale, is refused (exit 2);
-`--allow-stale` replays a stale table as recorded (e.g. --tasks quickstart60,flat60).
+`--allow-stale` replays a stale table as recorded (e.g. --tasks quickstart60,flat60). Under the forgetting
+constraint the product's rung checks read the table's probe side file (curves.py --probes); without it the table is
+refused unless `--no-rung-checks` replays the pruner without them (the result's manifest says `rung_checks: false`).
 
     python benchmarks/hpo_efficiency.py                  # both tables, 100 study seeds × 3 training seeds
     python benchmarks/hpo_efficiency.py --cycle-seeds --random-trials 160   # RESULTS.md's run:
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -54,7 +57,7 @@ from efficiency_stats import (
     proportion,
     stagnated,
 )
-from table_replay import RESULTS, Replay, Table, replay
+from table_replay import NO_RUNG_CHECKS, RESULTS, Replay, Table, replay
 
 STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
     "a": ("hpo-action defaults", {}),
@@ -240,7 +243,12 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="The candidate defaults (one training seed each).")
     parser.add_argument("--tables", default=str(RESULTS), help="Folder of the curves_<task> tables.")
     parser.add_argument("--allow-stale", action="store_true", help="Replay tables marked stale, as recorded.")
+    parser.add_argument(
+        "--no-rung-checks", action="store_true", help="Replay the pruner without the forgetting rung checks."
+    )
     args = parser.parse_args()
+    if args.no_rung_checks:
+        os.environ[NO_RUNG_CHECKS] = "1"  # read by Table.load in every worker process
     TABLES_DIR[0] = Path(args.tables)
     tasks = ["quickstart"] if args.quick else args.tasks.split(",")
     tables = {task: Table.load_or_exit(task, TABLES_DIR[0], args.allow_stale) for task in tasks}
@@ -283,9 +291,16 @@ def main() -> None:
 
 
 def manifest_pins(task: str) -> dict[str, Any]:
-    """The pins of the table a result was replayed from (its manifest without the config and the grid)."""
+    """The pins of the table a result was replayed from (its manifest without the config and the grid), and
+    whether the forgetting rung checks were replayed (from the probe side file, whose pins are added)."""
     manifest = json.loads((TABLES_DIR[0] / f"curves_{task}.json").read_text())
-    return {k: v for k, v in manifest.items() if k not in ("config", "grid", "machine")}
+    pins = {k: v for k, v in manifest.items() if k not in ("config", "grid", "machine")}
+    side = TABLES_DIR[0] / f"curves_{task}_probes.json"
+    pins["rung_checks"] = not os.environ.get(NO_RUNG_CHECKS) and side.is_file()
+    if pins["rung_checks"]:
+        probes = json.loads(side.read_text())
+        pins["probes"] = {k: probes[k] for k in ("commit", "demo_model_sha256", "data_fingerprint", "curves_match")}
+    return pins
 
 
 def variants_main(args: argparse.Namespace, tables: dict[str, Table]) -> None:

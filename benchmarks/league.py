@@ -41,6 +41,12 @@ median ÷ the entry's).
     python benchmarks/league.py --tasks flat --unconstrained  # the loss alone picks the incumbent
     python benchmarks/league.py --entries defaults,hb_rf2 --output results/league_before.json  # another file
     python benchmarks/league.py --markdown                   # RESULTS.md's league table, from the file
+    python benchmarks/league.py --entries defaults,no_warm --budget quickstart=3075   # B given, not derived:
+                                                             # rerun rows at an earlier run's B, the rest kept
+
+Under the forgetting constraint the product-study entries run the product's forgetting rung checks on the table's
+probe readings (table_replay.py); `--no-rung-checks` replays them without (the manifest says so). The peers' loops
+never had them: the product's rung checks are the product's.
 
 Writes the `league` key of benchmarks/results/hpo_efficiency.json (or of --output) after each entry (the other keys,
 and the other task's league, are kept; a run that adds entries to a task with the same B and ε keeps the rows it
@@ -64,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from efficiency_stats import bootstrap_median, finite, km_ratio, km_summary, proportion
-from table_replay import RESULTS, Replay, Table, replay
+from table_replay import NO_RUNG_CHECKS, RESULTS, Replay, Table, replay
 
 UNCONSTRAINED = "HPO_LEAGUE_UNCONSTRAINED"  # set by --unconstrained, read in every worker process
 EQUAL_TRIALS = 40  # the defaults' study length whose median spend is the league's budget B
@@ -529,10 +535,18 @@ def entry_summary(
 
 
 def league(
-    task: str, keys: list[str], seeds: int, slow_seeds: int, slow: set[str], jobs: int, emit: Callable[[Any], None]
+    task: str,
+    keys: list[str],
+    seeds: int,
+    slow_seeds: int,
+    slow: set[str],
+    jobs: int,
+    emit: Callable[[Any], None],
+    given_budget: float | None = None,
 ) -> dict[str, Any]:
-    """Every entry on one table: B from the defaults' 40-trial studies, then each entry capped at B; `emit` gets
-    the result so far after each entry (a long run leaves what it finished)."""
+    """Every entry on one table: B from the defaults' 40-trial studies (or `given_budget`: an earlier run's B, so
+    that rows kept from it stay at equal compute), then each entry capped at B; `emit` gets the result so far after
+    each entry (a long run leaves what it finished)."""
     table = Table.load_or_exit(task)
     epsilon = table.pooled_seed_sd()["epsilon"]
     pairs = [(seed, table.seeds[seed % len(table.seeds)]) for seed in range(seeds)]
@@ -546,6 +560,10 @@ def league(
         runs[key], cpu[key] = replays, seconds
 
     run_entries(task, ["defaults"], {"defaults": pairs}, None, jobs, uncapped)
+    if given_budget is not None:
+        result["defaults_median_40_trial_steps"] = result["equal_compute_steps"]  # what the rule would give now
+        result["budget_given"] = True
+        result["equal_compute_steps"] = float(given_budget)
     budget = result["equal_compute_steps"]
     runs["defaults"] = [truncate(r, budget) for r in runs["defaults"]]
     others = []
@@ -586,6 +604,10 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="Print only; leave hpo_efficiency.json alone.")
     parser.add_argument("--output", help="Write the league key into this JSON file instead of hpo_efficiency.json.")
     parser.add_argument("--markdown", action="store_true", help="Print RESULTS.md's league table from the file.")
+    parser.add_argument("--budget", action="append", default=[], help="task=B: B given (an earlier run's B).")
+    parser.add_argument(
+        "--no-rung-checks", action="store_true", help="Replay the pruners without the forgetting rung checks."
+    )
     parser.add_argument(
         "--unconstrained",
         action="store_true",
@@ -594,6 +616,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.unconstrained:
         os.environ[UNCONSTRAINED] = "1"
+    if args.no_rung_checks:
+        os.environ[NO_RUNG_CHECKS] = "1"  # read by Table.load in every worker process
+    budgets = {task: float(b) for task, b in (item.split("=", 1) for item in args.budget)}
     if args.markdown:
         source = Path(args.output) if args.output else RESULTS / "hpo_efficiency.json"
         print(markdown(json.loads(source.read_text())["league"]))
@@ -611,7 +636,8 @@ def main() -> None:
             if not args.no_write:
                 write(task, result, args, slow, time.monotonic() - started)
 
-        result = league(task, keys, args.seeds, args.slow_seeds or args.seeds, slow, args.jobs, emit)
+        seeds = args.slow_seeds or args.seeds
+        result = league(task, keys, args.seeds, seeds, slow, args.jobs, emit, budgets.get(task))
         print_table(task, result)
 
 

@@ -10,6 +10,14 @@ study name with the trial number, so one shared name would give every replay the
 is never pruned at its last evaluation (`_Tracker.record`: a finished trial is complete), and the incumbent is the
 trial the product would hand to the gate (`chosen_trial`: the best feasible completed trial).
 
+Under search.forgetting_constraint the product's forgetting rung checks run as in a real trial
+(search/optuna_backend/forgetting_rungs.py: at the first evaluation at or past half the budget, and wherever the
+pruner proposes a stop, the probes are read; a trial that forgot beyond a margin is stopped and counted infeasible,
+one within every margin is spared): `TableRunner.probe_now` hands the product's own `ForgettingRungs` the readings
+recorded for that row at that step (curves.py --probes: curves_<task>_probes.parquet) in place of a live probe. A
+table without that side file is refused under the constraint unless the caller asks to replay the pruner without
+the checks (`--no-rung-checks`, labelled so). The oracle pruner knows each trial's end, so it needs no rung checks.
+
 Each replay yields the incumbent after every trial, its *true* loss (the mean over every training seed the table has
 for it: the best configurations have extra seeds) and the training steps spent so far. A table whose manifest does
 not match the code under test is refused (benchmarks/table_manifest.py).
@@ -30,6 +38,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+NO_RUNG_CHECKS = "HPO_REPLAY_NO_RUNG_CHECKS"  # set by --no-rung-checks, read in every worker process
+
+Readings = dict[int, dict[str, tuple[float, float]]]  # step → forgetting set → (drop, excess), one row's probes
 
 
 @dataclass
@@ -41,31 +52,61 @@ class Table:
     seeds: list[int]
     rows: dict[tuple[Any, ...], dict[str, Any]]
     config: dict[str, Any]
+    probes: dict[tuple[Any, ...], Readings] | None = None  # key as rows → the probes at each evaluation
+    rung_checks: bool = True  # False: replay the pruner without the rung checks (asked for; the results say so)
 
     @classmethod
-    def load(cls, task: str, folder: Path = RESULTS, allow_stale: bool = False) -> Table:
-        """The table of `task`; TableMismatch when its manifest does not match the task's config and libraries
-        here, or it is marked stale and `allow_stale` is not set."""
+    def load(
+        cls, task: str, folder: Path = RESULTS, allow_stale: bool = False, rung_checks: bool | None = None
+    ) -> Table:
+        """The table of `task`, with its probe readings when the side file is there; TableMismatch when a manifest
+        does not match the task's config and libraries here, when the table is marked stale and `allow_stale` is
+        not set, or when the forgetting constraint needs the probe readings and they are missing (unless
+        `rung_checks` is False; None: False when NO_RUNG_CHECKS is set)."""
+        import os
+
         import pyarrow.parquet as pq
         from curves import TASKS, task_config
-        from table_manifest import check, relative
+        from table_manifest import TableMismatch, check, relative
 
+        if rung_checks is None:
+            rung_checks = not os.environ.get(NO_RUNG_CHECKS)
         path = folder / f"curves_{task}.json"
         manifest = json.loads(path.read_text())
-        check(manifest, relative(str(path)), task_config(TASKS[task]) if task in TASKS else None, allow_stale)
+        cfg = task_config(TASKS[task]) if task in TASKS else None
+        check(manifest, relative(str(path)), cfg, allow_stale)
         grid = manifest["grid"]
         rows = {}
         for row in pq.read_table(folder / f"curves_{task}.parquet").to_pylist():
             rows[(*(row[k] for k in grid), row["train_seed"])] = row
-        return cls(task, grid, manifest["training_seeds"], rows, manifest["config"])
+        probes = None
+        side = folder / f"curves_{task}_probes.json"
+        if rung_checks and side.is_file():
+            check(json.loads(side.read_text()), relative(str(side)), cfg)
+            probes = {
+                (*(row[k] for k in grid), row["train_seed"]): {
+                    int(step): {name: (float(drop), float(excess)) for name, (drop, excess) in sets.items()}
+                    for step, sets in json.loads(row["probes"])
+                }
+                for row in pq.read_table(side.with_suffix(".parquet")).to_pylist()
+            }
+        elif rung_checks and not manifest.get("stale") and cfg is not None and cfg.search.forgetting_constraint:
+            raise TableMismatch(
+                f"{relative(str(side))}: no forgetting probe readings for the product's rung checks under "
+                f"search.forgetting_constraint; build them (python benchmarks/curves.py --task {task} --probes) "
+                "or pass --no-rung-checks to replay the pruner without them"
+            )
+        return cls(task, grid, manifest["training_seeds"], rows, manifest["config"], probes, rung_checks)
 
     @classmethod
-    def load_or_exit(cls, task: str, folder: Path = RESULTS, allow_stale: bool = False) -> Table:
+    def load_or_exit(
+        cls, task: str, folder: Path = RESULTS, allow_stale: bool = False, rung_checks: bool | None = None
+    ) -> Table:
         """`load` for a command line: a refused table is one line on stderr and exit code 2."""
         from table_manifest import TableMismatch
 
         try:
-            return cls.load(task, folder, allow_stale)
+            return cls.load(task, folder, allow_stale, rung_checks)
         except TableMismatch as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -158,16 +199,33 @@ class OraclePruner:
 
 
 class TableRunner:
-    """Stands in for `TrialRunner`: same call, the table's recorded curve instead of training."""
+    """Stands in for `TrialRunner`: same call, the table's recorded curve instead of training. With the table's
+    probe readings (`rung_checks`), it offers `probes` and `probe_now` as TrialRunner does, so the product's
+    objective attaches its forgetting rung checks to each trial and reads the recorded probes through them."""
 
     def __init__(
-        self, table: Table, train_seed: int, metric: str = "eval_loss", eval_every: int = 0, max_steps: int = 0
+        self,
+        table: Table,
+        train_seed: int,
+        metric: str = "eval_loss",
+        eval_every: int = 0,
+        max_steps: int = 0,
+        rung_checks: bool = False,
     ) -> None:
         self.table, self.train_seed, self.metric = table, train_seed, metric
         self.eval_every = eval_every  # report only these steps (a sparser cadence than the table's); 0: all
         self.max_steps = max_steps  # the budget: a trial that reached it is complete, whatever the pruner says
         self.log: list[Step] = []
         self.points: dict[int, tuple[Any, ...]] = {}  # trial number → the grid point it ran
+        sets = {name for readings in (table.probes or {}).values() for at in readings.values() for name in at}
+        self.probes: tuple[str, ...] = tuple(sorted(sets)) if rung_checks else ()  # forgetting_rungs needs them
+        self.reading: dict[str, tuple[float, float]] = {}  # the probes at the evaluation being reported
+
+    def probe_now(self) -> dict[str, Any]:
+        """What `TrialRunner.probe_now` would read now: the recorded probes of this row at this evaluation."""
+        from hpo_action.train.trial import ProbeReading
+
+        return {name: ProbeReading(drop, excess) for name, (drop, excess) in self.reading.items()}
 
     def run(
         self,
@@ -185,16 +243,19 @@ class TableRunner:
         if trial_number is not None:
             self.points[trial_number] = point
         row = self.table.rows[(*point, self.train_seed)]
+        readings = (self.table.probes or {}).get((*point, self.train_seed), {}) if self.probes else {}
         curve = [
             (step, value)
             for step, value in zip(row["steps"], row["values"], strict=True)
             if not self.eval_every or step % self.eval_every == 0 or step == row["steps"][-1]
         ]
         for step, value in curve:
+            self.reading = readings.get(step, {})
             # the real trial's guard (_Tracker.record): the last evaluation is reported, never pruned
             if report is not None and report(value, step) and step < self.max_steps:
                 self.log.append(Step(point, step, None))
                 raise Pruned(step, value)
+        self.reading = {}
         if row["status"] != "ok":
             self.log.append(Step(point, row["run_steps"], None))
             raise TrialError(row["error"] or "diverged")
@@ -267,13 +328,21 @@ def replay(
     """One study of `cfg` against the table, through the product's `open_study` and `run_trials`; with `oracle`,
     the study's pruner is the OraclePruner."""
     import optuna
+    from table_manifest import TableMismatch
 
     from hpo_action.search.optuna_backend import study as study_module
     from hpo_action.search.optuna_backend.finalist import chosen_trial
     from hpo_action.search.space import trial_defaults
 
     budget = cfg.search.budget
-    runner = TableRunner(table, train_seed, cfg.search.objective.metric, budget.eval_every, budget.max_steps)
+    search = cfg.search
+    rungs = search.forgetting_constraint and not search.multi_objective and search.pruner != "none" and not oracle
+    if rungs and table.probes is None and table.rung_checks:
+        raise TableMismatch(
+            f"table {table.task}: no forgetting probe readings for the rung checks under search.forgetting_constraint"
+        )
+    rungs = rungs and table.probes is not None
+    runner = TableRunner(table, train_seed, search.objective.metric, budget.eval_every, budget.max_steps, rungs)
 
     def note_incumbent(study: Any, trial: Any) -> None:
         finalist = chosen_trial(study)

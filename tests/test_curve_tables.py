@@ -31,11 +31,15 @@ from hpo_action.train.trial import Pruned
 
 RESULTS = ROOT / "benchmarks" / "results"
 DRIFT_TOLERANCE = 0.02  # relative, on eval_loss at steps 25 and 50: room for another CPU's float rounding only
+MARGIN = 0.05  # the quickstart gate's margin on its forgetting set `copy`
+PROBE_TOLERANCE = 2 / 128  # on a probe's drop in exact match over its 128 rows: two rows' answers, no more
 
 
-def synthetic_table(infeasible: tuple[Any, ...] | None = None) -> Table:
+def synthetic_table(infeasible: tuple[Any, ...] | None = None, drops: dict[int, float] | None = None) -> Table:
     """A table over today's quickstart space: a bowl around lr 1e-2 whose curves fall towards their final loss;
-    `infeasible` marks one grid point as forgetting beyond the margin."""
+    `infeasible` marks one grid point as forgetting beyond the margin. Every row's probe (set `copy`, margin 0.05
+    in the quickstart's gate) reads `drops[step]` at each evaluation (default 0: nothing forgotten), the constraint
+    value standing in for the gate's test being drop − margin."""
     grid = TASKS["quickstart"].grid
     rows = {}
     for config in TASKS["quickstart"].configurations():
@@ -55,7 +59,16 @@ def synthetic_table(infeasible: tuple[Any, ...] | None = None) -> Table:
             "run_steps": 100,
             "seconds_per_step": 0.1,
         }
-    return Table("synthetic", grid, [0], rows, config_pin(task_config(TASKS["quickstart"])))
+    readings = {s: {"copy": (d, d - MARGIN)} for s, d in {25: 0.0, 50: 0.0, 75: 0.0, 100: 0.0, **(drops or {})}.items()}
+    probes = dict.fromkeys(rows, readings)
+    return Table("synthetic", grid, [0], rows, config_pin(task_config(TASKS["quickstart"])), probes)
+
+
+def copy_table(folder: Path, task: str = "quickstart") -> None:
+    """The committed table of `task` and its probe readings, copied into `folder`."""
+    for name in (f"curves_{task}", f"curves_{task}_probes"):
+        for suffix in (".json", ".parquet"):
+            shutil.copy(RESULTS / f"{name}{suffix}", folder / f"{name}{suffix}")
 
 
 def replay_once(table: Table, key: str, seed: int, trials: int = 8, oracle: bool = False) -> Replay:
@@ -133,6 +146,111 @@ def queued_warm_starts(cfg: Any) -> int:
     return 1 + (remedies_matter(cfg) and strong_remedies(first, searched(cfg)) != first)
 
 
+class ConstantPruner:
+    """An Optuna pruner that always (or never) proposes to stop: isolates the rung checks' own verdicts."""
+
+    def __init__(self, verdict: bool) -> None:
+        self.verdict = verdict
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        return self.verdict
+
+
+def replay_study(table: Table, monkeypatch: pytest.MonkeyPatch, prune: bool, trials: int = 6) -> tuple[Any, Replay]:
+    """A defaults study (forgetting constraint on) replayed under a ConstantPruner; the study and the replay."""
+    from hpo_action.search.optuna_backend import study as study_module
+
+    monkeypatch.setattr(study_module, "make_pruner", lambda cfg: ConstantPruner(prune))
+    cfg = strategy_config(table, "a", {}, trials)
+    assert cfg.search.forgetting_constraint and cfg.gate.forgetting[0].margin == MARGIN
+    seen: list[Any] = []
+    run = replay(table, cfg, 0, 0, table.true_losses(), stop=lambda study: seen.append(study) or False)
+    return seen[-1], run
+
+
+def product_verdicts(table: Table, prune: bool) -> tuple[list[bool], dict[str, float], list[list[Any]]]:
+    """The product's ForgettingRungs over one recorded row, fed its probe readings at each evaluation."""
+    from hpo_action.search.optuna_backend.forgetting_rungs import ForgettingRungs
+    from hpo_action.train.trial import ProbeReading
+
+    readings = next(iter(table.probes.values()))
+    at: list[int] = []
+    rungs = ForgettingRungs(lambda: {n: ProbeReading(*r) for n, r in readings[at[-1]].items()}, {"copy": MARGIN}, 100)
+    verdicts = []
+    for step in (25, 50, 75, 100):
+        at.append(step)
+        verdicts.append(rungs.decide(prune, step))
+        if verdicts[-1]:
+            break
+    return verdicts, rungs.forgot, rungs.log
+
+
+def test_a_trial_that_forgot_beyond_the_margin_at_half_budget_is_stopped_there_and_counted_infeasible(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Issue 22's rung checks in the replay: the pruner never proposes a stop, the probe reads a drop of 0.2 (margin
+    0.05) at step 50, so the half-budget check stops each trial there, as the product's ForgettingRungs does on the
+    same readings, with the drop's excess as its constraint: the sampler counts it infeasible."""
+    from hpo_action.search.optuna_backend.forgetting_rungs import RUNGS_ATTR
+
+    table = synthetic_table(drops={50: 0.2, 75: 0.3, 100: 0.4})
+    study, run = replay_study(table, monkeypatch, prune=False)
+    verdicts, forgot, log = product_verdicts(table, prune=False)
+    assert verdicts == [False, True] and forgot == {"copy": pytest.approx(0.2 - MARGIN)}
+    warm = queued_warm_starts(strategy_config(table, "a", {}, 6))
+    searched = [t for t in study.trials if t.number >= warm]
+    assert searched and all(t.state.name == "PRUNED" for t in searched)
+    for trial in searched:
+        assert trial.user_attrs[RUNGS_ATTR] == log == [[50, "forgot", {"copy": 0.2}]]
+        assert trial.user_attrs["steps"] == 50 and trial.constraints == {"forgetting:copy": pytest.approx(0.2 - MARGIN)}
+    spent = [b - a for a, b in zip([0, *run.steps], run.steps, strict=False)]
+    assert spent == [100] * warm + [50] * len(searched)  # a trial stopped for forgetting spent its 50 steps
+
+
+def test_a_trial_the_pruner_would_stop_is_spared_while_its_probes_are_within_the_margins(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The pruner proposes a stop at every evaluation; the probes read drops within the margin, so each trial is
+    spared at 25, 50 and 75 and trains its 100 steps, as the product's ForgettingRungs decides on the same readings.
+    Replayed without the rung checks (asked for explicitly), the same pruner stops every trial at step 25."""
+    from hpo_action.search.optuna_backend.forgetting_rungs import RUNGS_ATTR
+
+    table = synthetic_table(drops={25: 0.01, 50: 0.02, 75: 0.03, 100: 0.04})
+    study, run = replay_study(table, monkeypatch, prune=True)
+    verdicts, forgot, log = product_verdicts(table, prune=True)
+    assert verdicts == [False, False, False, True] and not forgot  # the last step: the pruner's word, never acted on
+    assert [entry[:2] for entry in log] == [[25, "spared"], [50, "spared"], [75, "spared"]]
+    assert all(t.state.name == "COMPLETE" and t.user_attrs.get(RUNGS_ATTR, log) == log for t in study.trials)
+    assert run.total_steps() == 100 * run.trials
+    plain = synthetic_table(drops={25: 0.01, 50: 0.02, 75: 0.03, 100: 0.04})
+    plain.probes, plain.rung_checks = None, False
+    _, without = replay_study(plain, monkeypatch, prune=True)
+    warm = queued_warm_starts(strategy_config(table, "a", {}, 6))
+    assert without.total_steps() == 100 * warm + 25 * (without.trials - warm)
+
+
+def test_a_table_without_probe_readings_is_refused_under_the_forgetting_constraint(tmp_path: Path):
+    table = synthetic_table()
+    table.probes = None
+    with pytest.raises(TableMismatch, match="no forgetting probe readings"):
+        replay_once(table, "a", seed=0, trials=2)
+    unpruned = strategy_config(table, "c", {"pruner": "none"}, 2)  # no pruner: no rung checks, nothing to refuse
+    assert math.isfinite(replay(table, unpruned, 0, 0, table.true_losses()).final_regret())
+    for suffix in (".json", ".parquet"):
+        shutil.copy(RESULTS / f"curves_quickstart{suffix}", tmp_path / f"curves_quickstart{suffix}")
+    with pytest.raises(TableMismatch, match=r"curves\.py --task quickstart --probes.*--no-rung-checks"):
+        Table.load("quickstart", tmp_path)
+    assert Table.load("quickstart", tmp_path, rung_checks=False).probes is None
+    done = subprocess.run(
+        [sys.executable, "benchmarks/hpo_efficiency.py", "--quick", "--tables", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "--no-rung-checks" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
 def test_steps_to_stay_within_epsilon_ignore_a_first_touch():
     left_again = Replay(steps=[100, 200, 300, 400], regret=[0.5, 0.05, 0.5, 0.05], trials=4)
     assert left_again.steps_to(0.1) == 200
@@ -175,8 +293,7 @@ def test_a_stale_table_is_refused_with_exit_2_and_one_line():
 
 
 def test_a_table_whose_config_differs_from_the_code_is_refused(tmp_path: Path):
-    for suffix in (".json", ".parquet"):
-        shutil.copy(RESULTS / f"curves_quickstart{suffix}", tmp_path / f"curves_quickstart{suffix}")
+    copy_table(tmp_path)
     Table.load("quickstart", tmp_path)  # the committed table matches today's code
     manifest = json.loads((tmp_path / "curves_quickstart.json").read_text())
     manifest["config"]["search"]["budget"]["max_steps"] = 60
@@ -199,7 +316,9 @@ def test_the_table_matches_todays_trial_loop(monkeypatch: pytest.MonkeyPatch, ta
     """The drift test: two rows of each committed table (its best configuration and its median one), retrained now
     with today's trial loop on the table's thread count, up to step 50 (stopped there as a pruned trial stops),
     agree with the recorded curve within DRIFT_TOLERANCE. A change of the trial loop, the demo model or the data
-    that moves the curves fails here (on the machine that built the table the rows reproduce bit for bit)."""
+    that moves the curves fails here (on the machine that built the table the rows reproduce bit for bit). The
+    forgetting probes read at steps 25 and 50 (what the rung checks see) agree with the probe side file's within
+    PROBE_TOLERANCE on the drop."""
     table = Table.load(task)
     manifest = json.loads((RESULTS / f"curves_{task}.json").read_text())
     monkeypatch.setenv("OMP_NUM_THREADS", str(manifest["torch_threads"]))
@@ -207,14 +326,19 @@ def test_the_table_matches_todays_trial_loop(monkeypatch: pytest.MonkeyPatch, ta
     ranked = sorted(table.points(), key=truth.__getitem__)
     cfg = task_config(TASKS[task])
     runner = session_runner(cfg)
+    assert table.probes is not None
     for point in (ranked[0], ranked[len(ranked) // 2]):
         recorded = table.rows[(*point, 0)]
         params = dict(zip(table.grid, point, strict=True))
-        row = run_one(runner, cfg, params, seed=0, stop_at=50)
+        row = run_one(runner, cfg, params, seed=0, stop_at=50, probes=True)
         now = dict(zip(row["steps"], row["values"], strict=True))
         for step, value in zip(recorded["steps"], recorded["values"], strict=True):
             if step <= 50:
                 assert now[step] == pytest.approx(value, rel=DRIFT_TOLERANCE), (params, step, manifest["commit"])
+        recorded_probes = table.probes[(*point, 0)]
+        for step, sets in json.loads(row["probes"]):
+            for name, (drop, _) in sets.items():
+                assert drop == pytest.approx(recorded_probes[step][name][0], abs=PROBE_TOLERANCE), (params, step, name)
 
 
 def test_epsilon_is_the_seed_sd_pooled_over_the_best_configurations():
@@ -240,8 +364,7 @@ def test_epsilon_is_the_seed_sd_pooled_over_the_best_configurations():
 
 
 def test_another_major_version_of_a_training_library_is_refused_a_minor_one_left_to_the_drift_test(tmp_path: Path):
-    for suffix in (".json", ".parquet"):
-        shutil.copy(RESULTS / f"curves_quickstart{suffix}", tmp_path / f"curves_quickstart{suffix}")
+    copy_table(tmp_path)
     manifest = json.loads((tmp_path / "curves_quickstart.json").read_text())
     major = int(manifest["versions"]["transformers"].split(".")[0])
     manifest["versions"]["transformers"] = f"{major}.0.0"
@@ -257,8 +380,7 @@ def test_an_option_added_since_the_table_is_ignored_but_a_new_search_parameter_i
     """A config option that did not exist when the table was built (a new key at its default) does not void the
     table, and the gate's settings, which shape no curve, are neither compared nor replayed (today's are); a
     parameter added to the search space is a different search and is refused."""
-    for suffix in (".json", ".parquet"):
-        shutil.copy(RESULTS / f"curves_quickstart{suffix}", tmp_path / f"curves_quickstart{suffix}")
+    copy_table(tmp_path)
     manifest = json.loads((tmp_path / "curves_quickstart.json").read_text())
     newest_option = sorted(manifest["config"]["train"])[-1]
     del manifest["config"]["train"][newest_option]
