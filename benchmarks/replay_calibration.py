@@ -16,6 +16,10 @@ replayed (ε: the table's pooled seed sd).
 
     python benchmarks/replay_calibration.py --real 10 --replays 100        # the real studies, then the replay
     python benchmarks/replay_calibration.py --replays 100 --reuse-real     # the replay side again, same real studies
+    python benchmarks/replay_calibration.py --tasks flat --real 5 --first-seed 5 --real-only --real-file F
+                                                   # a second process: study seeds 5-9 into its own file F
+    python benchmarks/replay_calibration.py --tasks flat --real 6 --no-rung-checks --real-file F --out G
+                                                   # the control: the product without issue 22's rung checks
 
 `--reuse-real` runs no training: it reads the saved real studies, refuses them (exit 2) when the task's config or
 libraries here differ from those they ran with, and recomputes the replay side and the calibration (after a change
