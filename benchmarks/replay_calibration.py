@@ -16,6 +16,10 @@ replayed (ε: the table's pooled seed sd).
 
     python benchmarks/replay_calibration.py --real 10 --replays 100        # the real studies, then the replay
     python benchmarks/replay_calibration.py --replays 100 --reuse-real     # the replay side again, same real studies
+    python benchmarks/replay_calibration.py --tasks flat --real 5 --first-seed 5 --real-only --real-file F
+                                                   # a second process: study seeds 5-9 into its own file F
+    python benchmarks/replay_calibration.py --tasks flat --real 6 --no-rung-checks --real-file F --out G
+                                                   # the control: the product without issue 22's rung checks
 
 `--reuse-real` runs no training: it reads the saved real studies, refuses them (exit 2) when the task's config or
 libraries here differ from those they ran with, and recomputes the replay side and the calibration (after a change
@@ -68,10 +72,12 @@ class RealSet:
     n_trials: int
     settings: dict[str, Any]
     studies: list[RealStudy] = field(default_factory=list)
+    rung_checks_off: bool = False  # a control: the product with issue 22's forgetting rung checks switched off
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> RealSet:
-        return cls(raw["task"], raw["n_trials"], raw["settings"], [RealStudy(**s) for s in raw["studies"]])
+        studies = [RealStudy(**s) for s in raw["studies"]]
+        return cls(raw["task"], raw["n_trials"], raw["settings"], studies, raw.get("rung_checks_off", False))
 
 
 def real_study(cfg: Any, runner: Any, seed: int) -> RealStudy:
@@ -108,14 +114,19 @@ def real_study(cfg: Any, runner: Any, seed: int) -> RealStudy:
     )
 
 
-def run_real(task: str, seeds: range, path: Path) -> RealSet:
-    """The real studies of `task` (study seeds `seeds`), saved after each one so an interrupted run keeps them."""
+def run_real(task: str, seeds: range, path: Path, rung_checks_off: bool = False) -> RealSet:
+    """The real studies of `task` (study seeds `seeds`), saved after each one so an interrupted run keeps them.
+    `rung_checks_off`: the control that tells what the rung checks change (the objective gets no rung checks)."""
     from curves import _torch_threads
     from table_manifest import pins
 
+    from hpo_action.search.optuna_backend import objective
+
+    if rung_checks_off:
+        objective.forgetting_rungs = lambda cfg, runner: None
     cfg = task_config(TASKS[task])
     runner = session_runner(cfg)
-    real = RealSet(task, cfg.search.n_trials, pins(cfg, _torch_threads()))
+    real = RealSet(task, cfg.search.n_trials, pins(cfg, _torch_threads()), rung_checks_off=rung_checks_off)
     for seed in seeds:
         real.studies.append(real_study(cfg, runner, seed))
         print(f"{task} real study {seed}: {asdict(real.studies[-1])}", flush=True)
@@ -282,6 +293,7 @@ def analyse(saved: dict[str, RealSet], replays: int, jobs: int, out: Path, real_
     results, predicted = {}, {}
     for task, real in saved.items():
         results[task], predicted[task] = calibrate(real, tables[task], replays, jobs)
+        results[task]["rung_checks_off"] = real.rung_checks_off
         r = results[task]
         median = r["replay_median_regret"]
         print(
@@ -317,6 +329,8 @@ def main() -> None:
     parser.add_argument("--reuse-real", action="store_true", help="Recompute the replay side from the saved studies.")
     parser.add_argument("--real-only", action="store_true", help="Run and save the real studies, no analysis.")
     parser.add_argument("--real-file", type=Path, help=f"Where the real studies are kept (default: {REAL.name}).")
+    parser.add_argument("--out", type=Path, help=f"Where the calibration is written (default: {OUT.name}).")
+    parser.add_argument("--no-rung-checks", action="store_true", help="A control: real studies without rung checks.")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     unknown = [task for task in tasks if task not in TASKS]
@@ -327,10 +341,10 @@ def main() -> None:
     from hpo_action.session import quiet_libraries
 
     quiet_libraries()
-    real_file, out = args.real_file or REAL, OUT  # read here, not bound at import: tests point them elsewhere
+    real_file, out = args.real_file or REAL, args.out or OUT  # read here, not at import: tests point them elsewhere
     if not args.reuse_real:
         for task in tasks:
-            run_real(task, range(args.first_seed, args.first_seed + args.real), real_file)
+            run_real(task, range(args.first_seed, args.first_seed + args.real), real_file, args.no_rung_checks)
     saved = load_real(real_file)
     if args.reuse_real:
         missing = [task for task in tasks if task not in saved]

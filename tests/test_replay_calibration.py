@@ -119,11 +119,13 @@ def test_reuse_real_refuses_studies_run_at_other_settings_or_missing_a_task(
 def test_each_process_saves_its_own_tasks_into_one_real_study_file(saved: dict[str, RealSet], tmp_path: Path) -> None:
     path = tmp_path / "real.json"
     save_real({"quickstart": saved["quickstart"]}, path)
-    save_real({"flat": saved["flat"]}, path)  # a second process running the other task
+    control = RealSet.from_json(json.loads(json.dumps(asdict(saved["flat"]))))
+    control.rung_checks_off = True  # a control run (--no-rung-checks) keeps its mark
+    save_real({"flat": control}, path)  # a second process running the other task
     fewer = RealSet.from_json(json.loads(json.dumps(asdict(saved["quickstart"]))))
     fewer.studies = fewer.studies[:1]
     save_real({"quickstart": fewer}, path)  # the first process again: its task replaced, the other kept
     loaded = replay_calibration.load_real(path)
     assert set(loaded) == {"quickstart", "flat"}
     assert [s.seed for s in loaded["quickstart"].studies] == [0]
-    assert loaded["flat"] == saved["flat"]
+    assert loaded["flat"] == control and loaded["flat"].rung_checks_off and not loaded["quickstart"].rung_checks_off
