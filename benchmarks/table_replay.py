@@ -11,12 +11,12 @@ is never pruned at its last evaluation (`_Tracker.record`: a finished trial is c
 trial the product would hand to the gate (`chosen_trial`: the best feasible completed trial).
 
 Under search.forgetting_constraint the product's forgetting rung checks run as in a real trial
-(search/optuna_backend/forgetting_rungs.py: at the first evaluation at or past half the budget, and wherever the
-pruner proposes a stop, the probes are read; a trial that forgot beyond a margin is stopped and counted infeasible,
-one within every margin is spared): `TableRunner.probe_now` hands the product's own `ForgettingRungs` the readings
-recorded for that row at that step (curves.py --probes: curves_<task>_probes.parquet) in place of a live probe. A
-table without that side file is refused under the constraint unless the caller asks to replay the pruner without
-the checks (`--no-rung-checks`, labelled so). The oracle pruner knows each trial's end, so it needs no rung checks.
+(search/optuna_backend/forgetting_rungs.py: wherever the pruner proposes a stop, the probes are read; a trial within
+every margin is spared, one beyond a margin is stopped and counted infeasible): `TableRunner.probe_now` hands the
+product's own `ForgettingRungs` the readings recorded for that row at that step (curves.py --probes:
+curves_<task>_probes.parquet) in place of a live probe. A table without that side file is refused under the
+constraint unless the caller asks to replay the pruner without the checks (`--no-rung-checks`, labelled so). The
+oracle pruner knows each trial's end, so it needs no rung checks.
 
 Each replay yields the incumbent after every trial, its *true* loss (the mean over every training seed the table has
 for it: the best configurations have extra seeds) and the training steps spent so far. A table whose manifest does

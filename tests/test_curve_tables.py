@@ -185,26 +185,35 @@ def product_verdicts(table: Table, prune: bool) -> tuple[list[bool], dict[str, f
     return verdicts, rungs.forgot, rungs.log
 
 
-def test_a_trial_that_forgot_beyond_the_margin_at_half_budget_is_stopped_there_and_counted_infeasible(
+def test_forgetting_alone_stops_no_trial_and_a_pruner_stop_beyond_the_margin_counts_it_infeasible(
     monkeypatch: pytest.MonkeyPatch,
 ):
-    """Issue 22's rung checks in the replay: the pruner never proposes a stop, the probe reads a drop of 0.2 (margin
-    0.05) at step 50, so the half-budget check stops each trial there, as the product's ForgettingRungs does on the
-    same readings, with the drop's excess as its constraint: the sampler counts it infeasible."""
+    """The product's rung checks in the replay, on probes that read a drop of 0.2 (margin 0.05) from step 25 on.
+    The pruner never proposes a stop: nothing is probed and every trial trains its 100 steps (mid-trial forgetting
+    does not predict the end, issue 23 fourth round). The pruner proposes a stop at every evaluation: each trial is
+    stopped at 25 as "forgot", with the drop's excess as its constraint (the sampler counts it infeasible), as the
+    product's ForgettingRungs decides on the same readings."""
     from hpo_action.search.optuna_backend.forgetting_rungs import RUNGS_ATTR
 
-    table = synthetic_table(drops={50: 0.2, 75: 0.3, 100: 0.4})
+    drops = {25: 0.2, 50: 0.2, 75: 0.3, 100: 0.4}
+    table = synthetic_table(drops=drops)
     study, run = replay_study(table, monkeypatch, prune=False)
     verdicts, forgot, log = product_verdicts(table, prune=False)
-    assert verdicts == [False, True] and forgot == {"copy": pytest.approx(0.2 - MARGIN)}
+    assert verdicts == [False, False, False, False] and not forgot and log == []
+    assert all(t.state.name == "COMPLETE" and RUNGS_ATTR not in t.user_attrs for t in study.trials)
+    assert run.total_steps() == 100 * run.trials
+    table = synthetic_table(drops=drops)
+    study, run = replay_study(table, monkeypatch, prune=True)
+    verdicts, forgot, log = product_verdicts(table, prune=True)
+    assert verdicts == [True] and forgot == {"copy": pytest.approx(0.2 - MARGIN)}
     warm = queued_warm_starts(strategy_config(table, "a", {}, 6))
     searched = [t for t in study.trials if t.number >= warm]
     assert searched and all(t.state.name == "PRUNED" for t in searched)
     for trial in searched:
-        assert trial.user_attrs[RUNGS_ATTR] == log == [[50, "forgot", {"copy": 0.2}]]
-        assert trial.user_attrs["steps"] == 50 and trial.constraints == {"forgetting:copy": pytest.approx(0.2 - MARGIN)}
+        assert trial.user_attrs[RUNGS_ATTR] == log == [[25, "forgot", {"copy": 0.2}]]
+        assert trial.user_attrs["steps"] == 25 and trial.constraints == {"forgetting:copy": pytest.approx(0.2 - MARGIN)}
     spent = [b - a for a, b in zip([0, *run.steps], run.steps, strict=False)]
-    assert spent == [100] * warm + [50] * len(searched)  # a trial stopped for forgetting spent its 50 steps
+    assert spent == [100] * warm + [25] * len(searched)  # a trial stopped beyond its margin spent its 25 steps
 
 
 def test_a_trial_the_pruner_would_stop_is_spared_while_its_probes_are_within_the_margins(
