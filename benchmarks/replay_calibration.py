@@ -60,7 +60,7 @@ class RealStudy:
     trials: int
     pruned: int
     steps: int
-    rung_checks: dict[str, int]  # verdict of the forgetting rung checks (forgot, spared, continued) → count
+    rung_checks: dict[str, int]  # rung-check verdict (forgot, spared; "continued": the old rule) → count
     seconds: float
 
 
