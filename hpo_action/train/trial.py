@@ -139,11 +139,7 @@ class TrialRunner:
         started = time.perf_counter()
         limit_torch_threads()  # the machine's load may have changed since the last trial
         set_seed(self.cfg.train.seed)  # the adapter's random init must not depend on earlier trials
-        metric = self.cfg.search.objective.metric
-        search = self.cfg.search
-        tracker = _Tracker(
-            metric, search.objective.direction, report, self.cfg.train, search.budget.max_steps, search.trial_timeout
-        )
+        tracker = self._tracker(report)
         model = self.base.attach(params)
         trainer = None
         try:
@@ -186,6 +182,14 @@ class TrialRunner:
             del trainer
             self.training = None
             self.base.detach(model)
+
+    def _tracker(self, report: Reporter | None) -> _Tracker:
+        """The trial's view of its evaluations: the study's objective, budget and timeout, reported to `report`."""
+        search = self.cfg.search
+        objective = search.objective
+        return _Tracker(
+            objective.metric, objective.direction, report, self.cfg.train, search.budget.max_steps, search.trial_timeout
+        )
 
     def probe_now(self) -> dict[str, ProbeReading]:
         """Every probe on the model being trained, mid-trial (the pruner's rungs under the forgetting constraint);

@@ -9,11 +9,11 @@ the pruner proposes to stop a trial, its probes are read:
   gate's own test on its probe rows decides that at its end, as for every trial;
 - a probe beyond its margin: the pruner's stop stands, and the probe excesses become the trial's constraint
   values, so a constrained sampler (TPE) counts it infeasible rather than as a pruned trial ranked by its loss.
-No trial is stopped for forgetting alone: mid-trial forgetting does not predict the end. On the learning-curve
-tables (benchmarks/results/curves_*_probes.parquet) the copy skill drops most while the learning rate is high and
-comes back as it decays, with replay and KL pulling it back: 32 of the 42 quickstart runs that end within the
+No trial is stopped for forgetting alone: mid-trial forgetting does not predict the end. In the quickstart's
+learning curves (benchmarks/results/curves_quickstart_probes.parquet) the copy skill drops most while the learning
+rate is high and comes back as it decays, with replay and KL pulling it back: 32 of the 42 runs that end within the
 margin were beyond it at half the budget, and an earlier rule that stopped such trials there pruned the best
-configurations (benchmarks/RESULTS.md, issue 23 fourth round).
+configurations (benchmarks/RESULTS.md, issue 23 fourth and fifth rounds).
 """
 
 from __future__ import annotations
