@@ -4,7 +4,7 @@ run of the same config stops again) and calls `study.stop()`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpo_action.config import HpoConfig
 from hpo_action.search.space import trial_defaults
@@ -47,7 +47,8 @@ class NoLearningStop:
             self.applies = False
             _warn(f"the stopping rule is off: the base model's {self.cfg.search.objective.metric} failed ({err})")
             return
-        decision = decide(outcomes, base, minimize)
+        margins = {b.name: float(b.margin) for b in self.cfg.gate.forgetting if b.margin is not None}
+        decision = decide(outcomes, base, minimize, margins)
         if decision.stop:
             message = stop_message(decision, self.cfg)
             study.set_user_attr(STOP_ATTR, message)
@@ -56,10 +57,15 @@ class NoLearningStop:
     def _base(self, study: optuna.Study) -> float:
         """The base model's value of the first objective: measured once, then kept on the study."""
         if BASE_ATTR not in study.user_attrs:
-            params = {**trial_defaults(self.cfg), "replay_ratio": 0.0, "kl_to_base": 0.0}
-            metrics = self.runner.base_metrics(params)
+            metrics = self.runner.base_metrics(base_params(self.cfg))
             study.set_user_attr(BASE_ATTR, float(metrics[self.cfg.search.objective.metric]))
         return float(study.user_attrs[BASE_ATTR])
+
+
+def base_params(cfg: HpoConfig) -> dict[str, Any]:
+    """The parameters the base model is evaluated with: the train defaults without the remedies (the base trains
+    nothing, so only its evaluation settings matter)."""
+    return {**trial_defaults(cfg), "replay_ratio": 0.0, "kl_to_base": 0.0}
 
 
 def outcomes_of(study: optuna.Study) -> list[TrialOutcome]:
@@ -67,7 +73,7 @@ def outcomes_of(study: optuna.Study) -> list[TrialOutcome]:
     import optuna
 
     from hpo_action.search.optuna_backend.duplicates import is_discarded
-    from hpo_action.search.optuna_backend.finalist import DROP_ATTR, first_value, within_margins
+    from hpo_action.search.optuna_backend.finalist import DROP_ATTR, EXCESS_ATTR, first_value, within_margins
     from hpo_action.search.space import warm_start_kind
 
     states = optuna.trial.TrialState
@@ -85,6 +91,7 @@ def outcomes_of(study: optuna.Study) -> list[TrialOutcome]:
                 warm_start=bool(warm_start_kind(t.user_attrs)),
                 params=dict(t.params),
                 drops=dict(t.user_attrs.get(DROP_ATTR, {})),
+                excess=dict(t.user_attrs.get(EXCESS_ATTR, {})),
             )
         )
     return outcomes
