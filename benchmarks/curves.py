@@ -29,6 +29,11 @@ runner and records, at each evaluation, what the product's forgetting rung check
 in a side file, curves_<task>_probes.parquet and .json (the same pins), so the replay can model those checks
 without rewriting the table. Each retrained curve is compared with the recorded one (DRIFT_TOLERANCE): the count
 that match is drift evidence too. Resumable and shareable like the build (curves_<task>_probes.partial.jsonl).
+The side file also records the base model's value of the objective (`base_objective`, measured as the product's
+no-learning stop measures it: search/optuna_backend/no_learning.py), so the replay applies that stop too;
+`--base` measures it again into an existing side file.
+
+    python benchmarks/curves.py --task flat --base
 """
 
 from __future__ import annotations
@@ -398,10 +403,31 @@ def write_probes(task: Task, cfg: Any, rows: list[dict[str, Any]], table: dict[s
         "machine": _machine(),
         "train_seconds_total": round(sum(r["seconds"] for r in rows), 1),
         "wall_s_last_session": round(wall, 1),
+        "base_objective": base_objective(cfg),
     }
     (RESULTS / f"curves_{task.name}_probes.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (RESULTS / f"curves_{task.name}_probes.partial.jsonl").unlink(missing_ok=True)
     print(f"wrote {path}: {matched}/{len(rows)} curves match the table within {DRIFT_TOLERANCE} ({exact} exactly)")
+    return path
+
+
+def base_objective(cfg: Any) -> dict[str, Any]:
+    """The base model's value of the objective, as the product's no-learning stop measures it, with the commit it
+    was measured at."""
+    from hpo_action.search.optuna_backend.no_learning import base_params
+
+    metric = cfg.search.objective.metric
+    value = session_runner(cfg).base_metrics(base_params(cfg))[metric]
+    return {"metric": metric, "value": value, "commit": commit()["commit"]}
+
+
+def record_base(task: Task) -> Path:
+    """`base_objective` measured now into the task's existing probe side file (its other fields unchanged)."""
+    path = RESULTS / f"curves_{task.name}_probes.json"
+    manifest = json.loads(path.read_text())
+    manifest["base_objective"] = base_objective(task_config(task))
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"{task.name}: base {manifest['base_objective']['metric']} {manifest['base_objective']['value']:.6g}")
     return path
 
 
@@ -453,9 +479,12 @@ def main() -> None:
     parser.add_argument("--reverse", action="store_true", help="Train from the last missing row (a 2nd process).")
     parser.add_argument("--shuffle", type=int, default=0, help="Train the missing rows in a seeded random order.")
     parser.add_argument("--probes", action="store_true", help="Record the probes at every evaluation (side file).")
+    parser.add_argument("--base", action="store_true", help="Measure the base model's objective into the side file.")
     args = parser.parse_args()
     for name in TASKS if args.task == "all" else [args.task]:
-        if args.probes:
+        if args.base:
+            record_base(TASKS[name])
+        elif args.probes:
             build_probes(TASKS[name], args.limit, args.reverse)
         elif args.add_seeds:
             add_seeds(TASKS[name], args.add_seeds, args.top, args.limit, args.reverse)

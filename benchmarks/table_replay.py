@@ -18,6 +18,10 @@ curves_<task>_probes.parquet) in place of a live probe. A table without that sid
 constraint unless the caller asks to replay the pruner without the checks (`--no-rung-checks`, labelled so). The
 oracle pruner knows each trial's end, so it needs no rung checks.
 
+With the probe side file, the product's no-learning stop (search/stopping.py) runs too: `MeasuredTableRunner`
+knows the base model's value (the side file's `base_objective`) and hands each complete trial the recorded drop and
+bound of its own final probe, so a replayed study stops where a real one would. The oracle is left without it.
+
 Each replay yields the incumbent after every trial, its *true* loss (the mean over every training seed the table has
 for it: the best configurations have extra seeds) and the training steps spent so far. A table whose manifest does
 not match the code under test is refused (benchmarks/table_manifest.py).
@@ -54,6 +58,7 @@ class Table:
     config: dict[str, Any]
     probes: dict[tuple[Any, ...], Readings] | None = None  # key as rows → the probes at each evaluation
     rung_checks: bool = True  # False: replay the pruner without the rung checks (asked for; the results say so)
+    base: float | None = None  # the base model's value of the objective (the side file's), for the no-learning stop
 
     @classmethod
     def load(
@@ -79,10 +84,12 @@ class Table:
         rows = {}
         for row in pq.read_table(folder / f"curves_{task}.parquet").to_pylist():
             rows[(*(row[k] for k in grid), row["train_seed"])] = row
-        probes = None
+        probes, base = None, None
         side = folder / f"curves_{task}_probes.json"
         if rung_checks and side.is_file():
-            check(json.loads(side.read_text()), relative(str(side)), cfg)
+            side_manifest = json.loads(side.read_text())
+            check(side_manifest, relative(str(side)), cfg)
+            base = (side_manifest.get("base_objective") or {}).get("value")
             probes = {
                 (*(row[k] for k in grid), row["train_seed"]): {
                     int(step): {name: (float(drop), float(excess)) for name, (drop, excess) in sets.items()}
@@ -96,7 +103,7 @@ class Table:
                 f"search.forgetting_constraint; build them (python benchmarks/curves.py --task {task} --probes) "
                 "or pass --no-rung-checks to replay the pruner without them"
             )
-        return cls(task, grid, manifest["training_seeds"], rows, manifest["config"], probes, rung_checks)
+        return cls(task, grid, manifest["training_seeds"], rows, manifest["config"], probes, rung_checks, base)
 
     @classmethod
     def load_or_exit(
@@ -243,7 +250,7 @@ class TableRunner:
         if trial_number is not None:
             self.points[trial_number] = point
         row = self.table.rows[(*point, self.train_seed)]
-        readings = (self.table.probes or {}).get((*point, self.train_seed), {}) if self.probes else {}
+        readings = (self.table.probes or {}).get((*point, self.train_seed), {})  # read by the rung checks if on
         curve = [
             (step, value)
             for step, value in zip(row["steps"], row["values"], strict=True)
@@ -260,6 +267,7 @@ class TableRunner:
             self.log.append(Step(point, row["run_steps"], None))
             raise TrialError(row["error"] or "diverged")
         self.log.append(Step(point, row["run_steps"], row["final"]))
+        final_probe = readings.get(row["run_steps"], {})  # the trial's own probe at its end (probe side file)
         result = TrialResult(
             value=row["final"],
             metrics={self.metric: row["final"]},
@@ -267,10 +275,23 @@ class TableRunner:
             steps=row["run_steps"],
             seconds=row["run_steps"] * row["seconds_per_step"],
             forgetting=json.loads(row.get("forgetting") or "{}"),  # the constraint, when search sets it
+            forgetting_drop={name: drop for name, (drop, _) in final_probe.items()},
         )
         if save_to is not None:
             save_to(result)  # the product decides whether it would keep the weights; nothing is written
         return result
+
+
+class MeasuredTableRunner(TableRunner):
+    """A TableRunner that knows the base model's value of the objective, as `TrialRunner.base_metrics` measures
+    it: the product's no-learning stop (search/optuna_backend/no_learning.py) applies to the replayed study."""
+
+    def __init__(self, table: Table, train_seed: int, base: float, **options: Any) -> None:
+        super().__init__(table, train_seed, **options)
+        self.base = base
+
+    def base_metrics(self, params: dict[str, Any]) -> dict[str, float]:
+        return {self.metric: self.base}
 
 
 @dataclass
@@ -342,7 +363,11 @@ def replay(
             f"table {table.task}: no forgetting probe readings for the rung checks under search.forgetting_constraint"
         )
     rungs = rungs and table.probes is not None
-    runner = TableRunner(table, train_seed, search.objective.metric, budget.eval_every, budget.max_steps, rungs)
+    options = {"metric": search.objective.metric, "eval_every": budget.eval_every, "max_steps": budget.max_steps}
+    if table.probes is not None and table.base is not None and not oracle:
+        runner = MeasuredTableRunner(table, train_seed, table.base, rung_checks=rungs, **options)
+    else:
+        runner = TableRunner(table, train_seed, rung_checks=rungs, **options)
 
     def note_incumbent(study: Any, trial: Any) -> None:
         finalist = chosen_trial(study)

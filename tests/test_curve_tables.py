@@ -238,6 +238,35 @@ def test_a_trial_the_pruner_would_stop_is_spared_while_its_probes_are_within_the
     assert without.total_steps() == 100 * warm + 25 * (without.trials - warm)
 
 
+def test_the_no_learning_stop_ends_a_replayed_study_as_the_product_would(monkeypatch: pytest.MonkeyPatch):
+    """With the base model's value (the probe side file's base_objective) the product's no-learning stop runs in the
+    replay on each trial's own final probe. Every row learned and ends 0.1 past its margin (drop 0.15): the study
+    stops after its warm starts plus MIN_AFTER_WARM_STARTS trials, with the product's message. Every row ends near
+    the margin (drop 0.03, its bound 0.01 past it: not shown to forget): every trial runs. Without a base value the
+    rule is off, as before the side file recorded one."""
+    from hpo_action.search.optuna_backend.no_learning import STOP_ATTR
+    from hpo_action.search.stopping import MIN_AFTER_WARM_STARTS
+
+    def every_row_ends(drop: float, excess: float, base: float | None = 10.0) -> Table:
+        table = synthetic_table()
+        for row in table.rows.values():
+            row["forgetting"] = json.dumps({"copy": excess})
+        assert table.probes is not None
+        table.probes = {key: {**readings, 100: {"copy": (drop, excess)}} for key, readings in table.probes.items()}
+        table.base = base
+        return table
+
+    trials = 10
+    warm = queued_warm_starts(strategy_config(synthetic_table(), "a", {}, trials))
+    study, run = replay_study(every_row_ends(0.15, 0.1), monkeypatch, prune=False, trials=trials)
+    assert run.trials == len(study.trials) == warm + MIN_AFTER_WARM_STARTS < trials
+    assert "learned but forgot beyond a margin" in study.user_attrs[STOP_ATTR]
+    study, run = replay_study(every_row_ends(0.03, 0.01), monkeypatch, prune=False, trials=trials)
+    assert run.trials == trials and STOP_ATTR not in study.user_attrs
+    study, run = replay_study(every_row_ends(0.15, 0.1, base=None), monkeypatch, prune=False, trials=trials)
+    assert run.trials == trials and STOP_ATTR not in study.user_attrs
+
+
 def test_a_table_without_probe_readings_is_refused_under_the_forgetting_constraint(tmp_path: Path):
     table = synthetic_table()
     table.probes = None
@@ -327,7 +356,10 @@ def test_the_table_matches_todays_trial_loop(monkeypatch: pytest.MonkeyPatch, ta
     agree with the recorded curve within DRIFT_TOLERANCE. A change of the trial loop, the demo model or the data
     that moves the curves fails here (on the machine that built the table the rows reproduce bit for bit). The
     forgetting probes read at steps 25 and 50 (what the rung checks see) agree with the probe side file's within
-    PROBE_TOLERANCE on the drop."""
+    PROBE_TOLERANCE on the drop, and the base model's value the replay's no-learning stop reads with the side
+    file's."""
+    from hpo_action.search.optuna_backend.no_learning import base_params
+
     table = Table.load(task)
     manifest = json.loads((RESULTS / f"curves_{task}.json").read_text())
     monkeypatch.setenv("OMP_NUM_THREADS", str(manifest["torch_threads"]))
@@ -348,6 +380,8 @@ def test_the_table_matches_todays_trial_loop(monkeypatch: pytest.MonkeyPatch, ta
         for step, sets in json.loads(row["probes"]):
             for name, (drop, _) in sets.items():
                 assert drop == pytest.approx(recorded_probes[step][name][0], abs=PROBE_TOLERANCE), (params, step, name)
+    base = runner.base_metrics(base_params(cfg))[cfg.search.objective.metric]
+    assert base == pytest.approx(table.base, rel=DRIFT_TOLERANCE)  # what the replay's no-learning stop compares with
 
 
 def test_epsilon_is_the_seed_sd_pooled_over_the_best_configurations():
