@@ -35,7 +35,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import table_replay
 from hpo_efficiency import strategy_config
 from table_replay import RESULTS, Table, replay
 
@@ -45,16 +44,6 @@ SETTINGS = ((2, 1), (2, 2), (3, 1), (3, 2), (4, 2))  # (top_k, seeds)
 RULES = ("bound", "own_sd")  # the product's (seed sd pooled over the finalists) and each finalist's own sd
 MAX_TRIALS = 40  # the replayed study: enough trials to cover S_N + the largest retraining at N = 20
 _TABLE: list[Table] = []
-
-
-class _Recording(table_replay.TableRunner):
-    """The replay's runner, kept so the study's trial log (grid point, steps, observed final) can be read."""
-
-    last: _Recording | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _Recording.last = self
 
 
 def _table() -> Table:
@@ -75,12 +64,8 @@ def study_job(job: tuple[int, int]) -> dict[str, Any]:
     truth = table.true_losses()
     best = min(truth.values())
     cfg = strategy_config(table, "a", {}, MAX_TRIALS)
-    original, table_replay.TableRunner = table_replay.TableRunner, _Recording
-    try:
-        run = replay(table, cfg, study_seed, train_seed, truth)
-    finally:
-        table_replay.TableRunner = original
-    log = _Recording.last.log
+    run = replay(table, cfg, study_seed, train_seed, truth)
+    log = run.log
     constrained = cfg.search.forgetting_constraint
     out: dict[str, Any] = {"study_seed": study_seed, "train_seed": train_seed, "trials": len(log), "arms": {}}
     for n in STUDY_TRIALS:

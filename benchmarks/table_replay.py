@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +301,7 @@ class Replay:
     steps: list[int]
     regret: list[float]
     trials: int
+    log: list[Step] = field(default_factory=list)  # each trial's grid point, steps and observed final (the runner's)
 
     def total_steps(self) -> int:
         return self.steps[-1] if self.steps else 0
@@ -409,4 +410,4 @@ def incumbents(log: list[Step], truth: dict[tuple[Any, ...], float], best: float
         spent += step.steps
         steps.append(spent)
         regrets.append(truth[step.chosen] - best if step.chosen is not None else math.inf)
-    return Replay(steps, regrets, len(log))
+    return Replay(steps, regrets, len(log), log)
