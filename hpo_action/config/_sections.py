@@ -270,6 +270,12 @@ class RaySearch(_Section):
     resample_probability: float = Field(
         0.25, ge=0, le=1, description="pbt: chance that explore redraws a parameter instead of scaling it 0.8/1.2."
     )
+    synch: bool = Field(
+        False,
+        description="pbt, pb2: judge the population at a decision once every live trial has reached it, so which "
+        "trial copies which depends on the scores alone, not on which trial ran faster. Off (Ray's default, "
+        "asynchronous): faster, but a trial is judged against whoever has reported, at whatever step they reached.",
+    )
     reduction_factor: int = Field(3, ge=2, description="asha: keep 1 in this many trials at each rung.")
     cpus_per_trial: int = Field(
         1, ge=1, description="CPU cores per trial (its torch threads); local Ray gets this machine's real cores."

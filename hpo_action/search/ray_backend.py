@@ -184,6 +184,7 @@ def _scheduler(cfg: HpoConfig) -> Any:
         "perturbation_interval": ray_cfg.perturbation_interval or 2 * budget.eval_every,
         "quantile_fraction": ray_cfg.quantile_fraction,
         "custom_explore_fn": partial(_clip, space=mutable),
+        "synch": ray_cfg.synch,
     }
     if ray_cfg.scheduler == "pb2":
         from ray.tune.schedulers.pb2 import PB2
