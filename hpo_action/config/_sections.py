@@ -552,6 +552,11 @@ class GateConfig(_Section):
             raise ValueError(f"forgetting name {duplicate!r} is used twice; give each benchmark its own name")
         return self
 
+    def margins(self) -> dict[str, float]:
+        """Each forgetting set's margin, by name (a set without one is left out): what the search's forgetting
+        checks compare a probe's drop with."""
+        return {b.name: float(b.margin) for b in self.forgetting if b.margin is not None}
+
 
 SigningMethod = Literal["auto", "sigstore", "key", "off"]
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"

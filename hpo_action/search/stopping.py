@@ -72,9 +72,9 @@ def noise(base: float) -> float:
 
 
 def near_feasible(trial: TrialOutcome, margins: Mapping[str, float]) -> bool:
-    """Not shown within the margins, yet not shown to forget (the module's docstring): every set either passed or
-    dropped less than its margin on a probe that could show a kept skill (excess − drop < 0: at no drop the bound
-    would be within the margin)."""
+    """For an infeasible trial: not shown within the margins, yet not shown to forget (the module's docstring): every
+    set either passed or dropped less than its margin on a probe that could show a kept skill (excess − drop < 0: at
+    no drop the bound would be within the margin)."""
 
     def could_pass(name: str) -> bool:
         excess, drop = trial.excess.get(name), trial.drops.get(name)
@@ -82,7 +82,7 @@ def near_feasible(trial: TrialOutcome, margins: Mapping[str, float]) -> bool:
             return False
         return excess <= 0 or (drop < margins[name] and excess - drop < 0)
 
-    return not trial.feasible and bool(trial.excess) and all(could_pass(name) for name in trial.excess)
+    return bool(trial.excess) and all(could_pass(name) for name in trial.excess)
 
 
 def decide(trials: Sequence[TrialOutcome], base: float, minimize: bool, margins: Mapping[str, float]) -> StopDecision:

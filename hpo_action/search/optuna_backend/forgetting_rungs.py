@@ -71,5 +71,4 @@ def forgetting_rungs(cfg: HpoConfig, runner: Any) -> ForgettingRungs | None:
         return None
     if not getattr(runner, "probes", ()):
         return None
-    margins = {b.name: float(b.margin) for b in cfg.gate.forgetting if b.margin is not None}
-    return ForgettingRungs(measure, margins, cfg.search.budget.max_steps)
+    return ForgettingRungs(measure, cfg.gate.margins(), cfg.search.budget.max_steps)

@@ -31,8 +31,10 @@ class NoLearningStop:
     def __init__(self, cfg: HpoConfig, runner: Runner) -> None:
         self.cfg, self.runner = cfg, runner
         probed = cfg.search.forgetting_constraint or cfg.search.multi_objective
-        # A stand-in runner that cannot measure the base model (a table replay) leaves the rule off.
+        # A stand-in runner that cannot measure the base model (a table replay without its recorded base value)
+        # leaves the rule off.
         self.applies = probed and any(b.kind == "data" for b in cfg.gate.forgetting) and hasattr(runner, "base_metrics")
+        self.margins = cfg.gate.margins()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if not self.applies or stopped(study):
@@ -47,8 +49,7 @@ class NoLearningStop:
             self.applies = False
             _warn(f"the stopping rule is off: the base model's {self.cfg.search.objective.metric} failed ({err})")
             return
-        margins = {b.name: float(b.margin) for b in self.cfg.gate.forgetting if b.margin is not None}
-        decision = decide(outcomes, base, minimize, margins)
+        decision = decide(outcomes, base, minimize, self.margins)
         if decision.stop:
             message = stop_message(decision, self.cfg)
             study.set_user_attr(STOP_ATTR, message)
