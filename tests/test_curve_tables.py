@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from curves import TASKS, run_one, session_runner, task_config
 from efficiency_stats import km_median, km_summary
-from hpo_efficiency import strategy_config
+from hpo_efficiency import manifest_pins, strategy_config
 from table_manifest import TableMismatch, config_pin
 from table_replay import Replay, Table, TableRunner, replay, study_name
 
@@ -346,6 +346,19 @@ def test_a_table_whose_config_differs_from_the_code_is_refused(tmp_path: Path):
         check=False,
     )
     assert done.returncode == 2 and "does not match the code under test" in done.stderr
+
+
+def test_the_committed_efficiency_results_were_replayed_from_the_committed_tables():
+    """benchmarks/results/hpo_efficiency.json keeps the keys issue 23 names, and its headline and league carry the
+    pins of the tables committed beside them (commit, rows, seeds, model and data hashes, probe side files): a table
+    rebuilt without rerunning the results fails here."""
+    result = json.loads((RESULTS / "hpo_efficiency.json").read_text())
+    keys = ("ratio_vs_random", "ratio_vs_tpe_no_pruning", "seeds", "stays_within_eps", "oracle_fraction", "league")
+    assert all(key in result for key in (*keys, "manifest")), sorted(result)
+    for task, pins in result["manifest"].items():
+        assert pins == manifest_pins(task), f"hpo_efficiency.json's {task} headline: rerun benchmarks/hpo_efficiency.py"
+    for task, pins in result["league"]["manifest"].items():
+        assert pins == manifest_pins(task), f"hpo_efficiency.json's {task} league: rerun benchmarks/league.py"
 
 
 @pytest.mark.slow
